@@ -1,0 +1,58 @@
+"""Sessions: tests (3.10-3.13), lint, typecheck, examples; bench on demand.
+
+Run ``nox`` for the default sessions, ``nox -s bench`` for benchmarks.
+Interpreters installed with pyenv are found without activating them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+# Make every pyenv-installed interpreter visible as pythonX.Y.
+_pyenv_bins = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin")))
+if _pyenv_bins:
+    os.environ["PATH"] = os.pathsep.join([*_pyenv_bins, os.environ.get("PATH", "")])
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
+    spec = f".[{extras}]" if extras else "."
+    deps = [d for g in groups for d in nox.project.dependency_groups(PYPROJECT, g)]
+    session.install("-e", spec, *deps)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite on every supported Python."""
+    _install(session, "test", extras="uvloop")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=["3.10", "3.13"])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over src, tests and examples."""
+    _install(session, "typecheck")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Smoke-run the examples that need nothing but the library."""
+    _install(session)
+    session.run("python", "examples/quickstart.py")

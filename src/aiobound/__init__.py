@@ -1,0 +1,31 @@
+"""aiobound: awaitable, bounded, cancellation-safe submission to executors.
+
+``loop.run_in_executor`` never waits: every call goes onto the pool's
+unbounded queue. :class:`BoundedLoopExecutor` makes ``await submit(...)`` wait
+for one of ``bound`` slots first, so producers get backpressure and memory
+stays flat. This module only re-exports; the code lives in private modules,
+one job each.
+"""
+
+from __future__ import annotations
+
+from ._errors import ClosedError as ClosedError
+from ._errors import OverloadedError as OverloadedError
+from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
+from ._map import MapIterator as MapIterator
+from ._stats import ExecutorStats as ExecutorStats
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "BoundedLoopExecutor",
+    "ClosedError",
+    "ExecutorStats",
+    "MapIterator",
+    "OverloadedError",
+)
+
+# Show the public path in reprs, tracebacks and docs.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

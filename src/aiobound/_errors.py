@@ -1,0 +1,31 @@
+"""The two errors aiobound raises of its own accord.
+
+Both subclass :class:`RuntimeError`, as the standard library's
+``cannot schedule new futures after shutdown`` error and
+:class:`concurrent.futures.BrokenExecutor` do, so code that already treats an
+executor's refusal as a ``RuntimeError`` keeps working. Errors raised by the
+function you submit are never wrapped: they reach you unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = ("ClosedError", "OverloadedError")
+
+
+class OverloadedError(RuntimeError):
+    """Raised by ``submit``/``run`` when ``max_pending`` callers already wait.
+
+    This is load shedding, not a fault: the executor is healthy but every slot
+    is taken and the waiting room is full, so the call is refused at once
+    instead of queueing without limit. Nothing was submitted and no slot is
+    held. A service usually turns it into ``503 Service Unavailable``.
+    """
+
+
+class ClosedError(RuntimeError):
+    """Raised when a call is made on, or was waiting in, a closed executor.
+
+    "Closed" means that *your* code called :meth:`BoundedLoopExecutor.aclose`
+    or left its ``async with`` block. Coroutines that were waiting for a slot
+    at that moment get this error too; nothing of theirs was submitted.
+    """

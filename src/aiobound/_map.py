@@ -1,0 +1,252 @@
+"""MapIterator: a lazy, bounded ``map`` over a sync or async iterable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from ._executor import BoundedLoopExecutor
+
+__all__ = ("MapIterator",)
+
+T = TypeVar("T")
+
+
+class MapIterator(Generic[T]):
+    """The async iterator returned by :meth:`BoundedLoopExecutor.map`.
+
+    **Laziness.** Items are pulled from the source only inside ``__anext__``,
+    and never more than ``bound`` of them are pulled and not yet handed to the
+    consumer (results waiting to be received count). Each pulled item is
+    submitted through the executor, so it also waits for a slot like any
+    other caller (and may be refused with :class:`OverloadedError` when
+    ``max_pending`` is reached). While results are outstanding, a new item is
+    pulled only when a slot is free at once, so ready results are not held
+    back behind other producers. A sync iterable is iterated on the event
+    loop's thread: it should not block.
+
+    **Order.** ``ordered=True`` yields results in input order;
+    ``ordered=False`` in the order the calls finish.
+
+    **Errors.** An exception raised by ``fn`` ends the iteration with that
+    exception when its result would have been yielded. An exception raised by
+    the source ends it after the results of the items pulled before it.
+    An exception raised by the executor's ``submit`` for an item (closed,
+    overloaded, broken pool) is raised in that item's place. Once an
+    exception has been raised, or ``StopAsyncIteration`` reached, the iterator
+    is finished and keeps raising ``StopAsyncIteration``.
+
+    **Clean-up.** The iteration is finished, and calls that have not started
+    are cancelled (they never run, their slots are freed at once), when:
+    it is exhausted or raises; ``aclose()`` is called or an ``async with``
+    block around it is left; ``__anext__`` is cancelled (cancellation ends
+    the iteration); or the iterator is garbage-collected, e.g. after a bare
+    ``break`` in CPython. Calls already running go on; their slots are freed
+    when they end, and their results are dropped. ``aclose()`` also closes the
+    source if it is a generator or an async generator (as
+    :func:`contextlib.aclosing` would); other iterators are left as they are.
+    ``aclose()`` is idempotent.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_aiter",
+        "_done",
+        "_executor",
+        "_exhausted",
+        "_finished",
+        "_fn",
+        "_iter",
+        "_loop",
+        "_ordered",
+        "_outstanding",
+        "_pending",
+        "_source_error",
+        "_wakeup",
+    )
+
+    def __init__(
+        self,
+        executor: BoundedLoopExecutor,
+        fn: Callable[[Any], T],
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        ordered: bool,
+    ) -> None:
+        self._finished = True  # until fully built, for __del__'s sake
+        self._iter: Iterator[Any] | None = None
+        self._aiter: AsyncIterator[Any] | None = None
+        if isinstance(items, AsyncIterable):
+            self._aiter = aiter(items)
+        elif isinstance(items, Iterable):
+            self._iter = iter(items)
+        else:
+            raise TypeError(
+                "items must be an iterable or an async iterable, got "
+                f"{type(items).__name__} {items!r}"
+            )
+        self._executor = executor
+        self._fn = fn
+        self._ordered = ordered
+        # Ordered: futures in input order. Unordered: futures not done yet.
+        self._pending: deque[asyncio.Future[T]] = deque()
+        self._done: deque[asyncio.Future[T]] = deque()  # unordered: done, unread
+        self._outstanding = 0  # items pulled and not yet handed to the consumer
+        self._exhausted = False
+        self._source_error: BaseException | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        """Return the next result.
+
+        Cancellation: finishes the iteration (see the class docstring).
+        """
+        if self._finished:
+            raise StopAsyncIteration
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        try:
+            await self._fill()
+            if self._ordered:
+                if not self._pending:
+                    self._end()
+                fut = self._pending[0]
+                try:
+                    return await fut
+                finally:
+                    del self._pending[0]
+                    self._outstanding -= 1
+            while not self._done:
+                if not self._pending:
+                    self._end()
+                self._wakeup = self._loop.create_future()
+                await self._wakeup
+            fut = self._done.popleft()
+            self._outstanding -= 1
+            return fut.result()
+        except BaseException:
+            self._finish()
+            raise
+
+    async def _fill(self) -> None:
+        """Pull and submit items while the window allows."""
+        executor = self._executor
+        while not self._exhausted and self._outstanding < executor.bound:
+            if self._outstanding and not executor._check_slot_free():
+                return  # deliver what is coming rather than queue for a slot
+            try:
+                if self._aiter is not None:
+                    item = await anext(self._aiter)
+                else:
+                    assert self._iter is not None
+                    item = next(self._iter)
+            except (StopIteration, StopAsyncIteration):
+                self._exhausted = True
+                return
+            except Exception as exc:
+                self._exhausted = True
+                self._source_error = exc
+                return
+            self._outstanding += 1
+            try:
+                fut = await executor.submit(self._fn, item)
+            except Exception as exc:
+                # Refused for this item: raise it in the item's place.
+                assert self._loop is not None
+                fut = self._loop.create_future()
+                fut.set_exception(exc)
+            if self._ordered or fut.done():
+                self._add_done(fut)
+            else:
+                self._pending.append(fut)
+                fut.add_done_callback(self._on_done)
+
+    def _add_done(self, fut: asyncio.Future[T]) -> None:
+        if self._ordered:
+            self._pending.append(fut)
+        else:
+            self._done.append(fut)
+
+    def _on_done(self, fut: asyncio.Future[T]) -> None:
+        """Unordered mode: move a finished future to the done queue."""
+        if self._finished:
+            return
+        self._pending.remove(fut)
+        self._done.append(fut)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _end(self) -> NoReturn:
+        """Finish after the last result: raise the source's error or stop."""
+        error, self._source_error = self._source_error, None
+        self._finish()
+        if error is not None:
+            raise error
+        raise StopAsyncIteration
+
+    def _finish(self) -> None:
+        """Mark finished and cancel every call that has not started."""
+        if self._finished:
+            return
+        self._finished = True
+        for fut in (*self._pending, *self._done):
+            if not fut.cancel() and not fut.cancelled():
+                fut.exception()  # mark retrieved: it will never be read
+        self._pending.clear()
+        self._done.clear()
+        self._outstanding = 0
+
+    async def aclose(self) -> None:
+        """Finish the iteration and close a generator source. Idempotent.
+
+        Cancellation: the iteration is finished before the first await, so
+        only the closing of an async generator source can be interrupted.
+        """
+        self._finish()
+        if inspect.isasyncgen(self._aiter):
+            await self._aiter.aclose()
+        elif inspect.isgenerator(self._iter):
+            self._iter.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if self._finished or (not self._pending and not self._done):
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._finish()
+        else:
+            with contextlib.suppress(RuntimeError):  # closed in the meantime
+                loop.call_soon_threadsafe(self._finish)
