@@ -1,0 +1,215 @@
+"""Shared fixtures: event loops, gates for worker threads, executors."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import pytest
+
+from aiobound import BoundedLoopExecutor
+
+if TYPE_CHECKING:
+    from pytest_asyncio.plugin import LoopFactory
+
+new_uvloop: Callable[[], asyncio.AbstractEventLoop] | None
+try:
+    import uvloop
+
+    new_uvloop = uvloop.new_event_loop
+except ImportError:  # pragma: no cover - uvloop is in the test group
+    new_uvloop = None
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# How long a worker thread waits on a gate before giving up. Only a guard
+# against a hang in a broken test; a passing test never waits this long.
+GATE_TIMEOUT = 30.0
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, LoopFactory]:
+    """Run every async test on the default loop and on uvloop."""
+    factories: dict[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
+    if new_uvloop is not None:
+        factories["uvloop"] = new_uvloop
+    return factories
+
+
+class Gate(Generic[T]):
+    """A blocking function for worker threads, controlled from the test.
+
+    Each call reports that it started (on the loop, through an asyncio.Event
+    and a counter), then blocks until :meth:`open` is called, then returns
+    its argument or raises ``error``.
+    """
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._opened = threading.Event()
+        self._lock = threading.Lock()
+        self._error = error
+        self.calls: list[object] = []  # arguments of calls that started
+        self.finished = 0
+        self.running = 0
+        self.peak_running = 0
+        self._started_events: list[tuple[int, asyncio.Event]] = []
+
+    def __call__(self, value: T) -> T:
+        with self._lock:
+            self.calls.append(value)
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+            count = len(self.calls)
+        self._notify(count)
+        try:
+            if not self._opened.wait(GATE_TIMEOUT):
+                raise TimeoutError("the test never opened this gate")
+            if self._error is not None:
+                raise self._error
+            return value
+        finally:
+            with self._lock:
+                self.running -= 1
+                self.finished += 1
+
+    def _notify(self, count: int) -> None:
+        with contextlib.suppress(RuntimeError):  # the test's loop is gone
+            self._loop.call_soon_threadsafe(self._wake, count)
+
+    def _wake(self, count: int) -> None:
+        for wanted, event in self._started_events:
+            if count >= wanted:
+                event.set()
+
+    async def started(self, count: int = 1) -> None:
+        """Wait until at least ``count`` calls have started."""
+        with self._lock:
+            if len(self.calls) >= count:
+                return
+            event = asyncio.Event()
+            self._started_events.append((count, event))
+        await event.wait()
+
+    def open(self) -> None:
+        """Let every blocked and future call through."""
+        self._opened.set()
+
+
+class GateFactory:
+    """Makes gates and opens all of them at teardown (pool threads are
+    joined at interpreter exit, so a forgotten gate would hang it)."""
+
+    def __init__(self) -> None:
+        self._gates: list[Gate[Any]] = []
+
+    def __call__(self, error: BaseException | None = None) -> Gate[Any]:
+        gate: Gate[Any] = Gate(error)
+        self._gates.append(gate)
+        return gate
+
+    def open_all(self) -> None:
+        for gate in self._gates:
+            gate.open()
+
+
+@pytest.fixture
+def make_gate() -> Iterator[GateFactory]:
+    factory = GateFactory()
+    yield factory
+    factory.open_all()
+
+
+class CountingExecutor(concurrent.futures.Executor):
+    """Wraps a thread pool and records how many calls were in it at once.
+
+    ``in_pool`` counts calls submitted and not finished (queued or running),
+    which is exactly what ``bound`` limits.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers)
+        self._lock = threading.Lock()
+        self.in_pool = 0
+        self.peak_in_pool = 0
+        self.submits = 0
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        with self._lock:
+            self.in_pool += 1
+            self.submits += 1
+            self.peak_in_pool = max(self.peak_in_pool, self.in_pool)
+        fut = self._pool.submit(fn, *args, **kwargs)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self.in_pool -= 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class FailingExecutor(concurrent.futures.Executor):
+    """An executor whose submit always raises the given error."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        raise self.error
+
+
+ExecutorFactory = Callable[..., BoundedLoopExecutor]
+
+
+@pytest.fixture
+async def make_executor(make_gate: GateFactory) -> AsyncIterator[ExecutorFactory]:
+    """Build executors; each is closed at teardown after opening all gates."""
+    made: list[BoundedLoopExecutor] = []
+    pools: list[concurrent.futures.Executor] = []
+
+    def factory(*, shut_down_pool: bool = True, **kwargs: Any) -> BoundedLoopExecutor:
+        """Make an executor; a pool passed as ``executor=`` is shut down at
+        teardown unless ``shut_down_pool=False`` (for shared fixtures)."""
+        executor = BoundedLoopExecutor(**kwargs)
+        made.append(executor)
+        if "executor" in kwargs and shut_down_pool:
+            pools.append(kwargs["executor"])
+        return executor
+
+    yield factory
+    make_gate.open_all()
+    for executor in made:
+        await executor.aclose()
+    for pool in pools:
+        pool.shutdown(wait=True)
+
+
+async def settle() -> None:
+    """Let every callback and task that is ready run, a few loop turns deep.
+
+    Deterministic: it waits for no clock and no thread, it only lets tasks
+    created just before take their first steps (e.g. reach a slot's queue).
+    """
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def assert_idle(executor: BoundedLoopExecutor) -> None:
+    """No slot taken, nobody waiting, every submitted call accounted for."""
+    stats = executor.stats()
+    assert stats.in_flight == 0, stats
+    assert stats.waiting == 0, stats
+    assert stats.submitted == stats.completed + stats.failed + stats.cancelled, stats

@@ -1,0 +1,213 @@
+"""submit/run: results, errors, the bound, max_pending, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+
+import pytest
+
+from aiobound import BoundedLoopExecutor, OverloadedError
+from conftest import (
+    CountingExecutor,
+    ExecutorFactory,
+    FailingExecutor,
+    GateFactory,
+    assert_idle,
+    settle,
+)
+
+
+def add(a: int, b: int = 0, *, scale: int = 1) -> int:
+    return (a + b) * scale
+
+
+class Boom(Exception):
+    pass
+
+
+def boom(message: str) -> None:
+    raise Boom(message)
+
+
+class TestResults:
+    async def test_submit_returns_a_future_of_the_result(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2)
+        fut = await executor.submit(add, 2, 3, scale=10)
+        assert isinstance(fut, asyncio.Future)
+        assert await fut == 50
+        assert_idle(executor)
+        assert executor.stats().completed == 1
+
+    async def test_run_passes_positional_and_keyword_arguments(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2)
+        assert await executor.run(add, 1, b=2, scale=3) == 9
+
+    async def test_exception_from_fn_comes_out_unchanged_and_frees_its_slot(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1)
+        with pytest.raises(Boom, match="kaput") as info:
+            await executor.run(boom, "kaput")
+        assert type(info.value) is Boom
+        assert_idle(executor)
+        assert executor.stats().failed == 1
+        assert await executor.run(add, 1) == 1  # the slot is free again
+
+    async def test_stop_iteration_from_fn_arrives_as_cause_of_runtime_error(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1)
+
+        def stop() -> None:
+            raise StopIteration("done")
+
+        with pytest.raises(RuntimeError) as info:
+            await executor.run(stop)
+        assert isinstance(info.value.__cause__, StopIteration)
+        assert_idle(executor)
+
+    async def test_submit_error_of_the_executor_frees_the_slot_and_reaches_caller(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        failing = FailingExecutor(RuntimeError("cannot schedule new futures"))
+        executor = make_executor(executor=failing, bound=1)
+        for _ in range(3):  # would hang on the second call if the slot leaked
+            with pytest.raises(RuntimeError, match="cannot schedule"):
+                _ = await executor.submit(add, 1)
+        assert_idle(executor)
+        assert executor.stats().failed == 3
+        assert executor.stats().submitted == 3
+
+    async def test_executor_shut_down_from_outside_raises_at_the_caller(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        executor = make_executor(executor=pool)
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await executor.run(add, 1)
+        assert_idle(executor)
+
+
+class TestBound:
+    async def test_bound_never_exceeded_under_many_producers(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        counting = CountingExecutor(max_workers=3)
+        executor = make_executor(executor=counting, bound=5)
+        gate = make_gate()
+
+        async def producer(n: int) -> list[int]:
+            return [await executor.run(gate, n * 100 + i) for i in range(10)]
+
+        tasks = [asyncio.create_task(producer(n)) for n in range(20)]
+        await gate.started(3)  # the pool is busy and the rest waits
+        stats = executor.stats()
+        assert stats.in_flight == 5
+        assert stats.waiting == 15
+        gate.open()
+        results = await asyncio.gather(*tasks)
+        assert results == [[n * 100 + i for i in range(10)] for n in range(20)]
+        assert counting.peak_in_pool == 5
+        assert executor.stats().peak_in_flight == 5
+        assert counting.submits == 200
+        assert_idle(executor)
+
+    async def test_default_bound_is_twice_the_worker_count(self) -> None:
+        executor = BoundedLoopExecutor(max_workers=3)
+        assert executor.bound == 6
+        await executor.aclose()
+
+    async def test_wrapped_stdlib_pool_size_is_read_for_the_default_bound(
+        self,
+    ) -> None:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert BoundedLoopExecutor(executor=pool).bound == 8
+        # The private attribute this relies on exists on this Python.
+        assert isinstance(pool._max_workers, int)
+
+    async def test_waiting_callers_do_not_hold_memory_in_the_pool(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        counting = CountingExecutor(max_workers=1)
+        executor = make_executor(executor=counting, bound=2)
+        gate = make_gate()
+        tasks = [asyncio.create_task(executor.run(gate, n)) for n in range(50)]
+        await gate.started(1)
+        assert counting.in_pool == 2  # not 50
+        gate.open()
+        assert await asyncio.gather(*tasks) == list(range(50))
+
+
+class TestMaxPending:
+    async def test_max_pending_rejects_at_once_and_counts(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1, max_pending=2)
+        gate = make_gate()
+        running = asyncio.create_task(executor.run(gate, 0))
+        await gate.started()
+        waiting = [asyncio.create_task(executor.run(gate, n)) for n in (1, 2)]
+        await settle()
+        assert executor.stats().waiting == 2
+        with pytest.raises(OverloadedError, match="max_pending=2"):
+            _ = await executor.submit(gate, 3)
+        stats = executor.stats()
+        assert stats.rejected == 1
+        assert stats.submitted == 1
+        gate.open()
+        assert await asyncio.gather(running, *waiting) == [0, 1, 2]
+        assert_idle(executor)
+
+    async def test_errors_are_runtime_errors(self) -> None:
+        from aiobound import ClosedError
+
+        assert issubclass(OverloadedError, RuntimeError)
+        assert issubclass(ClosedError, RuntimeError)
+
+
+class TestIntrospection:
+    async def test_stats_and_repr_follow_the_state(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1, max_pending=5)
+        gate = make_gate()
+        first = asyncio.create_task(executor.run(gate, 1))
+        await gate.started()
+        second = asyncio.create_task(executor.run(gate, 2))
+        await settle()
+        stats = executor.stats()
+        assert (stats.bound, stats.in_flight, stats.waiting) == (1, 1, 1)
+        assert stats.max_pending == 5
+        assert repr(executor) == (
+            "<BoundedLoopExecutor bound=1 in_flight=1 waiting=1 open>"
+        )
+        gate.open()
+        await asyncio.gather(first, second)
+        stats = executor.stats()
+        assert (stats.submitted, stats.completed, stats.failed) == (2, 2, 0)
+        assert not stats.closed
+        await executor.aclose()
+        assert executor.stats().closed
+        assert repr(executor).endswith("closed>")
+
+    async def test_properties(self, make_executor: ExecutorFactory) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        executor = make_executor(executor=pool, bound=3, max_pending=7)
+        assert executor.executor is pool
+        assert executor.bound == 3
+        assert executor.max_pending == 7
+        assert not executor.closed
+
+    async def test_partial_and_bound_methods_are_accepted(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1)
+        assert await executor.run(functools.partial(add, 1, 2)) == 3
+        assert await executor.run("a-b".split, "-") == ["a", "b"]
