@@ -246,6 +246,16 @@ class BoundedLoopExecutor:
             if gate.closed:
                 gate.release()
                 raise ClosedError("the executor was closed while this call waited")
+        return self._start(fn, args, kwargs)
+
+    def _start(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """Hand the call to the executor; the caller already holds a slot.
+
+        On the bound loop only. If the executor's ``submit`` raises, the slot
+        is freed and the error propagates.
+        """
         self._submitted += 1
         try:
             if self._copy_context:
@@ -255,7 +265,7 @@ class BoundedLoopExecutor:
                 cfut = self._executor.submit(fn, *args, **kwargs)
         except BaseException:
             self._failed += 1
-            gate.release()
+            self._gate.release()
             raise
         assert self._loop is not None
         return chain(cfut, self._loop, self._loop_thread_id, self._settle)
@@ -325,6 +335,7 @@ class BoundedLoopExecutor:
     # -- loop binding --------------------------------------------------------
 
     def _bind(self) -> None:
+        """Bind to the running loop on first use; refuse any other loop."""
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -335,11 +346,6 @@ class BoundedLoopExecutor:
                 f"{self!r} is bound to a different event loop; create one "
                 "BoundedLoopExecutor per event loop"
             )
-
-    def _check_slot_free(self) -> bool:
-        """Whether a submission would get a slot right now without waiting."""
-        gate = self._gate
-        return not gate.closed and gate.in_use < gate.bound and not gate.waiting
 
     # -- closing -------------------------------------------------------------
 

@@ -120,8 +120,11 @@ class MapIterator(Generic[T]):
             raise StopAsyncIteration
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            if self._loop is not self._executor._loop:
+                self._executor._bind()
         try:
-            await self._fill()
+            if self._iter is None or self._fill_from_sync_source():
+                await self._fill()
             if self._ordered:
                 if not self._pending:
                     self._end()
@@ -143,44 +146,95 @@ class MapIterator(Generic[T]):
             self._finish()
             raise
 
+    def _fill_from_sync_source(self) -> bool:
+        """Fast path for a sync source: fill while slots are free, no await.
+
+        Returns whether :meth:`_fill` must take over: nothing is outstanding
+        and no slot is free, so the next item has to wait for one.
+        """
+        gate = self._executor._gate
+        start = self._executor._start
+        source = self._iter
+        assert source is not None
+        while not self._exhausted and self._outstanding < gate.bound:
+            if gate.closed or not gate.try_acquire():
+                return not self._outstanding
+            try:
+                item = next(source)
+            except BaseException as exc:
+                gate.release()
+                self._source_failed(exc)
+                return False
+            self._outstanding += 1
+            try:
+                fut = start(self._fn, (item,), {})
+            except Exception as exc:
+                fut = self._failed_future(exc)
+            self._track(fut)
+        return False
+
     async def _fill(self) -> None:
-        """Pull and submit items while the window allows."""
+        """Pull and submit items while the window allows, waiting if need be."""
         executor = self._executor
-        while not self._exhausted and self._outstanding < executor.bound:
-            if self._outstanding and not executor._check_slot_free():
-                return  # deliver what is coming rather than queue for a slot
+        gate = executor._gate
+        while not self._exhausted and self._outstanding < gate.bound:
+            # A slot free right now? Then no coroutine and no wait is needed.
+            # If not, and results are on their way, deliver them rather than
+            # queue behind other callers for a slot.
+            free = not gate.closed and gate.try_acquire()
+            if not free and self._outstanding:
+                return
             try:
                 if self._aiter is not None:
                     item = await anext(self._aiter)
                 else:
                     assert self._iter is not None
                     item = next(self._iter)
-            except (StopIteration, StopAsyncIteration):
-                self._exhausted = True
-                return
-            except Exception as exc:
-                self._exhausted = True
-                self._source_error = exc
+            except BaseException as exc:
+                if free:
+                    gate.release()
+                self._source_failed(exc)
                 return
             self._outstanding += 1
             try:
-                fut = await executor.submit(self._fn, item)
+                if free:
+                    fut = executor._start(self._fn, (item,), {})
+                else:
+                    fut = await executor.submit(self._fn, item)
             except Exception as exc:
-                # Refused for this item: raise it in the item's place.
-                assert self._loop is not None
-                fut = self._loop.create_future()
-                fut.set_exception(exc)
-            if self._ordered or fut.done():
-                self._add_done(fut)
-            else:
-                self._pending.append(fut)
-                fut.add_done_callback(self._on_done)
+                fut = self._failed_future(exc)
+            self._track(fut)
 
-    def _add_done(self, fut: asyncio.Future[T]) -> None:
+    def _source_failed(self, exc: BaseException) -> None:
+        """The source raised: stop pulling; keep an error for after the rest.
+
+        Anything that is not an :class:`Exception` (cancellation, say) is
+        re-raised at once and ends the iteration.
+        """
+        if isinstance(exc, (StopIteration, StopAsyncIteration)):
+            self._exhausted = True
+            return
+        if not isinstance(exc, Exception):
+            raise exc
+        self._exhausted = True
+        self._source_error = exc
+
+    def _failed_future(self, exc: Exception) -> asyncio.Future[T]:
+        """A future holding the error the executor raised for an item."""
+        assert self._loop is not None
+        fut: asyncio.Future[T] = self._loop.create_future()
+        fut.set_exception(exc)
+        return fut
+
+    def _track(self, fut: asyncio.Future[T]) -> None:
+        """Queue a submitted item's future for delivery."""
         if self._ordered:
             self._pending.append(fut)
-        else:
+        elif fut.done():
             self._done.append(fut)
+        else:
+            self._pending.append(fut)
+            fut.add_done_callback(self._on_done)
 
     def _on_done(self, fut: asyncio.Future[T]) -> None:
         """Unordered mode: move a finished future to the done queue."""
