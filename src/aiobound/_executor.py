@@ -9,9 +9,15 @@ import threading
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import chain
-from ._checks import check_callable, check_optional_int
+from ._checks import (
+    check_callable,
+    check_int,
+    check_optional_int,
+    check_optional_positive,
+)
 from ._errors import ClosedError
 from ._map import MapIterator
+from ._rate import RateLimiter
 from ._slots import SlotGate
 from ._stats import ExecutorStats
 
@@ -73,6 +79,16 @@ class BoundedLoopExecutor:
             Default: ``True`` for thread pools (``ThreadPoolExecutor`` and
             subclasses), ``False`` otherwise, since a context cannot be
             pickled to another process.
+        max_wait: Seconds a coroutine may wait for a slot; one that has
+            waited this long is refused with :class:`OverloadedError`
+            (queue-delay shedding: accepted calls keep a bounded wait even
+            when ``max_pending`` is large). ``None`` (default): no limit.
+        max_per_second: Most calls *started* per second, spaced evenly
+            (``1 / max_per_second`` apart). A call waits for a slot, then
+            for its turn, holding the slot meanwhile. ``None``: no limit.
+        burst: With ``max_per_second``, how many calls may start back to
+            back after an idle spell (default 1: none). Over any window of
+            ``t`` seconds at most ``burst + t * max_per_second`` calls start.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
@@ -87,6 +103,7 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
+        "_calls",
         "_cancelled",
         "_completed",
         "_copy_context",
@@ -96,6 +113,7 @@ class BoundedLoopExecutor:
         "_loop",
         "_loop_thread_id",
         "_owns_executor",
+        "_rate",
         "_shutdown",
         "_submitted",
     )
@@ -108,9 +126,15 @@ class BoundedLoopExecutor:
         max_pending: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         copy_context: bool | None = None,
+        max_wait: float | None = None,
+        max_per_second: float | None = None,
+        burst: int = 1,
     ) -> None:
         bound = check_optional_int("bound", bound, 1)
         max_pending = check_optional_int("max_pending", max_pending, 0)
+        max_wait = check_optional_positive("max_wait", max_wait)
+        max_per_second = check_optional_positive("max_per_second", max_per_second)
+        burst = check_int("burst", burst, 1)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -151,7 +175,13 @@ class BoundedLoopExecutor:
             copy_context = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
         self._executor = executor
         self._copy_context = copy_context
-        self._gate = SlotGate(bound, max_pending)
+        self._gate = SlotGate(bound, max_pending, max_wait)
+        self._rate = (
+            None if max_per_second is None else RateLimiter(max_per_second, burst)
+        )
+        # Underlying futures of calls submitted and not yet settled, so that
+        # aclose(timeout=...) can cancel those that have not started.
+        self._calls: set[concurrent.futures.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id = 0
         self._shutdown: asyncio.Future[None] | None = None
@@ -173,6 +203,16 @@ class BoundedLoopExecutor:
         return self._gate.max_pending
 
     @property
+    def max_wait(self) -> float | None:
+        """Seconds a coroutine may wait for a slot (``None``: no limit)."""
+        return self._gate.max_wait
+
+    @property
+    def max_per_second(self) -> float | None:
+        """Most calls started per second (``None``: no limit)."""
+        return None if self._rate is None else self._rate.per_second
+
+    @property
     def executor(self) -> concurrent.futures.Executor:
         """The underlying executor (owned or wrapped)."""
         return self._executor
@@ -185,17 +225,24 @@ class BoundedLoopExecutor:
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the counters. O(1); cheap enough per request."""
         gate = self._gate
+        rate = self._rate
         return ExecutorStats(
             bound=gate.bound,
             in_flight=gate.in_use,
             waiting=gate.waiting,
             max_pending=gate.max_pending,
+            max_wait=gate.max_wait,
+            max_per_second=None if rate is None else rate.per_second,
             peak_in_flight=gate.peak_in_use,
             submitted=self._submitted,
             completed=self._completed,
             failed=self._failed,
             cancelled=self._cancelled,
             rejected=gate.rejected,
+            timed_out=gate.timed_out,
+            rate_limited=0 if rate is None else rate.limited,
+            queue_wait_avg=gate.wait_average,
+            queue_wait_max=gate.wait_maximum,
             closed=gate.closed,
         )
 
@@ -220,7 +267,8 @@ class BoundedLoopExecutor:
 
         Raises:
             TypeError: ``fn`` is not callable.
-            OverloadedError: ``max_pending`` coroutines already wait.
+            OverloadedError: ``max_pending`` coroutines already wait, or this
+                one waited ``max_wait`` seconds for a slot.
             ClosedError: the executor was closed before or during the wait.
             RuntimeError: the executor is bound to another event loop.
             Exception: whatever the underlying executor's ``submit`` raises
@@ -230,8 +278,9 @@ class BoundedLoopExecutor:
         returned future unchanged (a ``StopIteration``, which an asyncio
         future cannot hold, arrives as the ``__cause__`` of a RuntimeError).
 
-        Cancellation: does not yield when a slot is free. While waiting,
-        nothing is submitted and no slot is held. Cancelling the returned
+        Cancellation: does not yield when a slot is free (and, with
+        ``max_per_second``, the call's turn has come). While waiting for
+        either, nothing is submitted and no slot is held. Cancelling the returned
         future cancels a call that has not started (it never runs and its
         slot is freed); a running call keeps its slot until it ends.
         """
@@ -243,10 +292,23 @@ class BoundedLoopExecutor:
         gate = self._gate
         if not gate.try_acquire():
             await gate.acquire()
-            if gate.closed:
-                gate.release()
-                raise ClosedError("the executor was closed while this call waited")
+        if self._rate is not None or gate.closed:
+            await self._wait_turn()
         return self._start(fn, args, kwargs)
+
+    async def _wait_turn(self) -> None:
+        """Holding a slot: wait for the rate limit's turn; check the close.
+
+        On any error or cancellation the slot is released.
+        """
+        try:
+            if self._rate is not None:
+                await self._rate.wait_turn()
+            if self._gate.closed:
+                raise ClosedError("the executor was closed while this call waited")
+        except BaseException:
+            self._gate.release()
+            raise
 
     def _start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -267,6 +329,7 @@ class BoundedLoopExecutor:
             self._failed += 1
             self._gate.release()
             raise
+        self._calls.add(cfut)
         assert self._loop is not None
         return chain(cfut, self._loop, self._loop_thread_id, self._settle)
 
@@ -310,6 +373,7 @@ class BoundedLoopExecutor:
         self, afut: asyncio.Future[Any], cfut: concurrent.futures.Future[Any]
     ) -> None:
         """On the loop, after the underlying call ended: free the slot, report."""
+        self._calls.discard(cfut)
         self._gate.release()
         if cfut.cancelled():
             self._cancelled += 1
@@ -341,30 +405,101 @@ class BoundedLoopExecutor:
             self._loop = loop
             self._loop_thread_id = threading.get_ident()
             self._gate.bind(loop)
+            if self._rate is not None:
+                self._rate.bind(loop)
         elif self._loop is not loop:
             raise RuntimeError(
                 f"{self!r} is bound to a different event loop; create one "
                 "BoundedLoopExecutor per event loop"
             )
 
+    # -- tuning --------------------------------------------------------------
+
+    def resize(self, bound: int) -> None:
+        """Change ``bound`` while running.
+
+        Growing admits waiting callers at once. Shrinking takes nothing away:
+        calls in flight run to the end, and no new call is admitted until
+        fewer than the new ``bound`` are in flight. At no moment are more
+        than the larger of the old and the new bound in flight. ``map``
+        iterators read the bound as they go, so their window follows.
+
+        Call it from the event loop's thread (in a coroutine or a callback).
+
+        Raises:
+            TypeError, ValueError: ``bound`` is not an int >= 1.
+            RuntimeError: called from another thread than the bound loop's.
+        """
+        bound = check_int("bound", bound, 1)
+        if self._loop is not None and threading.get_ident() != self._loop_thread_id:
+            raise RuntimeError(
+                "resize() must be called from the event loop's thread; use "
+                "loop.call_soon_threadsafe(executor.resize, n) from others"
+            )
+        self._gate.resize(bound)
+
     # -- closing -------------------------------------------------------------
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, timeout: float | None = None) -> None:
         """Close: refuse new calls, wait for calls in flight, shut down if owned.
 
         New submissions raise :class:`ClosedError`, and so do coroutines
-        waiting for a slot, which are woken at once. Calls already submitted
-        are awaited without blocking the event loop. A pool this object
-        created is then shut down (in a worker thread); a wrapped executor is
-        left running. Calling it again is harmless and waits the same way.
+        waiting for a slot or a turn, which are woken at once. Calls already
+        submitted are awaited without blocking the event loop. A pool this
+        object created is then shut down (in a worker thread); a wrapped
+        executor is left running. Calling it again is harmless.
+
+        Args:
+            timeout: Seconds to wait for calls in flight (``None``: as long
+                as they take). When it expires, calls that have not started
+                in the underlying executor are cancelled (they never run). A
+                call already running in a thread cannot be stopped: if any
+                remain, :class:`TimeoutError` is raised naming how many;
+                their slots are freed when they end. An owned pool is then
+                shut down without waiting for them.
+
+        Raises:
+            TimeoutError: ``timeout`` expired with calls still running.
+            RuntimeError: the executor is bound to another event loop.
 
         Cancellation: the executor stays closed; calls in flight go on. Call
         ``aclose()`` again to wait for them and for the shutdown.
         """
+        timeout = check_optional_positive("timeout", timeout)
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
-        self._gate.close()
-        await self._gate.wait_idle()
+        gate = self._gate
+        gate.close()
+        if self._rate is not None:
+            self._rate.close()
+        if timeout is None:
+            await gate.wait_idle()
+        else:
+            try:
+                await asyncio.wait_for(gate.wait_idle(), timeout)
+            except asyncio.TimeoutError:
+                self._give_up_on_calls_in_flight(timeout)
+        await self._shut_down_owned_pool()
+
+    def _give_up_on_calls_in_flight(self, timeout: float) -> None:
+        """After aclose's timeout: cancel calls not started, report the rest."""
+        not_started = sum(cfut.cancel() for cfut in list(self._calls))
+        # cancel() settles each cancelled call right here, on this thread.
+        running = self._gate.in_use
+        if not running:
+            return
+        if self._owns_executor and self._shutdown is None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            assert self._loop is not None
+            self._shutdown = self._loop.create_future()
+            self._shutdown.set_result(None)
+        raise TimeoutError(
+            f"aclose(timeout={timeout}): {running} calls still running; "
+            f"{not_started} calls not yet started were cancelled. Running calls "
+            "cannot be interrupted; their slots are freed when they end."
+        )
+
+    async def _shut_down_owned_pool(self) -> None:
         if not self._owns_executor:
             return
         if self._shutdown is None:

@@ -123,7 +123,11 @@ class MapIterator(Generic[T]):
             if self._loop is not self._executor._loop:
                 self._executor._bind()
         try:
-            if self._iter is None or self._fill_from_sync_source():
+            if (
+                self._iter is None
+                or self._executor._rate is not None
+                or self._fill_from_sync_source()
+            ):
                 await self._fill()
             if self._ordered:
                 if not self._pending:
@@ -177,13 +181,14 @@ class MapIterator(Generic[T]):
         """Pull and submit items while the window allows, waiting if need be."""
         executor = self._executor
         gate = executor._gate
+        fast = executor._rate is None  # a rate limit means awaiting submit()
         while not self._exhausted and self._outstanding < gate.bound:
-            # A slot free right now? Then no coroutine and no wait is needed.
-            # If not, and results are on their way, deliver them rather than
-            # queue behind other callers for a slot.
-            free = not gate.closed and gate.try_acquire()
-            if not free and self._outstanding:
+            # No slot free right now, and results on their way? Deliver them
+            # rather than queue behind other callers for a slot.
+            if self._outstanding and not gate.has_free_slot():
                 return
+            # A slot free right now: take it, no coroutine and no wait needed.
+            free = fast and gate.has_free_slot() and gate.try_acquire()
             try:
                 if self._aiter is not None:
                     item = await anext(self._aiter)

@@ -1,11 +1,14 @@
-"""The slot gate: a FIFO counting gate with a waiting-room limit and a close.
+"""The slot gate: a FIFO counting gate with a waiting room, a close and a resize.
 
 Why not :class:`asyncio.Semaphore`? It would do for the counting, but aiobound
-needs three things it lacks on every Python from 3.10 to 3.13:
+needs things it lacks on every Python from 3.10 to 3.13:
 
 * a public, O(1) count of waiters, to refuse the ``max_pending + 1``-th caller
   at once (load shedding) and to report ``waiting`` in ``stats()``;
-* a way to wake every waiter with :class:`ClosedError` when the executor closes;
+* a way to wake every waiter with :class:`ClosedError` when the executor
+  closes, and a single waiter with :class:`OverloadedError` when it has waited
+  longer than ``max_wait``;
+* a bound that can change at run time;
 * one behaviour on every supported patch release: its FIFO order under
   cancellation and a hang when a woken waiter was cancelled were fixed only in
   patch releases (python/cpython#90155, #93222).
@@ -27,6 +30,7 @@ is bound to. Cross-thread completion is :mod:`aiobound._bridge`'s business.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from ._errors import ClosedError, OverloadedError
@@ -36,7 +40,18 @@ __all__ = ("SlotGate",)
 # Cancelled waiters stay in the deque until they reach its head or until they
 # outnumber the live ones (plus this slack), so that a burst of cancellations
 # (timeouts under overload) costs amortized O(1) each, not an O(n) remove.
-_COMPACT_MIN_DEAD = 32
+_COMPACT_SLACK = 32
+
+
+class _Waiter:
+    """One caller waiting for a slot."""
+
+    __slots__ = ("future", "since", "timer")
+
+    def __init__(self, future: asyncio.Future[None], since: float) -> None:
+        self.future = future
+        self.since = since
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class SlotGate:
@@ -45,34 +60,48 @@ class SlotGate:
     Args:
         bound: Number of slots (>= 1).
         max_pending: Most coroutines allowed to wait, ``None`` for no limit.
+        max_wait: Seconds a coroutine may wait before it is refused with
+            :class:`OverloadedError`, ``None`` for no limit.
     """
 
     __slots__ = (
+        "_admitted",
         "_bound",
         "_closed",
         "_idle",
         "_in_use",
         "_loop",
         "_max_pending",
+        "_max_wait",
+        "_wait_max",
+        "_wait_total",
         "_waiters",
         "_waiting",
         "peak_in_use",
         "rejected",
+        "timed_out",
     )
 
-    def __init__(self, bound: int, max_pending: int | None) -> None:
+    def __init__(
+        self, bound: int, max_pending: int | None, max_wait: float | None = None
+    ) -> None:
         self._bound = bound
         self._max_pending = max_pending
+        self._max_wait = max_wait
         self._in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        # Waiters not yet gone: those in the deque, less the cancelled ones
-        # whose _abandon() has already run.
+        self._waiters: deque[_Waiter] = deque()
+        # Waiters not yet gone: those in the deque, less the cancelled or
+        # timed-out ones whose clean-up has already run.
         self._waiting = 0
         self._closed = False
         self._idle: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._admitted = 0  # slots granted, at once or after a wait
+        self._wait_total = 0.0  # seconds waited, summed over granted waiters
+        self._wait_max = 0.0
         self.peak_in_use = 0
-        self.rejected = 0
+        self.rejected = 0  # refused at once: max_pending reached
+        self.timed_out = 0  # refused after waiting max_wait
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the gate to *loop*; waiter futures are created on it."""
@@ -89,6 +118,11 @@ class SlotGate:
         return self._max_pending
 
     @property
+    def max_wait(self) -> float | None:
+        """Seconds a coroutine may wait for a slot, or ``None``."""
+        return self._max_wait
+
+    @property
     def in_use(self) -> int:
         """Slots currently held."""
         return self._in_use
@@ -103,6 +137,20 @@ class SlotGate:
         """Whether :meth:`close` was called."""
         return self._closed
 
+    @property
+    def wait_average(self) -> float:
+        """Mean seconds waited per granted slot (immediate grants count 0)."""
+        return self._wait_total / self._admitted if self._admitted else 0.0
+
+    @property
+    def wait_maximum(self) -> float:
+        """Longest wait, in seconds, of any caller that was granted a slot."""
+        return self._wait_max
+
+    def has_free_slot(self) -> bool:
+        """Whether :meth:`try_acquire` would succeed now."""
+        return not self._closed and self._in_use < self._bound and not self._waiting
+
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; return whether one was taken.
 
@@ -115,6 +163,7 @@ class SlotGate:
             raise ClosedError("cannot submit: the executor is closed")
         if self._in_use < self._bound and not self._waiting:
             self._in_use += 1
+            self._admitted += 1
             if self._in_use > self.peak_in_use:
                 self.peak_in_use = self._in_use
             return True
@@ -127,7 +176,8 @@ class SlotGate:
 
         Raises:
             ClosedError: the gate is closed, or was closed while waiting.
-            OverloadedError: ``max_pending`` coroutines already wait.
+            OverloadedError: ``max_pending`` coroutines already wait, or this
+                one waited ``max_wait`` seconds without getting a slot.
 
         Cancellation: while waiting, the caller holds no slot and leaves the
         queue; if a slot was handed over in the same instant, it is passed on
@@ -142,63 +192,115 @@ class SlotGate:
                 f"(max_pending={self._max_pending}, bound={self._bound}, "
                 f"in_flight={self._in_use})"
             )
-        assert self._loop is not None, "SlotGate.bind() was not called"
-        waiter: asyncio.Future[None] = self._loop.create_future()
+        loop = self._loop
+        assert loop is not None, "SlotGate.bind() was not called"
+        waiter = _Waiter(loop.create_future(), time.monotonic())
+        if self._max_wait is not None:
+            waiter.timer = loop.call_later(self._max_wait, self._expire, waiter)
         self._waiters.append(waiter)
         self._waiting += 1
         try:
-            await waiter
+            await waiter.future
         except BaseException:
             self._abandon(waiter)
             raise
 
-    def _abandon(self, waiter: asyncio.Future[None]) -> None:
+    def _expire(self, waiter: _Waiter) -> None:
+        """``max_wait`` elapsed for *waiter*: refuse it."""
+        if waiter.future.done():
+            return
+        self._waiting -= 1
+        self.timed_out += 1
+        waiter.future.set_exception(
+            OverloadedError(
+                f"overloaded: waited max_wait={self._max_wait}s for a slot "
+                f"(bound={self._bound}, in_flight={self._in_use}, "
+                f"waiting={self._waiting})"
+            )
+        )
+        self._maybe_compact()
+
+    def _abandon(self, waiter: _Waiter) -> None:
         """Clean up after a waiter that will not use its slot."""
-        if not waiter.done():
+        future = waiter.future
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        if not future.done():
             # Interrupted by something other than cancelling the future
             # itself (rare, e.g. an exception thrown into the coroutine).
-            waiter.cancel()
-        if waiter.cancelled():
+            future.cancel()
+        if future.cancelled():
             if self._closed:
                 return  # close() already emptied the queue and the count
             self._waiting -= 1
-            if len(self._waiters) > 2 * self._waiting + _COMPACT_MIN_DEAD:
-                self._waiters = deque(w for w in self._waiters if not w.done())
+            self._maybe_compact()
             # A release() may have skipped this waiter between its cancel and
             # now, while a newcomer queued behind it because it still counted
             # as waiting: hand out any slot that is free.
             self._wake()
-        elif waiter.exception() is None:
+        elif future.exception() is None:
             # Handed a slot, then cancelled before resuming: pass it on.
             self.release()
-        # else: woken with ClosedError by close(); it holds no slot.
+        # else: refused (closed or timed out); it holds no slot.
+
+    def _maybe_compact(self) -> None:
+        if len(self._waiters) > 2 * self._waiting + _COMPACT_SLACK:
+            self._waiters = deque(w for w in self._waiters if not w.future.done())
+
+    def _grant(self, waiter: _Waiter) -> None:
+        """Give a slot to *waiter* (the caller has counted it in in_use)."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        # time.monotonic, not loop.time: uvloop's clock ticks in milliseconds.
+        waited = time.monotonic() - waiter.since
+        self._admitted += 1
+        self._wait_total += waited
+        if waited > self._wait_max:
+            self._wait_max = waited
+        waiter.future.set_result(None)
 
     def _wake(self) -> None:
         """Hand free slots to live waiters, in FIFO order."""
         waiters = self._waiters
         while waiters and self._in_use < self._bound:
             waiter = waiters.popleft()
-            if waiter.done():  # cancelled, its _abandon still to run
+            if waiter.future.done():  # cancelled or timed out
                 continue
             self._waiting -= 1
             self._in_use += 1
             if self._in_use > self.peak_in_use:
                 self.peak_in_use = self._in_use
-            waiter.set_result(None)
+            self._grant(waiter)
 
     def release(self) -> None:
-        """Give a slot back, handing it to the first live waiter if any."""
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.done():  # cancelled, its _abandon still to run
-                continue
-            self._waiting -= 1
-            waiter.set_result(None)  # the slot changes hands; in_use unchanged
-            return
+        """Give a slot back, handing it to the first live waiter if any.
+
+        While more slots are held than the bound allows (after a shrink), the
+        slot is retired instead of handed over.
+        """
+        if self._in_use <= self._bound:
+            waiters = self._waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if waiter.future.done():  # cancelled or timed out
+                    continue
+                self._waiting -= 1
+                self._grant(waiter)  # the slot changes hands; in_use unchanged
+                return
         self._in_use -= 1
         if self._in_use == 0 and self._idle is not None:
             self._idle.set()
+
+    def resize(self, bound: int) -> None:
+        """Change the number of slots.
+
+        Growing hands the new slots to waiters at once. Shrinking takes no
+        slot away: calls holding one keep it, and no waiter is admitted until
+        fewer than ``bound`` slots are held. Never more than the larger of
+        the old and new bound are held.
+        """
+        self._bound = bound
+        self._wake()
 
     def close(self) -> None:
         """Refuse new acquisitions and wake every waiter with ClosedError."""
@@ -208,8 +310,10 @@ class SlotGate:
         waiters, self._waiters = self._waiters, deque()
         self._waiting = 0
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            if not waiter.future.done():
+                waiter.future.set_exception(
                     ClosedError("the executor was closed while this call waited")
                 )
 

@@ -24,6 +24,8 @@ class ExecutorStats:
             instant between being granted and being submitted).
         waiting: Coroutines waiting for a slot.
         max_pending: Most coroutines allowed to wait, or ``None`` for no limit.
+        max_wait: Seconds a coroutine may wait for a slot, or ``None``.
+        max_per_second: Most calls started per second, or ``None``.
         peak_in_flight: Highest ``in_flight`` seen since creation.
         submitted: Calls handed to the underlying executor's ``submit``,
             including those whose ``submit`` raised.
@@ -31,7 +33,16 @@ class ExecutorStats:
         failed: Calls that raised, plus submissions the underlying executor
             refused by raising from ``submit``.
         cancelled: Calls cancelled before they started (never ran).
-        rejected: Calls refused with :class:`OverloadedError`.
+        rejected: Calls refused at once with :class:`OverloadedError`
+            because ``max_pending`` callers already waited.
+        timed_out: Calls refused with :class:`OverloadedError` after
+            waiting ``max_wait`` seconds for a slot.
+        rate_limited: Calls that had to wait for their turn under
+            ``max_per_second``.
+        queue_wait_avg: Mean seconds a call waited for its slot, over every
+            call granted one (those that got one at once count as 0).
+        queue_wait_max: Longest wait for a slot, in seconds, of any call
+            granted one.
         closed: Whether :meth:`~BoundedLoopExecutor.aclose` has been called.
     """
 
@@ -39,10 +50,16 @@ class ExecutorStats:
     in_flight: int
     waiting: int
     max_pending: int | None
+    max_wait: float | None
+    max_per_second: float | None
     peak_in_flight: int
     submitted: int
     completed: int
     failed: int
     cancelled: int
     rejected: int
+    timed_out: int
+    rate_limited: int
+    queue_wait_avg: float
+    queue_wait_max: float
     closed: bool

@@ -1,0 +1,208 @@
+"""max_per_second: a smooth rate limit on starting calls, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from aiobound import BoundedLoopExecutor, ClosedError
+from aiobound._rate import RateLimiter
+from conftest import (
+    CountingExecutor,
+    ExecutorFactory,
+    GateFactory,
+    assert_idle,
+    settle,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class FakeHandle:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """A clock the test advances by hand, with call_later timers."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[
+            tuple[float, int, FakeHandle, Callable[..., Any], tuple[Any, ...]]
+        ] = []
+        self._seq = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(
+        self, delay: float, callback: Callable[..., Any], *args: Any
+    ) -> FakeHandle:
+        handle = FakeHandle()
+        heapq.heappush(
+            self._timers, (self.now + delay, next(self._seq), handle, callback, args)
+        )
+        return handle
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward, firing due timers, letting woken tasks run."""
+        self.now += seconds
+        while self._timers and self._timers[0][0] <= self.now + 1e-9:
+            _, _, handle, callback, args = heapq.heappop(self._timers)
+            if not handle.cancelled:
+                callback(*args)
+        await settle()
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def with_fake_clock(executor: BoundedLoopExecutor) -> FakeClock:
+    clock = FakeClock()
+    executor._bind()
+    assert executor._rate is not None
+    executor._rate.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+    return clock
+
+
+class TestRateLimiter:
+    async def test_books_starts_evenly_spaced(self) -> None:
+        clock = FakeClock()
+        limiter = RateLimiter(per_second=10, burst=1)
+        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+        delays = [limiter._book()[0] for _ in range(4)]
+        assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+    async def test_burst_lets_that_many_start_at_once_then_spaces_them(self) -> None:
+        clock = FakeClock()
+        limiter = RateLimiter(per_second=10, burst=3)
+        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+        delays = [limiter._book()[0] for _ in range(5)]
+        assert delays == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2])
+
+    async def test_idle_time_builds_no_credit_beyond_the_burst(self) -> None:
+        clock = FakeClock()
+        limiter = RateLimiter(per_second=10, burst=2)
+        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+        assert limiter._book()[0] == 0.0
+        clock.now = 100.0  # a long idle spell
+        delays = [limiter._book()[0] for _ in range(4)]
+        assert delays == pytest.approx([0.0, 0.0, 0.1, 0.2])
+
+
+class TestExecutorRate:
+    async def test_calls_start_no_faster_than_max_per_second(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        counting = CountingExecutor(max_workers=4)
+        executor = make_executor(executor=counting, bound=100, max_per_second=10)
+        clock = with_fake_clock(executor)
+        tasks = [asyncio.create_task(executor.run(noop, n)) for n in range(10)]
+        await settle()
+        assert counting.submits == 1  # the first goes at once
+        for expected in range(2, 11):
+            await clock.advance(0.05)
+            assert counting.submits == expected - 1  # not yet its turn
+            await clock.advance(0.05)
+            assert counting.submits == expected
+        assert await asyncio.gather(*tasks) == list(range(10))
+        stats = executor.stats()
+        assert stats.rate_limited == 9
+        assert stats.max_per_second == 10
+        assert_idle(executor)
+
+    async def test_burst_then_steady(self, make_executor: ExecutorFactory) -> None:
+        counting = CountingExecutor(max_workers=4)
+        executor = make_executor(
+            executor=counting, bound=100, max_per_second=100, burst=5
+        )
+        clock = with_fake_clock(executor)
+        tasks = [asyncio.create_task(executor.run(noop, n)) for n in range(20)]
+        await settle()
+        assert counting.submits == 5
+        # Over any window of t seconds: at most burst + t * rate starts.
+        for step in range(1, 16):
+            await clock.advance(0.01)
+            assert counting.submits == 5 + step
+        await asyncio.gather(*tasks)
+
+    async def test_a_call_waiting_for_its_turn_holds_its_slot(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, bound=2, max_per_second=1)
+        clock = with_fake_clock(executor)
+        gate = make_gate()
+        first = asyncio.create_task(executor.run(gate, 0))  # runs at t=0
+        await gate.started()
+        second = asyncio.create_task(executor.run(noop, 1))  # its turn: t=1
+        third = asyncio.create_task(executor.run(noop, 2))
+        await settle()
+        stats = executor.stats()
+        assert (stats.in_flight, stats.waiting) == (2, 1)  # third: no slot
+        await clock.advance(1)
+        assert await second == 1
+        await settle()  # third now holds a slot, waiting for t=2
+        await clock.advance(1)
+        assert await third == 2
+        gate.open()
+        assert await first == 0
+        assert executor.stats().rate_limited == 2
+
+    async def test_cancel_while_waiting_for_turn_frees_slot_and_gives_turn_back(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        counting = CountingExecutor(max_workers=2)
+        executor = make_executor(executor=counting, bound=10, max_per_second=1)
+        clock = with_fake_clock(executor)
+        assert await executor.run(noop, 0) == 0  # books t=0
+        doomed = asyncio.create_task(executor.run(noop, 1))  # books t=1
+        await settle()
+        assert executor.stats().in_flight == 1
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert executor.stats().in_flight == 0
+        follower = asyncio.create_task(executor.run(noop, 2))  # gets t=1 back
+        await clock.advance(1)
+        assert await follower == 2
+        assert counting.submits == 2
+        assert_idle(executor)
+
+    async def test_close_wakes_calls_waiting_for_their_turn(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=5, max_per_second=1)
+        with_fake_clock(executor)
+        assert await executor.run(noop, 0) == 0
+        waiting = asyncio.create_task(executor.run(noop, 1))
+        await settle()
+        await executor.aclose()
+        with pytest.raises(ClosedError):
+            await waiting
+        assert_idle(executor)
+
+    async def test_map_respects_the_rate(self, make_executor: ExecutorFactory) -> None:
+        counting = CountingExecutor(max_workers=2)
+        executor = make_executor(executor=counting, bound=4, max_per_second=10)
+        clock = with_fake_clock(executor)
+        consumer = asyncio.create_task(_collect(executor.map(noop, range(5))))
+        await settle()
+        assert counting.submits == 1
+        for expected in range(2, 6):
+            await clock.advance(0.1)
+            assert counting.submits == expected
+        assert await consumer == [0, 1, 2, 3, 4]
+
+
+async def _collect(results: Any) -> list[int]:
+    return [value async for value in results]
