@@ -1,0 +1,168 @@
+"""An aiohttp service doing blocking work that sheds load instead of queueing.
+
+Run it from a clone of the repo with one command::
+
+    pip install -e '.[aiohttp,prometheus]' && python examples/aiohttp_app.py
+
+Then try::
+
+    curl 'http://127.0.0.1:8080/work?ms=50'     # time.sleep(0.05) in a worker
+    curl http://127.0.0.1:8080/file/README.md  # size and sha256 of a file
+    curl http://127.0.0.1:8080/stats           # executor.stats() as JSON
+    curl http://127.0.0.1:8080/metrics         # the same, for Prometheus
+
+The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
+twice that) through ``app.cleanup_ctx``. At most ``--max-pending`` requests
+wait for a slot; the next one gets ``503`` with ``Retry-After`` at once, so
+accepted requests keep a short, bounded latency however much load arrives.
+
+Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
+handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
+close the executor and its pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from aiobound import BoundedLoopExecutor
+from aiobound.aiohttp import EXECUTOR_KEY, get_executor, setup
+from aiobound.prometheus import ExecutorCollector
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_SLEEP_MS = 10_000
+DATA_DIR_KEY = web.AppKey("data_dir", Path)
+
+
+def blocking_work(seconds: float) -> float:
+    """Stand in for a blocking driver call: sleep, holding a worker thread."""
+    time.sleep(seconds)
+    return seconds
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Read *path* (blocking IO) and return its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 16):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+async def work(request: web.Request) -> web.Response:
+    """Sleep ``?ms=`` milliseconds (default 50) in a worker thread."""
+    try:
+        ms = float(request.query.get("ms", "50"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="ms must be a number") from None
+    if not 0 <= ms <= MAX_SLEEP_MS:
+        raise web.HTTPBadRequest(text=f"ms must be in [0, {MAX_SLEEP_MS}]")
+    slept = await get_executor(request).run(blocking_work, ms / 1000)
+    return web.json_response({"slept_ms": slept * 1000})
+
+
+async def read_file(request: web.Request) -> web.Response:
+    """Read a file of the data directory in a worker thread; report its digest."""
+    name = request.match_info["name"]
+    if Path(name).name != name or name.startswith("."):
+        raise web.HTTPNotFound(text="no such file")
+    path = request.app[DATA_DIR_KEY] / name
+    try:
+        size, sha256 = await get_executor(request).run(file_digest, path)
+    except (FileNotFoundError, IsADirectoryError):
+        raise web.HTTPNotFound(text="no such file") from None
+    return web.json_response({"name": name, "bytes": size, "sha256": sha256})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """The executor's counters, for dashboards and health checks."""
+    return web.json_response(dataclasses.asdict(get_executor(request).stats()))
+
+
+def create_app(
+    *,
+    workers: int = 4,
+    bound: int | None = None,
+    max_pending: int | None = 16,
+    data_dir: Path = REPO,
+) -> web.Application:
+    """Build the app: blocking work, file reads, stats and metrics.
+
+    Args:
+        workers: Threads in the executor's pool.
+        bound: Calls in the pool at once (default: twice ``workers``).
+        max_pending: Requests allowed to wait for a slot before 503s.
+        data_dir: The directory ``/file/{name}`` reads from.
+    """
+    app = web.Application()
+    app[DATA_DIR_KEY] = data_dir
+    setup(
+        app,
+        functools.partial(
+            BoundedLoopExecutor,
+            max_workers=workers,
+            bound=bound,
+            max_pending=max_pending,
+        ),
+        retry_after=1,
+    )
+
+    registry = CollectorRegistry()
+    collector = ExecutorCollector()
+    registry.register(collector)
+
+    async def track_executor(app: web.Application) -> AsyncIterator[None]:
+        # Runs after setup()'s context made the executor, ends before it closes.
+        collector.track("default", app[EXECUTOR_KEY])
+        yield
+        collector.untrack("default")
+
+    app.cleanup_ctx.append(track_executor)
+    app.router.add_get("/work", work)
+    app.router.add_get("/file/{name}", read_file)
+    app.router.add_get("/stats", stats)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    return app
+
+
+def main() -> None:
+    """Parse the command line and serve the app."""
+    parser = argparse.ArgumentParser(description="aiobound aiohttp example")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--bound", type=int, default=None)
+    parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    args = parser.parse_args()
+    app = create_app(
+        workers=args.workers, bound=args.bound, max_pending=args.max_pending
+    )
+    access_log = None if args.quiet else logging.getLogger("aiohttp.access")
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        shutdown_timeout=30,
+        access_log=access_log,
+    )
+
+
+if __name__ == "__main__":
+    main()

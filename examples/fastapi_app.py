@@ -1,0 +1,166 @@
+"""A FastAPI service doing blocking work that sheds load instead of queueing.
+
+Run it from a clone of the repo with one command::
+
+    pip install -e '.[fastapi,prometheus]' uvicorn && python examples/fastapi_app.py
+
+Then try::
+
+    curl 'http://127.0.0.1:8000/work?ms=50'     # time.sleep(0.05) in a worker
+    curl http://127.0.0.1:8000/file/README.md  # size and sha256 of a file
+    curl http://127.0.0.1:8000/stats           # executor.stats() as JSON
+    curl http://127.0.0.1:8000/metrics         # the same, for Prometheus
+
+The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
+twice that) through its lifespan. At most ``--max-pending`` requests wait for
+a slot; the next one gets ``503`` with ``Retry-After`` at once, so accepted
+requests keep a short, bounded latency however much load arrives.
+
+Graceful shutdown: on Ctrl-C or SIGTERM uvicorn stops listening, lets the
+requests in flight finish (up to 30 s), then runs the lifespan's exit, which
+closes the executor and its pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from aiobound import BoundedLoopExecutor
+from aiobound.prometheus import ExecutorCollector
+from aiobound.starlette import (
+    STATE_KEY,
+    add_exception_handlers,
+    executor_state,
+    get_executor,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+# An endpoint parameter of this type receives the app's executor.
+Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_SLEEP_MS = 10_000
+
+
+def blocking_work(seconds: float) -> float:
+    """Stand in for a blocking driver call: sleep, holding a worker thread."""
+    time.sleep(seconds)
+    return seconds
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """Read *path* (blocking IO) and return its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 16):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+def create_app(
+    *,
+    workers: int = 4,
+    bound: int | None = None,
+    max_pending: int | None = 16,
+    data_dir: Path = REPO,
+) -> FastAPI:
+    """Build the app: blocking work, file reads, stats and metrics.
+
+    Args:
+        workers: Threads in the executor's pool.
+        bound: Calls in the pool at once (default: twice ``workers``).
+        max_pending: Requests allowed to wait for a slot before 503s.
+        data_dir: The directory ``/file/{name}`` reads from.
+    """
+    registry = CollectorRegistry()
+    collector = ExecutorCollector()
+    registry.register(collector)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BoundedLoopExecutor]]:
+        executor = BoundedLoopExecutor(
+            max_workers=workers, bound=bound, max_pending=max_pending
+        )
+        async with executor_state(executor) as state:
+            collector.track("default", state[STATE_KEY])
+            try:
+                yield state
+            finally:
+                collector.untrack("default")
+
+    app = FastAPI(title="aiobound example", lifespan=lifespan)
+    add_exception_handlers(app, retry_after=1)
+
+    @app.get("/work")
+    async def work(
+        executor: Executor,
+        ms: Annotated[float, Query(ge=0, le=MAX_SLEEP_MS)] = 50,
+    ) -> dict[str, float]:
+        """Sleep ``ms`` milliseconds in a worker thread."""
+        slept = await executor.run(blocking_work, ms / 1000)
+        return {"slept_ms": slept * 1000}
+
+    @app.get("/file/{name}")
+    async def read_file(executor: Executor, name: str) -> dict[str, int | str]:
+        """Read a file of ``data_dir`` in a worker thread; report its digest."""
+        path = data_dir / name
+        if Path(name).name != name or name.startswith("."):
+            raise HTTPException(404, "no such file")
+        try:
+            size, sha256 = await executor.run(file_digest, path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise HTTPException(404, "no such file") from None
+        return {"name": name, "bytes": size, "sha256": sha256}
+
+    @app.get("/stats")
+    async def stats(executor: Executor) -> JSONResponse:
+        """The executor's counters, for dashboards and health checks."""
+        return JSONResponse(dataclasses.asdict(executor.stats()))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus exposition of the executor's stats (and nothing else)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main() -> None:
+    """Parse the command line and serve the app with uvicorn."""
+    parser = argparse.ArgumentParser(description="aiobound FastAPI example")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--bound", type=int, default=None)
+    parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    args = parser.parse_args()
+    app = create_app(
+        workers=args.workers, bound=args.bound, max_pending=args.max_pending
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=not args.quiet,
+        timeout_graceful_shutdown=30,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Prometheus: export executors' ``stats()`` through prometheus-client.
+
+Install with ``pip install 'aiobound[prometheus]'``. :class:`ExecutorCollector`
+is a custom collector: prometheus-client calls its ``collect()`` at each
+scrape, and it reads ``stats()`` (O(1)) of every executor it tracks, so
+nothing has to be updated on the request path. Register it once and track
+the executor while the app runs::
+
+    collector = ExecutorCollector()
+    REGISTRY.register(collector)
+    ...
+    collector.track("default", executor)    # at startup
+    collector.untrack("default")            # at shutdown
+
+Exposed metrics (label ``executor``, the name given to :meth:`track`):
+
+* gauges ``aiobound_bound``, ``aiobound_in_flight``, ``aiobound_waiting``,
+  ``aiobound_max_pending`` (absent when unlimited), ``aiobound_peak_in_flight``,
+  ``aiobound_closed`` (0 or 1);
+* counters ``aiobound_submitted_total``, ``aiobound_completed_total``,
+  ``aiobound_failed_total``, ``aiobound_cancelled_total``,
+  ``aiobound_rejected_total``.
+
+The exposition itself is prometheus-client's (``make_asgi_app``,
+``make_aiohttp_handler``, ``start_http_server``, ``generate_latest``). A scrape
+served on the event loop sees a consistent snapshot; one served from
+prometheus-client's own thread reads each counter atomically, but the
+counters of one executor may be a few calls apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from prometheus_client.metrics_core import Metric
+
+    from aiobound import BoundedLoopExecutor, ExecutorStats
+
+__all__ = ("ExecutorCollector",)
+
+_GAUGES = (
+    ("bound", "Most calls submitted to the pool and unfinished at once."),
+    ("in_flight", "Calls submitted to the pool and not finished there."),
+    ("waiting", "Coroutines waiting for a slot."),
+    ("max_pending", "Most coroutines allowed to wait for a slot."),
+    ("peak_in_flight", "Highest in_flight since the executor was created."),
+    ("closed", "1 once the executor was closed, else 0."),
+)
+_COUNTERS = (
+    ("submitted", "Calls handed to the pool."),
+    ("completed", "Calls that returned a value."),
+    ("failed", "Calls that raised, or that the pool refused."),
+    ("cancelled", "Calls cancelled before they started."),
+    ("rejected", "Calls refused with OverloadedError (load shed)."),
+)
+
+
+class ExecutorCollector:
+    """A prometheus-client collector for one or more executors.
+
+    Args:
+        executors: Executors to track from the start, by name (the value of
+            the ``executor`` label).
+        namespace: Prefix of every metric name.
+
+    Tracking is thread-safe: the registry may collect from another thread
+    (``start_http_server``) while the event loop tracks and untracks.
+    """
+
+    def __init__(
+        self,
+        executors: Mapping[str, BoundedLoopExecutor] | None = None,
+        *,
+        namespace: str = "aiobound",
+    ) -> None:
+        self._namespace = namespace
+        self._lock = threading.Lock()
+        self._executors: dict[str, BoundedLoopExecutor] = dict(executors or {})
+
+    def track(self, name: str, executor: BoundedLoopExecutor) -> None:
+        """Export *executor*'s stats with the label ``executor=name``.
+
+        Tracking another executor under a name already in use replaces it
+        (an app restarted in the same process, say).
+        """
+        with self._lock:
+            self._executors[name] = executor
+
+    def untrack(self, name: str) -> None:
+        """Stop exporting the executor tracked as *name*; no error if none."""
+        with self._lock:
+            self._executors.pop(name, None)
+
+    def describe(self) -> list[Metric]:
+        """Return the metric families without samples.
+
+        The registry calls this once, at registration, to learn the names
+        (and refuse duplicates) without reading any executor.
+        """
+        gauges, counters = self._families()
+        return [family for _, family in (*gauges, *counters)]
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric family, with one sample per tracked executor."""
+        with self._lock:
+            snapshot = [(name, ex.stats()) for name, ex in self._executors.items()]
+        gauges, counters = self._families()
+        for name, stats in snapshot:
+            for field, gauge in gauges:
+                value = _value(stats, field)
+                if value is not None:
+                    gauge.add_metric([name], value)
+            for field, counter in counters:
+                value = _value(stats, field)
+                if value is not None:
+                    counter.add_metric([name], value)
+        for _, gauge in gauges:
+            yield gauge
+        for _, counter in counters:
+            yield counter
+
+    def _families(
+        self,
+    ) -> tuple[
+        list[tuple[str, GaugeMetricFamily]], list[tuple[str, CounterMetricFamily]]
+    ]:
+        prefix = self._namespace + "_"
+        labels = ["executor"]
+        gauges = [
+            (field, GaugeMetricFamily(prefix + field, doc, labels=labels))
+            for field, doc in _GAUGES
+        ]
+        counters = [
+            (field, CounterMetricFamily(prefix + field, doc, labels=labels))
+            for field, doc in _COUNTERS
+        ]
+        return gauges, counters
+
+
+def _value(stats: ExecutorStats, field: str) -> float | None:
+    """Return the field of *stats* as a sample value (None: no sample)."""
+    value: int | bool | None = getattr(stats, field)
+    if value is None:
+        return None
+    return float(value)

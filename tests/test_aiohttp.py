@@ -1,0 +1,402 @@
+"""aiohttp over real HTTP: AppRunner/TCPSite on 127.0.0.1, aiohttp's client.
+
+The server runs on the test's own event loop, so a handler can tell the
+test, with no clock involved, that a request has reached the executor.
+Worker threads block on gates (``conftest.Gate``) until the test opens them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp_app import create_app
+
+from aiobound import BoundedLoopExecutor
+from aiobound.aiohttp import (
+    EXECUTOR_KEY,
+    executor_context,
+    get_executor,
+    setup,
+    shedding_middleware,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    from conftest import Gate, GateFactory
+
+# A guard against a hang in a broken test, never a timing assumption.
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+class Server:
+    """A running app: its base URL, and a way to shut it down gracefully."""
+
+    def __init__(self, runner: web.AppRunner, url: str) -> None:
+        self.runner = runner
+        self.url = url
+        self._cleanup: asyncio.Task[None] | None = None
+
+    @property
+    def shutting_down(self) -> asyncio.Event:
+        """Set once the server stopped listening and shutdown began."""
+        return self.runner.app[SHUTTING_DOWN]
+
+    def stop(self) -> asyncio.Task[None]:
+        """Start the graceful shutdown (idempotent); return its task."""
+        if self._cleanup is None:
+            self._cleanup = asyncio.create_task(self.runner.cleanup())
+        return self._cleanup
+
+
+SHUTTING_DOWN = web.AppKey("shutting_down", asyncio.Event)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[Server]:
+    """Serve *app* on an ephemeral port of 127.0.0.1; stop it on exit."""
+    app[SHUTTING_DOWN] = asyncio.Event()
+
+    async def on_shutdown(app: web.Application) -> None:
+        # aiohttp runs on_shutdown after the sites stopped listening.
+        app[SHUTTING_DOWN].set()
+
+    app.on_shutdown.append(on_shutdown)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    server = Server(runner, f"http://{host}:{port}")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Arrivals:
+    """Counts requests that reached a handler; lets the test wait for N."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[tuple[int, asyncio.Event]] = []
+
+    def arrive(self) -> None:
+        self.count += 1
+        for wanted, event in self._waiters:
+            if self.count >= wanted:
+                event.set()
+
+    async def reached(self, count: int) -> None:
+        if self.count >= count:
+            return
+        event = asyncio.Event()
+        self._waiters.append((count, event))
+        await event.wait()
+
+
+def gated_app(
+    gate: Gate[int],
+    arrivals: Arrivals,
+    *,
+    max_workers: int,
+    bound: int,
+    max_pending: int,
+) -> web.Application:
+    """An app whose ``/gate/{value}`` runs ``gate(value)`` in the executor.
+
+    The handler counts its arrival and then calls ``executor.run`` without
+    yielding in between, so once ``arrivals.reached(n)`` returns, ``n``
+    requests hold a slot or wait for one (or were refused).
+    """
+
+    async def handler(request: web.Request) -> web.Response:
+        arrivals.arrive()
+        value = await get_executor(request).run(gate, int(request.match_info["value"]))
+        return web.json_response({"value": value})
+
+    app = web.Application()
+    setup(
+        app,
+        functools.partial(
+            BoundedLoopExecutor,
+            max_workers=max_workers,
+            bound=bound,
+            max_pending=max_pending,
+        ),
+        retry_after=7,
+    )
+    app.router.add_get("/gate/{value}", handler)
+    return app
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=CLIENT_TIMEOUT)
+
+
+async def get_json(
+    http: aiohttp.ClientSession, url: str
+) -> tuple[int, dict[str, object], str | None]:
+    """GET *url*; return the status, the JSON body and the Retry-After header."""
+    async with http.get(url) as response:
+        body: dict[str, object] = await response.json()
+        return response.status, body, response.headers.get("Retry-After")
+
+
+class TestExampleApp:
+    async def test_results_files_stats_and_metrics_are_right(
+        self, tmp_path: Path
+    ) -> None:
+        data = b"aiobound\n" * 1000
+        (tmp_path / "data.txt").write_bytes(data)
+        app = create_app(workers=2, max_pending=4, data_dir=tmp_path)
+        async with serve(app) as server, session() as http:
+            url = server.url
+            assert await get_json(http, f"{url}/work?ms=0") == (
+                200,
+                {"slept_ms": 0.0},
+                None,
+            )
+            status, body, _ = await get_json(http, f"{url}/file/data.txt")
+            assert status == 200
+            assert body == {
+                "name": "data.txt",
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            for bad in ("/file/missing.txt", "/file/..%2Fdata.txt"):
+                async with http.get(f"{url}{bad}") as response:
+                    assert response.status == 404
+            async with http.get(f"{url}/work?ms=-1") as response:
+                assert response.status == 400
+
+            status, stats, _ = await get_json(http, f"{url}/stats")
+            assert status == 200
+            assert stats["bound"] == 4
+            assert stats["max_pending"] == 4
+            assert stats["submitted"] == 3  # the missing file failed in a worker
+            assert stats["completed"] == 2
+            assert stats["failed"] == 1
+            assert stats["in_flight"] == 0
+            assert stats["closed"] is False
+
+            async with http.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+            assert 'aiobound_completed_total{executor="default"} 2.0' in metrics
+            assert 'aiobound_bound{executor="default"} 4.0' in metrics
+
+
+class TestShedding:
+    async def test_requests_beyond_bound_plus_max_pending_get_503_with_retry_after(
+        self, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        arrivals = Arrivals()
+        app = gated_app(gate, arrivals, max_workers=2, bound=2, max_pending=3)
+        async with serve(app) as server, session() as http:
+            url = server.url
+            accepted = [
+                asyncio.create_task(get_json(http, f"{url}/gate/{n}"))
+                for n in range(2 + 3)
+            ]
+            await arrivals.reached(5)
+            await gate.started(2)
+            executor = app[EXECUTOR_KEY]
+            stats = executor.stats()
+            assert (stats.in_flight, stats.waiting) == (2, 3)
+
+            refused = await asyncio.gather(
+                *(get_json(http, f"{url}/gate/{n}") for n in range(4))
+            )
+            assert (
+                refused
+                == [(503, {"detail": "Service overloaded; retry later"}, "7")] * 4
+            )
+            assert executor.stats().rejected == 4
+            assert len(gate.calls) == 2  # nothing refused ever reached a worker
+
+            gate.open()
+            responses = await asyncio.gather(*accepted)
+            assert responses == [(200, {"value": n}, None) for n in range(5)]
+
+            stats = executor.stats()
+            assert stats.completed == 5
+            assert stats.rejected == 4
+            assert stats.peak_in_flight == 2
+            assert (stats.in_flight, stats.waiting) == (0, 0)
+
+    async def test_stats_endpoint_follows_the_load(
+        self, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        arrivals = Arrivals()
+        app = gated_app(gate, arrivals, max_workers=1, bound=1, max_pending=1)
+
+        async def stats(request: web.Request) -> web.Response:
+            s = get_executor(request).stats()
+            return web.json_response(
+                {
+                    "in_flight": s.in_flight,
+                    "waiting": s.waiting,
+                    "completed": s.completed,
+                    "rejected": s.rejected,
+                }
+            )
+
+        app.router.add_get("/stats", stats)
+        async with serve(app) as server, session() as http:
+            url = server.url
+
+            async def counters() -> dict[str, object]:
+                status, body, _ = await get_json(http, f"{url}/stats")
+                assert status == 200
+                return body
+
+            zero = {"in_flight": 0, "waiting": 0, "completed": 0, "rejected": 0}
+            assert await counters() == zero
+            accepted = [
+                asyncio.create_task(get_json(http, f"{url}/gate/{n}")) for n in (1, 2)
+            ]
+            await arrivals.reached(2)
+            status, _, _ = await get_json(http, f"{url}/gate/9")
+            assert status == 503
+            assert await counters() == {
+                **zero,
+                "in_flight": 1,
+                "waiting": 1,
+                "rejected": 1,
+            }
+            gate.open()
+            assert [r[0] for r in await asyncio.gather(*accepted)] == [200, 200]
+            assert await counters() == {**zero, "completed": 2, "rejected": 1}
+
+
+class TestShutdown:
+    async def test_shutdown_finishes_requests_in_flight_then_refuses_new_ones(
+        self, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        arrivals = Arrivals()
+        app = gated_app(gate, arrivals, max_workers=2, bound=2, max_pending=4)
+        async with serve(app) as server:
+            url = server.url
+            executor = app[EXECUTOR_KEY]
+            async with session() as http:
+                in_flight = [
+                    asyncio.create_task(get_json(http, f"{url}/gate/{n}"))
+                    for n in range(3)
+                ]
+                await arrivals.reached(3)
+                await gate.started(2)
+
+                stopping = server.stop()
+                await server.shutting_down.wait()
+                async with session() as late:
+                    with pytest.raises(aiohttp.ClientError):
+                        await get_json(late, f"{url}/gate/99")
+                assert not any(task.done() for task in in_flight)
+                assert not executor.closed  # closed only after the drain
+
+                gate.open()
+                responses = await asyncio.gather(*in_flight)
+                assert responses == [(200, {"value": n}, None) for n in range(3)]
+            await stopping
+            stats = executor.stats()
+            assert stats.closed
+            assert (stats.completed, stats.rejected, stats.in_flight) == (3, 0, 0)
+            async with session() as late:
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    await get_json(late, f"{url}/gate/100")
+
+    async def test_waiting_requests_get_503_when_the_executor_closes(
+        self, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        arrivals = Arrivals()
+        app = gated_app(gate, arrivals, max_workers=1, bound=1, max_pending=4)
+        async with serve(app) as server, session() as http:
+            url = server.url
+            executor = app[EXECUTOR_KEY]
+            running = asyncio.create_task(get_json(http, f"{url}/gate/1"))
+            await gate.started(1)
+            waiting = [
+                asyncio.create_task(get_json(http, f"{url}/gate/{n}")) for n in (2, 3)
+            ]
+            await arrivals.reached(3)
+
+            closing = asyncio.create_task(executor.aclose())
+            shut = (503, {"detail": "Service shutting down; retry later"}, "7")
+            assert await asyncio.gather(*waiting) == [shut, shut]
+            assert await get_json(http, f"{url}/gate/4") == shut
+            assert not closing.done()  # still waiting for the running call
+
+            gate.open()
+            assert await running == (200, {"value": 1}, None)
+            await closing
+            assert executor.stats().completed == 1
+
+
+class TestIntegration:
+    async def test_get_executor_without_setup_says_what_to_do(self) -> None:
+        async def handler(request: web.Request) -> web.Response:
+            with pytest.raises(RuntimeError, match="setup"):
+                get_executor(request)
+            return web.Response(text="checked")
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        async with (
+            serve(app) as server,
+            session() as http,
+            http.get(server.url) as response,
+        ):
+            assert await response.text() == "checked"
+
+    async def test_sub_app_handlers_find_the_parent_apps_executor(self) -> None:
+        async def handler(request: web.Request) -> web.Response:
+            value = await get_executor(request).run(int, "42")
+            return web.json_response({"value": value})
+
+        sub = web.Application()
+        sub.router.add_get("/answer", handler)
+        app = web.Application()
+        setup(app, functools.partial(BoundedLoopExecutor, max_workers=1))
+        app.add_subapp("/sub", sub)
+        async with serve(app) as server, session() as http:
+            assert await get_json(http, f"{server.url}/sub/answer") == (
+                200,
+                {"value": 42},
+                None,
+            )
+
+    async def test_another_key_gives_a_second_executor(self) -> None:
+        files_key = web.AppKey("files", BoundedLoopExecutor)
+        app = web.Application()
+        setup(app, functools.partial(BoundedLoopExecutor, max_workers=1))
+        app.cleanup_ctx.append(
+            executor_context(
+                functools.partial(BoundedLoopExecutor, max_workers=1), key=files_key
+            )
+        )
+        async with serve(app):
+            assert app[EXECUTOR_KEY] is not app[files_key]
+        assert app[EXECUTOR_KEY].closed
+        assert app[files_key].closed
+
+    @pytest.mark.parametrize(
+        ("retry_after", "error"),
+        [(-1, ValueError), (1.5, TypeError), (True, TypeError)],
+    )
+    def test_retry_after_is_checked(
+        self, retry_after: object, error: type[Exception]
+    ) -> None:
+        with pytest.raises(error, match="retry_after"):
+            shedding_middleware(retry_after=retry_after)  # type: ignore[arg-type]
