@@ -56,3 +56,18 @@ def examples(session: nox.Session) -> None:
     """Smoke-run the examples that need nothing but the library."""
     _install(session)
     session.run("python", "examples/quickstart.py")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """aiobound against the alternatives (slow; ``-- --quick`` for a smoke run)."""
+    _install(session, "bench", extras="uvloop")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(default=False)
+def overload(session: nox.Session) -> None:
+    """The example services at 5x capacity: usual pattern against aiobound."""
+    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
+    session.install("uvicorn>=0.30")
+    session.run("python", "benchmarks/overload.py", *session.posargs)
