@@ -1,0 +1,183 @@
+"""The ``aiobound`` command (also ``python -m aiobound``).
+
+``aiobound demo`` re-runs the experiment of the article aiobound started
+from, on an asyncio loop: thousands of short blocking calls pushed into a
+thread pool with plain ``run_in_executor`` (unbounded) and through
+:class:`~aiobound.BoundedLoopExecutor` with ``bound`` = workers and
+2 x workers. Each case runs in a process of its own; the command shows live
+progress, then a table (or JSON with ``--json``) and optionally a plot.
+
+The command needs the ``cli`` extra (rich and psutil), ``--plot`` the
+``plot`` extra (matplotlib). :mod:`aiobound` itself never imports this
+module, so the library stays standard-library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ("main",)
+
+# The extra that provides each optional module the command may need.
+_EXTRA_FOR = {
+    "rich": "cli",
+    "psutil": "cli",
+    "matplotlib": "plot",
+    "uvloop": "uvloop",
+}
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aiobound",
+        description="Backpressure for run_in_executor: see it with `aiobound demo`.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="run_in_executor unbounded vs aiobound, side by side",
+        description=(
+            "Push CALLS blocking calls of DURATION seconds into a pool of "
+            "WORKERS threads three ways (unbounded run_in_executor, aiobound "
+            "with bound = workers, aiobound with bound = 2 x workers), each in "
+            "its own process, and compare time, utilization and memory."
+        ),
+    )
+    demo.add_argument(
+        "--calls", type=_int_at_least(1), default=5000, help="default: 5000"
+    )
+    demo.add_argument(
+        "--workers", type=_int_at_least(1), default=10, help="default: 10"
+    )
+    demo.add_argument(
+        "--duration",
+        type=_seconds,
+        default=0.01,
+        help="seconds each call blocks (default: 0.01)",
+    )
+    demo.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop (default: asyncio)",
+    )
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON instead of a table",
+    )
+    demo.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw RSS and submitted-minus-finished over time into FILE.png",
+    )
+    return parser
+
+
+def _missing(modules: Sequence[str]) -> list[str]:
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    needed = ["psutil"]
+    if not args.json:
+        needed.append("rich")
+    if args.plot:
+        needed.append("matplotlib")
+    if args.loop == "uvloop":
+        needed.append("uvloop")
+    missing = _missing(needed)
+    if missing:
+        names = " and ".join(missing)
+        extras = ",".join(sorted({_EXTRA_FOR[name] for name in missing}))
+        verb = "is" if len(missing) == 1 else "are"
+        sys.stderr.write(
+            f"aiobound demo needs {names}, which {verb} not installed.\n"
+            f"Install with: pip install 'aiobound[{extras}]'\n"
+        )
+        return 2
+
+    from ._demo._case import CASES
+    from ._demo._runner import Options, run_in_child
+
+    options = Options(
+        calls=args.calls,
+        workers=args.workers,
+        duration=args.duration,
+        loop=args.loop,
+    )
+    results: list[dict[str, Any]]
+    if args.json:
+        results = [run_in_child(case, options, lambda _: None) for case in CASES]
+    else:
+        from ._demo._report import console, render_table, run_with_progress
+
+        out = console()
+        results = run_with_progress(CASES, options, out)
+        render_table(results, options, out)
+    if args.plot:
+        from ._demo._plot import plot
+
+        plot(results, options, args.plot)
+        if not args.json:
+            sys.stdout.write(f"Plot saved to {args.plot}\n")
+    if args.json:
+        report = {
+            "options": {
+                "calls": options.calls,
+                "workers": options.workers,
+                "duration": options.duration,
+                "loop": options.loop,
+            },
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cases": [
+                {k: v for k, v in r.items() if k not in ("event", "samples")}
+                for r in results
+            ],
+        }
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``aiobound`` command line; return the exit status.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    raise AssertionError(f"unknown command {args.command!r}")  # argparse refuses
