@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
+import os
 import threading
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import chain
@@ -15,14 +18,17 @@ from ._checks import (
     check_optional_int,
     check_optional_positive,
 )
+from ._chunks import ChunkedMapIterator
 from ._errors import ClosedError
 from ._map import MapIterator
+from ._pools import check_context, explain_pickling_error, process_context
 from ._rate import RateLimiter
 from ._slots import SlotGate
 from ._stats import ExecutorStats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
+    from multiprocessing.context import BaseContext
     from types import TracebackType
 
     from typing_extensions import Self
@@ -43,8 +49,6 @@ _POOLS_WITH_KNOWN_SIZE = (
 
 def _default_max_workers() -> int:
     """Return the worker count ``ThreadPoolExecutor`` picks by default."""
-    import os
-
     return min(32, (os.cpu_count() or 1) + 4)
 
 
@@ -113,9 +117,12 @@ class BoundedLoopExecutor:
         "_loop",
         "_loop_thread_id",
         "_owns_executor",
+        "_pool_factory",
+        "_pool_restarts",
         "_rate",
         "_shutdown",
         "_submitted",
+        "_to_processes",
     )
 
     def __init__(
@@ -175,6 +182,11 @@ class BoundedLoopExecutor:
             copy_context = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
         self._executor = executor
         self._copy_context = copy_context
+        # Calls are pickled to other processes: explain pickling errors.
+        self._to_processes = isinstance(executor, ProcessPoolExecutor)
+        # Makes a new pool when the owned one breaks (process() only).
+        self._pool_factory: Callable[[], concurrent.futures.Executor] | None = None
+        self._pool_restarts = 0
         self._gate = SlotGate(bound, max_pending, max_wait)
         self._rate = (
             None if max_per_second is None else RateLimiter(max_per_second, burst)
@@ -189,6 +201,86 @@ class BoundedLoopExecutor:
         self._completed = 0
         self._failed = 0
         self._cancelled = 0
+
+    @classmethod
+    def process(
+        cls,
+        *,
+        max_workers: int | None = None,
+        bound: int | None = None,
+        max_pending: int | None = None,
+        max_wait: float | None = None,
+        max_per_second: float | None = None,
+        burst: int = 1,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[object, ...] = (),
+    ) -> Self:
+        """Make an executor that owns a new :class:`ProcessPoolExecutor`.
+
+        The pool is shut down by :meth:`aclose`, and replaced when it breaks:
+        if a worker process dies (killed, ``os._exit``, out of memory), the
+        calls it had are failed by the pool with ``BrokenProcessPool``, and
+        the next submission starts a new pool (counted in
+        ``stats().pool_restarts``) instead of failing too. A pool passed as
+        ``executor=`` is never replaced.
+
+        Args:
+            max_workers: Worker processes (default: ``os.cpu_count()``).
+            bound: As in the constructor; default twice ``max_workers``.
+            max_pending: As in the constructor.
+            max_wait: As in the constructor.
+            max_per_second: As in the constructor.
+            burst: As in the constructor.
+            mp_context: How workers start. Default: ``forkserver`` where it
+                exists (Linux, macOS), else ``spawn``. ``fork`` is refused:
+                the event loop's process runs threads, and forking it can
+                deadlock the workers.
+            initializer: Called with ``*initargs`` in each worker at start.
+            initargs: Arguments for ``initializer``.
+
+        Functions and arguments are pickled: functions must be defined at
+        the top level of an importable module. Calls run in the worker's own
+        :mod:`contextvars` context.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            ValueError: an argument is out of range, or ``mp_context`` forks.
+        """
+        workers = check_optional_int("max_workers", max_workers, 1)
+        if workers is None:
+            workers = os.cpu_count() or 1
+        context = (
+            process_context()
+            if mp_context is None
+            else check_context("mp_context", mp_context)
+        )
+        if initializer is not None:
+            check_callable("initializer", initializer)
+        if not isinstance(initargs, tuple):
+            raise TypeError(
+                f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
+            )
+
+        def new_pool() -> concurrent.futures.Executor:
+            return ProcessPoolExecutor(workers, context, initializer, initargs)  # type: ignore[arg-type]
+
+        pool = new_pool()
+        try:
+            self = cls(
+                executor=pool,
+                bound=bound,
+                max_pending=max_pending,
+                max_wait=max_wait,
+                max_per_second=max_per_second,
+                burst=burst,
+            )
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
+        self._owns_executor = True
+        self._pool_factory = new_pool
+        return self
 
     # -- introspection -------------------------------------------------------
 
@@ -244,6 +336,7 @@ class BoundedLoopExecutor:
             queue_wait_avg=gate.wait_average,
             queue_wait_max=gate.wait_maximum,
             closed=gate.closed,
+            pool_restarts=self._pool_restarts,
         )
 
     def __repr__(self) -> str:
@@ -275,8 +368,10 @@ class BoundedLoopExecutor:
                 (shut down, broken pool, ...); the slot is freed first.
 
         ``fn``'s own exceptions are not raised here: they come out of the
-        returned future unchanged (a ``StopIteration``, which an asyncio
-        future cannot hold, arrives as the ``__cause__`` of a RuntimeError).
+        returned future unchanged. A ``StopIteration``, which an asyncio
+        future cannot hold, and anything that is not an ``Exception``
+        (``KeyboardInterrupt``, ``SystemExit``, which would stop the event
+        loop) arrive as the ``__cause__`` of a RuntimeError.
 
         Cancellation: does not yield when a slot is free (and, with
         ``max_per_second``, the call's turn has come). While waiting for
@@ -302,7 +397,9 @@ class BoundedLoopExecutor:
         On any error or cancellation the slot is released.
         """
         try:
-            if self._rate is not None:
+            # Not once closed: a slot handed over just as aclose() ran would
+            # wait for a turn that the rate limiter's close no longer ends.
+            if self._rate is not None and not self._gate.closed:
                 await self._rate.wait_turn()
             if self._gate.closed:
                 raise ClosedError("the executor was closed while this call waited")
@@ -319,19 +416,62 @@ class BoundedLoopExecutor:
         is freed and the error propagates.
         """
         self._submitted += 1
+        settle: Callable[[asyncio.Future[T], concurrent.futures.Future[T]], None]
         try:
             if self._copy_context:
                 run_in_context: Callable[..., T] = contextvars.copy_context().run
                 cfut = self._executor.submit(run_in_context, fn, *args, **kwargs)
+                settle = self._settle
+            elif self._to_processes:
+                cfut = self._executor.submit(fn, *args, **kwargs)
+                # Keeps the call until it ends (the pool does too), to name
+                # what could not be pickled if that is why it fails.
+                settle = functools.partial(self._settle_pickled, fn, args, kwargs)
             else:
                 cfut = self._executor.submit(fn, *args, **kwargs)
-        except BaseException:
-            self._failed += 1
-            self._gate.release()
-            raise
+                settle = self._settle
+        except BaseException as exc:
+            cfut = self._submit_failed(exc, fn, args, kwargs)
+            settle = self._settle
         self._calls.add(cfut)
         assert self._loop is not None
-        return chain(cfut, self._loop, self._loop_thread_id, self._settle)
+        return chain(cfut, self._loop, self._loop_thread_id, settle)
+
+    def _submit_failed(
+        self,
+        exc: BaseException,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> concurrent.futures.Future[T]:
+        """The executor's ``submit`` raised *exc*; the caller holds a slot.
+
+        An owned pool that is broken is replaced and the call submitted to
+        the new one. Otherwise the slot is freed and the error raised; for a
+        broken pool that is not ours, with a message that says what to do.
+        """
+        error = exc
+        if isinstance(exc, BrokenExecutor):
+            if self._pool_factory is not None:
+                try:
+                    self._replace_pool()
+                    return self._executor.submit(fn, *args, **kwargs)
+                except BaseException as retry_exc:
+                    error = retry_exc
+            else:
+                error = _explain_broken_pool(exc, self._executor)
+        self._failed += 1
+        self._gate.release()
+        raise error
+
+    def _replace_pool(self) -> None:
+        """Swap the broken owned pool for a new one; let the old one go."""
+        assert self._pool_factory is not None
+        broken = self._executor
+        self._executor = self._pool_factory()
+        self._pool_restarts += 1
+        # A broken pool's workers are already gone; don't wait for anything.
+        broken.shutdown(wait=False)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
@@ -354,20 +494,42 @@ class BoundedLoopExecutor:
         /,
         *,
         ordered: bool = True,
+        chunksize: int | None = None,
     ) -> MapIterator[T]:
         """Apply ``fn`` to each item, pulling items lazily; iterate the results.
 
         See :class:`MapIterator` for how far ahead it reads, the order of
         results, errors and clean-up.
 
+        Args:
+            fn: Applied to each item in the underlying executor.
+            items: A sync or async iterable.
+            ordered: Yield in input order (``True``) or as calls finish.
+            chunksize: Items sent per call to the underlying executor;
+                results are still yielded one by one. With chunks, ``bound``
+                counts chunks: at most ``bound`` chunks are pulled and not
+                yet fully yielded, and an exception from ``fn`` fails its
+                whole chunk (raised where the chunk's first result would
+                come). ``None`` (default): automatic on a process pool (the
+                workers time each chunk; chunks grow from 1 item, doubling,
+                up to 256 items or about 5 ms of work), 1 on any other
+                executor.
+
         Raises:
             TypeError: ``fn`` is not callable, ``items`` is neither iterable
-                nor async iterable, or ``ordered`` is not a bool.
+                nor async iterable, ``ordered`` is not a bool, or
+                ``chunksize`` is not an int.
+            ValueError: ``chunksize`` is below 1.
         """
         check_callable("fn", fn)
         if not isinstance(ordered, bool):
             raise TypeError(f"ordered must be a bool, got {ordered!r}")
-        return MapIterator(self, fn, items, ordered=ordered)
+        if chunksize is None:
+            if not self._to_processes:
+                return MapIterator(self, fn, items, ordered=ordered)
+        elif check_int("chunksize", chunksize, 1) == 1:
+            return MapIterator(self, fn, items, ordered=ordered)
+        return ChunkedMapIterator(self, fn, items, ordered=ordered, chunksize=chunksize)
 
     def _settle(
         self, afut: asyncio.Future[Any], cfut: concurrent.futures.Future[Any]
@@ -377,8 +539,17 @@ class BoundedLoopExecutor:
         self._gate.release()
         if cfut.cancelled():
             self._cancelled += 1
-            if not afut.done():
-                afut.cancel()
+            if afut.done():  # the caller cancelled it: nothing to report
+                return
+            if self._gate.closed:
+                # Dropped by aclose(timeout=...) (or by the pool's shutdown
+                # after close): say so, rather than cancel a task that was
+                # never cancelled.
+                afut.set_exception(
+                    ClosedError("the executor was closed before this call started")
+                )
+            else:
+                afut.cancel()  # the pool cancelled it, e.g. shutdown(cancel_futures)
             return
         exc = cfut.exception()
         if exc is None:
@@ -389,12 +560,36 @@ class BoundedLoopExecutor:
         self._failed += 1
         if afut.done():
             return
-        if isinstance(exc, StopIteration):
-            # asyncio futures refuse StopIteration (it would end a coroutine).
+        if isinstance(exc, StopIteration) or not isinstance(exc, Exception):
+            # asyncio futures refuse StopIteration (it would end a coroutine),
+            # and a KeyboardInterrupt or SystemExit raised by fn in a worker
+            # would escape the event loop from the awaiting task and stop it
+            # (a CancelledError would pose as the caller's cancellation).
             wrapped = RuntimeError(f"the submitted call raised {exc!r}")
             wrapped.__cause__ = exc
             exc = wrapped
         afut.set_exception(exc)
+
+    def _settle_pickled(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        afut: asyncio.Future[Any],
+        cfut: concurrent.futures.Future[Any],
+    ) -> None:
+        """:meth:`_settle` for process pools: name what could not be pickled."""
+        exc = None if cfut.cancelled() else cfut.exception()
+        if exc is not None:
+            clear = explain_pickling_error(exc, fn, args, kwargs)
+            if clear is not exc:
+                self._calls.discard(cfut)
+                self._gate.release()
+                self._failed += 1
+                if not afut.done():
+                    afut.set_exception(clear)
+                return
+        self._settle(afut, cfut)
 
     # -- loop binding --------------------------------------------------------
 
@@ -452,11 +647,12 @@ class BoundedLoopExecutor:
         Args:
             timeout: Seconds to wait for calls in flight (``None``: as long
                 as they take). When it expires, calls that have not started
-                in the underlying executor are cancelled (they never run). A
-                call already running in a thread cannot be stopped: if any
-                remain, :class:`TimeoutError` is raised naming how many;
-                their slots are freed when they end. An owned pool is then
-                shut down without waiting for them.
+                in the underlying executor are cancelled (they never run;
+                their callers get :class:`ClosedError`). A call already
+                running in a thread cannot be stopped: if any remain,
+                :class:`TimeoutError` is raised naming how many; their slots
+                are freed when they end. An owned pool is then shut down
+                without waiting for them.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.
@@ -517,3 +713,21 @@ class BoundedLoopExecutor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _explain_broken_pool(
+    exc: BrokenExecutor, pool: concurrent.futures.Executor
+) -> BaseException:
+    """A clearer error for a submission to a broken pool that is not ours."""
+    message = (
+        f"the wrapped {type(pool).__name__} is broken ({exc}); aiobound "
+        "leaves a pool passed as executor= as it is: make a new pool and a new "
+        "BoundedLoopExecutor, or use BoundedLoopExecutor.process(), whose own "
+        "pool is replaced when it breaks"
+    )
+    try:
+        clear = type(exc)(message)
+    except Exception:
+        return exc
+    clear.__cause__ = exc
+    return clear

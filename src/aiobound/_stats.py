@@ -44,6 +44,8 @@ class ExecutorStats:
         queue_wait_max: Longest wait for a slot, in seconds, of any call
             granted one.
         closed: Whether :meth:`~BoundedLoopExecutor.aclose` has been called.
+        pool_restarts: Times the pool was replaced after it broke (only a
+            pool made by :meth:`~BoundedLoopExecutor.process` is replaced).
     """
 
     bound: int
@@ -63,3 +65,4 @@ class ExecutorStats:
     queue_wait_avg: float
     queue_wait_max: float
     closed: bool
+    pool_restarts: int = 0

@@ -1,0 +1,76 @@
+"""Functions and a scheduler plugin for the Dask tests.
+
+Dask pickles functions from importable modules by name; the workers (spawned
+by their nannies with this process's ``sys.path``) import this module.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from distributed import Scheduler, SchedulerPlugin
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def die_once(marker: str, x: int) -> int:
+    """Kill the worker running it the first time any worker runs it."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return x * x
+    os.close(fd)
+    os._exit(1)
+
+
+# States of a task that is not finished yet.
+ACTIVE = frozenset({"waiting", "queued", "no-worker", "processing"})
+
+
+class TaskCounter(SchedulerPlugin):
+    """Samples, at every change on the scheduler, how many tasks it holds.
+
+    ``held`` is every task the scheduler knows (until it forgets it);
+    ``active`` those not yet finished (waiting, queued, processing, ...).
+    """
+
+    name = "aiobound-task-counter"
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.peak_held = 0
+        self.peak_active = 0
+        self.samples = 0
+
+    def _sample(self) -> None:
+        tasks = self.scheduler.tasks
+        self.samples += 1
+        self.peak_held = max(self.peak_held, len(tasks))
+        active = sum(ts.state in ACTIVE for ts in tasks.values())
+        self.peak_active = max(self.peak_active, active)
+
+    def update_graph(self, scheduler: Scheduler, **kwargs: Any) -> None:
+        self._sample()
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
+    ) -> None:
+        self._sample()
+
+
+def install_counter(dask_scheduler: Scheduler) -> None:
+    dask_scheduler.add_plugin(TaskCounter(dask_scheduler), name=TaskCounter.name)
+
+
+def read_counter(dask_scheduler: Scheduler) -> tuple[int, int, int, int]:
+    counter = dask_scheduler.plugins[TaskCounter.name]
+    assert isinstance(counter, TaskCounter)
+    now = len(dask_scheduler.tasks)
+    return counter.peak_held, counter.peak_active, counter.samples, now
+
+
+def remove_counter(dask_scheduler: Scheduler) -> None:
+    dask_scheduler.remove_plugin(name=TaskCounter.name)
