@@ -16,15 +16,27 @@ every request of ``/work?ms=<service-ms>`` holds a worker thread in
 * ``usual``: the same endpoint written the usual way, ``run_in_threadpool``
   (with anyio's thread limiter set to ``workers``) or ``loop.run_in_executor``
   on a ``ThreadPoolExecutor(workers)``; nothing is ever refused;
-* ``aiobound``: the example itself (``examples/fastapi_app.py``,
+* the example itself (``examples/fastapi_app.py``,
   ``examples/aiohttp_app.py``), run as its docstring says, with
-  ``BoundedLoopExecutor(max_workers=workers, max_pending=...)``.
+  ``BoundedLoopExecutor(max_workers=workers, ...)`` in three settings:
+
+  - ``pending``: ``max_pending=--max-pending`` (16), a waiting room sized by
+    hand to the service time, no ``max_wait``;
+  - ``room``: ``max_pending=--room`` (200), a big waiting room and no
+    ``max_wait``: nothing but the count limits how long a request waits;
+  - ``room+wait``: the same big room with ``max_wait=--max-wait`` (0.25 s):
+    a request that waited that long for a slot gets its 503 then.
+
+The cases of one framework run back to back in that order (usual, pending,
+room, room+wait), in one run, so the two ``room`` cases see the same machine.
 
 Reported per case: goodput (200 responses per second of the run, drain
 included), p50/p99 latency of the accepted (200) requests, the share refused
 with 503, the share that failed or timed out on the client, and the server's
 RSS before the load and at its peak (sampled from ``/proc`` every 100 ms,
-Linux only).
+Linux only). For the aiobound cases, the server's own ``/stats`` after the
+load splits the 503s into ``rejected`` (the room was full) and ``timed_out``
+(waited ``max_wait``) and gives the longest wait for a slot.
 
 Bounds: the generator talks to 127.0.0.1 only, sends at most ``rate x
 duration`` requests, keeps at most ``--max-outstanding`` in flight (more are
@@ -60,7 +72,9 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"  # the only address this script ever talks to
 REPO = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("fastapi", "aiohttp")
-PATTERNS = ("usual", "aiobound")
+PATTERNS = ("usual", "pending", "room", "room+wait")
+SERVER_NAMES = {"fastapi": "FastAPI (uvicorn)", "aiohttp": "aiohttp"}
+USUAL_NAMES = {"fastapi": "`run_in_threadpool`", "aiohttp": "`run_in_executor`"}
 MAX_DURATION = 120.0
 MAX_RATE = 5_000.0
 MB = 1024 * 1024
@@ -117,11 +131,34 @@ def serve_usual_aiohttp(port: int, workers: int) -> None:
     web.run_app(app, host=HOST, port=port, access_log=None, print=None)
 
 
+def limits(pattern: str, options: argparse.Namespace) -> tuple[int, float | None]:
+    """``(max_pending, max_wait)`` of an aiobound *pattern*."""
+    if pattern == "pending":
+        return options.max_pending, None
+    if pattern == "room":
+        return options.room, None
+    if pattern == "room+wait":
+        return options.room, options.max_wait
+    raise ValueError(f"not an aiobound pattern: {pattern!r}")
+
+
+def label(framework: str, pattern: str, options: argparse.Namespace) -> str:
+    """How the README's table names *pattern*."""
+    if pattern == "usual":
+        return f"usual: {USUAL_NAMES[framework]}"
+    max_pending, max_wait = limits(pattern, options)
+    if max_wait is None:
+        return f"aiobound, `max_pending={max_pending}`"
+    return f"aiobound, `max_pending={max_pending}, max_wait={max_wait:g}`"
+
+
 def server_command(
-    framework: str, pattern: str, port: int, workers: int, max_pending: int
+    framework: str, pattern: str, port: int, options: argparse.Namespace
 ) -> list[str]:
     """The command line that serves one case on *port*."""
-    if pattern == "aiobound":
+    workers = options.workers
+    if pattern != "usual":
+        max_pending, max_wait = limits(pattern, options)
         example = REPO / "examples" / f"{framework}_app.py"
         return [
             sys.executable,
@@ -132,6 +169,8 @@ def server_command(
             str(workers),
             "--max-pending",
             str(max_pending),
+            "--max-wait",
+            str(max_wait or 0),  # 0: no limit
             "--quiet",
         ]
     return [
@@ -183,6 +222,14 @@ def running_server(command: list[str], port: int) -> Iterator[subprocess.Popen[b
                 proc.wait()
 
 
+def server_stats(port: int) -> dict[str, object]:
+    """The aiobound example's ``GET /stats`` (its executor's counters)."""
+    url = f"http://{HOST}:{port}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stats: dict[str, object] = json.load(response)
+    return stats
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of process *pid*, from /proc (Linux)."""
     with open(f"/proc/{pid}/status") as status:
@@ -227,6 +274,7 @@ class Outcome:
     rss_peak_mb: float
     rss_end_mb: float
     wall_s: float
+    server_stats: dict[str, object] | None  # aiobound's /stats after the load
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -338,9 +386,7 @@ async def offer_load(
 def run_case(framework: str, pattern: str, options: argparse.Namespace) -> Outcome:
     """Serve one case in its own process and measure it."""
     port = free_port()
-    command = server_command(
-        framework, pattern, port, options.workers, options.max_pending
-    )
+    command = server_command(framework, pattern, port, options)
     capacity = options.workers / (options.service_ms / 1000)
     rate = min(MAX_RATE, options.factor * capacity)
     with running_server(command, port) as proc:
@@ -358,6 +404,7 @@ def run_case(framework: str, pattern: str, options: argparse.Namespace) -> Outco
             )
         )
         rss_end = rss_bytes(proc.pid)
+        stats = None if pattern == "usual" else server_stats(port)
     latencies = load.latencies_ms
     return Outcome(
         framework=framework,
@@ -375,6 +422,7 @@ def run_case(framework: str, pattern: str, options: argparse.Namespace) -> Outco
         rss_peak_mb=max([rss_before, *load.rss_samples]) / MB,
         rss_end_mb=rss_end / MB,
         wall_s=load.wall_s,
+        server_stats=stats,
     )
 
 
@@ -391,20 +439,18 @@ def report(
 ) -> bool:
     """Print the table and the target check; return whether targets were met."""
     bound = 2 * options.workers
-    queue_ms = (bound - options.workers + options.max_pending) / options.workers
-    queue_ms *= options.service_ms
     capacity = options.workers / (options.service_ms / 1000)
     print()
     print(
         f"{options.workers} workers x {options.service_ms:g} ms = capacity "
         f"{capacity:.0f} req/s; offered {options.factor:g}x for "
-        f"{options.duration:g} s; aiobound bound={bound}, "
-        f"max_pending={options.max_pending}; client timeout {options.timeout:g} s"
+        f"{options.duration:g} s; aiobound bound={bound}; client timeout "
+        f"{options.timeout:g} s"
     )
     print()
     print(
         "| server | pattern | offered req/s | goodput req/s | p50 ms | p99 ms "
-        "| rejected (503) | failed/timed out | RSS before → peak MB |"
+        "| rejected (503) | failed (timed out) | server RSS before → peak MB |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     met = True
@@ -412,24 +458,38 @@ def report(
         offered = o.sent + o.not_sent
         failed = o.failed + o.not_sent
         print(
-            f"| {o.framework} | {o.pattern} | {o.offered_rps:.0f} | "
-            f"{o.goodput_rps:.0f} | {o.p50_ms:.0f} | {o.p99_ms:.0f} | "
-            f"{share(o.rejected, offered)} | {share(failed, offered)} | "
+            f"| {SERVER_NAMES[o.framework]} | {label(o.framework, o.pattern, options)} "
+            f"| {o.offered_rps:.0f} | {o.goodput_rps:.0f} | {o.p50_ms:.0f} | "
+            f"{o.p99_ms:.0f} | {share(o.rejected, offered)} | "
+            f"{share(failed, offered)} | "
             f"{o.rss_before_mb:.0f} → {o.rss_peak_mb:.0f} |"
         )
     print()
     for o in outcomes:
-        if o.pattern != "aiobound":
+        if o.server_stats is None:
             continue
+        # The longest an accepted request may queue: behind the calls in the
+        # pool (bound - workers of them, over the workers) and in the waiting
+        # room, for max_pending calls' worth or max_wait, whichever is less.
+        max_pending, max_wait = limits(o.pattern, options)
+        pool_ms = (bound - options.workers) / options.workers * options.service_ms
+        room_ms = max_pending / options.workers * options.service_ms
+        if max_wait is not None:
+            room_ms = min(room_ms, 1000 * max_wait)
+        queue_ms = pool_ms + room_ms
         target = 3 * unloaded[o.framework] + queue_ms
         growth = o.rss_peak_mb - o.rss_before_mb
         ok = o.p99_ms <= target and o.failed == 0 and o.not_sent == 0
         met = met and ok
+        st = o.server_stats
+        wait_ms = 1000 * float(str(st["queue_wait_max"]))
         print(
-            f"{o.framework}: unloaded p50 {unloaded[o.framework]:.0f} ms; target "
-            f"p99 <= 3 x {unloaded[o.framework]:.0f} + {queue_ms:.0f} (queue the "
-            f"bound allows) = {target:.0f} ms: p99 {o.p99_ms:.0f} ms "
-            f"{'met' if ok else 'MISSED'}; RSS grew {growth:.1f} MB"
+            f"{o.framework} {o.pattern}: unloaded p50 {unloaded[o.framework]:.0f} "
+            f"ms; target p99 <= 3 x {unloaded[o.framework]:.0f} + {queue_ms:.0f} "
+            f"(queue the limits allow) = {target:.0f} ms: p99 {o.p99_ms:.0f} ms "
+            f"{'met' if ok else 'MISSED'}; RSS grew {growth:.1f} MB; server: "
+            f"rejected {st['rejected']}, timed_out {st['timed_out']}, longest "
+            f"wait for a slot {wait_ms:.0f} ms"
         )
     print(
         f"\n{platform.python_implementation()} {platform.python_version()}, "
@@ -452,6 +512,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--service-ms", type=float, default=50.0)
     parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument("--room", type=int, default=200, help="the big max_pending")
+    parser.add_argument("--max-wait", type=float, default=0.25, help="seconds")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--max-outstanding", type=int, default=4000)
     parser.add_argument(
@@ -464,6 +526,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--duration must be in (0, {MAX_DURATION:g}]")
         if not 0 < options.timeout <= MAX_DURATION:
             parser.error(f"--timeout must be in (0, {MAX_DURATION:g}]")
+        if not 0 < options.max_wait <= MAX_DURATION:
+            parser.error(f"--max-wait must be in (0, {MAX_DURATION:g}]")
         if not 0 < options.max_outstanding <= 10_000:
             parser.error("--max-outstanding must be in (0, 10000]")
         for name in options.frameworks.split(","):
@@ -488,9 +552,7 @@ def main(argv: list[str]) -> int:
     unloaded: dict[str, float] = {}
     for framework in options.frameworks.split(","):
         port = free_port()
-        command = server_command(
-            framework, "aiobound", port, options.workers, options.max_pending
-        )
+        command = server_command(framework, "pending", port, options)
         with running_server(command, port):
             unloaded[framework] = asyncio.run(
                 unloaded_latency(port, options.service_ms, 50)

@@ -13,8 +13,10 @@ Then try::
 
 The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
 twice that) through ``app.cleanup_ctx``. At most ``--max-pending`` requests
-wait for a slot; the next one gets ``503`` with ``Retry-After`` at once, so
-accepted requests keep a short, bounded latency however much load arrives.
+wait for a slot; the next one gets ``503`` with ``Retry-After`` at once. A
+request that has waited ``--max-wait`` seconds for a slot gets the same 503,
+so accepted requests keep a short, bounded latency however much load arrives
+and however slow the blocking calls become.
 
 Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
 handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
@@ -45,6 +47,14 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_SLEEP_MS = 10_000
+
+# max_pending counts requests, not time: 16 waiting requests are 200 ms of
+# queue when a call takes 50 ms on 4 workers, but 4 s when the backend slows
+# to 1 s a call. MAX_WAIT caps the wait for a slot in seconds whatever the
+# calls cost: 0.25 s is about five times the unloaded latency of
+# /work?ms=50, and a request that has waited that long is better refused now,
+# with Retry-After, than answered after its client has given up.
+MAX_WAIT = 0.25
 DATA_DIR_KEY = web.AppKey("data_dir", Path)
 
 
@@ -100,6 +110,7 @@ def create_app(
     workers: int = 4,
     bound: int | None = None,
     max_pending: int | None = 16,
+    max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
 ) -> web.Application:
     """Build the app: blocking work, file reads, stats and metrics.
@@ -108,6 +119,8 @@ def create_app(
         workers: Threads in the executor's pool.
         bound: Calls in the pool at once (default: twice ``workers``).
         max_pending: Requests allowed to wait for a slot before 503s.
+        max_wait: Seconds a request may wait for a slot before a 503
+            (``None``: no limit).
         data_dir: The directory ``/file/{name}`` reads from.
     """
     app = web.Application()
@@ -119,6 +132,7 @@ def create_app(
             max_workers=workers,
             bound=bound,
             max_pending=max_pending,
+            max_wait=max_wait,
         ),
         retry_after=1,
     )
@@ -149,10 +163,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--bound", type=int, default=None)
     parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument(
+        "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args()
     app = create_app(
-        workers=args.workers, bound=args.bound, max_pending=args.max_pending
+        workers=args.workers,
+        bound=args.bound,
+        max_pending=args.max_pending,
+        max_wait=args.max_wait or None,
     )
     access_log = None if args.quiet else logging.getLogger("aiohttp.access")
     web.run_app(

@@ -171,6 +171,26 @@ class FailingExecutor(concurrent.futures.Executor):
         raise self.error
 
 
+class ManualExecutor(concurrent.futures.Executor):
+    """Returns futures the test completes by hand, on the loop's thread.
+
+    Completing one there settles the call at once, inside the test's own
+    step, which lets a test order a slot's release exactly against others.
+    """
+
+    def __init__(self) -> None:
+        self.futures: list[concurrent.futures.Future[Any]] = []
+        self.submits = 0
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        self.submits += 1
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.futures.append(future)
+        return future
+
+
 ExecutorFactory = Callable[..., BoundedLoopExecutor]
 
 

@@ -187,11 +187,19 @@ class TestExampleApp:
             assert stats["failed"] == 1
             assert stats["in_flight"] == 0
             assert stats["closed"] is False
+            assert stats["max_wait"] == 0.25  # the example's MAX_WAIT
+            assert stats["timed_out"] == stats["rate_limited"] == 0
+            wait_avg, wait_max = stats["queue_wait_avg"], stats["queue_wait_max"]
+            assert isinstance(wait_avg, float)
+            assert isinstance(wait_max, float)
+            assert 0 <= wait_avg <= wait_max
 
             async with http.get(f"{url}/metrics") as response:
                 metrics = await response.text()
             assert 'aiobound_completed_total{executor="default"} 2.0' in metrics
             assert 'aiobound_bound{executor="default"} 4.0' in metrics
+            assert 'aiobound_max_wait_seconds{executor="default"} 0.25' in metrics
+            assert 'aiobound_timed_out_total{executor="default"} 0.0' in metrics
 
 
 class TestShedding:

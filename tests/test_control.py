@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aiobound import BoundedLoopExecutor, OverloadedError
-from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle, settle
+from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from conftest import (
+    CountingExecutor,
+    ExecutorFactory,
+    GateFactory,
+    ManualExecutor,
+    assert_idle,
+    settle,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -201,8 +208,9 @@ class TestCloseTimeout:
             await executor.aclose(timeout=0.01)
         assert executor.stats().in_flight == 1
         assert executor.stats().cancelled == 2
-        assert futures[1].cancelled()
-        assert futures[2].cancelled()
+        for fut in futures[1:]:  # dropped before they started: ClosedError
+            with pytest.raises(ClosedError, match="before this call started"):
+                await fut
         gate.open()
         assert await futures[0] == 0
         assert gate.calls == [0]
@@ -219,7 +227,8 @@ class TestCloseTimeout:
         await gate.started()
         with pytest.raises(TimeoutError):
             await executor.aclose(timeout=0.01)
-        assert futures[1].cancelled()
+        with pytest.raises(ClosedError):
+            await futures[1]
         gate.open()
         await futures[0]
         assert counting.submit(noop, 5).result() == 5
@@ -229,3 +238,66 @@ class TestCloseTimeout:
         with pytest.raises(ValueError, match="timeout"):
             await executor.aclose(timeout=0)
         await executor.aclose()
+
+    async def test_a_second_timed_out_aclose_reports_again_then_a_plain_one_waits(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=2)
+        gate = make_gate()
+        futures = [await executor.submit(gate, n) for n in range(2)]
+        await gate.started()
+        with pytest.raises(TimeoutError, match="1 calls still running; 1 calls"):
+            await executor.aclose(timeout=0.01)
+        with pytest.raises(TimeoutError, match="1 calls still running; 0 calls"):
+            await executor.aclose(timeout=0.01)
+        closing = asyncio.create_task(executor.aclose())
+        await settle()
+        assert not closing.done()  # waits for the running call
+        gate.open()
+        await closing
+        assert await futures[0] == 0
+        with pytest.raises(ClosedError):
+            await futures[1]
+        assert gate.calls == [0]
+        assert_idle(executor)
+
+
+class TestCloseRaces:
+    async def test_a_slot_handed_over_as_the_executor_closes_submits_nothing(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=1)
+        holder = await executor.submit(noop, 0)
+        waiter = asyncio.create_task(executor.run(noop, 1))
+        await settle()
+        closing = asyncio.create_task(executor.aclose())  # runs first...
+        manual.futures[0].set_result(0)  # ...then the waiter, holding the slot
+        with pytest.raises(ClosedError):
+            await waiter
+        await closing
+        assert await holder == 0
+        assert manual.submits == 1
+        assert_idle(executor)
+
+    async def test_resize_during_close_admits_nobody_and_close_still_ends(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, bound=2)
+        gate = make_gate()
+        running = [await executor.submit(gate, n) for n in range(2)]
+        await gate.started(2)
+        waiter = asyncio.create_task(executor.run(noop, 9))
+        await settle()
+        closing = asyncio.create_task(executor.aclose())
+        await settle()
+        executor.resize(4)  # grow: there is nobody left to admit
+        with pytest.raises(ClosedError):
+            await waiter
+        executor.resize(1)  # shrink below the calls in flight
+        assert executor.stats().in_flight == 2
+        gate.open()
+        await closing
+        assert await asyncio.gather(*running) == [0, 1]
+        assert gate.calls == [0, 1]
+        assert_idle(executor)

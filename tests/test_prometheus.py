@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiobound import OverloadedError
+from aiobound import ExecutorStats, OverloadedError
 from aiobound.prometheus import ExecutorCollector
 
 if TYPE_CHECKING:
+    from aiobound import BoundedLoopExecutor
     from conftest import ExecutorFactory, GateFactory
+
+
+class StubExecutor:
+    """Stands in for an executor: the collector only calls stats()."""
+
+    def __init__(self, stats: ExecutorStats) -> None:
+        self._stats = stats
+
+    def stats(self) -> ExecutorStats:
+        return self._stats
 
 
 def sample(registry: CollectorRegistry, name: str, executor: str) -> float | None:
@@ -50,13 +62,66 @@ class TestCollector:
         assert sample(registry, "aiobound_cancelled_total", "db") == 0
         assert sample(registry, "aiobound_closed", "db") == 1
 
-    async def test_unlimited_max_pending_has_no_sample(
+    async def test_unlimited_settings_have_no_sample(
         self, make_executor: ExecutorFactory
     ) -> None:
         registry = CollectorRegistry()
         registry.register(ExecutorCollector({"x": make_executor(max_workers=1)}))
         assert sample(registry, "aiobound_max_pending", "x") is None
+        assert sample(registry, "aiobound_max_wait_seconds", "x") is None
+        assert sample(registry, "aiobound_max_per_second", "x") is None
         assert sample(registry, "aiobound_bound", "x") == 2
+        assert sample(registry, "aiobound_queue_wait_max_seconds", "x") == 0
+
+    async def test_max_wait_refusals_are_counted_apart(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(max_workers=1, bound=1, max_wait=0.01)
+        registry = CollectorRegistry()
+        registry.register(ExecutorCollector({"db": executor}))
+        running = await executor.submit(gate, 1)
+        await gate.started()
+        with pytest.raises(OverloadedError, match="max_wait"):
+            await executor.run(gate, 2)  # the slot stays taken: it times out
+        assert sample(registry, "aiobound_timed_out_total", "db") == 1
+        assert sample(registry, "aiobound_rejected_total", "db") == 0
+        assert sample(registry, "aiobound_max_wait_seconds", "db") == 0.01
+        assert sample(registry, "aiobound_waiting", "db") == 0
+        gate.open()
+        assert await running == 1
+
+    def test_each_stats_field_is_exported_under_its_name(self) -> None:
+        values: dict[str, float | bool] = {
+            f.name: float(n + 1)
+            for n, f in enumerate(dataclasses.fields(ExecutorStats))
+        }
+        values["closed"] = True
+        stats = ExecutorStats(**values)  # type: ignore[arg-type]
+        registry = CollectorRegistry()
+        stub = cast("BoundedLoopExecutor", StubExecutor(stats))
+        registry.register(ExecutorCollector({"s": stub}))
+        exported = {
+            "bound": "aiobound_bound",
+            "in_flight": "aiobound_in_flight",
+            "waiting": "aiobound_waiting",
+            "max_pending": "aiobound_max_pending",
+            "max_wait": "aiobound_max_wait_seconds",
+            "max_per_second": "aiobound_max_per_second",
+            "peak_in_flight": "aiobound_peak_in_flight",
+            "queue_wait_avg": "aiobound_queue_wait_avg_seconds",
+            "queue_wait_max": "aiobound_queue_wait_max_seconds",
+            "closed": "aiobound_closed",
+            "submitted": "aiobound_submitted_total",
+            "completed": "aiobound_completed_total",
+            "failed": "aiobound_failed_total",
+            "cancelled": "aiobound_cancelled_total",
+            "rejected": "aiobound_rejected_total",
+            "timed_out": "aiobound_timed_out_total",
+            "rate_limited": "aiobound_rate_limited_total",
+        }
+        for field, name in exported.items():
+            assert sample(registry, name, "s") == float(values[field]), field
 
     async def test_track_untrack_and_labels(
         self, make_executor: ExecutorFactory

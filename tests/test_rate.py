@@ -15,6 +15,7 @@ from conftest import (
     CountingExecutor,
     ExecutorFactory,
     GateFactory,
+    ManualExecutor,
     assert_idle,
     settle,
 )
@@ -202,6 +203,34 @@ class TestExecutorRate:
             await clock.advance(0.1)
             assert counting.submits == expected
         assert await consumer == [0, 1, 2, 3, 4]
+
+    async def test_a_slot_handed_over_as_the_executor_closes_waits_for_no_turn(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # The slot reaches the waiter in the same loop turn as aclose() closes
+        # the gate: the waiter must get ClosedError at once, not book a turn
+        # that rate.close() (already run) will never cut short, holding its
+        # slot and aclose() until the turn comes.
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=1, max_per_second=1)
+        clock = with_fake_clock(executor)
+        holder = await executor.submit(noop, 0)  # holds the slot; books t=0
+        waiter = asyncio.create_task(executor.run(noop, 1))
+        await settle()
+        assert executor.stats().waiting == 1
+        closing = asyncio.create_task(executor.aclose())  # runs first...
+        manual.futures[0].set_result(0)  # ...then the waiter, holding the slot
+        try:
+            await settle()
+            assert waiter.done()
+            assert closing.done()
+        finally:
+            await clock.advance(1)  # lets a wrongly booked turn come, if any
+        with pytest.raises(ClosedError):
+            await waiter
+        assert await holder == 0
+        assert manual.submits == 1
+        assert_idle(executor)
 
 
 async def _collect(results: Any) -> list[int]:

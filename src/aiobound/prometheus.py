@@ -15,11 +15,17 @@ the executor while the app runs::
 Exposed metrics (label ``executor``, the name given to :meth:`track`):
 
 * gauges ``aiobound_bound``, ``aiobound_in_flight``, ``aiobound_waiting``,
-  ``aiobound_max_pending`` (absent when unlimited), ``aiobound_peak_in_flight``,
-  ``aiobound_closed`` (0 or 1);
+  ``aiobound_max_pending``, ``aiobound_max_wait_seconds`` and
+  ``aiobound_max_per_second`` (each absent when unlimited),
+  ``aiobound_peak_in_flight``, ``aiobound_queue_wait_avg_seconds`` and
+  ``aiobound_queue_wait_max_seconds`` (since the executor was created, as
+  ``stats()`` reports them), ``aiobound_closed`` (0 or 1);
 * counters ``aiobound_submitted_total``, ``aiobound_completed_total``,
   ``aiobound_failed_total``, ``aiobound_cancelled_total``,
-  ``aiobound_rejected_total``.
+  ``aiobound_rejected_total`` (refused at once: ``max_pending`` callers
+  already waited), ``aiobound_timed_out_total`` (refused after waiting
+  ``max_wait``) and ``aiobound_rate_limited_total`` (calls that waited for
+  their ``max_per_second`` turn).
 
 The exposition itself is prometheus-client's (``make_asgi_app``,
 ``make_aiohttp_handler``, ``start_http_server``, ``generate_latest``). A scrape
@@ -44,20 +50,47 @@ if TYPE_CHECKING:
 
 __all__ = ("ExecutorCollector",)
 
+# (metric name after the namespace, ExecutorStats field, help text)
 _GAUGES = (
-    ("bound", "Most calls submitted to the pool and unfinished at once."),
-    ("in_flight", "Calls submitted to the pool and not finished there."),
-    ("waiting", "Coroutines waiting for a slot."),
-    ("max_pending", "Most coroutines allowed to wait for a slot."),
-    ("peak_in_flight", "Highest in_flight since the executor was created."),
-    ("closed", "1 once the executor was closed, else 0."),
+    ("bound", "bound", "Most calls submitted to the pool and unfinished at once."),
+    ("in_flight", "in_flight", "Calls submitted to the pool and not finished there."),
+    ("waiting", "waiting", "Coroutines waiting for a slot."),
+    ("max_pending", "max_pending", "Most coroutines allowed to wait for a slot."),
+    ("max_wait_seconds", "max_wait", "Longest a coroutine may wait for a slot."),
+    ("max_per_second", "max_per_second", "Most calls started per second."),
+    ("peak_in_flight", "peak_in_flight", "Highest in_flight since creation."),
+    (
+        "queue_wait_avg_seconds",
+        "queue_wait_avg",
+        "Mean wait for a slot of the calls granted one, since creation.",
+    ),
+    (
+        "queue_wait_max_seconds",
+        "queue_wait_max",
+        "Longest wait for a slot of a call granted one, since creation.",
+    ),
+    ("closed", "closed", "1 once the executor was closed, else 0."),
 )
 _COUNTERS = (
-    ("submitted", "Calls handed to the pool."),
-    ("completed", "Calls that returned a value."),
-    ("failed", "Calls that raised, or that the pool refused."),
-    ("cancelled", "Calls cancelled before they started."),
-    ("rejected", "Calls refused with OverloadedError (load shed)."),
+    ("submitted", "submitted", "Calls handed to the pool."),
+    ("completed", "completed", "Calls that returned a value."),
+    ("failed", "failed", "Calls that raised, or that the pool refused."),
+    ("cancelled", "cancelled", "Calls cancelled before they started."),
+    (
+        "rejected",
+        "rejected",
+        "Calls refused at once with OverloadedError: max_pending already wait.",
+    ),
+    (
+        "timed_out",
+        "timed_out",
+        "Calls refused with OverloadedError after waiting max_wait for a slot.",
+    ),
+    (
+        "rate_limited",
+        "rate_limited",
+        "Calls that waited for their turn under max_per_second.",
+    ),
 )
 
 
@@ -133,19 +166,19 @@ class ExecutorCollector:
         prefix = self._namespace + "_"
         labels = ["executor"]
         gauges = [
-            (field, GaugeMetricFamily(prefix + field, doc, labels=labels))
-            for field, doc in _GAUGES
+            (field, GaugeMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _GAUGES
         ]
         counters = [
-            (field, CounterMetricFamily(prefix + field, doc, labels=labels))
-            for field, doc in _COUNTERS
+            (field, CounterMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _COUNTERS
         ]
         return gauges, counters
 
 
 def _value(stats: ExecutorStats, field: str) -> float | None:
     """Return the field of *stats* as a sample value (None: no sample)."""
-    value: int | bool | None = getattr(stats, field)
+    value: float | None = getattr(stats, field)
     if value is None:
         return None
     return float(value)
