@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -30,6 +32,81 @@ T = TypeVar("T")
 # How long a worker thread waits on a gate before giving up. Only a guard
 # against a hang in a broken test; a passing test never waits this long.
 GATE_TIMEOUT = 30.0
+
+
+class _PerThreadClass(type):
+    """Metaclass of a stand-in class: calling it, and ``isinstance`` checks
+    against it, go to the class that ``_choose()`` picks for the calling thread.
+    """
+
+    _choose: Callable[[], type]
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._choose()(*args, **kwargs)
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return isinstance(instance, cls._choose())
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, cls._choose())
+
+
+@contextlib.contextmanager
+def _patch_for_this_thread(target: object, name: str, new: Any) -> Iterator[None]:
+    """Set ``target.name`` to *new* for the calling thread only, meanwhile.
+
+    Other threads keep seeing the original (a class stays a class for them,
+    for ``isinstance`` too). Replaces ``_patch_object`` of
+    ``backports.asyncio.runner``: see :func:`_confine_backport_runner_patches`.
+    """
+    original = getattr(target, name)
+    owner = threading.get_ident()
+
+    def choose() -> Any:
+        return new if threading.get_ident() == owner else original
+
+    def call_chosen(*args: Any, **kwargs: Any) -> Any:
+        return choose()(*args, **kwargs)
+
+    stand_in: object = call_chosen
+    if isinstance(original, type):
+        stand_in = _PerThreadClass(
+            original.__name__, (), {"_choose": staticmethod(choose)}
+        )
+    setattr(target, name, stand_in)
+    try:
+        yield
+    finally:
+        setattr(target, name, original)
+
+
+def _confine_backport_runner_patches() -> None:
+    """Keep pytest-asyncio's runner, on Python 3.10, out of other threads.
+
+    Before 3.11 pytest-asyncio uses ``backports.asyncio.runner``, whose
+    ``Runner.run`` sets ``asyncio.tasks.Task`` (to a pure-Python Task) and
+    ``contextvars.copy_context`` (to return the runner's context) for the
+    whole process while it creates each test's task. A thread running an
+    event loop of its own at that moment, such as a Dask client's, gets a
+    Task that tornado refuses as a future (``assert is_future``), which kills
+    the coroutine that yielded it (Dask's ``BatchedSend``: the client never
+    sends the scheduler anything again), or a callback that runs in the
+    runner's context while the test's task is in it (``cannot enter
+    context``), and is lost. Confining the patches to the runner's thread
+    keeps what the runner itself gets and leaves other threads alone.
+    """
+    backport: Any = importlib.import_module("backports.asyncio.runner.runner")
+    if not callable(getattr(backport, "_patch_object", None)):
+        raise RuntimeError(
+            "backports.asyncio.runner changed: conftest.py can no longer keep "
+            "its Runner.run from patching asyncio for every thread; revisit "
+            "_confine_backport_runner_patches"
+        )
+    backport._patch_object = _patch_for_this_thread
+
+
+if sys.version_info < (3, 11):
+    _confine_backport_runner_patches()
 
 
 def pytest_asyncio_loop_factories(

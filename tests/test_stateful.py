@@ -1,0 +1,631 @@
+"""Generated schedules: hypothesis drives the executor through random mixes of
+submit, cancellation, completion, resize, close and map, and checks the
+accounting against a model after every step.
+
+The underlying executor is a :class:`ManualExecutor`: it runs nothing. Each
+submitted call sits in it until a rule starts it, finishes it (with a value or
+an exception, on the loop's thread or from a helper thread) or it is
+cancelled. So every interleaving is chosen by hypothesis, and replayed
+exactly when it shrinks a failure.
+
+The event loop is created by the machine and driven one step at a time with
+``run_until_complete``. :class:`TestScheduleOnAsyncio` and
+:class:`TestScheduleOnUvloop` run the same machine on both loops.
+
+Examples per run: a few dozen by default (seconds); many more with
+``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import os
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from conftest import new_uvloop
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+settings.register_profile(
+    "aiobound-default",
+    max_examples=50,
+    stateful_step_count=30,
+    deadline=None,  # a shared CI machine has no reliable clock
+    suppress_health_check=[HealthCheck.too_slow],
+    # The explain phase replays a failure many times over: slow, and the
+    # shrunk steps already tell the story.
+    phases=[p for p in Phase if p is not Phase.explain],
+)
+settings.register_profile(
+    "stress",
+    max_examples=2000,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[p for p in Phase if p is not Phase.explain],
+)
+PROFILE = settings.get_profile(
+    os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE", "aiobound-default")
+)
+
+
+class CallFailed(Exception):
+    """The exception a rule finishes a call with."""
+
+
+class SubmitRefused(RuntimeError):
+    """What ManualExecutor.submit raises for a call marked to be refused."""
+
+
+def work(tag: int) -> int:
+    """Stand-in for the submitted function; ManualExecutor never runs it."""
+    raise AssertionError(f"call {tag} was run for real")
+
+
+def value_of(tag: int) -> int:
+    return tag * 10
+
+
+class ManualExecutor(concurrent.futures.Executor):
+    """Holds every call until the test settles its future by hand.
+
+    ``cap()`` is the most calls allowed in it at once (the bound, or the old
+    bound around a shrink); any submission beyond it is recorded.
+    """
+
+    def __init__(self, cap: Callable[[], int]) -> None:
+        self._cap = cap
+        self.futures: dict[int, concurrent.futures.Future[Any]] = {}
+        self.pending: set[int] = set()  # tags not done
+        self.submit_log: list[int] = []  # every submit, refused ones too
+        self.refuse: set[int] = set()  # tags whose submit raises
+        self.violations: list[str] = []
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        assert fn is work, fn
+        tag = args[0]
+        assert isinstance(tag, int)
+        self.submit_log.append(tag)
+        if tag in self.refuse:
+            raise SubmitRefused(f"call {tag} refused by the executor")
+        if len(self.pending) + 1 > self._cap():
+            self.violations.append(
+                f"call {tag} submitted with {len(self.pending)} in the pool, "
+                f"cap {self._cap()}"
+            )
+        cfut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.futures[tag] = cfut
+        self.pending.add(tag)
+        cfut.add_done_callback(lambda _: self.pending.discard(tag))
+        return cfut
+
+
+# What the model expects of each caller (a task running executor.submit).
+WAITING = "waiting"
+SUBMITTED = "submitted"
+REFUSED = "refused"  # the underlying submit raised
+CLOSED = "closed"
+REJECTED = "rejected"  # max_pending
+EXPIRED = "expired"  # max_wait
+CANCELLED = "cancelled"
+
+OUTCOME_ERRORS: dict[str, type[BaseException]] = {
+    REFUSED: SubmitRefused,
+    CLOSED: ClosedError,
+    REJECTED: OverloadedError,
+    EXPIRED: OverloadedError,
+    CANCELLED: asyncio.CancelledError,
+}
+
+
+@dataclasses.dataclass
+class CallModel:
+    tag: int
+    running: bool = False
+    afut_cancelled: bool = False
+
+
+class ScheduleMachine(RuleBasedStateMachine):
+    """The model: who waits (in order), which calls are in the executor, and
+    every counter ``stats()`` reports."""
+
+    loop_factory: ClassVar[Callable[[], asyncio.AbstractEventLoop]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = type(self).loop_factory()
+        self.loop.set_debug(True)
+        self.manual = ManualExecutor(lambda: self.cap)
+        self.executor: BoundedLoopExecutor | None = None
+        self.next_tag = 0
+        # Model state.
+        self.bound = 1
+        self.cap = 1
+        self.max_pending: int | None = None
+        self.waiters: list[int] = []
+        self.calls: dict[int, CallModel] = {}  # in the underlying executor
+        self.in_flight = 0
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.rejected = 0
+        self.timed_out = 0
+        self.closed = False
+        self.expected_order: list[int] = []
+        # The callers and what became of them.
+        self.tasks: dict[int, asyncio.Task[asyncio.Future[int]]] = {}
+        self.outcome: dict[int, str] = {}
+        self.afuts: dict[int, asyncio.Future[int]] = {}
+        self.closing: asyncio.Task[None] | None = None
+        self.helpers: list[asyncio.Task[None]] = []
+
+    # -- driving the loop ----------------------------------------------------
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    async def settle(self) -> None:
+        """Let every ready task and callback run until nothing moves."""
+        busy = sum(not t.done() for t in self.tasks.values())
+        for _ in range(10 + 4 * busy):
+            await asyncio.sleep(0)
+
+    def step(self, action: Callable[[], object] | None = None) -> None:
+        """Run ``action`` on the loop (inside a task), then settle."""
+
+        async def go() -> None:
+            if action is not None:
+                action()
+            await self.settle()
+
+        self.run(go())
+
+    @property
+    def ex(self) -> BoundedLoopExecutor:
+        assert self.executor is not None
+        return self.executor
+
+    # -- the model's moves ---------------------------------------------------
+
+    def model_submit(self, tag: int) -> None:
+        """Caller ``tag`` holds a slot and calls the underlying submit."""
+        self.submitted += 1
+        self.expected_order.append(tag)
+        if tag in self.manual.refuse:
+            self.failed += 1
+            self.outcome[tag] = REFUSED
+            self.model_release()
+        else:
+            self.outcome[tag] = SUBMITTED
+            self.calls[tag] = CallModel(tag)
+
+    def model_release(self) -> None:
+        """A slot is given back: handed to the first waiter, or freed."""
+        if self.in_flight <= self.bound and self.waiters:
+            self.model_submit(self.waiters.pop(0))
+        else:
+            self.in_flight -= 1
+
+    def model_wake(self) -> None:
+        while self.in_flight < self.bound and self.waiters:
+            self.in_flight += 1
+            self.model_submit(self.waiters.pop(0))
+
+    def model_call_ended(self, tag: int) -> None:
+        del self.calls[tag]
+        self.model_release()
+
+    # -- rules -----------------------------------------------------------------
+
+    @initialize(
+        bound=st.integers(1, 4),
+        max_pending=st.none() | st.integers(0, 3),
+        max_wait=st.booleans(),
+    )
+    def create(self, bound: int, max_pending: int | None, max_wait: bool) -> None:
+        self.bound = self.cap = bound
+        self.max_pending = max_pending
+        # A max_wait that never elapses by itself: expire_waiter makes it so.
+        self.executor = BoundedLoopExecutor(
+            executor=self.manual,
+            bound=bound,
+            max_pending=max_pending,
+            max_wait=3600.0 if max_wait else None,
+        )
+
+    @rule(
+        refusals=st.lists(st.sampled_from([False, False, True]), min_size=1, max_size=4)
+    )
+    def submit(self, refusals: list[bool]) -> None:
+        """Callers arrive in a burst, one per item; True: submit raises."""
+        tags = list(range(self.next_tag, self.next_tag + len(refusals)))
+        self.next_tag += len(refusals)
+
+        def start() -> None:
+            for tag in tags:
+                self.tasks[tag] = asyncio.ensure_future(self.ex.submit(work, tag))
+
+        for tag, refuse in zip(tags, refusals, strict=True):
+            if refuse:
+                self.manual.refuse.add(tag)
+            self.outcome[tag] = WAITING
+            if self.closed:
+                self.outcome[tag] = CLOSED
+            elif self.in_flight < self.bound and not self.waiters:
+                self.in_flight += 1
+                self.model_submit(tag)
+            elif self.max_pending is not None and len(self.waiters) >= self.max_pending:
+                self.rejected += 1
+                self.outcome[tag] = REJECTED
+            else:
+                self.waiters.append(tag)
+        self.step(start)
+
+    @precondition(lambda self: self.waiters)
+    @rule(data=st.data())
+    def cancel_waiter(self, data: st.DataObject) -> None:
+        tag = data.draw(st.sampled_from(self.waiters), label="waiter")
+        event("a waiter is cancelled")
+        self.waiters.remove(tag)
+        self.outcome[tag] = CANCELLED
+        self.step(self.tasks[tag].cancel)
+
+    @precondition(lambda self: self.waiters and self.ex.max_wait is not None)
+    @rule(data=st.data())
+    def expire_waiter(self, data: st.DataObject) -> None:
+        """What max_wait's timer does when it fires, without the wait."""
+        index = data.draw(st.integers(0, len(self.waiters) - 1), label="index")
+        tag = self.waiters.pop(index)
+        self.outcome[tag] = EXPIRED
+        self.timed_out += 1
+        gate = self.ex._gate
+        live = [w for w in gate._waiters if not w.future.done()]
+        waiter = live[index]
+
+        def expire() -> None:
+            assert waiter.timer is not None
+            waiter.timer.cancel()
+            gate._expire(waiter)
+
+        self.step(expire)
+
+    @precondition(lambda self: any(c.running is False for c in self.calls.values()))
+    @rule(data=st.data())
+    def start_call(self, data: st.DataObject) -> None:
+        queued = sorted(t for t, c in self.calls.items() if not c.running)
+        tag = data.draw(st.sampled_from(queued), label="call")
+        assert self.manual.futures[tag].set_running_or_notify_cancel()
+        self.calls[tag].running = True
+
+    @precondition(lambda self: any(not c.afut_cancelled for c in self.calls.values()))
+    @rule(data=st.data())
+    def cancel_call(self, data: st.DataObject) -> None:
+        """The caller cancels the asyncio future of a queued or running call."""
+        live = sorted(t for t, c in self.calls.items() if not c.afut_cancelled)
+        tag = data.draw(st.sampled_from(live), label="call")
+        call = self.calls[tag]
+        call.afut_cancelled = True
+        if not call.running:  # never runs; the slot is freed at once
+            self.cancelled += 1
+            self.model_call_ended(tag)
+        self.step(self.afuts[tag].cancel)
+        assert self.manual.futures[tag].cancelled() is not call.running
+
+    @precondition(lambda self: self.calls)
+    @rule(
+        data=st.data(),
+        ok=st.booleans(),
+        from_thread=st.booleans(),
+        cancel_a_waiter=st.booleans(),
+    )
+    def finish_call(
+        self, data: st.DataObject, ok: bool, from_thread: bool, cancel_a_waiter: bool
+    ) -> None:
+        """A call ends with a value or an exception, completed on the loop's
+        thread (settled at once) or from another thread (one hop later).
+
+        With ``cancel_a_waiter``, a waiter is cancelled in the same instant
+        (before any task resumes), possibly the one just handed the slot.
+        """
+        tag = data.draw(st.sampled_from(sorted(self.calls)), label="call")
+        victim: int | None = None
+        if cancel_a_waiter and self.waiters and not from_thread:
+            victim = data.draw(st.sampled_from(self.waiters), label="victim")
+        cfut = self.manual.futures[tag]
+        if not self.calls[tag].running:
+            assert cfut.set_running_or_notify_cancel()
+
+        def finish() -> None:
+            if ok:
+                cfut.set_result(value_of(tag))
+            else:
+                cfut.set_exception(CallFailed(tag))
+
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        del self.calls[tag]
+        if victim is not None:
+            self.outcome[victim] = CANCELLED
+            handed = self.waiters[0] if self.in_flight <= self.bound else None
+            if handed == victim:  # it got the slot, and passes it on
+                event("a waiter is cancelled as it is handed a slot")
+                self.waiters.pop(0)
+                self.model_release()
+            else:
+                self.waiters.remove(victim)
+                self.model_release()
+        else:
+            self.model_release()
+
+        if from_thread:
+            helper = threading.Thread(target=finish)
+            helper.start()
+            helper.join()
+            self.step()
+        else:
+            task = self.tasks.get(victim) if victim is not None else None
+
+            def finish_and_cancel() -> None:
+                finish()
+                if task is not None:
+                    task.cancel()
+
+            self.step(finish_and_cancel)
+        afut = self.afuts.get(tag)
+        if afut is not None and not afut.cancelled():
+            assert afut.done()
+            if ok:
+                assert afut.result() == value_of(tag)
+            else:
+                error = afut.exception()
+                assert isinstance(error, CallFailed)
+                assert error.args == (tag,)
+
+    @rule(bound=st.integers(1, 5))
+    def resize(self, bound: int) -> None:
+        if bound < self.in_flight:
+            event("shrink below the calls in flight")
+        self.bound = bound
+        self.cap = max(self.cap, bound)
+        self.model_wake()
+        self.step(lambda: self.ex.resize(bound))
+
+    # Not too early: the rest of an example after close is a drain.
+    @precondition(lambda self: not self.closed and self.next_tag >= 8)
+    @rule()
+    def close(self) -> None:
+        self.closed = True
+        for tag in self.waiters:
+            self.outcome[tag] = CLOSED
+        self.waiters.clear()
+
+        def start() -> None:
+            self.closing = asyncio.ensure_future(self.ex.aclose())
+
+        self.step(start)
+
+    @precondition(
+        lambda self: (
+            not self.closed and not self.waiters and self.in_flight < self.bound
+        )
+    )
+    @rule(
+        data=st.data(),
+        size=st.integers(1, 8),
+        ordered=st.booleans(),
+    )
+    def map_with_early_exit(
+        self, data: st.DataObject, size: int, ordered: bool
+    ) -> None:
+        """Consume ``take`` results of a map, then leave; calls left queued in
+        the executor must be cancelled, running ones keep their slots."""
+        take = data.draw(st.integers(1, size), label="take")
+        tags = list(range(self.next_tag, self.next_tag + size))
+        self.next_tag += size
+        first_log = len(self.manual.submit_log)
+        received: list[int] = []
+        finished: list[int] = []
+
+        async def consume() -> None:
+            results = self.ex.map(work, tags, ordered=ordered)
+            async with results:
+                async for value in results:
+                    received.append(value)
+                    if len(received) == take:
+                        break
+
+        async def drive() -> None:
+            consumer = asyncio.ensure_future(consume())
+            self.helpers.append(consumer)  # cancelled at teardown if stuck
+            seen = 0
+            while True:
+                await self.settle()
+                submitted = self.manual.submit_log[first_log:]
+                # Lazy: never more than bound pulled ahead of the consumer.
+                assert len(submitted) - len(received) <= self.ex.bound
+                for tag in submitted[seen:]:
+                    if data.draw(st.booleans(), label=f"start {tag}"):
+                        cfut = self.manual.futures[tag]
+                        assert cfut.set_running_or_notify_cancel()
+                seen = len(submitted)
+                if consumer.done():
+                    break
+                pending = [t for t in submitted if not self.manual.futures[t].done()]
+                assert pending, "map waits, but none of its calls is in the pool"
+                if ordered:
+                    tag = pending[0]
+                else:
+                    tag = data.draw(st.sampled_from(pending), label="finish")
+                cfut = self.manual.futures[tag]
+                if not cfut.running():
+                    assert cfut.set_running_or_notify_cancel()
+                cfut.set_result(value_of(tag))
+                finished.append(tag)
+            consumer.result()
+
+        self.run(drive())
+        submitted = self.manual.submit_log[first_log:]
+        assert submitted == tags[: len(submitted)]  # in input order
+        assert received == [value_of(t) for t in finished]
+        if ordered:
+            assert finished == tags[:take]
+        self.submitted += len(submitted)
+        self.expected_order += submitted
+        self.completed += len(finished)
+        for tag in submitted:
+            cfut = self.manual.futures[tag]
+            if tag in finished:
+                continue
+            if cfut.cancelled():
+                self.cancelled += 1
+            else:  # it was running: it goes on, holding its slot
+                event("map leaves a running call behind")
+                assert cfut.running()
+                self.in_flight += 1
+                self.calls[tag] = CallModel(tag, running=True, afut_cancelled=True)
+
+    # -- checks after every step ---------------------------------------------
+
+    @invariant()
+    def callers_got_what_the_model_says(self) -> None:
+        for tag, task in self.tasks.items():
+            outcome = self.outcome[tag]
+            if outcome == WAITING:
+                assert not task.done(), (tag, task)
+            elif outcome == SUBMITTED:
+                assert task.done(), (tag, task)
+                _ = self.afuts.setdefault(tag, task.result())
+            else:
+                assert task.done(), (tag, outcome, task)
+                error = OUTCOME_ERRORS[outcome]
+                if error is asyncio.CancelledError:
+                    assert task.cancelled(), (tag, task)
+                else:
+                    assert isinstance(task.exception(), error), (tag, task)
+
+    @invariant()
+    def stats_agree_with_the_model(self) -> None:
+        if self.executor is None:
+            return
+        stats = self.ex.stats()
+        expected = (
+            self.bound,
+            self.in_flight,
+            len(self.waiters),
+            self.submitted,
+            self.completed,
+            self.failed,
+            self.cancelled,
+            self.rejected,
+            self.timed_out,
+            self.closed,
+        )
+        actual = (
+            stats.bound,
+            stats.in_flight,
+            stats.waiting,
+            stats.submitted,
+            stats.completed,
+            stats.failed,
+            stats.cancelled,
+            stats.rejected,
+            stats.timed_out,
+            stats.closed,
+        )
+        assert actual == expected, (actual, expected)
+        in_pool = len(self.manual.pending)
+        assert in_pool == len(self.calls) == stats.in_flight
+        assert stats.submitted == (
+            stats.completed + stats.failed + stats.cancelled + in_pool
+        )
+
+    @invariant()
+    def the_bound_holds_and_waiters_are_served_in_order(self) -> None:
+        assert not self.manual.violations, self.manual.violations
+        assert len(self.manual.pending) <= self.cap
+        if len(self.manual.pending) <= self.bound:
+            self.cap = self.bound  # the shrink is complete
+        assert self.manual.submit_log == self.expected_order
+
+    @invariant()
+    def a_closed_executor_drains(self) -> None:
+        if self.closing is None:
+            return
+        if self.in_flight:
+            assert not self.closing.done()
+        else:
+            assert self.closing.done()
+            assert self.closing.exception() is None
+
+    async def drain(self) -> None:
+        closing = asyncio.ensure_future(self.ex.aclose())
+        await self.settle()
+        for tag in sorted(self.manual.pending):
+            cfut = self.manual.futures[tag]
+            if not cfut.running():
+                assert cfut.set_running_or_notify_cancel()
+            cfut.set_result(value_of(tag))
+        await self.settle()
+        assert closing.done(), self.ex.stats()  # no slot was lost
+        closing.result()
+
+    def teardown(self) -> None:
+        try:
+            if self.executor is not None:
+                # Close first (waiters get ClosedError), then end every call.
+                self.run(self.drain())
+                stats = self.ex.stats()
+                assert (stats.in_flight, stats.waiting) == (0, 0), stats
+                assert not self.manual.pending
+        finally:
+            for task in [*self.tasks.values(), *self.helpers]:
+                task.cancel()
+            self.run(asyncio.sleep(0))
+            self.loop.close()
+
+
+class AsyncioSchedule(ScheduleMachine):
+    loop_factory = asyncio.new_event_loop
+
+
+TestScheduleOnAsyncio = AsyncioSchedule.TestCase
+TestScheduleOnAsyncio.settings = PROFILE
+
+if new_uvloop is not None:
+    uvloop_factory: Callable[[], asyncio.AbstractEventLoop] = new_uvloop
+
+    class UvloopSchedule(ScheduleMachine):
+        loop_factory = uvloop_factory
+
+    TestScheduleOnUvloop = UvloopSchedule.TestCase
+    TestScheduleOnUvloop.settings = PROFILE
+else:  # pragma: no cover
+
+    @pytest.mark.skip(reason="uvloop is not installed")
+    def test_schedule_on_uvloop() -> None:
+        pass
