@@ -114,3 +114,157 @@ async def test_map_ordered_must_be_a_bool(make_executor: ExecutorFactory) -> Non
     executor = make_executor(max_workers=1)
     with pytest.raises(TypeError, match="ordered must be a bool"):
         executor.map(abs, [1], ordered=1)  # type: ignore[arg-type]
+
+
+NUMBER_OR_NONE_CASES = [
+    pytest.param(0, ValueError, id="zero"),
+    pytest.param(-1.5, ValueError, id="negative"),
+    pytest.param(float("nan"), ValueError, id="nan"),
+    pytest.param(float("inf"), ValueError, id="inf"),
+    pytest.param("1", TypeError, id="str"),
+    pytest.param(True, TypeError, id="bool"),
+    pytest.param([1], TypeError, id="list"),
+]
+
+
+@pytest.mark.parametrize("name", ["max_wait", "max_per_second"])
+@pytest.mark.parametrize(("value", "error"), NUMBER_OR_NONE_CASES)
+def test_seconds_and_rates_must_be_finite_positive_numbers(
+    name: str, value: object, error: type[Exception]
+) -> None:
+    kwargs: dict[str, Any] = {name: value}
+    with pytest.raises(error, match=name):
+        BoundedLoopExecutor(max_workers=1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        pytest.param({"burst": 0}, ValueError, "burst", id="burst-zero"),
+        pytest.param({"burst": -2}, ValueError, "burst", id="burst-negative"),
+        pytest.param({"burst": 1.5}, TypeError, "burst", id="burst-float"),
+        pytest.param({"burst": True}, TypeError, "burst", id="burst-bool"),
+        pytest.param({"burst": None}, TypeError, "burst", id="burst-none"),
+        pytest.param({"max_workers": "4"}, TypeError, "max_workers", id="workers-str"),
+        pytest.param({"max_workers": -1}, ValueError, "max_workers", id="workers-neg"),
+        pytest.param({"max_pending": 1.0}, TypeError, "max_pending", id="pending-f"),
+        pytest.param(
+            {"copy_context": "yes"}, TypeError, "copy_context", id="copy-context-str"
+        ),
+        pytest.param(
+            {"copy_context": 0}, TypeError, "copy_context", id="copy-context-zero"
+        ),
+        pytest.param(
+            {"executor": concurrent.futures.ThreadPoolExecutor, "bound": 2},
+            TypeError,
+            "executor must be a concurrent.futures.Executor",
+            id="executor-class-not-instance",
+        ),
+        pytest.param(
+            {"executor": POOL, "bound": 0}, ValueError, "bound", id="wrapped-bound-0"
+        ),
+    ],
+)
+def test_more_bad_constructor_arguments(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        BoundedLoopExecutor(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bound", "error"),
+    [
+        pytest.param(0, ValueError, id="zero"),
+        pytest.param(-1, ValueError, id="negative"),
+        pytest.param(2.0, TypeError, id="float"),
+        pytest.param(True, TypeError, id="bool"),
+        pytest.param("3", TypeError, id="str"),
+        pytest.param(None, TypeError, id="none"),
+    ],
+)
+async def test_resize_rejects_bad_bounds_and_keeps_the_old_one(
+    make_executor: ExecutorFactory, bound: object, error: type[Exception]
+) -> None:
+    executor = make_executor(max_workers=1, bound=3)
+    with pytest.raises(error, match="bound"):
+        executor.resize(bound)  # type: ignore[arg-type]
+    assert executor.bound == 3
+
+
+@pytest.mark.parametrize(("timeout", "error"), NUMBER_OR_NONE_CASES)
+async def test_aclose_timeout_must_be_a_finite_positive_number(
+    timeout: object, error: type[Exception]
+) -> None:
+    executor = BoundedLoopExecutor(max_workers=1)
+    with pytest.raises(error, match="timeout"):
+        await executor.aclose(timeout=timeout)  # type: ignore[arg-type]
+    assert await executor.run(abs, -1) == 1  # a refused aclose closes nothing
+    await executor.aclose()
+    assert executor.closed
+
+
+@pytest.mark.parametrize("ordered", [None, "yes", 0], ids=["none", "str", "int"])
+async def test_map_ordered_rejects_non_bools(
+    make_executor: ExecutorFactory, ordered: object
+) -> None:
+    executor = make_executor(max_workers=1)
+    with pytest.raises(TypeError, match="ordered"):
+        executor.map(abs, [1], ordered=ordered)  # type: ignore[arg-type]
+    assert executor.stats().submitted == 0
+
+
+async def test_fn_is_positional_only(make_executor: ExecutorFactory) -> None:
+    executor = make_executor(max_workers=1)
+    with pytest.raises(TypeError):
+        _ = await executor.submit(fn=abs)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        await executor.run(fn=abs)  # type: ignore[call-arg]
+    assert_idle(executor)
+    assert executor.stats().submitted == 0
+
+
+async def test_bad_arguments_for_fn_fail_in_the_call_and_free_the_slot(
+    make_executor: ExecutorFactory,
+) -> None:
+    # Arguments are fn's business: they are not checked at submit, and the
+    # TypeError fn raises comes out of the call like any error of fn's.
+    executor = make_executor(max_workers=1, bound=1)
+    with pytest.raises(TypeError):
+        await executor.run(abs, 1, 2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await executor.run(abs, x=1)  # type: ignore[arg-type]
+    assert_idle(executor)
+    assert executor.stats().failed == 2
+
+
+async def _async_fn(x: int) -> int:
+    return x
+
+
+async def _async_gen(x: int) -> Any:
+    yield x
+
+
+class _Service:
+    async def fetch(self, x: int) -> int:
+        return x
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [_async_fn, _async_gen, _Service().fetch],
+    ids=["async-def", "async-generator", "async-method"],
+)
+async def test_async_function_is_refused_at_the_call_with_a_hint(
+    make_executor: ExecutorFactory, fn: Any
+) -> None:
+    executor = make_executor(max_workers=1)
+    with pytest.raises(TypeError, match="await it directly"):
+        _ = await executor.submit(fn, 1)
+    with pytest.raises(TypeError, match="await it directly"):
+        await executor.run(fn, 1)
+    with pytest.raises(TypeError, match="await it directly"):
+        _ = executor.map(fn, [1])
+    assert_idle(executor)
+    assert executor.stats().submitted == 0

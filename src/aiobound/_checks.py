@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 __all__ = (
     "check_callable",
     "check_int",
     "check_optional_int",
     "check_optional_positive",
+    "is_async_function",
 )
 
 
@@ -34,11 +37,37 @@ def check_optional_int(name: str, value: object, minimum: int) -> int | None:
 
 
 def check_callable(name: str, value: object) -> None:
-    """Raise :class:`TypeError` naming *name* unless *value* is callable."""
+    """Raise :class:`TypeError` naming *name* unless *value* is a sync callable.
+
+    An ``async def`` function (or async generator function) is refused too:
+    run in a worker it would only return a coroutine that nobody awaits.
+    """
     if not callable(value):
         raise TypeError(
             f"{name} must be callable, got {type(value).__name__} {value!r}"
         )
+    if is_async_function(value):
+        raise TypeError(
+            f"{name} must be a blocking (sync) function, got the async function "
+            f"{value!r}: await it directly instead of running it in an executor"
+        )
+
+
+# Code flags of functions whose call returns a coroutine or async generator.
+_ASYNC_CODE_FLAGS = (
+    inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+)
+
+
+def is_async_function(value: object) -> bool:
+    """Whether *value* is an ``async def`` function or method (cheap check).
+
+    Reads the code flags of plain functions and bound methods only, so it
+    costs a lookup on the hot path; a ``functools.partial`` of an async
+    function is not seen through.
+    """
+    code = getattr(value, "__code__", None)
+    return code is not None and bool(getattr(code, "co_flags", 0) & _ASYNC_CODE_FLAGS)
 
 
 def check_optional_positive(name: str, value: object) -> float | None:

@@ -17,6 +17,7 @@ from ._checks import (
     check_int,
     check_optional_int,
     check_optional_positive,
+    is_async_function,
 )
 from ._chunks import ChunkedMapIterator
 from ._errors import ClosedError
@@ -382,7 +383,7 @@ class BoundedLoopExecutor:
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
         fn_object: object = fn
-        if not callable(fn_object):
+        if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
         gate = self._gate
         if not gate.try_acquire():

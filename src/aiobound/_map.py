@@ -158,8 +158,11 @@ class MapIterator(Generic[T]):
         """
         gate = self._executor._gate
         start = self._executor._start
+        fn = self._fn
         source = self._iter
         assert source is not None
+        # Ordered (the common case) appends to pending directly.
+        append = self._pending.append if self._ordered else self._track
         while not self._exhausted and self._outstanding < gate.bound:
             if gate.closed or not gate.try_acquire():
                 return not self._outstanding
@@ -171,10 +174,9 @@ class MapIterator(Generic[T]):
                 return False
             self._outstanding += 1
             try:
-                fut = start(self._fn, (item,), {})
+                append(start(fn, (item,), {}))
             except Exception as exc:
-                fut = self._failed_future(exc)
-            self._track(fut)
+                append(self._failed_future(exc))
         return False
 
     async def _fill(self) -> None:
