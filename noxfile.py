@@ -71,3 +71,26 @@ def overload(session: nox.Session) -> None:
     _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
     session.install("uvicorn>=0.30")
     session.run("python", "benchmarks/overload.py", *session.posargs)
+
+
+@nox.session(default=False)
+def stress(session: nox.Session) -> None:
+    """The generated schedules (tests/test_stateful.py) with many examples."""
+    _install(session, "test", extras="uvloop")
+    session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
+    session.run("pytest", "tests/test_stateful.py", "--timeout=0", *session.posargs)
+
+
+@nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """A million calls with cancellations and errors; checks counts and RSS."""
+    _install(session)
+    session.install("psutil>=5.9")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench_process(session: nox.Session) -> None:
+    """Chunked map on a process pool against per-item calls and the stdlib."""
+    _install(session)
+    session.run("python", "benchmarks/process_pool.py", *session.posargs)
