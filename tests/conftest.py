@@ -179,6 +179,28 @@ class Gate(Generic[T]):
         self._opened.set()
 
 
+class Arrivals:
+    """Counts requests that reached a handler; lets the test wait for N."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._waiters: list[tuple[int, asyncio.Event]] = []
+
+    def arrive(self) -> None:
+        self.count += 1
+        for wanted, event in self._waiters:
+            if self.count >= wanted:
+                event.set()
+
+    async def reached(self, count: int) -> None:
+        """Wait until at least ``count`` requests have arrived."""
+        if self.count >= count:
+            return
+        event = asyncio.Event()
+        self._waiters.append((count, event))
+        await event.wait()
+
+
 class GateFactory:
     """Makes gates and opens all of them at teardown (pool threads are
     joined at interpreter exit, so a forgotten gate would hang it)."""

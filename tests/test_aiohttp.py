@@ -26,6 +26,7 @@ from aiobound.aiohttp import (
     setup,
     shedding_middleware,
 )
+from conftest import Arrivals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -80,27 +81,6 @@ async def serve(app: web.Application) -> AsyncIterator[Server]:
         yield server
     finally:
         await server.stop()
-
-
-class Arrivals:
-    """Counts requests that reached a handler; lets the test wait for N."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._waiters: list[tuple[int, asyncio.Event]] = []
-
-    def arrive(self) -> None:
-        self.count += 1
-        for wanted, event in self._waiters:
-            if self.count >= wanted:
-                event.set()
-
-    async def reached(self, count: int) -> None:
-        if self.count >= count:
-            return
-        event = asyncio.Event()
-        self._waiters.append((count, event))
-        await event.wait()
 
 
 def gated_app(

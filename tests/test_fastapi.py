@@ -26,6 +26,7 @@ from starlette.requests import HTTPConnection
 
 from aiobound import BoundedLoopExecutor
 from aiobound.starlette import add_exception_handlers, executor_lifespan, get_executor
+from conftest import Arrivals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -79,27 +80,6 @@ async def serve(app: FastAPI) -> AsyncIterator[tuple[Server, str]]:
         server.should_exit = True
         await task
         sock.close()
-
-
-class Arrivals:
-    """Counts requests that reached an endpoint; lets the test wait for N."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._waiters: list[tuple[int, asyncio.Event]] = []
-
-    def arrive(self) -> None:
-        self.count += 1
-        for wanted, event in self._waiters:
-            if self.count >= wanted:
-                event.set()
-
-    async def reached(self, count: int) -> None:
-        if self.count >= count:
-            return
-        event = asyncio.Event()
-        self._waiters.append((count, event))
-        await event.wait()
 
 
 class GatedApp:
