@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -111,6 +112,32 @@ class TestFromClient:
             assert await executor.run(dask_calls.square, 4) == 16
         assert_idle(executor)
         peaks(counter)  # nothing left on the scheduler
+
+    async def test_a_cancelled_task_is_released_on_the_clients_loop_only(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Dask's Future.release() is not thread-safe, and the executor
+        # releases every task on the client's loop when it ends: a
+        # cancellation must release it there too, not on the caller's thread.
+        release = distributed.Future.release
+        released: list[tuple[object, int]] = []
+
+        def recording_release(task: Any) -> None:
+            released.append((task.key, threading.get_ident()))
+            release(task)
+
+        monkeypatch.setattr(distributed.Future, "release", recording_release)
+        async with from_client(client, bound=1) as executor:
+            fut = await executor.submit(dask_calls.square, 3)
+            pool: Any = executor.executor
+            (cfut,) = pool._futures  # keeps the task alive (no release on GC)
+            fut.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await fut
+        threads = [thread for key, thread in released if key == cfut._task.key]
+        assert len(threads) == 2  # the cancellation's and the executor's own
+        assert len(set(threads)) == 1
+        assert threading.get_ident() not in threads
 
     def test_bad_arguments_are_named(self, client: Client) -> None:
         with pytest.raises(TypeError, match="client"):

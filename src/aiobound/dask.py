@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from distributed import Future as DaskFuture
+    from tornado.ioloop import IOLoop
 
 __all__ = ("from_client",)
 
@@ -117,15 +118,19 @@ class _TaskFuture(concurrent.futures.Future[T]):
     its way to the scheduler, so the slot is freed after the task is gone.
     """
 
-    def __init__(self, task: DaskFuture[T]) -> None:
+    def __init__(self, task: DaskFuture[T], loop: IOLoop) -> None:
         super().__init__()
         self._task = task
+        self._loop = loop
         self.set_running_or_notify_cancel()
 
     def cancel(self) -> bool:
         """Release the task on the cluster; return ``False`` (see class)."""
         if not self.done():
-            self._task.release()
+            # On the client's loop, like the release in _follow: Dask's
+            # Future.release() checks and sets a flag with no lock, so two
+            # threads could both pass it and drop the task's reference twice.
+            self._loop.add_callback(self._task.release)
         return False
 
 
@@ -158,7 +163,7 @@ class _ClientExecutor(concurrent.futures.Executor):
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
         task: DaskFuture[T] = self._client.submit(call, *args, pure=False)
-        cfut = _TaskFuture(task)
+        cfut = _TaskFuture(task, self._loop)
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)
