@@ -7,7 +7,7 @@ phase nothing may be in flight or waiting, ``stats()`` must agree exactly with
 what the underlying executor saw happen to each of its futures, and the
 process's RSS must not have grown by more than 20 MB over the run.
 
-    python benchmarks/soak.py                      # 1,000,000 thread calls
+    python benchmarks/soak.py       # 1,000,000 calls on threads, then on processes
     python benchmarks/soak.py --calls 20000 --process-calls 2000   # smoke run
 
 Exits non-zero if any check fails.
@@ -270,7 +270,7 @@ async def phase(
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1_000_000)
-    parser.add_argument("--process-calls", type=int, default=200_000)
+    parser.add_argument("--process-calls", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args()
 
