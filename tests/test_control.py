@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import TYPE_CHECKING
 
 import pytest
@@ -214,8 +215,11 @@ class TestCloseTimeout:
         gate.open()
         assert await futures[0] == 0
         assert gate.calls == [0]
-        await executor.aclose()  # now it returns
+        await executor.aclose()  # now it returns, and joins the pool's workers
         assert_idle(executor)
+        pool = executor.executor
+        assert isinstance(pool, concurrent.futures.ThreadPoolExecutor)
+        assert not any(thread.is_alive() for thread in pool._threads)
 
     async def test_timeout_leaves_a_wrapped_pool_running(
         self, make_executor: ExecutorFactory, make_gate: GateFactory

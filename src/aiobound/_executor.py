@@ -686,10 +686,9 @@ class BoundedLoopExecutor:
         if not running:
             return
         if self._owns_executor and self._shutdown is None:
+            # Stop the pool without waiting; a later aclose() waits for the
+            # running calls and then joins the pool's workers.
             self._executor.shutdown(wait=False, cancel_futures=True)
-            assert self._loop is not None
-            self._shutdown = self._loop.create_future()
-            self._shutdown.set_result(None)
         raise TimeoutError(
             f"aclose(timeout={timeout}): {running} calls still running; "
             f"{not_started} calls not yet started were cancelled. Running calls "
