@@ -20,14 +20,13 @@ the next chunk is sized so that it runs for about :data:`TARGET_SECONDS`
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._map import MapIterator
+from ._map import MapIterator, close_source, open_source
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -189,19 +188,12 @@ class ChunkedMapIterator(MapIterator[T]):
         super().__init__(executor, fn, (), ordered=ordered)
         self._sizer = _Sizer(chunksize)
         self._buffer: deque[T] = deque()
+        source: Iterator[A] | AsyncIterator[A] = open_source(items)
         chunks: _SyncChunks[A] | _AsyncChunks[A]
-        source: Iterator[A] | AsyncIterator[A]
-        if isinstance(items, AsyncIterable):
-            source = async_source = aiter(items)
-            chunks = _AsyncChunks(async_source, self._sizer)
-        elif isinstance(items, Iterable):
-            source = sync_source = iter(items)
-            chunks = _SyncChunks(sync_source, self._sizer)
+        if isinstance(source, AsyncIterator):
+            chunks = _AsyncChunks(source, self._sizer)
         else:
-            raise TypeError(
-                "items must be an iterable or an async iterable, got "
-                f"{type(items).__name__} {items!r}"
-            )
+            chunks = _SyncChunks(source, self._sizer)
         self._source = source
         self._chunks: MapIterator[tuple[list[T], float]] = MapIterator(
             executor, ChunkCall(fn), chunks, ordered=ordered
@@ -233,8 +225,4 @@ class ChunkedMapIterator(MapIterator[T]):
         """
         self._buffer.clear()
         await self._chunks.aclose()
-        source = self._source
-        if inspect.isasyncgen(source):
-            await source.aclose()
-        elif inspect.isgenerator(source):
-            source.close()
+        await close_source(self._source)

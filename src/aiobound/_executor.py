@@ -22,7 +22,7 @@ from ._checks import (
 from ._chunks import ChunkedMapIterator
 from ._errors import ClosedError
 from ._map import MapIterator
-from ._pools import check_context, explain_pickling_error, process_context
+from ._pools import check_context, explain_pickling_error, process_context, reworded
 from ._rate import RateLimiter
 from ._slots import SlotGate
 from ._stats import ExecutorStats
@@ -427,7 +427,12 @@ class BoundedLoopExecutor:
                 cfut = self._executor.submit(fn, *args, **kwargs)
                 # Keeps the call until it ends (the pool does too), to name
                 # what could not be pickled if that is why it fails.
-                settle = functools.partial(self._settle_pickled, fn, args, kwargs)
+                settle = functools.partial(
+                    self._settle,
+                    explain=functools.partial(
+                        explain_pickling_error, fn=fn, args=args, kwargs=kwargs
+                    ),
+                )
             else:
                 cfut = self._executor.submit(fn, *args, **kwargs)
                 settle = self._settle
@@ -533,9 +538,16 @@ class BoundedLoopExecutor:
         return ChunkedMapIterator(self, fn, items, ordered=ordered, chunksize=chunksize)
 
     def _settle(
-        self, afut: asyncio.Future[Any], cfut: concurrent.futures.Future[Any]
+        self,
+        afut: asyncio.Future[Any],
+        cfut: concurrent.futures.Future[Any],
+        explain: Callable[[BaseException], BaseException] | None = None,
     ) -> None:
-        """On the loop, after the underlying call ended: free the slot, report."""
+        """On the loop, after the underlying call ended: free the slot, report.
+
+        ``explain``, if given, may replace the call's exception with a clearer
+        one (process pools: name what could not be pickled).
+        """
         self._calls.discard(cfut)
         self._gate.release()
         if cfut.cancelled():
@@ -561,6 +573,8 @@ class BoundedLoopExecutor:
         self._failed += 1
         if afut.done():
             return
+        if explain is not None:
+            exc = explain(exc)
         if isinstance(exc, StopIteration) or not isinstance(exc, Exception):
             # asyncio futures refuse StopIteration (it would end a coroutine),
             # and a KeyboardInterrupt or SystemExit raised by fn in a worker
@@ -570,27 +584,6 @@ class BoundedLoopExecutor:
             wrapped.__cause__ = exc
             exc = wrapped
         afut.set_exception(exc)
-
-    def _settle_pickled(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        afut: asyncio.Future[Any],
-        cfut: concurrent.futures.Future[Any],
-    ) -> None:
-        """:meth:`_settle` for process pools: name what could not be pickled."""
-        exc = None if cfut.cancelled() else cfut.exception()
-        if exc is not None:
-            clear = explain_pickling_error(exc, fn, args, kwargs)
-            if clear is not exc:
-                self._calls.discard(cfut)
-                self._gate.release()
-                self._failed += 1
-                if not afut.done():
-                    afut.set_exception(clear)
-                return
-        self._settle(afut, cfut)
 
     # -- loop binding --------------------------------------------------------
 
@@ -725,9 +718,4 @@ def _explain_broken_pool(
         "BoundedLoopExecutor, or use BoundedLoopExecutor.process(), whose own "
         "pool is replaced when it breaks"
     )
-    try:
-        clear = type(exc)(message)
-    except Exception:
-        return exc
-    clear.__cause__ = exc
-    return clear
+    return reworded(exc, message)

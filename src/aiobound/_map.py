@@ -17,9 +17,35 @@ if TYPE_CHECKING:
 
     from ._executor import BoundedLoopExecutor
 
-__all__ = ("MapIterator",)
+__all__ = ("MapIterator", "close_source", "open_source")
 
 T = TypeVar("T")
+
+
+def open_source(
+    items: Iterable[Any] | AsyncIterable[Any],
+) -> Iterator[Any] | AsyncIterator[Any]:
+    """Return the iterator to pull items from: async if *items* is async.
+
+    Raises:
+        TypeError: *items* is neither iterable nor async iterable.
+    """
+    if isinstance(items, AsyncIterable):
+        return aiter(items)
+    if isinstance(items, Iterable):
+        return iter(items)
+    raise TypeError(
+        "items must be an iterable or an async iterable, got "
+        f"{type(items).__name__} {items!r}"
+    )
+
+
+async def close_source(source: Iterator[Any] | AsyncIterator[Any] | None) -> None:
+    """Close *source* if it is a generator or an async generator."""
+    if inspect.isasyncgen(source):
+        await source.aclose()
+    elif inspect.isgenerator(source):
+        source.close()
 
 
 class MapIterator(Generic[T]):
@@ -84,17 +110,13 @@ class MapIterator(Generic[T]):
         ordered: bool,
     ) -> None:
         self._finished = True  # until fully built, for __del__'s sake
+        source = open_source(items)
         self._iter: Iterator[Any] | None = None
         self._aiter: AsyncIterator[Any] | None = None
-        if isinstance(items, AsyncIterable):
-            self._aiter = aiter(items)
-        elif isinstance(items, Iterable):
-            self._iter = iter(items)
+        if isinstance(source, AsyncIterator):
+            self._aiter = source
         else:
-            raise TypeError(
-                "items must be an iterable or an async iterable, got "
-                f"{type(items).__name__} {items!r}"
-            )
+            self._iter = source
         self._executor = executor
         self._fn = fn
         self._ordered = ordered
@@ -280,10 +302,7 @@ class MapIterator(Generic[T]):
         only the closing of an async generator source can be interrupted.
         """
         self._finish()
-        if inspect.isasyncgen(self._aiter):
-            await self._aiter.aclose()
-        elif inspect.isgenerator(self._iter):
-            self._iter.close()
+        await close_source(self._aiter if self._iter is None else self._iter)
 
     async def __aenter__(self) -> Self:
         return self

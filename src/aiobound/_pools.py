@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from multiprocessing.context import BaseContext
 
-__all__ = ("check_context", "explain_pickling_error", "process_context")
+__all__ = ("check_context", "explain_pickling_error", "process_context", "reworded")
 
 # What a pool reports when it cannot pickle a call: pickle.PicklingError
 # (functions that cannot be found by name, e.g. lambdas), TypeError ("cannot
@@ -144,10 +144,18 @@ def explain_pickling_error(
             "the top level of an importable module (not a lambda or a local "
             "function) and picklable arguments, or a thread pool"
         )
-        try:
-            clear = type(exc)(message)
-        except Exception:
-            return exc
-        clear.__cause__ = exc
-        return clear
+        return reworded(exc, message)
     return exc
+
+
+def reworded(exc: BaseException, message: str) -> BaseException:
+    """An error of *exc*'s type saying *message*, caused by *exc*.
+
+    Returns *exc* itself if its type cannot be built from a message alone.
+    """
+    try:
+        clear = type(exc)(message)
+    except Exception:
+        return exc
+    clear.__cause__ = exc
+    return clear
