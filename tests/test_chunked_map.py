@@ -11,7 +11,7 @@ import pytest
 
 import workers
 from aiobound import BoundedLoopExecutor, MapIterator
-from aiobound._chunks import MAX_AUTO_CHUNKSIZE, ChunkedMapIterator
+from aiobound._chunks import MAX_AUTO_CHUNKSIZE
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class TestResults:
     ) -> None:
         async with BoundedLoopExecutor.process(max_workers=2) as executor:
             it = executor.map(workers.square, range(3000))
-            assert isinstance(it, ChunkedMapIterator)
+            assert isinstance(it, MapIterator)
             assert it.chunksize == 1
             results = [r async for r in it]
             assert results == [x * x for x in range(3000)]
@@ -114,6 +114,7 @@ class TestResults:
             executor.map(workers.square, range(3), chunksize=1),
         ):
             assert type(it) is MapIterator
+            assert it.chunksize == 1
             assert [r async for r in it] == [0, 1, 4]
 
 

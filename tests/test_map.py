@@ -95,7 +95,7 @@ class TestResults:
         results = executor.map(work, range(4))
         first = asyncio.create_task(results.__anext__())
         await slow.started()
-        await asyncio.wait(list(results._pending)[1:])  # items 1..3 are done
+        await asyncio.wait(list(results._window.pending)[1:])  # items 1..3 are done
         await settle()
         assert not first.done()  # but item 0 comes first
         slow.open()

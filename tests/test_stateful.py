@@ -469,8 +469,10 @@ class ScheduleMachine(RuleBasedStateMachine):
                 # Lazy: never more than bound pulled ahead of the consumer.
                 assert len(submitted) - len(received) <= self.ex.bound
                 for tag in submitted[seen:]:
+                    cfut = self.manual.futures[tag]
+                    if cfut.cancelled():  # submitted, then the map was left
+                        continue
                     if data.draw(st.booleans(), label=f"start {tag}"):
-                        cfut = self.manual.futures[tag]
                         assert cfut.set_running_or_notify_cancel()
                 seen = len(submitted)
                 if consumer.done():

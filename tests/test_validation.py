@@ -144,7 +144,7 @@ def test_seconds_and_rates_must_be_finite_positive_numbers(
         pytest.param({"burst": -2}, ValueError, "burst", id="burst-negative"),
         pytest.param({"burst": 1.5}, TypeError, "burst", id="burst-float"),
         pytest.param({"burst": True}, TypeError, "burst", id="burst-bool"),
-        pytest.param({"burst": None}, TypeError, "burst", id="burst-none"),
+        pytest.param({"burst": 2}, TypeError, "burst", id="burst-alone"),
         pytest.param({"max_workers": "4"}, TypeError, "max_workers", id="workers-str"),
         pytest.param({"max_workers": -1}, ValueError, "max_workers", id="workers-neg"),
         pytest.param({"max_pending": 1.0}, TypeError, "max_pending", id="pending-f"),

@@ -1,17 +1,20 @@
-"""BoundedLoopExecutor: awaitable, bounded submission to any executor."""
+"""BoundedLoopExecutor: awaitable, bounded submission to any executor.
+
+The front door: argument checks, loop binding, and the coordination of the
+pieces below it (the slot gate, the rate limit, the submit strategy, the
+owned pool, the bridge back to the loop and the map iterator).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
-import functools
 import os
 import threading
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import chain
+from ._bridge import COMPLETED, FAILED, chain
 from ._checks import (
     check_callable,
     check_int,
@@ -19,16 +22,21 @@ from ._checks import (
     check_optional_positive,
     is_async_function,
 )
-from ._chunks import ChunkedMapIterator
 from ._errors import ClosedError
-from ._map import MapIterator
-from ._pools import check_context, explain_pickling_error, process_context, reworded
+from ._map import MapIterator, MapPort, make_map
+from ._process import (
+    OwnedProcessPool,
+    check_context,
+    explain_broken_pool,
+    process_context,
+)
 from ._rate import RateLimiter
 from ._slots import SlotGate
 from ._stats import ExecutorStats
+from ._submit import handover_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable
+    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
@@ -82,8 +90,8 @@ class BoundedLoopExecutor:
         copy_context: Run each call in a copy of the caller's
             :mod:`contextvars` context, as :func:`asyncio.to_thread` does.
             Default: ``True`` for thread pools (``ThreadPoolExecutor`` and
-            subclasses), ``False`` otherwise, since a context cannot be
-            pickled to another process.
+            subclasses), ``False`` otherwise. ``True`` is refused for a
+            process pool: a context cannot be pickled to another process.
         max_wait: Seconds a coroutine may wait for a slot; one that has
             waited this long is refused with :class:`OverloadedError`
             (queue-delay shedding: accepted calls keep a bounded wait even
@@ -94,12 +102,14 @@ class BoundedLoopExecutor:
         burst: With ``max_per_second``, how many calls may start back to
             back after an idle spell (default 1: none). Over any window of
             ``t`` seconds at most ``burst + t * max_per_second`` calls start.
+            Refused without ``max_per_second``, where it would mean nothing.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
-            with ``max_workers``, or ``bound`` is missing for an executor
-            whose size is unknown.
-        ValueError: an argument is out of range.
+            with ``max_workers``, ``burst`` without ``max_per_second``, or
+            ``bound`` is missing for an executor whose size is unknown.
+        ValueError: an argument is out of range, or ``copy_context=True``
+            is asked of a process pool.
 
     The object may be created outside a running loop (at module level, say).
     It binds to the first event loop that uses it; using it from another loop
@@ -111,15 +121,16 @@ class BoundedLoopExecutor:
         "_calls",
         "_cancelled",
         "_completed",
-        "_copy_context",
         "_executor",
+        "_explainer",
         "_failed",
         "_gate",
+        "_handover",
         "_loop",
         "_loop_thread_id",
+        "_on_end",
         "_owns_executor",
-        "_pool_factory",
-        "_pool_restarts",
+        "_process_pool",
         "_rate",
         "_shutdown",
         "_submitted",
@@ -136,17 +147,14 @@ class BoundedLoopExecutor:
         copy_context: bool | None = None,
         max_wait: float | None = None,
         max_per_second: float | None = None,
-        burst: int = 1,
+        burst: int | None = None,
     ) -> None:
         bound = check_optional_int("bound", bound, 1)
-        max_pending = check_optional_int("max_pending", max_pending, 0)
-        max_wait = check_optional_positive("max_wait", max_wait)
-        max_per_second = check_optional_positive("max_per_second", max_per_second)
-        burst = check_int("burst", burst, 1)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
+        limits = _Limits(max_pending, max_wait, max_per_second, burst)
         if executor is None:
             workers = check_optional_int("max_workers", max_workers, 1)
             if workers is None:
@@ -154,7 +162,7 @@ class BoundedLoopExecutor:
             executor = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="aiobound"
             )
-            self._owns_executor = True
+            owned = True
         else:
             if max_workers is not None:
                 raise TypeError(
@@ -166,7 +174,7 @@ class BoundedLoopExecutor:
                     "executor must be a concurrent.futures.Executor, got "
                     f"{type(executor).__name__} {executor!r}"
                 )
-            self._owns_executor = False
+            owned = False
             workers = None
             if isinstance(executor, _POOLS_WITH_KNOWN_SIZE):
                 workers = getattr(executor, "_max_workers", None)
@@ -179,29 +187,7 @@ class BoundedLoopExecutor:
         if bound is None:
             assert isinstance(workers, int)
             bound = 2 * workers
-        if copy_context is None:
-            copy_context = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
-        self._executor = executor
-        self._copy_context = copy_context
-        # Calls are pickled to other processes: explain pickling errors.
-        self._to_processes = isinstance(executor, ProcessPoolExecutor)
-        # Makes a new pool when the owned one breaks (process() only).
-        self._pool_factory: Callable[[], concurrent.futures.Executor] | None = None
-        self._pool_restarts = 0
-        self._gate = SlotGate(bound, max_pending, max_wait)
-        self._rate = (
-            None if max_per_second is None else RateLimiter(max_per_second, burst)
-        )
-        # Underlying futures of calls submitted and not yet settled, so that
-        # aclose(timeout=...) can cancel those that have not started.
-        self._calls: set[concurrent.futures.Future[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread_id = 0
-        self._shutdown: asyncio.Future[None] | None = None
-        self._submitted = 0
-        self._completed = 0
-        self._failed = 0
-        self._cancelled = 0
+        self._setup(executor, owned, None, bound, limits, copy_context)
 
     @classmethod
     def process(
@@ -212,7 +198,7 @@ class BoundedLoopExecutor:
         max_pending: int | None = None,
         max_wait: float | None = None,
         max_per_second: float | None = None,
-        burst: int = 1,
+        burst: int | None = None,
         mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
@@ -238,19 +224,22 @@ class BoundedLoopExecutor:
                 the event loop's process runs threads, and forking it can
                 deadlock the workers.
             initializer: Called with ``*initargs`` in each worker at start.
-            initargs: Arguments for ``initializer``.
+            initargs: Arguments for ``initializer`` (only with it).
 
         Functions and arguments are pickled: functions must be defined at
         the top level of an importable module. Calls run in the worker's own
         :mod:`contextvars` context.
 
         Raises:
-            TypeError: an argument has the wrong type.
+            TypeError: an argument has the wrong type, or ``initargs`` is
+                given without ``initializer``.
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
         workers = check_optional_int("max_workers", max_workers, 1)
         if workers is None:
             workers = os.cpu_count() or 1
+        bound = check_optional_int("bound", bound, 1)
+        limits = _Limits(max_pending, max_wait, max_per_second, burst)
         context = (
             process_context()
             if mp_context is None
@@ -262,26 +251,57 @@ class BoundedLoopExecutor:
             raise TypeError(
                 f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
             )
-
-        def new_pool() -> concurrent.futures.Executor:
-            return ProcessPoolExecutor(workers, context, initializer, initargs)  # type: ignore[arg-type]
-
-        pool = new_pool()
-        try:
-            self = cls(
-                executor=pool,
-                bound=bound,
-                max_pending=max_pending,
-                max_wait=max_wait,
-                max_per_second=max_per_second,
-                burst=burst,
-            )
-        except BaseException:
-            pool.shutdown(wait=False)
-            raise
-        self._owns_executor = True
-        self._pool_factory = new_pool
+        if initargs and initializer is None:
+            raise TypeError("initargs has no effect without initializer")
+        pool = OwnedProcessPool(workers, context, initializer, initargs)
+        self = cls.__new__(cls)
+        self._setup(
+            pool.executor, True, pool, 2 * workers if bound is None else bound, limits
+        )
         return self
+
+    def _setup(
+        self,
+        executor: concurrent.futures.Executor,
+        owned: bool,
+        process_pool: OwnedProcessPool | None,
+        bound: int,
+        limits: _Limits,
+        copy_context: bool | None = None,
+    ) -> None:
+        """Assemble the pieces; the arguments are already checked."""
+        to_processes = isinstance(executor, ProcessPoolExecutor)
+        if copy_context is None:
+            copy_context = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        elif copy_context and to_processes:
+            raise ValueError(
+                "copy_context=True cannot be used with a process pool: a "
+                "contextvars.Context cannot be pickled to another process"
+            )
+        self._executor = executor
+        self._owns_executor = owned
+        self._process_pool = process_pool
+        self._to_processes = to_processes
+        self._handover, self._explainer = handover_for(
+            copy_context=copy_context, to_processes=to_processes
+        )
+        self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
+        self._rate = (
+            None
+            if limits.max_per_second is None
+            else RateLimiter(limits.max_per_second, limits.burst)
+        )
+        # Underlying futures of calls submitted and not yet settled, so that
+        # aclose(timeout=...) can cancel those that have not started.
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._on_end = self._call_ended
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread_id = 0
+        self._shutdown: asyncio.Future[None] | None = None
+        self._submitted = 0
+        self._completed = 0
+        self._failed = 0
+        self._cancelled = 0
 
     # -- introspection -------------------------------------------------------
 
@@ -307,7 +327,10 @@ class BoundedLoopExecutor:
 
     @property
     def executor(self) -> concurrent.futures.Executor:
-        """The underlying executor (owned or wrapped)."""
+        """The underlying executor, owned or wrapped.
+
+        For a process pool that was replaced after it broke, the current one.
+        """
         return self._executor
 
     @property
@@ -337,7 +360,9 @@ class BoundedLoopExecutor:
             queue_wait_avg=gate.wait_average,
             queue_wait_max=gate.wait_maximum,
             closed=gate.closed,
-            pool_restarts=self._pool_restarts,
+            pool_restarts=0
+            if self._process_pool is None
+            else self._process_pool.restarts,
         )
 
     def __repr__(self) -> str:
@@ -360,7 +385,7 @@ class BoundedLoopExecutor:
         underlying executor, whatever happens to the returned future.
 
         Raises:
-            TypeError: ``fn`` is not callable.
+            TypeError: ``fn`` is not callable, or is an async function.
             OverloadedError: ``max_pending`` coroutines already wait, or this
                 one waited ``max_wait`` seconds for a slot.
             ClosedError: the executor was closed before or during the wait.
@@ -369,22 +394,29 @@ class BoundedLoopExecutor:
                 (shut down, broken pool, ...); the slot is freed first.
 
         ``fn``'s own exceptions are not raised here: they come out of the
-        returned future unchanged. A ``StopIteration``, which an asyncio
-        future cannot hold, and anything that is not an ``Exception``
+        returned future unchanged. A ``StopIteration`` or
+        ``StopAsyncIteration``, which an asyncio future or an ``async for``
+        cannot carry faithfully, and anything that is not an ``Exception``
         (``KeyboardInterrupt``, ``SystemExit``, which would stop the event
         loop) arrive as the ``__cause__`` of a RuntimeError.
 
         Cancellation: does not yield when a slot is free (and, with
         ``max_per_second``, the call's turn has come). While waiting for
-        either, nothing is submitted and no slot is held. Cancelling the returned
-        future cancels a call that has not started (it never runs and its
-        slot is freed); a running call keeps its slot until it ends.
+        either, nothing is submitted and no slot is held. Cancelling the
+        returned future cancels a call that has not started (it never runs
+        and its slot is freed); a running call keeps its slot until it ends.
         """
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
+        return await self._acquire_and_start(fn, args, kwargs)
+
+    async def _acquire_and_start(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """Take a slot (and a turn), then hand the call over."""
         gate = self._gate
         if not gate.try_acquire():
             await gate.acquire()
@@ -417,31 +449,15 @@ class BoundedLoopExecutor:
         is freed and the error propagates.
         """
         self._submitted += 1
-        settle: Callable[[asyncio.Future[T], concurrent.futures.Future[T]], None]
+        explainer = self._explainer
+        explain = None if explainer is None else explainer(fn, args, kwargs)
         try:
-            if self._copy_context:
-                run_in_context: Callable[..., T] = contextvars.copy_context().run
-                cfut = self._executor.submit(run_in_context, fn, *args, **kwargs)
-                settle = self._settle
-            elif self._to_processes:
-                cfut = self._executor.submit(fn, *args, **kwargs)
-                # Keeps the call until it ends (the pool does too), to name
-                # what could not be pickled if that is why it fails.
-                settle = functools.partial(
-                    self._settle,
-                    explain=functools.partial(
-                        explain_pickling_error, fn=fn, args=args, kwargs=kwargs
-                    ),
-                )
-            else:
-                cfut = self._executor.submit(fn, *args, **kwargs)
-                settle = self._settle
+            cfut = self._handover(self._executor, fn, args, kwargs)
         except BaseException as exc:
             cfut = self._submit_failed(exc, fn, args, kwargs)
-            settle = self._settle
         self._calls.add(cfut)
         assert self._loop is not None
-        return chain(cfut, self._loop, self._loop_thread_id, settle)
+        return chain(cfut, self._loop, self._loop_thread_id, self._on_end, explain)
 
     def _submit_failed(
         self,
@@ -458,32 +474,40 @@ class BoundedLoopExecutor:
         """
         error = exc
         if isinstance(exc, BrokenExecutor):
-            if self._pool_factory is not None:
+            if self._process_pool is not None:
                 try:
-                    self._replace_pool()
-                    return self._executor.submit(fn, *args, **kwargs)
+                    self._executor = self._process_pool.replace()
+                    return self._handover(self._executor, fn, args, kwargs)
                 except BaseException as retry_exc:
                     error = retry_exc
             else:
-                error = _explain_broken_pool(exc, self._executor)
+                error = explain_broken_pool(exc, self._executor)
         self._failed += 1
         self._gate.release()
         raise error
 
-    def _replace_pool(self) -> None:
-        """Swap the broken owned pool for a new one; let the old one go."""
-        assert self._pool_factory is not None
-        broken = self._executor
-        self._executor = self._pool_factory()
-        self._pool_restarts += 1
-        # A broken pool's workers are already gone; don't wait for anything.
-        broken.shutdown(wait=False)
+    def _call_ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
+        """On the loop, once a submitted call ended: free its slot, count it.
+
+        Returns whether the executor is closed (the bridge then tells a
+        caller whose call was dropped before it started).
+        """
+        self._calls.discard(cfut)
+        gate = self._gate
+        gate.release()
+        if outcome == COMPLETED:
+            self._completed += 1
+        elif outcome == FAILED:
+            self._failed += 1
+        else:
+            self._cancelled += 1
+        return gate.closed
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
 
         Raises what :meth:`submit` raises, then whatever ``fn`` raised,
-        unchanged.
+        unchanged (with the exceptions :meth:`submit` names).
 
         Cancellation: while waiting for a slot, as :meth:`submit`. While the
         call is queued in the executor, it is cancelled and never runs; while
@@ -532,58 +556,58 @@ class BoundedLoopExecutor:
             raise TypeError(f"ordered must be a bool, got {ordered!r}")
         if chunksize is None:
             if not self._to_processes:
-                return MapIterator(self, fn, items, ordered=ordered)
-        elif check_int("chunksize", chunksize, 1) == 1:
-            return MapIterator(self, fn, items, ordered=ordered)
-        return ChunkedMapIterator(self, fn, items, ordered=ordered, chunksize=chunksize)
+                chunksize = 1
+        else:
+            check_int("chunksize", chunksize, 1)
+        port = MapPort(
+            bind=self._bind_running,
+            bound=self._current_bound,
+            reserve_now=self._reserve_now,
+            release=self._gate.release,
+            start_reserved=self._start_item,
+            start=self._acquire_and_start_item,
+            rate_limited=self._rate is not None,
+            reserve_slot_now=self._reserve_slot_now,
+            start_on_turn=self._start_item_on_turn,
+        )
+        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
 
-    def _settle(
-        self,
-        afut: asyncio.Future[Any],
-        cfut: concurrent.futures.Future[Any],
-        explain: Callable[[BaseException], BaseException] | None = None,
-    ) -> None:
-        """On the loop, after the underlying call ended: free the slot, report.
+    # The map's side of the executor (see MapPort).
 
-        ``explain``, if given, may replace the call's exception with a clearer
-        one (process pools: name what could not be pickled).
-        """
-        self._calls.discard(cfut)
-        self._gate.release()
-        if cfut.cancelled():
-            self._cancelled += 1
-            if afut.done():  # the caller cancelled it: nothing to report
-                return
-            if self._gate.closed:
-                # Dropped by aclose(timeout=...) (or by the pool's shutdown
-                # after close): say so, rather than cancel a task that was
-                # never cancelled.
-                afut.set_exception(
-                    ClosedError("the executor was closed before this call started")
-                )
-            else:
-                afut.cancel()  # the pool cancelled it, e.g. shutdown(cancel_futures)
-            return
-        exc = cfut.exception()
-        if exc is None:
-            self._completed += 1
-            if not afut.done():
-                afut.set_result(cfut.result())
-            return
-        self._failed += 1
-        if afut.done():
-            return
-        if explain is not None:
-            exc = explain(exc)
-        if isinstance(exc, StopIteration) or not isinstance(exc, Exception):
-            # asyncio futures refuse StopIteration (it would end a coroutine),
-            # and a KeyboardInterrupt or SystemExit raised by fn in a worker
-            # would escape the event loop from the awaiting task and stop it
-            # (a CancelledError would pose as the caller's cancellation).
-            wrapped = RuntimeError(f"the submitted call raised {exc!r}")
-            wrapped.__cause__ = exc
-            exc = wrapped
-        afut.set_exception(exc)
+    def _bind_running(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind()
+        return loop
+
+    def _current_bound(self) -> int:
+        return self._gate.bound
+
+    def _reserve_now(self) -> bool:
+        gate = self._gate
+        if not gate.has_free_slot():
+            return False
+        if self._rate is not None:  # TODO(lead): rate.try_start() once merged
+            return False
+        return gate.try_acquire()
+
+    def _reserve_slot_now(self) -> bool:
+        gate = self._gate
+        return gate.has_free_slot() and gate.try_acquire()
+
+    async def _start_item_on_turn(
+        self, fn: Callable[[A], T], item: A
+    ) -> asyncio.Future[T]:
+        await self._wait_turn()
+        return self._start(fn, (item,), {})
+
+    def _start_item(self, fn: Callable[[A], T], item: A) -> asyncio.Future[T]:
+        return self._start(fn, (item,), {})
+
+    def _acquire_and_start_item(
+        self, fn: Callable[[A], T], item: A
+    ) -> Coroutine[Any, Any, asyncio.Future[T]]:
+        return self._acquire_and_start(fn, (item,), {})
 
     # -- loop binding --------------------------------------------------------
 
@@ -643,7 +667,7 @@ class BoundedLoopExecutor:
                 as they take). When it expires, calls that have not started
                 in the underlying executor are cancelled (they never run;
                 their callers get :class:`ClosedError`). A call already
-                running in a thread cannot be stopped: if any remain,
+                running cannot be stopped: if any remain,
                 :class:`TimeoutError` is raised naming how many; their slots
                 are freed when they end. An owned pool is then shut down
                 without waiting for them.
@@ -708,14 +732,27 @@ class BoundedLoopExecutor:
         await self.aclose()
 
 
-def _explain_broken_pool(
-    exc: BrokenExecutor, pool: concurrent.futures.Executor
-) -> BaseException:
-    """A clearer error for a submission to a broken pool that is not ours."""
-    message = (
-        f"the wrapped {type(pool).__name__} is broken ({exc}); aiobound "
-        "leaves a pool passed as executor= as it is: make a new pool and a new "
-        "BoundedLoopExecutor, or use BoundedLoopExecutor.process(), whose own "
-        "pool is replaced when it breaks"
-    )
-    return reworded(exc, message)
+class _Limits:
+    """The checked limits that the constructor and :meth:`process` share."""
+
+    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
+
+    def __init__(
+        self,
+        max_pending: object,
+        max_wait: object,
+        max_per_second: object,
+        burst: object,
+    ) -> None:
+        self.max_pending = check_optional_int("max_pending", max_pending, 0)
+        self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.max_per_second = check_optional_positive("max_per_second", max_per_second)
+        if burst is None:
+            self.burst = 1
+        else:
+            self.burst = check_int("burst", burst, 1)
+            if self.max_per_second is None:
+                raise TypeError(
+                    f"burst={burst!r} has no effect without max_per_second: "
+                    "pass both, or neither"
+                )

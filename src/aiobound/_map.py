@@ -1,4 +1,14 @@
-"""MapIterator: a lazy, bounded ``map`` over a sync or async iterable."""
+"""MapIterator: a lazy, bounded ``map`` over a sync or async iterable.
+
+One pull-acquire-submit loop (:class:`_Window`) serves every kind of map;
+chunking is composed around it: the window then pulls chunks (lists of items,
+see :mod:`aiobound._chunks`) and :class:`MapIterator` yields their results one
+by one. The window talks to its executor only through a :class:`MapPort`.
+
+The window, not the public iterator, is what the loop's callbacks and the
+background pull refer to, so that nothing the iterator registers keeps it
+alive: dropping the iterator (a bare ``break``) finishes the window.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +19,78 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
+from ._chunks import ChunkCall, ChunkSizer, chunked
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Coroutine
     from types import TracebackType
 
     from typing_extensions import Self
 
-    from ._executor import BoundedLoopExecutor
-
-__all__ = ("MapIterator", "close_source", "open_source")
+__all__ = ("MapIterator", "MapPort", "close_source", "make_map", "open_source")
 
 T = TypeVar("T")
+
+
+class MapPort:
+    """What a map needs from its executor, and nothing more.
+
+    Attributes:
+        bind: Bind the executor to the running loop and return that loop
+            (raises ``RuntimeError`` for another loop).
+        bound: The executor's current bound.
+        reserve_now: Take a slot (and, with a rate limit, a turn) if one is
+            free at once; return whether one was taken. ``False`` once closed.
+        release: Give back a slot taken by ``reserve_now`` and not used.
+        start_reserved: Submit ``fn(item)`` on a reserved slot; return the
+            asyncio future of its result (raises what the pool's ``submit``
+            raises, the slot freed).
+        start: Wait for a slot and a turn, then submit ``fn(item)``; raises
+            what ``submit`` raises. Cancellation: as ``submit``.
+        rate_limited: Whether calls wait for turns (``max_per_second``).
+        reserve_slot_now: Take a slot, without a turn, if one is free at
+            once; return whether one was taken.
+        start_on_turn: Holding a slot from ``reserve_slot_now``: wait for
+            the turn, then submit ``fn(item)``; on error or cancellation the
+            slot is given back.
+    """
+
+    __slots__ = (
+        "bind",
+        "bound",
+        "rate_limited",
+        "release",
+        "reserve_now",
+        "reserve_slot_now",
+        "start",
+        "start_on_turn",
+        "start_reserved",
+    )
+
+    def __init__(
+        self,
+        *,
+        bind: Callable[[], asyncio.AbstractEventLoop],
+        bound: Callable[[], int],
+        reserve_now: Callable[[], bool],
+        release: Callable[[], None],
+        start_reserved: Callable[[Callable[[Any], Any], Any], asyncio.Future[Any]],
+        start: Callable[[Callable[[Any], Any], Any], Awaitable[asyncio.Future[Any]]],
+        rate_limited: bool,
+        reserve_slot_now: Callable[[], bool],
+        start_on_turn: Callable[
+            [Callable[[Any], Any], Any], Awaitable[asyncio.Future[Any]]
+        ],
+    ) -> None:
+        self.bind = bind
+        self.bound = bound
+        self.reserve_now = reserve_now
+        self.release = release
+        self.start_reserved = start_reserved
+        self.start = start
+        self.rate_limited = rate_limited
+        self.reserve_slot_now = reserve_slot_now
+        self.start_on_turn = start_on_turn
 
 
 def open_source(
@@ -36,11 +107,11 @@ def open_source(
         return iter(items)
     raise TypeError(
         "items must be an iterable or an async iterable, got "
-        f"{type(items).__name__} {items!r}"
+        f"{type(items).__name__} {_short_repr(items)}"
     )
 
 
-async def close_source(source: Iterator[Any] | AsyncIterator[Any] | None) -> None:
+async def close_source(source: Iterator[Any] | AsyncIterator[Any]) -> None:
     """Close *source* if it is a generator or an async generator."""
     if inspect.isasyncgen(source):
         await source.aclose()
@@ -48,191 +119,300 @@ async def close_source(source: Iterator[Any] | AsyncIterator[Any] | None) -> Non
         source.close()
 
 
-class MapIterator(Generic[T]):
-    """The async iterator returned by :meth:`BoundedLoopExecutor.map`.
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
-    **Laziness.** Items are pulled from the source only inside ``__anext__``,
-    and never more than ``bound`` of them are pulled and not yet handed to the
-    consumer (results waiting to be received count). Each pulled item is
-    submitted through the executor, so it also waits for a slot like any
-    other caller (and may be refused with :class:`OverloadedError` when
-    ``max_pending`` is reached). While results are outstanding, a new item is
-    pulled only when a slot is free at once, so ready results are not held
-    back behind other producers. A sync iterable is iterated on the event
-    loop's thread: it should not block.
 
-    **Order.** ``ordered=True`` yields results in input order;
-    ``ordered=False`` in the order the calls finish.
+_NOTHING: Any = object()  # no item in hand
 
-    **Errors.** An exception raised by ``fn`` ends the iteration with that
-    exception when its result would have been yielded. An exception raised by
-    the source ends it after the results of the items pulled before it.
-    An exception raised by the executor's ``submit`` for an item (closed,
-    overloaded, broken pool) is raised in that item's place. Once an
-    exception has been raised, or ``StopAsyncIteration`` reached, the iterator
-    is finished and keeps raising ``StopAsyncIteration``.
 
-    **Clean-up.** The iteration is finished, and calls that have not started
-    are cancelled (they never run, their slots are freed at once), when:
-    it is exhausted or raises; ``aclose()`` is called or an ``async with``
-    block around it is left; ``__anext__`` is cancelled (cancellation ends
-    the iteration); or the iterator is garbage-collected, e.g. after a bare
-    ``break`` in CPython. Calls already running go on; their slots are freed
-    when they end, and their results are dropped. ``aclose()`` also closes the
-    source if it is a generator or an async generator (as
-    :func:`contextlib.aclosing` would); other iterators are left as they are.
-    ``aclose()`` is idempotent.
+class _Window(Generic[T]):
+    """The pull-acquire-submit loop: the items pulled and not yet delivered.
+
+    ``pending`` holds, in input order, the futures of calls not yet delivered
+    (ordered) or not yet done (unordered, where done ones move to ``done``).
+    ``held`` is an item pulled and not yet submitted: it waits for a slot
+    that is free at once, or for nothing else to be outstanding (then the
+    consumer waits for its slot). ``pulling`` is a task that goes on while
+    results are delivered: it pulls the next item of an async source, or,
+    under a rate limit, holds a slot for the next item until its turn.
     """
 
     __slots__ = (
         "__weakref__",
-        "_aiter",
-        "_done",
-        "_executor",
-        "_exhausted",
-        "_finished",
-        "_fn",
-        "_iter",
-        "_loop",
-        "_ordered",
-        "_outstanding",
-        "_pending",
-        "_source_error",
-        "_wakeup",
+        "async_source",
+        "awaiting",
+        "done",
+        "exhausted",
+        "finished",
+        "fn",
+        "held",
+        "interrupted",
+        "loop",
+        "ordered",
+        "outstanding",
+        "pending",
+        "port",
+        "pulling",
+        "running",
+        "source_error",
+        "sync_source",
+        "wakeup",
     )
 
     def __init__(
         self,
-        executor: BoundedLoopExecutor,
+        port: MapPort,
         fn: Callable[[Any], T],
-        items: Iterable[Any] | AsyncIterable[Any],
+        source: Iterator[Any] | AsyncIterator[Any],
         *,
         ordered: bool,
     ) -> None:
-        self._finished = True  # until fully built, for __del__'s sake
-        source = open_source(items)
-        self._iter: Iterator[Any] | None = None
-        self._aiter: AsyncIterator[Any] | None = None
+        self.port = port
+        self.fn = fn
+        self.ordered = ordered
+        self.sync_source: Iterator[Any] | None = None
+        self.async_source: AsyncIterator[Any] | None = None
         if isinstance(source, AsyncIterator):
-            self._aiter = source
+            self.async_source = source
         else:
-            self._iter = source
-        self._executor = executor
-        self._fn = fn
-        self._ordered = ordered
-        # Ordered: futures in input order. Unordered: futures not done yet.
-        self._pending: deque[asyncio.Future[T]] = deque()
-        self._done: deque[asyncio.Future[T]] = deque()  # unordered: done, unread
-        self._outstanding = 0  # items pulled and not yet handed to the consumer
-        self._exhausted = False
-        self._source_error: BaseException | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._finished = False
+            self.sync_source = source
+        self.pending: deque[asyncio.Future[T]] = deque()
+        self.running: set[asyncio.Future[T]] = set()  # unordered: not done yet
+        self.done: deque[asyncio.Future[T]] = deque()  # unordered: done, unread
+        self.outstanding = 0  # items pulled and not yet handed to the consumer
+        self.held: Any = _NOTHING
+        self.exhausted = False
+        self.source_error: BaseException | None = None
+        self.pulling: asyncio.Task[None] | None = None
+        self.wakeup: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.finished = False
+        self.awaiting = False  # a consumer awaits the head future directly
+        self.interrupted = False  # ...and aclose() finished the window meanwhile
 
-    def __aiter__(self) -> Self:
-        return self
+    async def next(self, owner: object) -> T:
+        """Return the next result (``owner`` is kept alive meanwhile).
 
-    async def __anext__(self) -> T:
-        """Return the next result.
-
-        Cancellation: finishes the iteration (see the class docstring).
+        Cancellation: finishes the window.
         """
-        if self._finished:
+        if self.finished:
             raise StopAsyncIteration
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            if self._loop is not self._executor._loop:
-                self._executor._bind()
+        if self.loop is None:
+            self.loop = self.port.bind()
         try:
-            if (
-                self._iter is None
-                or self._executor._rate is not None
-                or self._fill_from_sync_source()
-            ):
-                await self._fill()
-            if self._ordered:
-                if not self._pending:
-                    self._end()
-                fut = self._pending[0]
-                try:
-                    return await fut
-                finally:
-                    del self._pending[0]
-                    self._outstanding -= 1
-            while not self._done:
-                if not self._pending:
-                    self._end()
-                self._wakeup = self._loop.create_future()
-                await self._wakeup
-            fut = self._done.popleft()
-            self._outstanding -= 1
-            return fut.result()
+            while True:
+                pulling = self.pulling
+                if pulling is not None and pulling.done():
+                    self.pulling = None
+                    pulling.result()  # re-raise what the source raised
+                    pulling = None
+                if pulling is None:
+                    self._fill_now()
+                ready = self._ready()
+                if ready is not None:
+                    self.outstanding -= 1
+                    return ready.result()
+                if pulling is None:
+                    in_hand = self.held is not _NOTHING
+                    if self.outstanding == in_hand:  # nothing to deliver
+                        await self._advance_alone()
+                        continue
+                    can_pull = (
+                        not in_hand
+                        and not self.exhausted
+                        and self.outstanding < self.port.bound()
+                    )
+                    if self.async_source is not None and can_pull:
+                        self._pull_in_background()
+                    elif (
+                        self.port.rate_limited
+                        and (in_hand or can_pull)
+                        and self._start_on_turn_in_background()
+                    ):
+                        pass
+                    elif self.ordered:
+                        return await self._await_head()
+                await self._wait()
+                if self.finished:
+                    raise StopAsyncIteration
         except BaseException:
-            self._finish()
+            self.finish()
             raise
 
-    def _fill_from_sync_source(self) -> bool:
-        """Fast path for a sync source: fill while slots are free, no await.
+    def _ready(self) -> asyncio.Future[T] | None:
+        """Take the next deliverable future, if one is ready."""
+        if self.ordered:
+            pending = self.pending
+            if pending and pending[0].done():
+                return pending.popleft()
+            return None
+        if self.done:
+            return self.done.popleft()
+        return None
 
-        Returns whether :meth:`_fill` must take over: nothing is outstanding
-        and no slot is free, so the next item has to wait for one.
+    async def _await_head(self) -> T:
+        """Ordered, nothing else to do: wait for the head's result itself."""
+        head = self.pending[0]
+        self.awaiting = True
+        try:
+            result = await head
+        except asyncio.CancelledError:
+            if self.interrupted and not _cancelling():
+                raise StopAsyncIteration from None  # aclose() from elsewhere
+            raise
+        finally:
+            self.awaiting = False
+        del self.pending[0]
+        self.outstanding -= 1
+        return result
+
+    async def _wait(self) -> None:
+        """Wait until a result is ready, a pull is done, or finished."""
+        assert self.loop is not None
+        wakeup = self.wakeup = self.loop.create_future()
+        head = self.pending[0] if self.ordered and self.pending else None
+        if head is not None:
+            head.add_done_callback(self._wake)
+        try:
+            await wakeup
+        finally:
+            self.wakeup = None
+            if head is not None:
+                head.remove_done_callback(self._wake)
+
+    def _wake(self, _: object = None) -> None:
+        wakeup = self.wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _fill_now(self) -> None:
+        """Submit what a slot (and turn) free at once allows; never waits.
+
+        First the item in hand, then, from a sync source, more items.
         """
-        gate = self._executor._gate
-        start = self._executor._start
-        fn = self._fn
-        source = self._iter
-        assert source is not None
-        # Ordered (the common case) appends to pending directly.
-        append = self._pending.append if self._ordered else self._track
-        while not self._exhausted and self._outstanding < gate.bound:
-            if gate.closed or not gate.try_acquire():
-                return not self._outstanding
+        port = self.port
+        reserve_now = port.reserve_now
+        if self.held is not _NOTHING:
+            if not reserve_now():
+                return
+            item, self.held = self.held, _NOTHING
+            self._start_reserved(item)
+        source = self.sync_source
+        if source is None:
+            return
+        start_reserved = port.start_reserved
+        fn = self.fn
+        track = self.pending.append if self.ordered else self._track
+        bound = port.bound()
+        while self.outstanding < bound and not self.exhausted:
+            if not reserve_now():
+                return
             try:
                 item = next(source)
             except BaseException as exc:
-                gate.release()
+                port.release()
+                self._source_failed(exc)
+                return
+            self.outstanding += 1
+            try:
+                fut = start_reserved(fn, item)
+            except Exception as exc:
+                fut = self._failed(exc)
+            track(fut)
+
+    def _start_reserved(self, item: object) -> None:
+        try:
+            fut = self.port.start_reserved(self.fn, item)
+        except Exception as exc:
+            fut = self._failed(exc)
+        self._track(fut)
+
+    async def _advance_alone(self) -> None:
+        """Nothing to deliver: pull an item, or wait for the held one's slot.
+
+        No slot is held while the source is awaited. An error from the
+        executor (closed, overloaded) takes the item's place.
+        """
+        if self.held is _NOTHING:
+            if self.exhausted:
+                self._end()
+            await self._pull()
+            return
+        item, self.held = self.held, _NOTHING
+        try:
+            fut = await self.port.start(self.fn, item)
+        except Exception as exc:
+            fut = self._failed(exc)
+        self._track(fut)
+
+    async def _pull(self, *, once: bool = True) -> None:
+        """Pull an item into ``held`` (or note the end or error of the source).
+
+        Unless *once*, the item is submitted at once if a slot (and turn) is
+        free, and the next is pulled, while the window has room.
+        """
+        port = self.port
+        while True:
+            try:
+                if self.async_source is not None:
+                    item = await anext(self.async_source)
+                else:
+                    assert self.sync_source is not None
+                    item = next(self.sync_source)
+            except BaseException as exc:
+                self._source_failed(exc)
+                return
+            if self.finished:
+                return
+            self.outstanding += 1
+            if once or not port.reserve_now():
+                self.held = item
+                return
+            self._start_reserved(item)
+            if self.outstanding >= port.bound():
+                return
+
+    def _start_on_turn_in_background(self) -> bool:
+        """Under a rate limit: hold a free slot for the next item's turn.
+
+        A task waits for the turn while results are delivered.
+
+        Returns whether it did (``False``: no slot free, or the source ended).
+        """
+        if not self.port.reserve_slot_now():
+            return False
+        if self.held is _NOTHING:
+            assert self.sync_source is not None
+            try:
+                item = next(self.sync_source)
+            except BaseException as exc:
+                self.port.release()
                 self._source_failed(exc)
                 return False
-            self._outstanding += 1
-            try:
-                append(start(fn, (item,), {}))
-            except Exception as exc:
-                append(self._failed_future(exc))
-        return False
+            self.outstanding += 1
+        else:
+            item, self.held = self.held, _NOTHING
+        assert self.loop is not None
+        task = self.pulling = self.loop.create_task(self._start_on_turn(item))
+        task.add_done_callback(self._wake)
+        return True
 
-    async def _fill(self) -> None:
-        """Pull and submit items while the window allows, waiting if need be."""
-        executor = self._executor
-        gate = executor._gate
-        fast = executor._rate is None  # a rate limit means awaiting submit()
-        while not self._exhausted and self._outstanding < gate.bound:
-            # No slot free right now, and results on their way? Deliver them
-            # rather than queue behind other callers for a slot.
-            if self._outstanding and not gate.has_free_slot():
-                return
-            # A slot free right now: take it, no coroutine and no wait needed.
-            free = fast and gate.has_free_slot() and gate.try_acquire()
-            try:
-                if self._aiter is not None:
-                    item = await anext(self._aiter)
-                else:
-                    assert self._iter is not None
-                    item = next(self._iter)
-            except BaseException as exc:
-                if free:
-                    gate.release()
-                self._source_failed(exc)
-                return
-            self._outstanding += 1
-            try:
-                if free:
-                    fut = executor._start(self._fn, (item,), {})
-                else:
-                    fut = await executor.submit(self._fn, item)
-            except Exception as exc:
-                fut = self._failed_future(exc)
-            self._track(fut)
+    async def _start_on_turn(self, item: object) -> None:
+        try:
+            fut = await self.port.start_on_turn(self.fn, item)
+        except Exception as exc:
+            fut = self._failed(exc)
+        self._track(fut)
+
+    def _pull_in_background(self) -> None:
+        assert self.loop is not None
+        task = self.pulling = self.loop.create_task(self._pull(once=False))
+        task.add_done_callback(self._wake)
 
     def _source_failed(self, exc: BaseException) -> None:
         """The source raised: stop pulling; keep an error for after the rest.
@@ -240,69 +420,187 @@ class MapIterator(Generic[T]):
         Anything that is not an :class:`Exception` (cancellation, say) is
         re-raised at once and ends the iteration.
         """
+        self.exhausted = True
         if isinstance(exc, (StopIteration, StopAsyncIteration)):
-            self._exhausted = True
             return
         if not isinstance(exc, Exception):
             raise exc
-        self._exhausted = True
-        self._source_error = exc
+        self.source_error = exc
 
-    def _failed_future(self, exc: Exception) -> asyncio.Future[T]:
+    def _failed(self, exc: Exception) -> asyncio.Future[T]:
         """A future holding the error the executor raised for an item."""
-        assert self._loop is not None
-        fut: asyncio.Future[T] = self._loop.create_future()
+        assert self.loop is not None
+        fut: asyncio.Future[T] = self.loop.create_future()
         fut.set_exception(exc)
         return fut
 
     def _track(self, fut: asyncio.Future[T]) -> None:
         """Queue a submitted item's future for delivery."""
-        if self._ordered:
-            self._pending.append(fut)
+        if self.finished:  # aclose() came while the item waited for its slot
+            if not fut.cancel() and not fut.cancelled():
+                fut.exception()
+            return
+        if self.ordered:
+            self.pending.append(fut)
+            if len(self.pending) == 1:
+                self._wake()  # a new head: a waiting consumer must watch it
         elif fut.done():
-            self._done.append(fut)
+            self.done.append(fut)
         else:
-            self._pending.append(fut)
+            self.running.add(fut)
             fut.add_done_callback(self._on_done)
 
     def _on_done(self, fut: asyncio.Future[T]) -> None:
-        """Unordered mode: move a finished future to the done queue."""
-        if self._finished:
+        """Unordered: move a finished future to the done queue."""
+        if self.finished:
             return
-        self._pending.remove(fut)
-        self._done.append(fut)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self.running.discard(fut)
+        self.done.append(fut)
+        self._wake()
 
     def _end(self) -> NoReturn:
         """Finish after the last result: raise the source's error or stop."""
-        error, self._source_error = self._source_error, None
-        self._finish()
+        error, self.source_error = self.source_error, None
+        self.finish()
         if error is not None:
             raise error
         raise StopAsyncIteration
 
-    def _finish(self) -> None:
-        """Mark finished and cancel every call that has not started."""
-        if self._finished:
+    def finish(self) -> None:
+        """Finish: cancel the background pull and every call not started."""
+        if self.finished:
             return
-        self._finished = True
-        for fut in (*self._pending, *self._done):
+        self.finished = True
+        self.interrupted = self.awaiting
+        if self.pulling is not None:
+            self.pulling.cancel()
+        self.held = _NOTHING
+        for fut in (*self.pending, *self.running, *self.done):
             if not fut.cancel() and not fut.cancelled():
                 fut.exception()  # mark retrieved: it will never be read
-        self._pending.clear()
-        self._done.clear()
-        self._outstanding = 0
+        self.pending.clear()
+        self.running.clear()
+        self.done.clear()
+        self.outstanding = 0
+        self._wake()
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (always ``False`` on 3.10)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
+
+
+class MapIterator(Generic[T]):
+    """The async iterator returned by :meth:`BoundedLoopExecutor.map`.
+
+    **Laziness.** Never more than ``bound`` items are pulled from the source
+    and not yet handed to the consumer (results waiting to be received
+    count). An item is pulled before a slot is taken for it: the map never
+    holds a slot while it waits for its source. Each pulled item then waits
+    for a slot like any other caller (and may be refused with
+    :class:`OverloadedError` under ``max_pending`` or ``max_wait``), and,
+    with ``max_per_second``, for its turn. While no result is ready and the
+    window has room, ``__anext__`` pulls and submits items; when a result
+    becomes ready while an item is still being pulled or waits for its slot
+    or turn, ``__anext__`` returns that result at once and the pulling goes
+    on in the background, within the window, until the window is full or the
+    iteration is finished. Ready results are therefore never held back behind
+    the source, a slot or a turn. A sync iterable is iterated on the event
+    loop's thread: it should not block.
+
+    **Order.** ``ordered=True`` yields results in input order;
+    ``ordered=False`` in the order the calls finish.
+
+    **Context.** On a thread pool, each call runs in a copy of the
+    :mod:`contextvars` context of the consumer's ``__anext__`` that pulled
+    its item (for items pulled in the background: as it was when that
+    ``__anext__`` started the pulling).
+
+    **Errors.** An exception raised by ``fn`` ends the iteration with that
+    exception when its result would have been yielded (a
+    ``StopIteration`` or ``StopAsyncIteration`` raised by ``fn`` arrives as
+    the ``__cause__`` of a ``RuntimeError``, never as a silent end). An
+    exception raised by the source ends it after the results of the items
+    pulled before it. An exception raised by the executor for an item
+    (closed, overloaded, broken pool) is raised in that item's place. Once
+    an exception has been raised, or ``StopAsyncIteration`` reached, the
+    iterator is finished and keeps raising ``StopAsyncIteration``.
+
+    **Clean-up.** The iteration is finished, and calls that have not started
+    are cancelled (they never run, their slots are freed at once), when: it
+    is exhausted or raises; ``aclose()`` is called or an ``async with`` block
+    around it is left; ``__anext__`` is cancelled (cancellation ends the
+    iteration); or the iterator is garbage-collected, e.g. right after a bare
+    ``break`` in CPython (nothing the iterator registers with the loop keeps
+    it alive). Calls already running go on; their slots are freed when they
+    end, and their results are dropped. ``aclose()`` also closes the source
+    if it is a generator or an async generator (as
+    :func:`contextlib.aclosing` would); other iterators are left as they are.
+    ``aclose()`` is idempotent; called while another task awaits
+    ``__anext__``, that ``__anext__`` raises ``StopAsyncIteration``.
+    """
+
+    __slots__ = ("__weakref__", "_buffer", "_sizer", "_source", "_window")
+
+    def __init__(
+        self,
+        window: _Window[Any],
+        source: Iterator[Any] | AsyncIterator[Any],
+        sizer: ChunkSizer | None,
+    ) -> None:
+        self._window = window
+        self._source = source
+        self._sizer = sizer
+        self._buffer: deque[T] = deque()
+
+    @property
+    def chunksize(self) -> int:
+        """Items sent per call to the executor.
+
+        When automatic, the size of the next chunk: it changes as it goes.
+        """
+        return 1 if self._sizer is None else self._sizer.size
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        """Return the next result.
+
+        Cancellation: finishes the iteration (see the class docstring).
+        """
+        if self._sizer is None:
+            return self._window.next(self)
+        return self._next_from_chunks()
+
+    async def _next_from_chunks(self) -> T:
+        buffer = self._buffer
+        if buffer:
+            return buffer.popleft()
+        results, seconds = await self._window.next(self)
+        assert self._sizer is not None
+        self._sizer.measured(len(results), seconds)
+        buffer.extend(results)
+        return buffer.popleft()
 
     async def aclose(self) -> None:
         """Finish the iteration and close a generator source. Idempotent.
 
         Cancellation: the iteration is finished before the first await, so
-        only the closing of an async generator source can be interrupted.
+        only the closing of the source can be interrupted.
         """
-        self._finish()
-        await close_source(self._aiter if self._iter is None else self._iter)
+        window = self._window
+        window.finish()
+        self._buffer.clear()
+        pulling = window.pulling
+        if pulling is not None:
+            window.pulling = None
+            if not pulling.done():
+                # A pull under way must end before the source can be closed.
+                await asyncio.wait([pulling])
+        await close_source(self._source)
 
     async def __aenter__(self) -> Self:
         return self
@@ -316,9 +614,10 @@ class MapIterator(Generic[T]):
         await self.aclose()
 
     def __del__(self) -> None:
-        if self._finished or (not self._pending and not self._done):
+        window = getattr(self, "_window", None)
+        if window is None or window.finished:
             return
-        loop = self._loop
+        loop = window.loop
         if loop is None or loop.is_closed():
             return
         try:
@@ -326,7 +625,41 @@ class MapIterator(Generic[T]):
         except RuntimeError:
             running = None
         if running is loop:
-            self._finish()
+            window.finish()
         else:
             with contextlib.suppress(RuntimeError):  # closed in the meantime
-                loop.call_soon_threadsafe(self._finish)
+                loop.call_soon_threadsafe(window.finish)
+
+    def __repr__(self) -> str:
+        window = self._window
+        state = "finished" if window.finished else "open"
+        return (
+            f"<{type(self).__name__} ordered={window.ordered} "
+            f"chunksize={self.chunksize} outstanding={window.outstanding} {state}>"
+        )
+
+
+def make_map(
+    port: MapPort,
+    fn: Callable[[Any], T],
+    items: Iterable[Any] | AsyncIterable[Any],
+    *,
+    ordered: bool,
+    chunksize: int | None,
+) -> MapIterator[T]:
+    """Build the iterator for ``executor.map``.
+
+    One item per call if ``chunksize == 1``, else chunks of ``chunksize``
+    items (``None``: automatic size).
+
+    Raises:
+        TypeError: *items* is neither iterable nor async iterable.
+    """
+    source = open_source(items)
+    if chunksize == 1:
+        return MapIterator(_Window(port, fn, source, ordered=ordered), source, None)
+    sizer = ChunkSizer(chunksize)
+    window: _Window[Any] = _Window(
+        port, ChunkCall(fn), chunked(source, sizer), ordered=ordered
+    )
+    return MapIterator(window, source, sizer)

@@ -46,7 +46,7 @@ def from_client(
     max_pending: int | None = None,
     max_wait: float | None = None,
     max_per_second: float | None = None,
-    burst: int = 1,
+    burst: int | None = None,
 ) -> BoundedLoopExecutor:
     """Return a :class:`BoundedLoopExecutor` that runs calls on *client*'s cluster.
 

@@ -1,16 +1,17 @@
-"""Process pools: a safe start method, and errors that say what went wrong.
+"""Process pools: the pool aiobound owns, and errors that say what went wrong.
 
-Two jobs, both specific to pools that pickle calls to other processes:
-
-* :func:`process_context` picks the start method of the pools aiobound
-  creates: ``forkserver`` where it exists (Linux and other Unixes), ``spawn``
-  elsewhere. Never plain ``fork``: the event loop's process runs threads (the
-  pool's own management thread, the loop's default executor, ...), and forking
-  a process that runs threads can deadlock the child.
+* :class:`OwnedProcessPool` is the pool made by
+  :meth:`BoundedLoopExecutor.process`: its factory, its replacement when it
+  breaks (with a count of restarts) and its shutdown.
+* :func:`process_context` and :func:`check_context` pick or check the start
+  method: ``forkserver`` where it exists, ``spawn`` elsewhere, never plain
+  ``fork`` (the event loop's process runs threads, and forking a process that
+  runs threads can deadlock the child).
 * :func:`explain_pickling_error` turns the bare ``PicklingError`` or
   ``TypeError`` that a process pool reports for an unpicklable call into one
-  that names the object and says why. It runs only after a call has failed,
-  so it costs nothing on the way in.
+  that names the object and says why; :func:`explain_broken_pool` says what to
+  do about a broken pool that aiobound does not own. Both run only after a
+  call failed, so they cost nothing on the way in.
 """
 
 from __future__ import annotations
@@ -19,13 +20,22 @@ import functools
 import io
 import multiprocessing
 import pickle
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import concurrent.futures
+    from collections.abc import Callable, Iterator
     from multiprocessing.context import BaseContext
 
-__all__ = ("check_context", "explain_pickling_error", "process_context", "reworded")
+__all__ = (
+    "OwnedProcessPool",
+    "check_context",
+    "explain_broken_pool",
+    "explain_pickling_error",
+    "process_context",
+    "reworded",
+)
 
 # What a pool reports when it cannot pickle a call: pickle.PicklingError
 # (functions that cannot be found by name, e.g. lambdas), TypeError ("cannot
@@ -159,3 +169,75 @@ def reworded(exc: BaseException, message: str) -> BaseException:
         return exc
     clear.__cause__ = exc
     return clear
+
+
+def explain_broken_pool(
+    exc: BaseException, pool: concurrent.futures.Executor
+) -> BaseException:
+    """A clearer error for a submission to a broken pool that is not ours."""
+    message = (
+        f"the wrapped {type(pool).__name__} is broken ({exc}); aiobound "
+        "leaves a pool passed as executor= as it is: make a new pool and a new "
+        "BoundedLoopExecutor, or use BoundedLoopExecutor.process(), whose own "
+        "pool is replaced when it breaks"
+    )
+    return reworded(exc, message)
+
+
+class OwnedProcessPool:
+    """A :class:`ProcessPoolExecutor` that aiobound made, replaced when it breaks.
+
+    Args:
+        workers: Worker processes.
+        context: The multiprocessing context (see :func:`process_context`).
+        initializer: Called with ``*initargs`` in each worker at start.
+        initargs: Arguments for ``initializer``.
+    """
+
+    __slots__ = (
+        "_context",
+        "_initargs",
+        "_initializer",
+        "_workers",
+        "executor",
+        "restarts",
+    )
+
+    def __init__(
+        self,
+        workers: int,
+        context: BaseContext,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[object, ...],
+    ) -> None:
+        self._workers = workers
+        self._context = context
+        self._initializer = initializer
+        self._initargs = initargs
+        self.restarts = 0
+        self.executor: concurrent.futures.Executor = self._new_pool()
+
+    @property
+    def workers(self) -> int:
+        """Worker processes of each pool."""
+        return self._workers
+
+    def _new_pool(self) -> concurrent.futures.Executor:
+        return ProcessPoolExecutor(
+            self._workers,
+            self._context,
+            self._initializer,
+            self._initargs,  # type: ignore[arg-type]
+        )
+
+    def replace(self) -> concurrent.futures.Executor:
+        """Swap the broken pool for a new one; return the new one.
+
+        The broken pool's workers are already gone, so it is shut down without
+        waiting.
+        """
+        broken = self.executor
+        self.executor = self._new_pool()
+        self.restarts += 1
+        broken.shutdown(wait=False)
+        return self.executor
