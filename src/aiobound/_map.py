@@ -446,6 +446,7 @@ class _Window(Generic[T]):
                 self._wake()  # a new head: a waiting consumer must watch it
         elif fut.done():
             self.done.append(fut)
+            self._wake()
         else:
             self.running.add(fut)
             fut.add_done_callback(self._on_done)
