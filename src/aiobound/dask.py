@@ -11,6 +11,11 @@ too, and bounds the tasks the scheduler is *running*; but Dask's own executor
 lets go of a finished task only when Python garbage-collects its future, so
 the scheduler may briefly hold a few finished tasks beyond the bound. The
 executor made here releases each task explicitly, before its slot is freed.
+
+Workers import what they run: a function is pickled by reference when its
+module is importable, so the workers need the modules of the functions you
+submit, and for ``map(..., chunksize=N)`` with N > 1 they need ``aiobound``
+itself (each task then calls aiobound's chunk runner, pickled by reference).
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from distributed import Client
 
-from ._checks import check_optional_int
-from ._executor import BoundedLoopExecutor
+from aiobound import BoundedLoopExecutor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +40,12 @@ __all__ = ("from_client",)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# How often, and how far apart, to ask the scheduler again about a task it
+# does not know yet: the question travels on its own connection and can
+# overtake the submission, which the client batches (every few ms).
+_UNKNOWN_RETRIES = 200
+_UNKNOWN_RETRY_DELAY = 0.005
 
 
 def from_client(
@@ -54,15 +64,33 @@ def from_client(
     The task is released on the scheduler before its slot is freed, so the
     scheduler never holds more than ``bound`` tasks made by this executor.
     ``map(..., chunksize=N)`` sends N items per task, which pays off when
-    calls are short (a task costs about a millisecond of scheduling).
+    calls are short (a task costs about a millisecond of scheduling); the
+    workers must then be able to import ``aiobound`` (the chunk runner is
+    pickled by reference), as they must import the functions you submit.
 
     A worker that dies is Dask's business: its tasks are retried on other
     workers (up to ``distributed.scheduler.allowed-failures`` times), then
-    fail with ``KilledWorker``, which reaches the caller. Cancelling a call
-    releases its task: one not started never runs; one already running
-    finishes on its worker (Dask cannot interrupt it) but is no longer held
-    by the scheduler. :meth:`~BoundedLoopExecutor.aclose` waits for the
-    calls in flight and leaves the client open.
+    fail with ``KilledWorker``, which reaches the caller.
+
+    Cancellation (a caller cancelling its call, or
+    :meth:`~BoundedLoopExecutor.aclose` giving up after its ``timeout``) asks
+    the scheduler, in one atomic step, to cancel the task *if no worker has
+    been given it yet* (task state waiting, queued or no-worker). Such a task
+    never runs: it counts as ``cancelled`` in ``stats()``, and its caller sees
+    the cancellation (after ``aclose(timeout=...)``: :class:`ClosedError`). A
+    task already handed to a worker (state processing) counts as started,
+    even if it still sits in the worker's queue: the scheduler cannot tell,
+    and Dask cannot interrupt a running task. It runs to the end, keeps its
+    slot until then, and its result or error still reaches its caller (if
+    the caller is still waiting). The answer comes from the scheduler, so it
+    arrives a moment after ``cancel()`` returns: the underlying future's
+    ``cancel()`` always returns ``False`` at once, and ``aclose(timeout=...)``
+    therefore counts every unfinished call in its ``TimeoutError`` message as
+    still running, including those the scheduler then cancels. If the
+    scheduler cannot be asked (``distributed.scheduler.pickle`` is off, the
+    connection failed), the task is left to run. :meth:`~BoundedLoopExecutor.aclose`
+    without a timeout waits for the calls in flight and leaves the client
+    open.
 
     Args:
         client: A synchronous ``distributed.Client`` (made without
@@ -91,7 +119,6 @@ def from_client(
             "asynchronous=True); with an asynchronous one, use "
             "BoundedLoopExecutor(executor=client.get_executor(), bound=...)"
         )
-    bound = check_optional_int("bound", bound, 1)
     if bound is None:
         threads = sum(client.nthreads().values())
         if not threads:
@@ -100,6 +127,7 @@ def from_client(
                 "(the default is twice its threads)"
             )
         bound = 2 * threads
+    # BoundedLoopExecutor checks bound (and the rest) and names it.
     return BoundedLoopExecutor(
         executor=_ClientExecutor(client),
         bound=bound,
@@ -111,27 +139,70 @@ def from_client(
 
 
 class _TaskFuture(concurrent.futures.Future[T]):
-    """The future of one Dask task; marked running as soon as it exists.
+    """The future of one Dask task.
 
-    ``cancel()`` releases the task instead of cancelling this future, which
-    then completes (with the error Dask reports) only once the release is on
-    its way to the scheduler, so the slot is freed after the task is gone.
+    It stays pending (never ``running()``) until Dask reports the outcome,
+    and then is completed on the client's loop, after the task was released
+    on the scheduler, so the slot is freed after the task is gone. When the
+    scheduler cancelled the task before any worker got it, it ends
+    cancelled (``cancelled()`` is true); otherwise with the task's result
+    or error.
     """
 
-    def __init__(self, task: DaskFuture[T], loop: IOLoop) -> None:
+    def __init__(self, owner: _ClientExecutor, task: DaskFuture[T]) -> None:
         super().__init__()
+        self._owner = owner
         self._task = task
-        self._loop = loop
-        self.set_running_or_notify_cancel()
+        # Set on the client's loop only.
+        self._outcome_known = False
+        self._decision: asyncio.Future[bool] | None = None
+        self._cancel_asked = False
 
     def cancel(self) -> bool:
-        """Release the task on the cluster; return ``False`` (see class)."""
-        if not self.done():
-            # On the client's loop, like the release in _follow: Dask's
-            # Future.release() checks and sets a flag with no lock, so two
-            # threads could both pass it and drop the task's reference twice.
-            self._loop.add_callback(self._task.release)
+        """Ask the scheduler to cancel the task if no worker has it yet.
+
+        Returns ``False`` at once, whatever the answer: the future ends
+        cancelled later if the scheduler cancelled the task, and with the
+        task's outcome otherwise (see :func:`from_client`). Thread-safe;
+        asking twice is asking once.
+        """
+        with self._owner._lock:
+            if self.done() or self._cancel_asked:
+                return False
+            self._cancel_asked = True
+        self._owner._loop.add_callback(self._owner._cancel_if_not_started, self)
         return False
+
+    def _end_cancelled(self) -> None:
+        """Cancel for good (the task never ran); runs the done callbacks."""
+        concurrent.futures.Future.cancel(self)
+
+
+def _make_scheduler_canceller() -> Callable[..., str]:
+    """Return the function run on the scheduler to cancel a task not started.
+
+    It is made inside a function so that it is pickled by value: the
+    scheduler needs no aiobound to run it. It runs on the scheduler's event
+    loop in one step, so no transition can slip between the look and the
+    cancellation.
+    """
+
+    def cancel_if_not_started(key: Any, client_id: str, dask_scheduler: Any) -> str:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is None:
+            return "unknown"
+        if ts.state not in ("released", "waiting", "queued", "no-worker"):
+            return "started"
+        reason = "cancelled by aiobound before any worker got it"
+        try:
+            dask_scheduler.stimulus_cancel(
+                [key], client_id, force=False, reason=reason, msg=reason
+            )
+        except TypeError:  # older distributed: no reason/msg
+            dask_scheduler.stimulus_cancel([key], client_id, False)
+        return "cancelled"
+
+    return cancel_if_not_started
 
 
 class _ClientExecutor(concurrent.futures.Executor):
@@ -147,10 +218,11 @@ class _ClientExecutor(concurrent.futures.Executor):
         if loop is None:
             raise ValueError(f"client has no event loop (is it closed?): {client!r}")
         self._client = client
-        self._loop = loop
+        self._loop: IOLoop = loop
         self._lock = threading.Lock()
         self._futures: set[_TaskFuture[Any]] = set()
         self._shutdown = False
+        self._canceller = _make_scheduler_canceller()
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
@@ -163,7 +235,7 @@ class _ClientExecutor(concurrent.futures.Executor):
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
         task: DaskFuture[T] = self._client.submit(call, *args, pure=False)
-        cfut = _TaskFuture(task, self._loop)
+        cfut = _TaskFuture(self, task)
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)
@@ -179,18 +251,53 @@ class _ClientExecutor(concurrent.futures.Executor):
         try:
             result = await self._client.gather(task, asynchronous=True)
         except BaseException as exc:
-            outcome: tuple[bool, Any] = (False, exc)
+            outcome: tuple[bool, Any] | None = (False, exc)
         else:
             outcome = (True, result)
+        cfut._outcome_known = True
         try:
-            # release() queues its message to the scheduler ahead of the
-            # callback below; the slot, and the next submission, come after.
-            task.release()
+            if cfut._decision is not None and await cfut._decision:
+                outcome = None  # the scheduler cancelled it before it started
         finally:
-            self._loop.add_callback(_complete, cfut, outcome)
+            try:
+                # release() queues its message to the scheduler ahead of the
+                # callback below; the slot, and the next submission, come after.
+                task.release()
+            finally:
+                self._loop.add_callback(_complete, cfut, outcome)
+
+    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> None:
+        """On the client's loop: have the scheduler cancel the task if it can."""
+        if cfut._outcome_known:
+            return  # finished already: its outcome is on its way
+        decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        cfut._decision = decision
+        cancelled = False
+        try:
+            cancelled = await self._ask_scheduler(cfut)
+        except Exception:
+            # The scheduler could not be asked (pickling of functions
+            # disabled, connection lost): the task is left to run.
+            cancelled = False
+        finally:
+            decision.set_result(cancelled)
+
+    async def _ask_scheduler(self, cfut: _TaskFuture[Any]) -> bool:
+        key = cfut._task.key
+        for _ in range(_UNKNOWN_RETRIES):
+            answer = await self._client.run_on_scheduler(
+                self._canceller, key, self._client.id, asynchronous=True
+            )
+            if answer != "unknown":
+                return bool(answer == "cancelled")
+            if cfut._outcome_known:
+                return False
+            # The submission has not reached the scheduler yet.
+            await asyncio.sleep(_UNKNOWN_RETRY_DELAY)
+        return False
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Refuse new calls; release those pending if asked; wait if asked."""
+        """Refuse new calls; cancel those not started if asked; wait if asked."""
         with self._lock:
             self._shutdown = True
             pending = list(self._futures)
@@ -201,7 +308,10 @@ class _ClientExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _complete(cfut: concurrent.futures.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _complete(cfut: _TaskFuture[Any], outcome: tuple[bool, Any] | None) -> None:
+    if outcome is None:
+        cfut._end_cancelled()
+        return
     ok, value = outcome
     if ok:
         cfut.set_result(value)
