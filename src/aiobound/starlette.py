@@ -39,7 +39,15 @@ from starlette.routing import Mount
 
 from aiobound import BoundedLoopExecutor
 
-from ._http import REFUSALS, STATUS, check_retry_after, refusal_body, refusal_headers
+from ._http import (
+    CLOSED_DETAIL,
+    OVERLOADED_DETAIL,
+    REFUSALS,
+    STATUS,
+    check_retry_after,
+    refusal_body,
+    refusal_headers,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 __all__ = (
+    "REFUSAL_RESPONSES",
     "STATE_KEY",
     "add_exception_handlers",
     "executor_dependency",
@@ -60,6 +69,43 @@ __all__ = (
 
 STATE_KEY = "aiobound_executor"
 """The default lifespan-state key under which the app's executor is stored."""
+
+REFUSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    STATUS: {
+        "description": (
+            "Refused: the waiting room is full or the service is shutting "
+            "down. The refused call was not made; retry after Retry-After "
+            "seconds if the request is idempotent."
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "detail": {
+                            "type": "string",
+                            "enum": [OVERLOADED_DETAIL, CLOSED_DETAIL],
+                        }
+                    },
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+}
+"""The 503 of :func:`add_exception_handlers`, for FastAPI's OpenAPI schema.
+
+Declare it where calls can be refused, for the whole app
+(``FastAPI(responses=REFUSAL_RESPONSES)``) or per route
+(``@app.get(..., responses=REFUSAL_RESPONSES)``), so that clients and schema
+checkers know the answer. Copy it before changing it.
+"""
 
 
 def _check_key(key: object) -> str:
