@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from distributed import Client
@@ -46,6 +47,10 @@ T = TypeVar("T")
 # overtake the submission, which the client batches (every few ms).
 _UNKNOWN_RETRIES = 200
 _UNKNOWN_RETRY_DELAY = 0.005
+# Longest that cancel() blocks, once the executor is closed, for the
+# scheduler's answer (a guard against an unresponsive scheduler: the task is
+# then left to run, and may still be cancelled when the answer comes).
+_CANCEL_ANSWER_TIMEOUT = 10.0
 
 
 def from_client(
@@ -74,23 +79,26 @@ def from_client(
 
     Cancellation (a caller cancelling its call, or
     :meth:`~BoundedLoopExecutor.aclose` giving up after its ``timeout``) asks
-    the scheduler, in one atomic step, to cancel the task *if no worker has
-    been given it yet* (task state waiting, queued or no-worker). Such a task
-    never runs: it counts as ``cancelled`` in ``stats()``, and its caller sees
-    the cancellation (after ``aclose(timeout=...)``: :class:`ClosedError`). A
-    task already handed to a worker (state processing) counts as started,
-    even if it still sits in the worker's queue: the scheduler cannot tell,
-    and Dask cannot interrupt a running task. It runs to the end, keeps its
-    slot until then, and its result or error still reaches its caller (if
-    the caller is still waiting). The answer comes from the scheduler, so it
-    arrives a moment after ``cancel()`` returns: the underlying future's
-    ``cancel()`` always returns ``False`` at once, and ``aclose(timeout=...)``
-    therefore counts every unfinished call in its ``TimeoutError`` message as
-    still running, including those the scheduler then cancels. If the
-    scheduler cannot be asked (``distributed.scheduler.pickle`` is off, the
-    connection failed), the task is left to run. :meth:`~BoundedLoopExecutor.aclose`
-    without a timeout waits for the calls in flight and leaves the client
-    open.
+    the scheduler, in one atomic step on its loop, to cancel the task *if no
+    worker has been given it yet* (task state waiting, queued or no-worker).
+    Such a task never runs: it counts as ``cancelled`` in ``stats()`` and its
+    caller sees the cancellation (after ``aclose(timeout=...)``:
+    :class:`ClosedError`). A task already handed to a worker (state
+    processing) counts as started, even if it still waits in the worker's
+    queue (the scheduler cannot tell), and Dask cannot interrupt a running
+    task: it runs to the end, keeps its slot until then, and its result or
+    error still reaches its caller (if the caller still waits).
+
+    When the executor is closed (``aclose(timeout=...)``), each cancellation
+    waits for the scheduler's answer, one round trip per unfinished call
+    (the event loop waits with it, at most 10 s each), so the
+    ``TimeoutError`` counts the calls cancelled and those still running
+    exactly, as on a thread pool. A caller cancelling its own call before
+    that does not wait: the answer comes a moment later, and only then is
+    the slot of a cancelled task freed. If the scheduler cannot be asked
+    (``distributed.scheduler.pickle`` is off, the connection failed), the
+    task is left to run. :meth:`~BoundedLoopExecutor.aclose` without a
+    timeout waits for the calls in flight and leaves the client open.
 
     Args:
         client: A synchronous ``distributed.Client`` (made without
@@ -127,15 +135,18 @@ def from_client(
                 "(the default is twice its threads)"
             )
         bound = 2 * threads
+    pool = _ClientExecutor(client)
     # BoundedLoopExecutor checks bound (and the rest) and names it.
-    return BoundedLoopExecutor(
-        executor=_ClientExecutor(client),
+    executor = BoundedLoopExecutor(
+        executor=pool,
         bound=bound,
         max_pending=max_pending,
         max_wait=max_wait,
         max_per_second=max_per_second,
         burst=burst,
     )
+    pool._front = weakref.ref(executor)
+    return executor
 
 
 class _TaskFuture(concurrent.futures.Future[T]):
@@ -156,21 +167,31 @@ class _TaskFuture(concurrent.futures.Future[T]):
         # Set on the client's loop only.
         self._outcome_known = False
         self._decision: asyncio.Future[bool] | None = None
+        # Guarded by the owner's lock.
         self._cancel_asked = False
+        self._waited_on = False  # a closed executor's cancel() awaits an answer
+        self._cancel_deferred = False  # ... and will cancel this future itself
 
     def cancel(self) -> bool:
-        """Ask the scheduler to cancel the task if no worker has it yet.
+        """Have the scheduler cancel the task if no worker has it yet.
 
-        Returns ``False`` at once, whatever the answer: the future ends
-        cancelled later if the scheduler cancelled the task, and with the
-        task's outcome otherwise (see :func:`from_client`). Thread-safe;
-        asking twice is asking once.
+        Once the executor is closed (``aclose(timeout=...)`` giving up on
+        the calls in flight), it waits for the scheduler's answer, one round
+        trip, and returns it: ``True`` if the task was cancelled (it never
+        runs; this future is cancelled), ``False`` if a worker has it (it
+        runs on). Otherwise (a caller cancelling its call) it returns
+        ``False`` at once without blocking, and the future ends cancelled a
+        moment later if the scheduler cancelled the task, or with the task's
+        outcome. Thread-safe; asking twice is asking once.
         """
-        with self._owner._lock:
+        owner = self._owner
+        with owner._lock:
             if self.done() or self._cancel_asked:
                 return False
             self._cancel_asked = True
-        self._owner._loop.add_callback(self._owner._cancel_if_not_started, self)
+        if owner._closing() and not owner._on_client_loop():
+            return owner._cancel_now(self)
+        owner._loop.add_callback(owner._cancel_if_not_started, self)
         return False
 
     def _end_cancelled(self) -> None:
@@ -223,6 +244,56 @@ class _ClientExecutor(concurrent.futures.Executor):
         self._futures: set[_TaskFuture[Any]] = set()
         self._shutdown = False
         self._canceller = _make_scheduler_canceller()
+        # The BoundedLoopExecutor in front, set by from_client.
+        self._front: Callable[[], BoundedLoopExecutor | None] = lambda: None
+
+    def _closing(self) -> bool:
+        """Whether the executor in front was closed (or this one shut down)."""
+        front = self._front()
+        return self._shutdown or (front is not None and front.closed)
+
+    def _on_client_loop(self) -> bool:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return running is getattr(self._loop, "asyncio_loop", None)
+
+    def _cancel_now(self, cfut: _TaskFuture[Any]) -> bool:
+        """Ask the scheduler and wait for the answer; cancel *cfut* if it did.
+
+        The future is cancelled on this thread, so that its done callbacks
+        (the executor's settle) run before ``cancel()`` returns; the client's
+        loop, which may learn of the cancellation first, leaves it to us.
+        """
+        with self._lock:
+            cfut._waited_on = True
+        try:
+            cancelled = bool(
+                self._client.sync(
+                    self._cancel_if_not_started,
+                    cfut,
+                    callback_timeout=_CANCEL_ANSWER_TIMEOUT,
+                )
+            )
+        except Exception:
+            # No answer (scheduler unresponsive, or not to be asked): the
+            # task is left to run, unless the answer comes later.
+            cancelled = False
+        with self._lock:
+            cfut._waited_on = False
+            cancelled = cancelled or cfut._cancel_deferred
+        if cancelled:
+            cfut._end_cancelled()
+        return cancelled
+
+    def _end_cancelled_here_or_there(self, cfut: _TaskFuture[Any]) -> None:
+        """On the client's loop: cancel *cfut*, or leave it to :meth:`_cancel_now`."""
+        with self._lock:
+            if cfut._waited_on:
+                cfut._cancel_deferred = True
+                return
+        cfut._end_cancelled()
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
@@ -264,12 +335,26 @@ class _ClientExecutor(concurrent.futures.Executor):
                 # callback below; the slot, and the next submission, come after.
                 task.release()
             finally:
-                self._loop.add_callback(_complete, cfut, outcome)
+                self._loop.add_callback(self._complete, cfut, outcome)
 
-    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> None:
-        """On the client's loop: have the scheduler cancel the task if it can."""
+    def _complete(
+        self, cfut: _TaskFuture[Any], outcome: tuple[bool, Any] | None
+    ) -> None:
+        if outcome is None:
+            self._end_cancelled_here_or_there(cfut)
+        else:
+            _set_outcome(cfut, outcome)
+
+    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> bool:
+        """On the client's loop: have the scheduler cancel the task if it can.
+
+        Returns whether it did. :meth:`_follow` waits for the same answer
+        before it reports the task's outcome, so a task cancelled here ends
+        cancelled, whichever of the two messages from the scheduler (the
+        answer, the cancellation report) arrives first.
+        """
         if cfut._outcome_known:
-            return  # finished already: its outcome is on its way
+            return False  # finished already: its outcome is on its way
         decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         cfut._decision = decision
         cancelled = False
@@ -281,6 +366,7 @@ class _ClientExecutor(concurrent.futures.Executor):
             cancelled = False
         finally:
             decision.set_result(cancelled)
+        return cancelled
 
     async def _ask_scheduler(self, cfut: _TaskFuture[Any]) -> bool:
         key = cfut._task.key
@@ -308,10 +394,7 @@ class _ClientExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _complete(cfut: _TaskFuture[Any], outcome: tuple[bool, Any] | None) -> None:
-    if outcome is None:
-        cfut._end_cancelled()
-        return
+def _set_outcome(cfut: _TaskFuture[Any], outcome: tuple[bool, Any]) -> None:
     ok, value = outcome
     if ok:
         cfut.set_result(value)
