@@ -247,7 +247,8 @@ def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
     * raised in a middleware (``app.add_middleware``, ``@app.middleware``),
       before or after this call: answered by the app's 500 handler, which
       this call installs (a 500 or ``Exception`` handler registered before
-      is kept for every other error; the default plain 500 otherwise).
+      is kept for every other error; the default plain 500 otherwise; one
+      registered after this call replaces it, so register yours first).
       Starlette re-raises such an exception after answering, so the server
       logs it; with ``debug=True`` Starlette shows its traceback page
       instead;
