@@ -26,6 +26,7 @@ from fastapi_app import create_app
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Router
 
 from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
 from aiobound.starlette import (
@@ -536,6 +537,14 @@ class TestRefusalsEverywhere:
         sub.mount("/deeper", deeper)
         app.mount("/sub", sub)
 
+        routed = FastAPI()
+
+        @routed.get("/refuse")
+        async def routed_endpoint() -> None:
+            raise refuse(error)
+
+        app.mount("/router", Router(routes=[Mount("/app", routed)]))
+
         async def raw_asgi(scope: Scope, receive: Receive, send: Send) -> None:
             raise refuse(error)
 
@@ -563,6 +572,7 @@ class TestRefusalsEverywhere:
                 "/asgi-mw",
                 "/sub/refuse",
                 "/sub/deeper/refuse",
+                "/router/app/refuse",
                 "/raw/x",
             ):
                 await assert_refused(http, path, detail)

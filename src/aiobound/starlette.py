@@ -31,11 +31,13 @@ import contextlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from starlette.applications import Starlette
+
 # FastAPI reads the dependencies' annotations at runtime to inject the
 # request, so HTTPConnection must be importable from this module's globals.
 from starlette.requests import HTTPConnection  # noqa: TC002
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Mount
+from starlette.routing import Host, Mount
 
 from aiobound import BoundedLoopExecutor
 
@@ -53,7 +55,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager
 
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
@@ -276,20 +277,23 @@ def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
 
 
 def _apps_mounted_in(app: Starlette) -> list[Starlette]:
-    """*app* and the Starlette apps mounted in it, at any depth."""
-    from starlette.applications import Starlette
+    """*app* and the Starlette apps mounted in it, at any depth.
 
+    Follows ``Mount`` and ``Host`` routes, through routers too.
+    """
     found: list[Starlette] = []
+    seen: set[int] = set()
     pending: list[Any] = [app]
     while pending:
         current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
         if isinstance(current, Starlette):
-            if any(current is seen for seen in found):
-                continue
             found.append(current)
-            pending.extend(r.app for r in current.routes if isinstance(r, Mount))
-        elif isinstance(current, Mount):
-            pending.append(current.app)
+        routes = getattr(current, "routes", None)
+        if isinstance(routes, list):
+            pending.extend(r.app for r in routes if isinstance(r, (Mount, Host)))
     return found
 
 
