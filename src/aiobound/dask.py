@@ -87,7 +87,9 @@ def from_client(
     processing) counts as started, even if it still waits in the worker's
     queue (the scheduler cannot tell), and Dask cannot interrupt a running
     task: it runs to the end, keeps its slot until then, and its result or
-    error still reaches its caller (if the caller still waits).
+    error still reaches its caller (if the caller still waits). A task
+    waiting to be retried after its worker died counts as not started,
+    although it may have run in part on the dead worker.
 
     When the executor is closed (``aclose(timeout=...)``), each cancellation
     waits for the scheduler's answer, one round trip per unfinished call
