@@ -38,10 +38,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check."""
+    """Ruff lint and format check; import contracts (import-linter)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # lint-imports analyses the package as importable: src on the path.
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python=["3.10", "3.13"])

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -35,12 +34,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aiobound import BoundedLoopExecutor
+from aiobound import BoundedLoopExecutor, ExecutorStats
 from aiobound.prometheus import ExecutorCollector
 from aiobound.starlette import (
+    REFUSAL_RESPONSES,
     STATE_KEY,
     add_exception_handlers,
     executor_state,
@@ -48,7 +47,7 @@ from aiobound.starlette import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 # An endpoint parameter of this type receives the app's executor.
 Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
@@ -82,6 +81,22 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {
+        "description": "No such file in the data directory.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+}
+
+
 def create_app(
     *,
     workers: int = 4,
@@ -89,8 +104,12 @@ def create_app(
     max_pending: int | None = 16,
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
+    work: Callable[[float], float] = blocking_work,
 ) -> FastAPI:
     """Build the app: blocking work, file reads, stats and metrics.
+
+    Every endpoint that uses the executor declares the 503 it may answer
+    (``REFUSAL_RESPONSES``) in the OpenAPI schema.
 
     Args:
         workers: Threads in the executor's pool.
@@ -99,6 +118,8 @@ def create_app(
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
         data_dir: The directory ``/file/{name}`` reads from.
+        work: What ``/work`` runs in the executor, given seconds (tests
+            pass one that does not sleep).
     """
     registry = CollectorRegistry()
     collector = ExecutorCollector()
@@ -119,19 +140,21 @@ def create_app(
             finally:
                 collector.untrack("default")
 
-    app = FastAPI(title="aiobound example", lifespan=lifespan)
+    app = FastAPI(
+        title="aiobound example", lifespan=lifespan, responses=REFUSAL_RESPONSES
+    )
     add_exception_handlers(app, retry_after=1)
 
     @app.get("/work")
-    async def work(
+    async def work_endpoint(
         executor: Executor,
         ms: Annotated[float, Query(ge=0, le=MAX_SLEEP_MS)] = 50,
     ) -> dict[str, float]:
         """Sleep ``ms`` milliseconds in a worker thread."""
-        slept = await executor.run(blocking_work, ms / 1000)
+        slept = await executor.run(work, ms / 1000)
         return {"slept_ms": slept * 1000}
 
-    @app.get("/file/{name}")
+    @app.get("/file/{name}", responses=NOT_FOUND)
     async def read_file(executor: Executor, name: str) -> dict[str, int | str]:
         """Read a file of ``data_dir`` in a worker thread; report its digest."""
         path = data_dir / name
@@ -144,9 +167,9 @@ def create_app(
         return {"name": name, "bytes": size, "sha256": sha256}
 
     @app.get("/stats")
-    async def stats(executor: Executor) -> JSONResponse:
+    async def stats(executor: Executor) -> ExecutorStats:
         """The executor's counters, for dashboards and health checks."""
-        return JSONResponse(dataclasses.asdict(executor.stats()))
+        return executor.stats()
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

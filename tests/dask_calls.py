@@ -6,6 +6,7 @@ by their nannies with this process's ``sys.path``) import this module.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -83,3 +84,66 @@ def read_counter(dask_scheduler: Scheduler) -> tuple[int, int, int, int]:
 
 def remove_counter(dask_scheduler: Scheduler) -> None:
     dask_scheduler.remove_plugin(name=TaskCounter.name)
+
+
+def touch(path: str) -> str:
+    """Create the file *path* (it shows that the task ran); return it."""
+    with open(path, "x"):
+        pass
+    return path
+
+
+def hold(name: str, index: int) -> int:
+    """Say that this task started, then wait for the test to let it end.
+
+    Uses Dask's own distributed events (held by the scheduler), so the test
+    and the worker process synchronize with no clock: the test waits for
+    ``{name}-started-{index}``; the task waits for ``{name}-go``.
+    """
+    from distributed import Event
+
+    Event(f"{name}-started-{index}").set()
+    Event(f"{name}-go").wait()
+    return index
+
+
+def task_states(keys: list[Any], dask_scheduler: Scheduler) -> dict[Any, str | None]:
+    """The scheduler's state of each task (None: it does not know the key)."""
+    tasks = dask_scheduler.tasks
+    return {key: (tasks[key].state if key in tasks else None) for key in keys}
+
+
+class KeyWaiter(SchedulerPlugin):
+    """Sets an event once the scheduler knows every key of a set."""
+
+    def __init__(self, scheduler: Scheduler, keys: list[Any]) -> None:
+        self.scheduler = scheduler
+        self.keys = set(keys)
+        self.known = asyncio.Event()
+        self.check()
+
+    def check(self) -> None:
+        if all(key in self.scheduler.tasks for key in self.keys):
+            self.known.set()
+
+    def update_graph(self, scheduler: Scheduler, **kwargs: Any) -> None:
+        self.check()
+
+    def transition(
+        self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any
+    ) -> None:
+        self.check()
+
+
+async def wait_until_known(keys: list[Any], dask_scheduler: Scheduler) -> None:
+    """Return once the scheduler knows every key (submissions are batched).
+
+    Event-driven: a plugin checks at each graph update and transition.
+    """
+    waiter = KeyWaiter(dask_scheduler, keys)
+    name = f"aiobound-key-waiter-{id(waiter)}"
+    dask_scheduler.add_plugin(waiter, name=name)
+    try:
+        await asyncio.wait_for(waiter.known.wait(), 60)  # a guard against a hang
+    finally:
+        dask_scheduler.remove_plugin(name=name)

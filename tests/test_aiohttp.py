@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp_app import create_app
 
-from aiobound import BoundedLoopExecutor
+from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
 from aiobound.aiohttp import (
     EXECUTOR_KEY,
     executor_context,
@@ -31,6 +31,8 @@ from conftest import Arrivals
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
+
+    from aiohttp.typedefs import Handler, Middleware
 
     from conftest import Gate, GateFactory
 
@@ -388,3 +390,86 @@ class TestIntegration:
     ) -> None:
         with pytest.raises(error, match="retry_after"):
             shedding_middleware(retry_after=retry_after)  # type: ignore[arg-type]
+
+    async def test_setup_with_a_custom_key(self) -> None:
+        db_key = web.AppKey("db", BoundedLoopExecutor)
+
+        async def handler(request: web.Request) -> web.Response:
+            executor = get_executor(request, key=db_key)
+            return web.json_response({"bound": executor.bound})
+
+        app = web.Application()
+        setup(app, functools.partial(BoundedLoopExecutor, max_workers=3), key=db_key)
+        app.router.add_get("/", handler)
+        async with serve(app) as server, session() as http:
+            assert await get_json(http, server.url) == (200, {"bound": 6}, None)
+        assert EXECUTOR_KEY not in app
+        assert app[db_key].closed
+
+    def test_setup_refuses_a_key_that_is_not_an_app_key(self) -> None:
+        with pytest.raises(TypeError, match="key"):
+            setup(
+                web.Application(),
+                functools.partial(BoundedLoopExecutor, max_workers=1),
+                key="db",  # type: ignore[arg-type]
+            )
+
+
+REFUSAL_CASES = [
+    (OverloadedError, "Service overloaded; retry later"),
+    (ClosedError, "Service shutting down; retry later"),
+]
+
+
+def refusing_middleware(path: str, error: type[Exception]) -> Middleware:
+    """A middleware that raises *error* for *path* (and passes the rest)."""
+
+    @web.middleware
+    async def refusing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == path:
+            raise error("refused for the test")
+        return await handler(request)
+
+    return refusing
+
+
+@pytest.mark.parametrize(("error", "detail"), REFUSAL_CASES)
+class TestRefusalsEverywhere:
+    """A refusal raised in a handler or any middleware is the documented 503."""
+
+    async def test_handlers_middlewares_and_sub_apps(
+        self, error: type[Exception], detail: str
+    ) -> None:
+        async def refuse(request: web.Request) -> web.Response:
+            raise error("refused for the test")
+
+        async def ok(request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        sub = web.Application(middlewares=[refusing_middleware("/sub/mw", error)])
+        sub.router.add_get("/refuse", refuse)
+        sub.router.add_get("/mw", ok)
+
+        app = web.Application(middlewares=[refusing_middleware("/mw-before", error)])
+        setup(
+            app,
+            functools.partial(BoundedLoopExecutor, max_workers=1),
+            retry_after=5,
+        )
+        app.middlewares.append(refusing_middleware("/mw-after", error))
+        app.router.add_get("/refuse", refuse)
+        for path in ("/mw-before", "/mw-after", "/ok"):
+            app.router.add_get(path, ok)
+        app.add_subapp("/sub", sub)
+
+        refused = (503, {"detail": detail}, "5")
+        async with serve(app) as server, session() as http:
+            for path in (
+                "/refuse",
+                "/mw-before",
+                "/mw-after",
+                "/sub/refuse",
+                "/sub/mw",
+            ):
+                assert await get_json(http, f"{server.url}{path}") == refused, path
+            assert await get_json(http, f"{server.url}/ok") == (200, {"ok": True}, None)

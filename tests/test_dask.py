@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,13 +18,12 @@ distributed = pytest.importorskip(
 import dask  # noqa: E402 - after the skip
 
 import dask_calls  # noqa: E402
-from aiobound import BoundedLoopExecutor  # noqa: E402
+from aiobound import BoundedLoopExecutor, ClosedError  # noqa: E402
 from aiobound.dask import from_client  # noqa: E402
 from conftest import assert_idle  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from collections.abc import AsyncIterator, Iterator
 
     from distributed import Client
 
@@ -135,7 +137,7 @@ class TestFromClient:
             with pytest.raises(asyncio.CancelledError):
                 await fut
         threads = [thread for key, thread in released if key == cfut._task.key]
-        assert len(threads) == 2  # the cancellation's and the executor's own
+        assert threads  # the executor's own release, once the task ended
         assert len(set(threads)) == 1
         assert threading.get_ident() not in threads
 
@@ -144,6 +146,173 @@ class TestFromClient:
             from_client(object())  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="bound"):
             from_client(client, bound=0)
+
+
+class Held:
+    """Both single-threaded workers busy with a ``dask_calls.hold`` task.
+
+    Tasks submitted while they are held either wait in a worker's queue
+    (state processing) or are queued on the scheduler: nothing else runs
+    until :meth:`release`.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.name = f"aiobound-test-{uuid.uuid4().hex}"
+        self.calls: list[asyncio.Future[int]] = []
+
+    async def start(self, executor: BoundedLoopExecutor, workers: int = 2) -> None:
+        for index in range(workers):
+            self.calls.append(await executor.submit(dask_calls.hold, self.name, index))
+        for index in range(workers):
+            event = distributed.Event(
+                f"{self.name}-started-{index}", client=self.client
+            )
+            assert await asyncio.to_thread(event.wait, 60)
+
+    async def release(self) -> None:
+        event = distributed.Event(f"{self.name}-go", client=self.client)
+        await asyncio.to_thread(event.set)
+
+
+@contextlib.asynccontextmanager
+async def holding(client: Client) -> AsyncIterator[Held]:
+    """A :class:`Held`, released on the way out whatever happens.
+
+    Also on a failed assertion: closing the executor would hang otherwise.
+    """
+    held = Held(client)
+    try:
+        yield held
+    finally:
+        await held.release()
+
+
+class RecordingPool:
+    """Records the underlying futures of an executor, in submission order."""
+
+    def __init__(self, executor: BoundedLoopExecutor, mp: pytest.MonkeyPatch) -> None:
+        self.made: list[Any] = []
+        pool: Any = executor.executor
+        submit = pool.submit
+
+        def recording_submit(*args: Any, **kwargs: Any) -> Any:
+            cfut = submit(*args, **kwargs)
+            self.made.append(cfut)
+            return cfut
+
+        mp.setattr(pool, "submit", recording_submit)
+
+    def states(self, client: Client) -> list[str | None]:
+        """The scheduler's state of each task, once it has them all."""
+        keys = [cfut._task.key for cfut in self.made]
+        client.run_on_scheduler(dask_calls.wait_until_known, keys)
+        states = client.run_on_scheduler(dask_calls.task_states, keys)
+        return [states[key] for key in keys]
+
+
+def ran(path: str) -> bool:
+    """Whether the ``dask_calls.touch`` call for *path* ran."""
+    return Path(path).exists()
+
+
+NOT_GIVEN_TO_A_WORKER = ("waiting", "queued", "no-worker")
+
+
+class TestCancellation:
+    async def test_a_call_cancelled_before_a_worker_got_it_counts_as_cancelled(
+        self, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        executor = from_client(client, bound=12)
+        recording = RecordingPool(executor, monkeypatch)
+        async with executor, holding(client) as held:
+            await held.start(executor)
+            paths = [str(tmp_path / f"touched-{n}") for n in range(10)]
+            touches = [await executor.submit(dask_calls.touch, p) for p in paths]
+            states = recording.states(client)[2:]
+            queued = [n for n, s in enumerate(states) if s in NOT_GIVEN_TO_A_WORKER]
+            assert queued, states  # the scheduler queues tasks beyond its workers
+            victim = queued[-1]
+            touches[victim].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await touches[victim]
+            # Its slot is freed once the scheduler has cancelled the task (the
+            # executor's settle hop was queued before the one awaited here).
+            await asyncio.wait([asyncio.wrap_future(recording.made[2 + victim])])
+            assert recording.made[2 + victim].cancelled()
+            assert executor.stats().cancelled == 1
+
+            await held.release()
+            assert await asyncio.gather(*held.calls) == [0, 1]
+            others = [t for n, t in enumerate(touches) if n != victim]
+            assert await asyncio.gather(*others) == paths[:victim] + paths[victim + 1 :]
+        stats = executor.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (11, 0, 1)
+        assert stats.submitted == 12
+        assert not ran(paths[victim])  # it never ran
+        assert_idle(executor)
+
+    async def test_a_call_a_worker_has_runs_on_and_its_result_arrives(
+        self, client: Client, tmp_path: Path
+    ) -> None:
+        async with from_client(client, bound=4) as executor, holding(client) as held:
+            await held.start(executor)
+            held.calls[0].cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await held.calls[0]
+            await held.release()
+            assert await held.calls[1] == 1
+        # The running task ran to the end and kept its slot until then.
+        stats = executor.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (2, 0, 0)
+        assert_idle(executor)
+
+    async def test_aclose_timeout_cancels_the_calls_no_worker_got(
+        self, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        executor = from_client(client, bound=12)
+        recording = RecordingPool(executor, monkeypatch)
+        async with holding(client) as held:
+            await held.start(executor)
+            paths = [str(tmp_path / f"touched-{n}") for n in range(10)]
+            touches = [await executor.submit(dask_calls.touch, p) for p in paths]
+            states = recording.states(client)[2:]
+            queued = sum(s in NOT_GIVEN_TO_A_WORKER for s in states)
+            assert queued, states
+
+            # The held calls cannot end: aclose gives up. Once closed, cancel()
+            # waits for the scheduler's answer, so the queued calls are
+            # cancelled (never run) and their callers refused right away, and
+            # the message counts them apart from those a worker has.
+            running = 12 - queued
+            with pytest.raises(
+                TimeoutError,
+                match=f"{running} calls still running; {queued} calls not yet "
+                "started were cancelled",
+            ):
+                await executor.aclose(timeout=0.01)
+            refused = [t for t in touches if t.done()]
+            assert len(refused) == queued
+            for fut in refused:
+                assert isinstance(fut.exception(), ClosedError)
+            stats = executor.stats()
+            assert (stats.cancelled, stats.in_flight) == (queued, running)
+
+            await held.release()
+            assert await asyncio.gather(*held.calls) == [0, 1]  # results still arrive
+            outcomes = await asyncio.gather(*touches, return_exceptions=True)
+            for path, outcome in zip(paths, outcomes, strict=True):
+                if isinstance(outcome, ClosedError):
+                    assert not ran(path)  # never ran
+                else:
+                    assert outcome == path
+                    assert ran(path)
+        await executor.aclose()
+        stats = executor.stats()
+        assert stats.cancelled == queued
+        assert stats.completed == 12 - queued
+        assert stats.failed == 0
+        assert_idle(executor)
 
 
 class TestGetExecutor:

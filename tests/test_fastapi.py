@@ -15,6 +15,7 @@ import hashlib
 import socket
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 import httpx
@@ -22,15 +23,27 @@ import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi_app import create_app
-from starlette.requests import HTTPConnection
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Router
 
-from aiobound import BoundedLoopExecutor
-from aiobound.starlette import add_exception_handlers, executor_lifespan, get_executor
+from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound.starlette import (
+    STATE_KEY,
+    add_exception_handlers,
+    executor_dependency,
+    executor_lifespan,
+    executor_state,
+    get_executor,
+)
 from conftest import Arrivals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
     from pathlib import Path
+
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from conftest import Gate, GateFactory
 
@@ -38,6 +51,10 @@ if TYPE_CHECKING:
 CLIENT_TIMEOUT = 30.0
 
 Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
+# Aliases for executors stored under other keys (module level: FastAPI
+# resolves the string annotations in the module's globals).
+Files = Annotated[BoundedLoopExecutor, Depends(executor_dependency("files"))]
+Db = Annotated[BoundedLoopExecutor, Depends(executor_dependency("db"))]
 
 
 class Server(uvicorn.Server):
@@ -320,10 +337,12 @@ class TestIntegration:
         )
         assert done.stdout.strip() == "[]"
 
-    def test_get_executor_without_the_lifespan_says_what_to_do(self) -> None:
+    async def test_get_executor_without_the_lifespan_says_what_to_do(self) -> None:
         conn = HTTPConnection({"type": "http", "state": {}})
         with pytest.raises(RuntimeError, match="executor_lifespan"):
-            get_executor(conn)
+            await get_executor(conn)
+        with pytest.raises(RuntimeError, match="'files'"):
+            await executor_dependency("files")(conn)
 
     @pytest.mark.parametrize(
         ("retry_after", "error"),
@@ -354,3 +373,255 @@ class TestIntegration:
                 assert (await http.get("/id")).json() == {"id": id(made[-1])}
         assert len(made) == 2
         assert all(executor.closed for executor in made)
+
+
+def anyio_worker_threads() -> set[threading.Thread]:
+    """The live threads of anyio's worker pool (``to_thread.run_sync``)."""
+    return {t for t in threading.enumerate() if t.name == "AnyIO worker thread"}
+
+
+class TestDependency:
+    async def test_get_executor_starts_no_worker_thread(self) -> None:
+        # A plain-def dependency makes FastAPI borrow an anyio worker thread
+        # for every request; a coroutine function runs on the loop.
+        app = FastAPI(
+            lifespan=executor_lifespan(
+                functools.partial(BoundedLoopExecutor, max_workers=1)
+            )
+        )
+
+        @app.get("/bound")
+        async def bound(executor: Executor) -> dict[str, int]:
+            return {"bound": executor.bound}
+
+        before = anyio_worker_threads()
+        async with serve(app) as (_, url), client(url) as http:
+            responses = await asyncio.gather(*(http.get("/bound") for _ in range(50)))
+            assert [r.json() for r in responses] == [{"bound": 2}] * 50
+            assert anyio_worker_threads() - before == set()
+
+    async def test_a_custom_key_and_its_dependency(self) -> None:
+        made: dict[str, BoundedLoopExecutor] = {}
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+            made["default"] = BoundedLoopExecutor(max_workers=1)
+            made["files"] = BoundedLoopExecutor(max_workers=2)
+            async with (
+                executor_state(made["default"]) as default,
+                executor_state(made["files"], key="files") as files,
+            ):
+                yield {**default, **files}
+
+        app = FastAPI(lifespan=lifespan)
+
+        @app.get("/ids")
+        async def ids(default: Executor, files: Files) -> dict[str, int]:
+            return {"default": id(default), "files": id(files)}
+
+        async with serve(app) as (_, url), client(url) as http:
+            assert (await http.get("/ids")).json() == {
+                "default": id(made["default"]),
+                "files": id(made["files"]),
+            }
+        assert made["default"].closed
+        assert made["files"].closed
+
+    async def test_executor_lifespan_with_a_key(self) -> None:
+        app = FastAPI(
+            lifespan=executor_lifespan(
+                functools.partial(BoundedLoopExecutor, max_workers=3), key="db"
+            )
+        )
+
+        @app.get("/db")
+        async def db(executor: Db) -> dict[str, int]:
+            return {"bound": executor.bound}
+
+        @app.get("/default")
+        async def default(executor: Executor) -> dict[str, int]:
+            return {"bound": executor.bound}  # pragma: no cover - never reached
+
+        async with serve(app) as (_, url), client(url) as http:
+            assert (await http.get("/db")).json() == {"bound": 6}
+            # Nothing under STATE_KEY: get_executor says so (a 500).
+            assert (await http.get("/default")).status_code == 500
+
+    @pytest.mark.parametrize("key", ["", 3, None])
+    def test_a_bad_key_is_refused(self, key: object) -> None:
+        factory = functools.partial(BoundedLoopExecutor, max_workers=1)
+        with pytest.raises(TypeError, match="key"):
+            executor_lifespan(factory, key=key)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="key"):
+            executor_dependency(key)  # type: ignore[arg-type]
+        assert STATE_KEY == "aiobound_executor"
+
+
+REFUSAL_CASES = [
+    (OverloadedError, "Service overloaded; retry later"),
+    (ClosedError, "Service shutting down; retry later"),
+]
+
+
+def refuse(error: type[Exception]) -> Exception:
+    return error("refused for the test")
+
+
+async def assert_refused(
+    http: httpx.AsyncClient, path: str, detail: str, retry_after: str = "5"
+) -> None:
+    response = await http.get(path)
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == retry_after
+    assert response.json() == {"detail": detail}
+
+
+class RefusingASGIMiddleware:
+    """A pure ASGI middleware that raises a refusal for ``/asgi-mw``."""
+
+    def __init__(self, app: ASGIApp, error: type[Exception]) -> None:
+        self.app = app
+        self.error = error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/asgi-mw":
+            raise refuse(self.error)
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize(("error", "detail"), REFUSAL_CASES)
+class TestRefusalsEverywhere:
+    """A refusal raised anywhere in the app is the documented 503."""
+
+    async def test_endpoint_dependency_middlewares_and_sub_apps(
+        self, error: type[Exception], detail: str
+    ) -> None:
+        app = FastAPI()
+
+        async def refusing_dependency() -> None:
+            raise refuse(error)
+
+        @app.get("/endpoint")
+        async def endpoint() -> None:
+            raise refuse(error)
+
+        @app.get("/dependency", dependencies=[Depends(refusing_dependency)])
+        async def with_dependency() -> None:
+            pass  # pragma: no cover - the dependency refuses first
+
+        @app.get("/ok")
+        async def ok() -> dict[str, bool]:
+            return {"ok": True}
+
+        async def before_dispatch(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if request.url.path == "/mw-before":
+                raise refuse(error)
+            return await call_next(request)
+
+        app.add_middleware(BaseHTTPMiddleware, dispatch=before_dispatch)
+
+        sub = FastAPI()
+
+        @sub.get("/refuse")
+        async def sub_endpoint() -> None:
+            raise refuse(error)
+
+        deeper = FastAPI()
+
+        @deeper.get("/refuse")
+        async def deeper_endpoint() -> None:
+            raise refuse(error)
+
+        sub.mount("/deeper", deeper)
+        app.mount("/sub", sub)
+
+        routed = FastAPI()
+
+        @routed.get("/refuse")
+        async def routed_endpoint() -> None:
+            raise refuse(error)
+
+        app.mount("/router", Router(routes=[Mount("/app", routed)]))
+
+        async def raw_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+            raise refuse(error)
+
+        app.mount("/raw", raw_asgi)
+
+        add_exception_handlers(app, retry_after=5)
+
+        # Middlewares added after the call are covered too.
+        @app.middleware("http")
+        async def after_dispatch(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if request.url.path == "/mw-after":
+                raise refuse(error)
+            return await call_next(request)
+
+        app.add_middleware(RefusingASGIMiddleware, error=error)
+
+        async with serve(app) as (_, url), client(url) as http:
+            for path in (
+                "/endpoint",
+                "/dependency",
+                "/mw-before",
+                "/mw-after",
+                "/asgi-mw",
+                "/sub/refuse",
+                "/sub/deeper/refuse",
+                "/router/app/refuse",
+                "/raw/x",
+            ):
+                await assert_refused(http, path, detail)
+            assert (await http.get("/ok")).json() == {"ok": True}
+
+    async def test_other_errors_keep_their_500_handler(
+        self, error: type[Exception], detail: str
+    ) -> None:
+        app = FastAPI()
+
+        async def custom_500(request: Request, exc: Exception) -> Response:
+            return JSONResponse({"custom": repr(exc)}, 500)
+
+        app.add_exception_handler(Exception, custom_500)
+
+        @app.middleware("http")
+        async def refusing(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if request.url.path == "/refuse":
+                raise refuse(error)
+            if request.url.path == "/boom":
+                raise LookupError("boom")
+            return await call_next(request)
+
+        add_exception_handlers(app, retry_after=5)
+        add_exception_handlers(app, retry_after=5)  # twice: still chained once
+        async with serve(app) as (_, url), client(url) as http:
+            await assert_refused(http, "/refuse", detail)
+            boom = await http.get("/boom")
+            assert boom.status_code == 500
+            assert boom.json() == {"custom": "LookupError('boom')"}
+
+    async def test_other_errors_still_get_the_plain_500(
+        self, error: type[Exception], detail: str
+    ) -> None:
+        app = FastAPI()
+
+        @app.middleware("http")
+        async def refusing(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if request.url.path == "/refuse":
+                raise refuse(error)
+            raise LookupError("boom")
+
+        add_exception_handlers(app, retry_after=5)
+        async with serve(app) as (_, url), client(url) as http:
+            await assert_refused(http, "/refuse", detail)
+            boom = await http.get("/boom")
+            assert boom.status_code == 500
+            assert boom.text == "Internal Server Error"

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiobound import ExecutorStats, OverloadedError
-from aiobound.prometheus import ExecutorCollector
+from aiobound.prometheus import UNEXPORTED_FIELDS, ExecutorCollector
 
 if TYPE_CHECKING:
     from aiobound import BoundedLoopExecutor
@@ -119,9 +119,38 @@ class TestCollector:
             "rejected": "aiobound_rejected_total",
             "timed_out": "aiobound_timed_out_total",
             "rate_limited": "aiobound_rate_limited_total",
+            "pool_restarts": "aiobound_pool_restarts_total",
         }
         for field, name in exported.items():
             assert sample(registry, name, "s") == float(values[field]), field
+
+    def test_every_stats_field_has_a_metric(self) -> None:
+        # Each field gets a value no other field has; each value must come
+        # out as a sample. A field added to ExecutorStats without a metric
+        # fails here until it is exported (or, if it is not a number,
+        # listed in UNEXPORTED_FIELDS).
+        fields = dataclasses.fields(ExecutorStats)
+        values: dict[str, int | bool] = {}
+        for n, f in enumerate(fields):
+            values[f.name] = True if f.name == "closed" else 100 + n
+        stats = ExecutorStats(**values)  # type: ignore[arg-type]
+        registry = CollectorRegistry()
+        stub = cast("BoundedLoopExecutor", StubExecutor(stats))
+        registry.register(ExecutorCollector({"s": stub}))
+        samples = {
+            s.value
+            for family in registry.collect()
+            for s in family.samples
+            if s.labels == {"executor": "s"}
+        }
+        missing = [
+            f.name
+            for f in fields
+            if f.name not in UNEXPORTED_FIELDS and float(values[f.name]) not in samples
+        ]
+        assert missing == []
+        for name in UNEXPORTED_FIELDS:
+            assert not isinstance(getattr(stats, name), (int, float)), name
 
     async def test_track_untrack_and_labels(
         self, make_executor: ExecutorFactory

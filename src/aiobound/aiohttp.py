@@ -12,9 +12,17 @@ Install with ``pip install 'aiobound[aiohttp]'``. The short way is
 
 It is made of two parts you can also use alone: :func:`executor_context`, an
 ``app.cleanup_ctx`` entry that stores the executor under :data:`EXECUTOR_KEY`
-and closes it on cleanup, and :func:`shedding_middleware`, which turns
-:class:`OverloadedError` and :class:`ClosedError` into ``503 Service
-Unavailable`` with ``Retry-After``.
+(or another ``key=``) and closes it on cleanup, and
+:func:`shedding_middleware`, which turns :class:`OverloadedError` and
+:class:`ClosedError` into ``503 Service Unavailable`` with ``Retry-After``.
+
+Middleware order: aiohttp runs ``app.middlewares`` first to last, the first
+one outermost, and a parent app's middlewares around those of its sub-apps.
+:func:`setup` puts the shedding middleware *first*, so it also answers a
+refusal raised in any middleware of the app or of its sub-apps (an
+authentication middleware that looks a token up through the executor, say).
+Insert your own at position 0 after calling :func:`setup` only if it must run
+outside the shedding, and then its own refusals are not answered.
 
 Shutdown order: ``AppRunner.cleanup()`` (and ``web.run_app`` on SIGINT or
 SIGTERM) stops listening, runs ``on_shutdown``, waits up to its
@@ -30,7 +38,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound import BoundedLoopExecutor
+
+from ._http import REFUSALS, STATUS, check_retry_after, refusal_body, refusal_headers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -101,9 +111,14 @@ def shedding_middleware(*, retry_after: int = 1) -> Middleware:
 
     :class:`OverloadedError` (the waiting room is full) and
     :class:`ClosedError` (the executor was closed: the app is shutting down)
-    raised by a handler become ``503 Service Unavailable`` with ``Retry-After:
-    <retry_after>`` and a JSON body ``{"detail": ...}``. Nothing was
-    submitted for such a request, so a client may safely retry it.
+    raised by a handler, or by a middleware that runs inside this one, become
+    ``503 Service Unavailable`` with ``Retry-After: <retry_after>`` and a
+    JSON body ``{"detail": ...}``. The refused call was not submitted, but
+    calls that the same request made before it may have run (and their
+    effects stay): retrying is safe only for a handler that is idempotent.
+
+    Put it first in ``app.middlewares`` (outermost), as :func:`setup` does,
+    so that it covers every other middleware.
 
     Args:
         retry_after: Seconds a client should wait before retrying (>= 0).
@@ -112,21 +127,15 @@ def shedding_middleware(*, retry_after: int = 1) -> Middleware:
         TypeError: ``retry_after`` is not an int.
         ValueError: ``retry_after`` is negative.
     """
-    if isinstance(retry_after, bool) or not isinstance(retry_after, int):
-        raise TypeError(f"retry_after must be an int >= 0, got {retry_after!r}")
-    if retry_after < 0:
-        raise ValueError(f"retry_after must be an int >= 0, got {retry_after!r}")
-    headers = {"Retry-After": str(retry_after)}
+    headers = refusal_headers(check_retry_after(retry_after))
 
     @web.middleware
     async def shed(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except OverloadedError:
-            detail = "Service overloaded; retry later"
-        except ClosedError:
-            detail = "Service shutting down; retry later"
-        return web.json_response({"detail": detail}, status=503, headers=headers)
+        except REFUSALS as exc:
+            body = refusal_body(exc)
+        return web.json_response(body, status=STATUS, headers=headers)
 
     return shed
 
@@ -136,12 +145,30 @@ def setup(
     factory: Callable[[], BoundedLoopExecutor],
     *,
     retry_after: int = 1,
+    key: web.AppKey[BoundedLoopExecutor] = EXECUTOR_KEY,
 ) -> None:
     """Give *app* its own executor and answer overload with a 503.
 
-    Appends :func:`executor_context` (with :data:`EXECUTOR_KEY`) to
-    ``app.cleanup_ctx`` and :func:`shedding_middleware` to
-    ``app.middlewares``. Call it before the app starts.
+    Appends :func:`executor_context` (with *key*) to ``app.cleanup_ctx`` and
+    inserts :func:`shedding_middleware` *first* in ``app.middlewares``, so
+    that it is the outermost and also answers refusals raised in the app's
+    other middlewares (see the module's note on order). Call it before the
+    app starts; call it once per app (a second executor is one more
+    :func:`executor_context` entry with another key).
+
+    Args:
+        app: The application.
+        factory: Makes the executor at each startup.
+        retry_after: Seconds a client should wait before retrying (>= 0).
+        key: Where to store the executor (default :data:`EXECUTOR_KEY`);
+            handlers get it with ``get_executor(request, key=key)``.
+
+    Raises:
+        TypeError: ``retry_after`` is not an int, or *key* is not a
+            ``web.AppKey``.
+        ValueError: ``retry_after`` is negative.
     """
-    app.middlewares.append(shedding_middleware(retry_after=retry_after))
-    app.cleanup_ctx.append(executor_context(factory))
+    if not isinstance(key, web.AppKey):
+        raise TypeError(f"key must be an aiohttp.web.AppKey, got {key!r}")
+    app.middlewares.insert(0, shedding_middleware(retry_after=retry_after))
+    app.cleanup_ctx.append(executor_context(factory, key=key))

@@ -11,6 +11,11 @@ too, and bounds the tasks the scheduler is *running*; but Dask's own executor
 lets go of a finished task only when Python garbage-collects its future, so
 the scheduler may briefly hold a few finished tasks beyond the bound. The
 executor made here releases each task explicitly, before its slot is freed.
+
+Workers import what they run: a function is pickled by reference when its
+module is importable, so the workers need the modules of the functions you
+submit, and for ``map(..., chunksize=N)`` with N > 1 they need ``aiobound``
+itself (each task then calls aiobound's chunk runner, pickled by reference).
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from distributed import Client
 
-from ._checks import check_optional_int
-from ._executor import BoundedLoopExecutor
+from aiobound import BoundedLoopExecutor
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -36,6 +41,16 @@ __all__ = ("from_client",)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# How often, and how far apart, to ask the scheduler again about a task it
+# does not know yet: the question travels on its own connection and can
+# overtake the submission, which the client batches (every few ms).
+_UNKNOWN_RETRIES = 200
+_UNKNOWN_RETRY_DELAY = 0.005
+# Longest that cancel() blocks, once the executor is closed, for the
+# scheduler's answer (a guard against an unresponsive scheduler: the task is
+# then left to run, and may still be cancelled when the answer comes).
+_CANCEL_ANSWER_TIMEOUT = 10.0
 
 
 def from_client(
@@ -54,15 +69,38 @@ def from_client(
     The task is released on the scheduler before its slot is freed, so the
     scheduler never holds more than ``bound`` tasks made by this executor.
     ``map(..., chunksize=N)`` sends N items per task, which pays off when
-    calls are short (a task costs about a millisecond of scheduling).
+    calls are short (a task costs about a millisecond of scheduling); the
+    workers must then be able to import ``aiobound`` (the chunk runner is
+    pickled by reference), as they must import the functions you submit.
 
     A worker that dies is Dask's business: its tasks are retried on other
     workers (up to ``distributed.scheduler.allowed-failures`` times), then
-    fail with ``KilledWorker``, which reaches the caller. Cancelling a call
-    releases its task: one not started never runs; one already running
-    finishes on its worker (Dask cannot interrupt it) but is no longer held
-    by the scheduler. :meth:`~BoundedLoopExecutor.aclose` waits for the
-    calls in flight and leaves the client open.
+    fail with ``KilledWorker``, which reaches the caller.
+
+    Cancellation (a caller cancelling its call, or
+    :meth:`~BoundedLoopExecutor.aclose` giving up after its ``timeout``) asks
+    the scheduler, in one atomic step on its loop, to cancel the task *if no
+    worker has been given it yet* (task state waiting, queued or no-worker).
+    Such a task never runs: it counts as ``cancelled`` in ``stats()`` and its
+    caller sees the cancellation (after ``aclose(timeout=...)``:
+    :class:`ClosedError`). A task already handed to a worker (state
+    processing) counts as started, even if it still waits in the worker's
+    queue (the scheduler cannot tell), and Dask cannot interrupt a running
+    task: it runs to the end, keeps its slot until then, and its result or
+    error still reaches its caller (if the caller still waits). A task
+    waiting to be retried after its worker died counts as not started,
+    although it may have run in part on the dead worker.
+
+    When the executor is closed (``aclose(timeout=...)``), each cancellation
+    waits for the scheduler's answer, one round trip per unfinished call
+    (the event loop waits with it, at most 10 s each), so the
+    ``TimeoutError`` counts the calls cancelled and those still running
+    exactly, as on a thread pool. A caller cancelling its own call before
+    that does not wait: the answer comes a moment later, and only then is
+    the slot of a cancelled task freed. If the scheduler cannot be asked
+    (``distributed.scheduler.pickle`` is off, the connection failed), the
+    task is left to run. :meth:`~BoundedLoopExecutor.aclose` without a
+    timeout waits for the calls in flight and leaves the client open.
 
     Args:
         client: A synchronous ``distributed.Client`` (made without
@@ -91,7 +129,6 @@ def from_client(
             "asynchronous=True); with an asynchronous one, use "
             "BoundedLoopExecutor(executor=client.get_executor(), bound=...)"
         )
-    bound = check_optional_int("bound", bound, 1)
     if bound is None:
         threads = sum(client.nthreads().values())
         if not threads:
@@ -100,38 +137,95 @@ def from_client(
                 "(the default is twice its threads)"
             )
         bound = 2 * threads
-    return BoundedLoopExecutor(
-        executor=_ClientExecutor(client),
+    pool = _ClientExecutor(client)
+    # BoundedLoopExecutor checks bound (and the rest) and names it.
+    executor = BoundedLoopExecutor(
+        executor=pool,
         bound=bound,
         max_pending=max_pending,
         max_wait=max_wait,
         max_per_second=max_per_second,
         burst=burst,
     )
+    pool._front = weakref.ref(executor)
+    return executor
 
 
 class _TaskFuture(concurrent.futures.Future[T]):
-    """The future of one Dask task; marked running as soon as it exists.
+    """The future of one Dask task.
 
-    ``cancel()`` releases the task instead of cancelling this future, which
-    then completes (with the error Dask reports) only once the release is on
-    its way to the scheduler, so the slot is freed after the task is gone.
+    It stays pending (never ``running()``) until Dask reports the outcome,
+    and then is completed on the client's loop, after the task was released
+    on the scheduler, so the slot is freed after the task is gone. When the
+    scheduler cancelled the task before any worker got it, it ends
+    cancelled (``cancelled()`` is true); otherwise with the task's result
+    or error.
     """
 
-    def __init__(self, task: DaskFuture[T], loop: IOLoop) -> None:
+    def __init__(self, owner: _ClientExecutor, task: DaskFuture[T]) -> None:
         super().__init__()
+        self._owner = owner
         self._task = task
-        self._loop = loop
-        self.set_running_or_notify_cancel()
+        # Set on the client's loop only.
+        self._outcome_known = False
+        self._decision: asyncio.Future[bool] | None = None
+        # Guarded by the owner's lock.
+        self._cancel_asked = False
+        self._waited_on = False  # a closed executor's cancel() awaits an answer
+        self._cancel_deferred = False  # ... and will cancel this future itself
 
     def cancel(self) -> bool:
-        """Release the task on the cluster; return ``False`` (see class)."""
-        if not self.done():
-            # On the client's loop, like the release in _follow: Dask's
-            # Future.release() checks and sets a flag with no lock, so two
-            # threads could both pass it and drop the task's reference twice.
-            self._loop.add_callback(self._task.release)
+        """Have the scheduler cancel the task if no worker has it yet.
+
+        Once the executor is closed (``aclose(timeout=...)`` giving up on
+        the calls in flight), it waits for the scheduler's answer, one round
+        trip, and returns it: ``True`` if the task was cancelled (it never
+        runs; this future is cancelled), ``False`` if a worker has it (it
+        runs on). Otherwise (a caller cancelling its call) it returns
+        ``False`` at once without blocking, and the future ends cancelled a
+        moment later if the scheduler cancelled the task, or with the task's
+        outcome. Thread-safe; asking twice is asking once.
+        """
+        owner = self._owner
+        with owner._lock:
+            if self.done() or self._cancel_asked:
+                return False
+            self._cancel_asked = True
+        if owner._closing() and not owner._on_client_loop():
+            return owner._cancel_now(self)
+        owner._loop.add_callback(owner._cancel_if_not_started, self)
         return False
+
+    def _end_cancelled(self) -> None:
+        """Cancel for good (the task never ran); runs the done callbacks."""
+        concurrent.futures.Future.cancel(self)
+
+
+def _make_scheduler_canceller() -> Callable[..., str]:
+    """Return the function run on the scheduler to cancel a task not started.
+
+    It is made inside a function so that it is pickled by value: the
+    scheduler needs no aiobound to run it. It runs on the scheduler's event
+    loop in one step, so no transition can slip between the look and the
+    cancellation.
+    """
+
+    def cancel_if_not_started(key: Any, client_id: str, dask_scheduler: Any) -> str:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is None:
+            return "unknown"
+        if ts.state not in ("released", "waiting", "queued", "no-worker"):
+            return "started"
+        reason = "cancelled by aiobound before any worker got it"
+        try:
+            dask_scheduler.stimulus_cancel(
+                [key], client_id, force=False, reason=reason, msg=reason
+            )
+        except TypeError:  # older distributed: no reason/msg
+            dask_scheduler.stimulus_cancel([key], client_id, False)
+        return "cancelled"
+
+    return cancel_if_not_started
 
 
 class _ClientExecutor(concurrent.futures.Executor):
@@ -147,10 +241,61 @@ class _ClientExecutor(concurrent.futures.Executor):
         if loop is None:
             raise ValueError(f"client has no event loop (is it closed?): {client!r}")
         self._client = client
-        self._loop = loop
+        self._loop: IOLoop = loop
         self._lock = threading.Lock()
         self._futures: set[_TaskFuture[Any]] = set()
         self._shutdown = False
+        self._canceller = _make_scheduler_canceller()
+        # The BoundedLoopExecutor in front, set by from_client.
+        self._front: Callable[[], BoundedLoopExecutor | None] = lambda: None
+
+    def _closing(self) -> bool:
+        """Whether the executor in front was closed (or this one shut down)."""
+        front = self._front()
+        return self._shutdown or (front is not None and front.closed)
+
+    def _on_client_loop(self) -> bool:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return running is getattr(self._loop, "asyncio_loop", None)
+
+    def _cancel_now(self, cfut: _TaskFuture[Any]) -> bool:
+        """Ask the scheduler and wait for the answer; cancel *cfut* if it did.
+
+        The future is cancelled on this thread, so that its done callbacks
+        (the executor's settle) run before ``cancel()`` returns; the client's
+        loop, which may learn of the cancellation first, leaves it to us.
+        """
+        with self._lock:
+            cfut._waited_on = True
+        try:
+            cancelled = bool(
+                self._client.sync(
+                    self._cancel_if_not_started,
+                    cfut,
+                    callback_timeout=_CANCEL_ANSWER_TIMEOUT,
+                )
+            )
+        except Exception:
+            # No answer (scheduler unresponsive, or not to be asked): the
+            # task is left to run, unless the answer comes later.
+            cancelled = False
+        with self._lock:
+            cfut._waited_on = False
+            cancelled = cancelled or cfut._cancel_deferred
+        if cancelled:
+            cfut._end_cancelled()
+        return cancelled
+
+    def _end_cancelled_here_or_there(self, cfut: _TaskFuture[Any]) -> None:
+        """On the client's loop: cancel *cfut*, or leave it to :meth:`_cancel_now`."""
+        with self._lock:
+            if cfut._waited_on:
+                cfut._cancel_deferred = True
+                return
+        cfut._end_cancelled()
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
@@ -163,7 +308,7 @@ class _ClientExecutor(concurrent.futures.Executor):
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
         task: DaskFuture[T] = self._client.submit(call, *args, pure=False)
-        cfut = _TaskFuture(task, self._loop)
+        cfut = _TaskFuture(self, task)
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)
@@ -179,18 +324,68 @@ class _ClientExecutor(concurrent.futures.Executor):
         try:
             result = await self._client.gather(task, asynchronous=True)
         except BaseException as exc:
-            outcome: tuple[bool, Any] = (False, exc)
+            outcome: tuple[bool, Any] | None = (False, exc)
         else:
             outcome = (True, result)
+        cfut._outcome_known = True
         try:
-            # release() queues its message to the scheduler ahead of the
-            # callback below; the slot, and the next submission, come after.
-            task.release()
+            if cfut._decision is not None and await cfut._decision:
+                outcome = None  # the scheduler cancelled it before it started
         finally:
-            self._loop.add_callback(_complete, cfut, outcome)
+            try:
+                # release() queues its message to the scheduler ahead of the
+                # callback below; the slot, and the next submission, come after.
+                task.release()
+            finally:
+                self._loop.add_callback(self._complete, cfut, outcome)
+
+    def _complete(
+        self, cfut: _TaskFuture[Any], outcome: tuple[bool, Any] | None
+    ) -> None:
+        if outcome is None:
+            self._end_cancelled_here_or_there(cfut)
+        else:
+            _set_outcome(cfut, outcome)
+
+    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> bool:
+        """On the client's loop: have the scheduler cancel the task if it can.
+
+        Returns whether it did. :meth:`_follow` waits for the same answer
+        before it reports the task's outcome, so a task cancelled here ends
+        cancelled, whichever of the two messages from the scheduler (the
+        answer, the cancellation report) arrives first.
+        """
+        if cfut._outcome_known:
+            return False  # finished already: its outcome is on its way
+        decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        cfut._decision = decision
+        cancelled = False
+        try:
+            cancelled = await self._ask_scheduler(cfut)
+        except Exception:
+            # The scheduler could not be asked (pickling of functions
+            # disabled, connection lost): the task is left to run.
+            cancelled = False
+        finally:
+            decision.set_result(cancelled)
+        return cancelled
+
+    async def _ask_scheduler(self, cfut: _TaskFuture[Any]) -> bool:
+        key = cfut._task.key
+        for _ in range(_UNKNOWN_RETRIES):
+            answer = await self._client.run_on_scheduler(
+                self._canceller, key, self._client.id, asynchronous=True
+            )
+            if answer != "unknown":
+                return bool(answer == "cancelled")
+            if cfut._outcome_known:
+                return False
+            # The submission has not reached the scheduler yet.
+            await asyncio.sleep(_UNKNOWN_RETRY_DELAY)
+        return False
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Refuse new calls; release those pending if asked; wait if asked."""
+        """Refuse new calls; cancel those not started if asked; wait if asked."""
         with self._lock:
             self._shutdown = True
             pending = list(self._futures)
@@ -201,7 +396,7 @@ class _ClientExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _complete(cfut: concurrent.futures.Future[Any], outcome: tuple[bool, Any]) -> None:
+def _set_outcome(cfut: _TaskFuture[Any], outcome: tuple[bool, Any]) -> None:
     ok, value = outcome
     if ok:
         cfut.set_result(value)

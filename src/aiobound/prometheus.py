@@ -24,8 +24,13 @@ Exposed metrics (label ``executor``, the name given to :meth:`track`):
   ``aiobound_failed_total``, ``aiobound_cancelled_total``,
   ``aiobound_rejected_total`` (refused at once: ``max_pending`` callers
   already waited), ``aiobound_timed_out_total`` (refused after waiting
-  ``max_wait``) and ``aiobound_rate_limited_total`` (calls that waited for
-  their ``max_per_second`` turn).
+  ``max_wait``), ``aiobound_rate_limited_total`` (calls that waited for
+  their ``max_per_second`` turn) and ``aiobound_pool_restarts_total`` (an
+  owned process pool replaced after it broke).
+
+Every field of :class:`~aiobound.ExecutorStats` is exported (the tests check
+it field by field); :data:`UNEXPORTED_FIELDS` would name a field that is not
+a number, and is empty.
 
 The exposition itself is prometheus-client's (``make_asgi_app``,
 ``make_aiohttp_handler``, ``start_http_server``, ``generate_latest``). A scrape
@@ -48,7 +53,11 @@ if TYPE_CHECKING:
 
     from aiobound import BoundedLoopExecutor, ExecutorStats
 
-__all__ = ("ExecutorCollector",)
+__all__ = ("UNEXPORTED_FIELDS", "ExecutorCollector")
+
+UNEXPORTED_FIELDS: tuple[str, ...] = ()
+"""Fields of ``ExecutorStats`` with no metric: only ones that are not numbers
+(a Prometheus sample is a number). None today; ``closed`` is exported as 0/1."""
 
 # (metric name after the namespace, ExecutorStats field, help text)
 _GAUGES = (
@@ -90,6 +99,11 @@ _COUNTERS = (
         "rate_limited",
         "rate_limited",
         "Calls that waited for their turn under max_per_second.",
+    ),
+    (
+        "pool_restarts",
+        "pool_restarts",
+        "Times an owned process pool was replaced after it broke.",
     ),
 )
 

@@ -6,12 +6,17 @@ nothing here imports FastAPI). Three pieces:
 * :func:`executor_lifespan` creates the app's :class:`BoundedLoopExecutor`
   when the server starts and closes it when the server stops, and puts it in
   the lifespan state (:func:`executor_state` does the same inside a lifespan
-  of your own);
+  of your own); both take ``key=`` to store it under another name, so one
+  app can own several executors;
 * :func:`get_executor` hands it to an endpoint; in FastAPI it is a
-  dependency: ``Annotated[BoundedLoopExecutor, Depends(get_executor)]``;
+  dependency: ``Annotated[BoundedLoopExecutor, Depends(get_executor)]``
+  (:func:`executor_dependency` makes one for another key). Both are
+  coroutine functions, so FastAPI calls them on the event loop, not in a
+  worker thread;
 * :func:`add_exception_handlers` turns :class:`OverloadedError` (the waiting
   room is full) and :class:`ClosedError` (the app is shutting down) into
-  ``503 Service Unavailable`` with a ``Retry-After`` header.
+  ``503 Service Unavailable`` with a ``Retry-After`` header, wherever in the
+  app they are raised.
 
 Shutdown order: uvicorn first stops listening, then waits for the requests in
 flight, and only then runs the lifespan's exit, which closes the executor.
@@ -23,43 +28,102 @@ the executor after it closed (say, once uvicorn's
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Any
 
-# FastAPI reads get_executor's annotation at runtime to inject the request,
-# so HTTPConnection must be importable from this module's globals.
+from starlette.applications import Starlette
+
+# FastAPI reads the dependencies' annotations at runtime to inject the
+# request, so HTTPConnection must be importable from this module's globals.
 from starlette.requests import HTTPConnection  # noqa: TC002
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Host, Mount
 
-from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound import BoundedLoopExecutor
+
+from ._http import (
+    CLOSED_DETAIL,
+    OVERLOADED_DETAIL,
+    REFUSALS,
+    STATUS,
+    check_retry_after,
+    refusal_body,
+    refusal_headers,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager
 
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
 
 __all__ = (
+    "REFUSAL_RESPONSES",
     "STATE_KEY",
     "add_exception_handlers",
+    "executor_dependency",
     "executor_lifespan",
     "executor_state",
     "get_executor",
 )
 
 STATE_KEY = "aiobound_executor"
-"""The lifespan-state key under which the app's executor is stored."""
+"""The default lifespan-state key under which the app's executor is stored."""
+
+REFUSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    STATUS: {
+        "description": (
+            "Refused: the waiting room is full or the service is shutting "
+            "down. The refused call was not made; retry after Retry-After "
+            "seconds if the request is idempotent."
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "detail": {
+                            "type": "string",
+                            "enum": [OVERLOADED_DETAIL, CLOSED_DETAIL],
+                        }
+                    },
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+}
+"""The 503 of :func:`add_exception_handlers`, for FastAPI's OpenAPI schema.
+
+Declare it where calls can be refused, for the whole app
+(``FastAPI(responses=REFUSAL_RESPONSES)``) or per route
+(``@app.get(..., responses=REFUSAL_RESPONSES)``), so that clients and schema
+checkers know the answer. Copy it before changing it.
+"""
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"key must be a non-empty str, got {key!r}")
+    return key
 
 
 @contextlib.asynccontextmanager
 async def executor_state(
-    executor: BoundedLoopExecutor,
+    executor: BoundedLoopExecutor, *, key: str = STATE_KEY
 ) -> AsyncIterator[dict[str, BoundedLoopExecutor]]:
     """Own *executor* for the body of the block; yield its lifespan state.
 
     Use it inside a lifespan of your own and merge the state it yields into
-    yours, so that :func:`get_executor` finds the executor::
+    yours, so that :func:`get_executor` (or :func:`executor_dependency`
+    for another *key*) finds the executor::
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
@@ -67,19 +131,27 @@ async def executor_state(
             async with executor_state(executor) as state:
                 yield {**state, "db": db}
 
+    Args:
+        executor: The executor to own.
+        key: The state key to store it under (default :data:`STATE_KEY`).
+
     On exit the executor is closed (:meth:`BoundedLoopExecutor.aclose`): new
     calls get :class:`ClosedError`, calls in flight are awaited and an owned
     pool is shut down.
 
+    Raises:
+        TypeError: *key* is not a non-empty str (raised on entering).
+
     Cancellation: cancelling the exit leaves the executor closed, with its
     calls in flight still running.
     """
+    key = _check_key(key)
     async with executor:
-        yield {STATE_KEY: executor}
+        yield {key: executor}
 
 
 def executor_lifespan(
-    factory: Callable[[], BoundedLoopExecutor],
+    factory: Callable[[], BoundedLoopExecutor], *, key: str = STATE_KEY
 ) -> Callable[[object], AbstractAsyncContextManager[dict[str, BoundedLoopExecutor]]]:
     """Return a lifespan that owns one executor per run of the app.
 
@@ -89,35 +161,75 @@ def executor_lifespan(
             max_pending=64)``. A fresh executor per startup binds to the
             server's event loop, and an app can be started again (in tests)
             after the previous executor was closed.
+        key: The state key to store it under (default :data:`STATE_KEY`);
+            endpoints get it with ``Depends(executor_dependency(key))``.
 
     Pass the result as ``FastAPI(lifespan=...)`` or ``Starlette(lifespan=...)``.
+
+    Raises:
+        TypeError: *key* is not a non-empty str.
     """
+    key = _check_key(key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[dict[str, BoundedLoopExecutor]]:
-        async with executor_state(factory()) as state:
+        async with executor_state(factory(), key=key) as state:
             yield state
 
     return lifespan
 
 
-def get_executor(conn: HTTPConnection) -> BoundedLoopExecutor:
-    """Return the executor of the app serving *conn* (a request or websocket).
-
-    A FastAPI dependency as it stands: ``Depends(get_executor)``.
-
-    Raises:
-        RuntimeError: the app's lifespan did not provide an executor (use
-            :func:`executor_lifespan` or :func:`executor_state`).
-    """
-    executor = getattr(conn.state, STATE_KEY, None)
+def _lookup(conn: HTTPConnection, key: str) -> BoundedLoopExecutor:
+    executor = getattr(conn.state, key, None)
     if not isinstance(executor, BoundedLoopExecutor):
         raise RuntimeError(
-            f"no BoundedLoopExecutor in the lifespan state under {STATE_KEY!r}: "
-            "create the app with lifespan=executor_lifespan(...), or yield the "
-            "state of executor_state(...) from your own lifespan"
+            f"no BoundedLoopExecutor in the lifespan state under {key!r}: "
+            f"create the app with lifespan=executor_lifespan(..., key={key!r}), "
+            f"or yield the state of executor_state(..., key={key!r}) from your "
+            "own lifespan"
         )
     return executor
+
+
+async def get_executor(conn: HTTPConnection) -> BoundedLoopExecutor:
+    """Return the executor of the app serving *conn* (a request or websocket).
+
+    A FastAPI dependency as it stands: ``Depends(get_executor)``. It is a
+    coroutine function, so FastAPI runs it on the event loop; a plain
+    ``def`` dependency would cost a trip through anyio's worker threads on
+    every request. Outside FastAPI, ``await get_executor(request)``.
+
+    Raises:
+        RuntimeError: the app's lifespan did not provide an executor under
+            :data:`STATE_KEY` (use :func:`executor_lifespan` or
+            :func:`executor_state`).
+    """
+    return _lookup(conn, STATE_KEY)
+
+
+def executor_dependency(
+    key: str,
+) -> Callable[[HTTPConnection], Coroutine[Any, Any, BoundedLoopExecutor]]:
+    """Return a dependency that hands over the executor stored under *key*.
+
+    For an app that owns several executors (one per backend, say)::
+
+        files_lifespan = executor_lifespan(make_files_executor, key="files")
+        Files = Annotated[BoundedLoopExecutor, Depends(executor_dependency("files"))]
+
+    The dependency is a coroutine function, like :func:`get_executor`, and
+    raises the same :class:`RuntimeError` when nothing is stored under *key*.
+
+    Raises:
+        TypeError: *key* is not a non-empty str.
+    """
+    key = _check_key(key)
+
+    async def dependency(conn: HTTPConnection) -> BoundedLoopExecutor:
+        return _lookup(conn, key)
+
+    dependency.__name__ = dependency.__qualname__ = f"executor_dependency({key!r})"
+    return dependency
 
 
 def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
@@ -125,8 +237,25 @@ def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
 
     The response is ``503 Service Unavailable`` with ``Retry-After:
     <retry_after>`` and a JSON body ``{"detail": ...}`` (FastAPI's shape for
-    errors). Nothing was submitted for such a request, so a client may safely
-    retry it.
+    errors). The refused call was not submitted, but calls that the same
+    request made before it may have run (and their effects stay): retrying
+    is safe only for a handler that is idempotent.
+
+    Where it applies:
+
+    * raised in an endpoint or a dependency: answered by Starlette's
+      exception handlers (registered here for both classes);
+    * raised in a middleware (``app.add_middleware``, ``@app.middleware``),
+      before or after this call: answered by the app's 500 handler, which
+      this call installs (a 500 or ``Exception`` handler registered before
+      is kept for every other error; the default plain 500 otherwise; one
+      registered after this call replaces it, so register yours first).
+      Starlette re-raises such an exception after answering, so the server
+      logs it; with ``debug=True`` Starlette shows its traceback page
+      instead;
+    * raised in a Starlette or FastAPI app mounted (``app.mount``) before
+      this call, at any depth: the same handlers are registered on it. For a
+      sub-app mounted later, call this function on it too.
 
     Args:
         app: A ``Starlette`` or ``FastAPI`` application.
@@ -136,21 +265,58 @@ def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
         ValueError: ``retry_after`` is negative.
         TypeError: ``retry_after`` is not an int.
     """
-    if isinstance(retry_after, bool) or not isinstance(retry_after, int):
-        raise TypeError(f"retry_after must be an int >= 0, got {retry_after!r}")
-    if retry_after < 0:
-        raise ValueError(f"retry_after must be an int >= 0, got {retry_after!r}")
-    headers = {"Retry-After": str(retry_after)}
+    headers = refusal_headers(check_retry_after(retry_after))
 
-    async def overloaded(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            {"detail": "Service overloaded; retry later"}, 503, headers=headers
-        )
+    async def refused(request: Request, exc: Exception) -> Response:
+        return JSONResponse(refusal_body(exc), STATUS, headers=headers)
 
-    async def closed(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            {"detail": "Service shutting down; retry later"}, 503, headers=headers
-        )
+    for target in _apps_mounted_in(app):
+        for cls in REFUSALS:
+            target.add_exception_handler(cls, refused)
+        _install_server_error_handler(target, refused)
 
-    app.add_exception_handler(OverloadedError, overloaded)
-    app.add_exception_handler(ClosedError, closed)
+
+def _apps_mounted_in(app: Starlette) -> list[Starlette]:
+    """*app* and the Starlette apps mounted in it, at any depth.
+
+    Follows ``Mount`` and ``Host`` routes, through routers too.
+    """
+    found: list[Starlette] = []
+    seen: set[int] = set()
+    pending: list[Any] = [app]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, Starlette):
+            found.append(current)
+        routes = getattr(current, "routes", None)
+        if isinstance(routes, list):
+            pending.extend(r.app for r in routes if isinstance(r, (Mount, Host)))
+    return found
+
+
+def _install_server_error_handler(
+    app: Starlette, refused: Callable[[Request, Exception], Awaitable[Response]]
+) -> None:
+    """Make the app's outermost (500) handler answer refusals with a 503."""
+    previous = app.exception_handlers.get(500) or app.exception_handlers.get(Exception)
+    if getattr(previous, "_aiobound_refusals", False):
+        # Already ours: replace it, keeping what it chained to.
+        previous = getattr(previous, "_aiobound_previous", None)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, REFUSALS):
+            return await refused(request, exc)
+        if previous is None:
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        response = previous(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        return response  # type: ignore[no-any-return]
+
+    server_error._aiobound_refusals = True  # type: ignore[attr-defined]
+    server_error._aiobound_previous = previous  # type: ignore[attr-defined]
+    app.exception_handlers.pop(Exception, None)
+    app.add_exception_handler(500, server_error)
