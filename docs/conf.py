@@ -36,7 +36,7 @@ napoleon_use_rtype = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {"members": True}
 
 # No network: the standard library and the frameworks are not linked (no
 # intersphinx), so their names are not checked; every name of aiobound is.
