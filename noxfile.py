@@ -1,18 +1,23 @@
-"""Sessions: tests (3.10-3.13), lint, typecheck, examples; bench on demand.
+"""Sessions: tests (3.10-3.13), lint, typecheck, examples, docs; more on demand.
 
-Run ``nox`` for the default sessions, ``nox -s bench`` for benchmarks.
-Interpreters installed with pyenv are found without activating them.
+Run ``nox`` for the default sessions, ``nox -s release`` to build and test
+the wheel, ``nox -s bench`` for benchmarks. Interpreters installed with pyenv
+are found without activating them.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "lint", "typecheck", "examples"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -96,3 +101,87 @@ def bench_process(session: nox.Session) -> None:
     """Chunked map on a process pool against per-item calls and the stdlib."""
     _install(session)
     session.run("python", "benchmarks/process_pool.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the site into docs/_build/html; any warning fails the build.
+
+    ``-n`` checks every cross-reference (an unknown page, label or aiobound
+    name is an error); links to other sites are not followed (no network).
+    tests/test_docs.py checks README.md's links, which are not in the site.
+    """
+    _install(session, "docs")
+    shutil.rmtree("docs/_build", ignore_errors=True)
+    session.run(
+        "python",
+        "-m",
+        "sphinx",
+        "-W",
+        "-n",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
+
+
+def _check_wheel(wheel: Path) -> None:
+    """The wheel holds the package, its ``py.typed`` and its metadata only."""
+    names = zipfile.ZipFile(wheel).namelist()
+    stray = [
+        name
+        for name in names
+        if not name.startswith("aiobound/") and ".dist-info/" not in name
+    ]
+    if stray:
+        raise RuntimeError(f"{wheel.name} holds files outside the package: {stray}")
+    if "aiobound/py.typed" not in names:
+        raise RuntimeError(f"{wheel.name} has no aiobound/py.typed")
+    if any("__pycache__" in name or name.endswith(".pyc") for name in names):
+        raise RuntimeError(f"{wheel.name} holds compiled files")
+
+
+def _check_sdist(sdist: Path) -> None:
+    """The sdist holds what the tests and the docs need, and no build output."""
+    with tarfile.open(sdist) as archive:
+        names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
+    for needed in ("src/aiobound/py.typed", "tests/conftest.py", "conftest.py"):
+        if needed not in names:
+            raise RuntimeError(f"{sdist.name} lacks {needed}")
+    stray = [n for n in names if "_build/" in n or "__pycache__" in n]
+    if stray:
+        raise RuntimeError(f"{sdist.name} holds build output: {stray[:5]}")
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """Build the sdist and wheel, check them, and test the installed wheel.
+
+    The wheel (not the source tree, not an editable install) is installed
+    into this session's fresh virtualenv with the test dependencies, and the
+    whole test suite runs against it. The files stay in dist/.
+    """
+    session.install(*nox.project.dependency_groups(PYPROJECT, "release"))
+    dist = Path("dist")
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    wheels = sorted(dist.glob("aiobound-*.whl"))
+    sdists = sorted(dist.glob("aiobound-*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist, got {wheels + sdists}")
+    session.run("twine", "check", "--strict", str(wheels[0]), str(sdists[0]))
+    _check_wheel(wheels[0])
+    _check_sdist(sdists[0])
+
+    tests = nox.project.dependency_groups(PYPROJECT, "test")
+    session.install(f"aiobound[uvloop] @ {wheels[0].resolve().as_uri()}", *tests)
+    session.run(
+        "python",
+        "-c",
+        "import aiobound, sys; f = aiobound.__file__; "
+        "sys.exit(0 if 'site-packages' in f else f'imported from {f}, not the wheel')",
+    )
+    session.run("python", "-m", "pytest", *session.posargs)

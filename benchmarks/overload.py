@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/overload.py                 # 20 s of load per case
     python benchmarks/overload.py --duration 3    # a quick look
+    python benchmarks/overload.py --plot overload.png   # and draw it
     nox -s overload [-- --duration 3]
 
 Each case starts a server in a process of its own on 127.0.0.1 and offers it
@@ -499,6 +500,91 @@ def report(
     return met
 
 
+PLOT_NAMES = {
+    "usual": "usual",
+    "pending": "max_pending={max_pending}",
+    "room": "max_pending={room}",
+    "room+wait": "max_pending={room},\nmax_wait={max_wait:g}",
+}
+PLOT_COLORS = {
+    "usual": "tab:red",
+    "pending": "tab:blue",
+    "room": "tab:orange",
+    "room+wait": "tab:green",
+}
+
+
+def plot(outcomes: list[Outcome], options: argparse.Namespace, path: Path) -> None:
+    """Draw goodput, p99 latency and what became of the requests, per case."""
+    from matplotlib.figure import Figure
+
+    frameworks = list(dict.fromkeys(o.framework for o in outcomes))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    goodput_ax, p99_ax, fate_ax = fig.subplots(1, 3)
+    width = 0.8 / len(PATTERNS)
+    capacity = options.workers / (options.service_ms / 1000)
+    for o in outcomes:
+        x = frameworks.index(o.framework) + (PATTERNS.index(o.pattern) - 1.5) * width
+        color = PLOT_COLORS[o.pattern]
+        name = PLOT_NAMES[o.pattern].format(
+            max_pending=options.max_pending,
+            room=options.room,
+            max_wait=options.max_wait,
+        )
+        first = o.framework == frameworks[0]
+        goodput_ax.bar(
+            x, o.goodput_rps, width, color=color, label=name if first else None
+        )
+        p99_ax.bar(x, o.p99_ms / 1000, width, color=color)
+        offered = o.sent + o.not_sent
+        failed = (o.failed + o.not_sent) / offered
+        rejected = o.rejected / offered
+        accepted = 1 - failed - rejected
+        fate_ax.bar(x, accepted, width, color=color)
+        fate_ax.bar(x, rejected, width, bottom=accepted, color=color, alpha=0.35)
+        fate_ax.bar(
+            x, failed, width, bottom=accepted + rejected, color="black", alpha=0.8
+        )
+    goodput_ax.axhline(capacity, color="grey", linestyle="--", linewidth=1)
+    goodput_ax.annotate(
+        f"capacity {capacity:.0f} req/s",
+        (0.5, capacity),
+        xycoords=("axes fraction", "data"),
+        ha="center",
+        va="bottom",
+        fontsize="small",
+    )
+    goodput_ax.set_ylim(0, capacity * 1.25)
+    goodput_ax.set_ylabel("goodput: 200 OK answers (req/s)")
+    p99_ax.set_yscale("log")
+    p99_ax.axhline(options.timeout, color="black", linestyle=":", linewidth=1)
+    p99_ax.annotate(
+        f"client gives up at {options.timeout:g} s",
+        (0.5, options.timeout),
+        xycoords=("axes fraction", "data"),
+        ha="center",
+        va="bottom",
+        fontsize="small",
+    )
+    p99_ax.set_ylim(0.1, options.timeout * 3)
+    p99_ax.set_ylabel("p99 latency of accepted requests (s, log scale)")
+    fate_ax.set_ylim(0, 1)
+    fate_ax.yaxis.set_major_formatter("{x:.0%}")
+    fate_ax.set_ylabel(
+        "share of requests: accepted (solid),\n503 (pale), timed out (black)"
+    )
+    for ax in (goodput_ax, p99_ax, fate_ax):
+        ax.set_xticks(range(len(frameworks)), [SERVER_NAMES[f] for f in frameworks])
+        ax.grid(visible=True, axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=len(PATTERNS), fontsize="small")
+    fig.suptitle(
+        f"{options.factor:g}x capacity for {options.duration:g} s: "
+        f"{options.workers} workers x {options.service_ms:g} ms, "
+        f"offered {options.factor * capacity:.0f} req/s"
+    )
+    fig.savefig(path, dpi=100)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="aiobound overload benchmark")
@@ -520,6 +606,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--frameworks", default=",".join(FRAMEWORKS), help="comma-separated"
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="also draw goodput, p99 and each request's fate into PATH (matplotlib)",
+    )
     options = parser.parse_args(argv)
     if options.command is None:
         if not 0 < options.duration <= MAX_DURATION:
@@ -533,6 +625,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         for name in options.frameworks.split(","):
             if name not in FRAMEWORKS:
                 parser.error(f"unknown framework {name!r}")
+        if options.plot is not None and not options.plot.parent.is_dir():
+            parser.error(f"--plot: the folder {str(options.plot.parent)!r} is missing")
     return options
 
 
@@ -565,6 +659,9 @@ def main(argv: list[str]) -> int:
     if options.json is not None:
         payload = {"unloaded_p50_ms": unloaded, "cases": [asdict(o) for o in outcomes]}
         options.json.write_text(json.dumps(payload, indent=2))
+    if options.plot is not None:
+        plot(outcomes, options, options.plot)
+        print(f"plot saved to {options.plot}")
     return 0 if met else 1
 
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import os
 import platform
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from ._demo._runner import Options
 
 __all__ = ("main",)
 
@@ -35,7 +39,14 @@ _EXTRA_FOR = {
 }
 
 
-def _int_at_least(minimum: int) -> Any:
+# The largest sizes the demo accepts: beyond them a run would take hours or
+# exhaust the machine rather than show anything more.
+MAX_CALLS = 10_000_000
+MAX_WORKERS = 1_024
+MAX_DURATION = 60.0
+
+
+def _int_between(minimum: int, maximum: int) -> Any:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -43,6 +54,10 @@ def _int_at_least(minimum: int) -> Any:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be <= {maximum:_}, got {value:_}".replace("_", ",")
+            )
         return value
 
     return parse
@@ -53,8 +68,14 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also refuses nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if value > MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"must be <= {MAX_DURATION:g} seconds, got {text}"
+        )
     return value
 
 
@@ -75,16 +96,22 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument(
-        "--calls", type=_int_at_least(1), default=5000, help="default: 5000"
+        "--calls",
+        type=_int_between(1, MAX_CALLS),
+        default=5000,
+        help=f"blocking calls per case, 1 to {MAX_CALLS:,} (default: 5000)",
     )
     demo.add_argument(
-        "--workers", type=_int_at_least(1), default=10, help="default: 10"
+        "--workers",
+        type=_int_between(1, MAX_WORKERS),
+        default=10,
+        help=f"threads in the pool, 1 to {MAX_WORKERS:,} (default: 10)",
     )
     demo.add_argument(
         "--duration",
         type=_seconds,
         default=0.01,
-        help="seconds each call blocks (default: 0.01)",
+        help=f"seconds each call blocks, 0 to {MAX_DURATION:g} (default: 0.01)",
     )
     demo.add_argument(
         "--loop",
@@ -100,9 +127,38 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw RSS and submitted-minus-finished over time into FILE.png",
+        help=(
+            "also draw RSS and submitted-minus-finished over time into FILE.png "
+            "(needs the plot extra: pip install 'aiobound[plot]')"
+        ),
     )
     return parser
+
+
+def _plot_path_problem(path: str) -> str | None:
+    """Say why the plot could not be saved to *path*, or None if it can.
+
+    Checked before any case runs, so that a bad path costs seconds, not the
+    whole run: the format must be one matplotlib writes and the folder must
+    exist and be writable.
+    """
+    from matplotlib.figure import Figure
+
+    if os.path.isdir(path):
+        return f"{path!r} is a directory"
+    formats = Figure().canvas.get_supported_filetypes()
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    if extension not in formats:
+        known = ", ".join(f".{name}" for name in sorted(formats))
+        return f"cannot tell the format of {path!r} from its extension ({known})"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"the folder {folder!r} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder!r} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{path!r} is not writable"
+    return None
 
 
 def _missing(modules: Sequence[str]) -> list[str]:
@@ -128,6 +184,12 @@ def _demo(args: argparse.Namespace) -> int:
         )
         return 2
 
+    if args.plot:
+        problem = _plot_path_problem(args.plot)
+        if problem is not None:
+            sys.stderr.write(f"aiobound demo: --plot: {problem}\n")
+            return 2
+
     from ._demo._case import CASES
     from ._demo._runner import Options, run_in_child
 
@@ -140,6 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]]
     if args.json:
         results = [run_in_child(case, options, lambda _: None) for case in CASES]
+        _write_json(results, options)
     else:
         from ._demo._report import console, render_table, run_with_progress
 
@@ -149,26 +212,36 @@ def _demo(args: argparse.Namespace) -> int:
     if args.plot:
         from ._demo._plot import plot
 
-        plot(results, options, args.plot)
+        try:
+            plot(results, options, args.plot)
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(
+                f"aiobound demo: the results are above, but the plot could not "
+                f"be saved to {args.plot!r}: {exc}\n"
+            )
+            return 1
         if not args.json:
             sys.stdout.write(f"Plot saved to {args.plot}\n")
-    if args.json:
-        report = {
-            "options": {
-                "calls": options.calls,
-                "workers": options.workers,
-                "duration": options.duration,
-                "loop": options.loop,
-            },
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cases": [
-                {k: v for k, v in r.items() if k not in ("event", "samples")}
-                for r in results
-            ],
-        }
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _write_json(results: Sequence[dict[str, Any]], options: Options) -> None:
+    report = {
+        "options": {
+            "calls": options.calls,
+            "workers": options.workers,
+            "duration": options.duration,
+            "loop": options.loop,
+        },
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cases": [
+            {k: v for k, v in r.items() if k not in ("event", "samples")}
+            for r in results
+        ],
+    }
+    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

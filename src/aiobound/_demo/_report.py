@@ -10,12 +10,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
-from ._runner import run_in_child
+from ._runner import run_in_child, title
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +24,20 @@ if TYPE_CHECKING:
     from ._runner import Options
     from ._runner import Progress as CaseProgress
 
-__all__ = ("console", "format_bytes", "render_table", "run_with_progress")
+__all__ = (
+    "console",
+    "format_bytes",
+    "progress_columns",
+    "render_table",
+    "run_with_progress",
+)
+
+# The widest case name ("bound=workers") and the text around the figures.
+_NAME_WIDTH = 13
+_RATE_WIDTH = len("9,999,999/s")
+_RSS_WIDTH = len("RSS 999.9 MiB +999.9 MiB")
+_TIME_WIDTH = len("0:00:00")
+_MIN_BAR, _MAX_BAR = 3, 30  # 3 still fits 10,000,000 calls in 80
 
 
 def console() -> Console:
@@ -40,6 +54,47 @@ def format_bytes(size: float) -> str:
     return f"{size:.2f} GiB"
 
 
+def format_growth(size: float) -> str:
+    """Format a signed change in bytes: ``"+6.5 MiB"``, ``"-12 KiB"``."""
+    return ("-" if size < 0 else "+") + format_bytes(abs(size))
+
+
+def progress_columns(calls: int, width: int) -> tuple[ProgressColumn, ...]:
+    """The columns of one progress line, sized to fit *width* characters.
+
+    The counts (``4321/5000``) are never cut: the bar takes what is left
+    once the name, counts, rate, memory and time have their room.
+
+    Args:
+        calls: The total number of calls, which sets the counts' width.
+        width: The console's width in characters.
+    """
+    counts = 2 * len(str(calls)) + 1
+    fixed = _NAME_WIDTH + counts + _RATE_WIDTH + _RSS_WIDTH + _TIME_WIDTH
+    gaps = 5  # one space between each two of the six columns
+    bar = max(_MIN_BAR, min(_MAX_BAR, width - fixed - gaps))
+    return (
+        TextColumn(
+            "{task.description}",
+            table_column=Column(width=_NAME_WIDTH, no_wrap=True),
+        ),
+        BarColumn(bar_width=bar),
+        MofNCompleteColumn(
+            table_column=Column(min_width=counts, no_wrap=True, justify="right")
+        ),
+        TextColumn(
+            "{task.fields[rate]}",
+            justify="right",
+            table_column=Column(width=_RATE_WIDTH, no_wrap=True),
+        ),
+        TextColumn(
+            "{task.fields[rss]}",
+            table_column=Column(width=_RSS_WIDTH, no_wrap=True),
+        ),
+        TimeElapsedColumn(),
+    )
+
+
 def run_with_progress(
     cases: Sequence[str], options: Options, out: Console
 ) -> list[dict[str, Any]]:
@@ -54,14 +109,8 @@ def run_with_progress(
         The result event of each case, in order.
     """
     results: list[dict[str, Any]] = []
-    columns = (
-        TextColumn("{task.description:<14}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>12}"),
-        TextColumn("RSS {task.fields[rss]:>21}"),
-        TimeElapsedColumn(),
-    )
+    out.print(f"[bold]aiobound demo[/]: {title(options)}", highlight=False)
+    columns = progress_columns(options.calls, out.width)
     with Progress(*columns, console=out) as progress:
         for case in cases:
             task = progress.add_task(case, total=options.calls, rate="", rss="")
@@ -71,11 +120,10 @@ def run_with_progress(
                 progress.update(
                     task,
                     completed=report.done,
-                    rate=f"{rate:,.0f} calls/s",
+                    rate=f"{rate:,.0f}/s",
                     rss=(
-                        f"{format_bytes(report.rss)} "
-                        f"({'-' if report.rss_growth < 0 else '+'}"
-                        f"{format_bytes(abs(report.rss_growth))})"
+                        f"RSS {format_bytes(report.rss)} "
+                        f"{format_growth(report.rss_growth)}"
                     ),
                 )
 
@@ -83,7 +131,8 @@ def run_with_progress(
             progress.update(
                 task,
                 completed=result["completed"],
-                rate=f"{result['completed'] / result['wall_s']:,.0f} calls/s",
+                rate=f"{result['completed'] / result['wall_s']:,.0f}/s",
+                rss=f"RSS peak {format_growth(result['peak_rss_growth'])}",
             )
             results.append(result)
     return results
@@ -101,10 +150,7 @@ def render_table(
     """
     table = Table(
         box=box.SIMPLE_HEAD,
-        title=(
-            f"{options.calls:,} calls of {options.duration * 1000:g} ms, "
-            f"{options.workers} workers, {options.loop} loop"
-        ),
+        title=title(options),
     )
     for header in (
         "case",

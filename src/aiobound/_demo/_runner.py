@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ("CaseError", "Options", "Progress", "run_in_child")
+__all__ = ("CaseError", "Options", "Progress", "run_in_child", "title")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,14 @@ class Options:
     workers: int
     duration: float
     loop: str
+
+
+def title(options: Options) -> str:
+    """Name the run in one line, for the progress display, table and plot."""
+    return (
+        f"{options.calls:,} calls of {options.duration * 1000:g} ms, "
+        f"{options.workers} workers, {options.loop} loop"
+    )
 
 
 @dataclass(frozen=True, slots=True)
