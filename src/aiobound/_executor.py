@@ -28,6 +28,7 @@ from ._process import (
     OwnedProcessPool,
     check_context,
     explain_broken_pool,
+    failed_call_was_dropped,
     process_context,
 )
 from ._rate import RateLimiter
@@ -283,7 +284,10 @@ class BoundedLoopExecutor:
         self._process_pool = process_pool
         self._to_processes = to_processes
         self._handover, self._explainer = handover_for(
-            copy_context=copy_context, to_processes=to_processes
+            executor,
+            copy_context=copy_context,
+            to_processes=to_processes,
+            owned=process_pool,
         )
         self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
         self._rate = (
@@ -498,7 +502,10 @@ class BoundedLoopExecutor:
         if outcome == COMPLETED:
             self._completed += 1
         elif outcome == FAILED:
-            self._failed += 1
+            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
+                self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
+            else:
+                self._failed += 1
         else:
             self._cancelled += 1
         return gate.closed
@@ -666,11 +673,19 @@ class BoundedLoopExecutor:
             timeout: Seconds to wait for calls in flight (``None``: as long
                 as they take). When it expires, calls that have not started
                 in the underlying executor are cancelled (they never run;
-                their callers get :class:`ClosedError`). A call already
-                running cannot be stopped: if any remain,
-                :class:`TimeoutError` is raised naming how many; their slots
-                are freed when they end. An owned pool is then shut down
-                without waiting for them.
+                their callers get :class:`ClosedError`, and they count in
+                ``stats().cancelled``). A call already running cannot be
+                stopped: if any remain, :class:`TimeoutError` is raised
+                naming how many; their slots are freed when they end. An
+                owned pool is then shut down without waiting for them.
+                On a pool made by :meth:`process`, calls the pool has
+                already queued for its workers but that have not started are
+                dropped too: a worker that takes one skips it, and its caller
+                gets :class:`ClosedError` then (when a worker is free). A
+                ``ProcessPoolExecutor`` passed as ``executor=`` reports the
+                ``max_workers + 1`` calls it moves to its workers' queue as
+                running: there only the calls beyond those (submitted, not
+                yet moved) can be cancelled; the others run.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.
@@ -702,10 +717,23 @@ class BoundedLoopExecutor:
         running = self._gate.in_use
         if not running:
             return
+        pool = self._process_pool
+        if pool is not None:
+            # The pool's own queue holds calls it reports as running: its
+            # workers now skip those that have not started.
+            pool.drop_calls_not_started()
         if self._owns_executor and self._shutdown is None:
             # Stop the pool without waiting; a later aclose() waits for the
             # running calls and then joins the pool's workers.
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            raise TimeoutError(
+                f"aclose(timeout={timeout}): {running} calls still running or "
+                f"queued in the worker processes; {not_started} calls not yet "
+                "handed to them were cancelled. Queued calls will not run: their "
+                "callers get ClosedError when a worker reaches them. Running "
+                "calls cannot be interrupted; their slots are freed when they end."
+            )
         raise TimeoutError(
             f"aclose(timeout={timeout}): {running} calls still running; "
             f"{not_started} calls not yet started were cancelled. Running calls "
