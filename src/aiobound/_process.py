@@ -161,9 +161,10 @@ def _start_worker(
     try:
         initializer(*initargs)
     except BaseException as exc:
-        text = _safe_str(exc).encode("utf-8", "replace")[: len(init_error) - 1]
-        with init_error.get_lock():
-            init_error.value = text
+        # Unlocked: workers that fail at once write the same words.
+        init_error.value = _safe_str(exc).encode("utf-8", "replace")[
+            : len(init_error) - 1
+        ]
         raise
 
 
@@ -651,7 +652,7 @@ class OwnedProcessPool:
         self._initializer = initializer
         self._initargs = initargs
         self._drop_flag: Any = context.RawValue("b", 0)
-        self._init_error: Any = context.Array("c", 512)
+        self._init_error: Any = context.RawArray("c", 512)
         self._replaced_at: collections.deque[float] = collections.deque(
             maxlen=RESTART_LIMIT
         )
@@ -670,8 +671,7 @@ class OwnedProcessPool:
         return self._context
 
     def _new_pool(self) -> concurrent.futures.Executor:
-        with self._init_error.get_lock():
-            self._init_error.value = b""
+        self._init_error.value = b""
         return ProcessPoolExecutor(
             self._workers,
             self._context,
