@@ -30,6 +30,7 @@ from ._process import (
     explain_broken_pool,
     failed_call_was_dropped,
     process_context,
+    safe_repr,
 )
 from ._rate import RateLimiter
 from ._slots import SlotGate
@@ -231,9 +232,17 @@ class BoundedLoopExecutor:
         the top level of an importable module. Calls run in the worker's own
         :mod:`contextvars` context.
 
+        A pool that keeps breaking is replaced at most 3 times within 60
+        seconds; meanwhile calls fail with a ``BrokenProcessPool`` that says
+        why (naming the workers' initializer's error when it raised). The
+        first call checks that it does not come from a script's top level
+        outside ``if __name__ == "__main__":`` (``RuntimeError``): each
+        worker imports the main script again.
+
         Raises:
-            TypeError: an argument has the wrong type, or ``initargs`` is
-                given without ``initializer``.
+            TypeError: an argument has the wrong type, ``initargs`` is given
+                without ``initializer``, or ``initializer`` or an item of
+                ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
         workers = check_optional_int("max_workers", max_workers, 1)
@@ -250,7 +259,8 @@ class BoundedLoopExecutor:
             check_callable("initializer", initializer)
         if not isinstance(initargs, tuple):
             raise TypeError(
-                f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
+                "initargs must be a tuple, got "
+                f"{type(initargs).__name__} {safe_repr(initargs)}"
             )
         if initargs and initializer is None:
             raise TypeError("initargs has no effect without initializer")
@@ -683,9 +693,10 @@ class BoundedLoopExecutor:
                 dropped too: a worker that takes one skips it, and its caller
                 gets :class:`ClosedError` then (when a worker is free). A
                 ``ProcessPoolExecutor`` passed as ``executor=`` reports the
-                ``max_workers + 1`` calls it moves to its workers' queue as
-                running: there only the calls beyond those (submitted, not
-                yet moved) can be cancelled; the others run.
+                calls it has moved to its workers' queue (``max_workers +
+                1`` deep) as running: there only the calls it has not moved
+                yet can be cancelled (with the default bound, none once
+                every worker has a call); the others run.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.

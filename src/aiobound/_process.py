@@ -323,8 +323,10 @@ def _origin(exc: BaseException) -> str:
 
     ``"call"``: pickling the call to send it (the call queue's feeder thread);
     ``"result"``: pickling what the call returned or raised, to send it back;
-    ``"worker"``: anything else the worker reported (``fn`` raised it);
-    ``"unknown"``: the error does not carry the pool's remote traceback.
+    ``"worker"``: raised in the worker's loop, by ``fn``;
+    ``"unknown"``: none of these can be told from the pool's remote traceback
+    (another pool, or another Python whose pool names its functions
+    otherwise): the caller then searches for a culprit, to be safe.
     """
     tb = getattr(exc.__cause__, "tb", None)
     if not isinstance(tb, str):
@@ -333,7 +335,9 @@ def _origin(exc: BaseException) -> str:
         return "result"
     if "in _feed" in tb:
         return "call"
-    return "worker"
+    if "in _process_worker" in tb:
+        return "worker"
+    return "unknown"
 
 
 def explain_call_error(
@@ -348,10 +352,11 @@ def explain_call_error(
     * :class:`DroppedCall` (the call was dropped before it started, by
       ``aclose(timeout=...)``) becomes :class:`ClosedError`.
     * A pickling error raised while the pool pickled the call names the
-      function or argument that does not pickle and says why. Only then are
-      the function and arguments pickled again, one by one, to find it: a
-      ``TypeError`` or ``AttributeError`` raised by ``fn`` itself comes from
-      the worker and is never searched.
+      function or argument that does not pickle and says why. Only then (or
+      when the pool's traceback does not tell where the error was raised)
+      are the function and arguments pickled again, one by one, to find it:
+      a ``TypeError`` or ``AttributeError`` raised by ``fn`` itself in the
+      worker is never searched.
     * A pickling error raised while the worker pickled the result back says
       so.
     * For *pool* (an owned pool), a :class:`BrokenProcessPool` says why the
