@@ -100,3 +100,23 @@ def test_a_guarded_script_runs(tmp_path: Path, body: str) -> None:
     # then exits without releasing its pool's semaphores: the resource
     # tracker warns about them at exit, with or without this check.)
     assert "Traceback" not in done.stderr
+
+
+def test_a_package_run_with_dash_m_needs_no_guard(tmp_path: Path) -> None:
+    # Workers do not import a package's __main__ again: no guard is needed.
+    package = tmp_path / "demo_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        HEADER + OWNED.replace("square, 7", "abs, -49") + "\n\nasyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, str(tmp_path)])}
+    done = subprocess.run(
+        [sys.executable, "-m", "demo_package"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # a guard against a hang, not a timing assumption
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "49\n"), done.stderr

@@ -555,7 +555,8 @@ def check_main_is_guarded(context: object) -> None:
     the main script's top-level statement on the calling thread's stack, if
     any, and raises if it is not inside an ``if`` that tests ``__name__``.
     When this cannot be told (no script file, another thread, a file that
-    does not parse), nothing is raised.
+    does not parse), nothing is raised; nor for ``python -m package``, whose
+    ``__main__`` module the workers do not import.
 
     Raises:
         RuntimeError: the call comes from such an unguarded statement.
@@ -567,6 +568,9 @@ def check_main_is_guarded(context: object) -> None:
     path = getattr(main, "__file__", None)
     if main is None or not isinstance(path, str):
         return
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if isinstance(name, str) and (name == "__main__" or name.endswith(".__main__")):
+        return  # python -m package: workers do not import its __main__ again
     main_globals = vars(main)
     frame: FrameType | None = sys._getframe(1)
     top = None
