@@ -643,7 +643,6 @@ class OwnedProcessPool:
         "_initializer",
         "_replaced_at",
         "_workers",
-        "dropping",
         "executor",
         "restarts",
     )
@@ -665,7 +664,6 @@ class OwnedProcessPool:
         self._replaced_at: collections.deque[float] = collections.deque(
             maxlen=RESTART_LIMIT
         )
-        self.dropping = False
         self.restarts = 0
         self.executor: concurrent.futures.Executor = self._new_pool()
 
@@ -693,7 +691,6 @@ class OwnedProcessPool:
 
         Such a call fails with :class:`DroppedCall` when a worker takes it.
         """
-        self.dropping = True
         self._drop_flag.value = 1
 
     def _why_broken(self) -> str:
