@@ -169,7 +169,9 @@ class TestErrors:
     async def test_unpicklable_item_is_named(self) -> None:
         async with BoundedLoopExecutor.process(max_workers=1) as executor:
             items: list[object] = [1, threading.Lock(), 3]
-            with pytest.raises(TypeError, match=r"argument 1, item 1 \(<unlocked"):
+            with pytest.raises(
+                TypeError, match=r"map's item 2 of a chunk of 3 \(<unlocked"
+            ):
                 async for _ in executor.map(workers.pid, items, chunksize=3):
                     pass
 

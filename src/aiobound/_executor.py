@@ -28,7 +28,9 @@ from ._process import (
     OwnedProcessPool,
     check_context,
     explain_broken_pool,
+    failed_call_was_dropped,
     process_context,
+    safe_repr,
 )
 from ._rate import RateLimiter
 from ._slots import SlotGate
@@ -230,9 +232,17 @@ class BoundedLoopExecutor:
         the top level of an importable module. Calls run in the worker's own
         :mod:`contextvars` context.
 
+        A pool that keeps breaking is replaced at most 3 times within 60
+        seconds; meanwhile calls fail with a ``BrokenProcessPool`` that says
+        why (naming the workers' initializer's error when it raised). The
+        first call checks that it does not come from a script's top level
+        outside ``if __name__ == "__main__":`` (``RuntimeError``): each
+        worker imports the main script again.
+
         Raises:
-            TypeError: an argument has the wrong type, or ``initargs`` is
-                given without ``initializer``.
+            TypeError: an argument has the wrong type, ``initargs`` is given
+                without ``initializer``, or ``initializer`` or an item of
+                ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
         workers = check_optional_int("max_workers", max_workers, 1)
@@ -249,7 +259,8 @@ class BoundedLoopExecutor:
             check_callable("initializer", initializer)
         if not isinstance(initargs, tuple):
             raise TypeError(
-                f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
+                "initargs must be a tuple, got "
+                f"{type(initargs).__name__} {safe_repr(initargs)}"
             )
         if initargs and initializer is None:
             raise TypeError("initargs has no effect without initializer")
@@ -283,7 +294,10 @@ class BoundedLoopExecutor:
         self._process_pool = process_pool
         self._to_processes = to_processes
         self._handover, self._explainer = handover_for(
-            copy_context=copy_context, to_processes=to_processes
+            executor,
+            copy_context=copy_context,
+            to_processes=to_processes,
+            owned=process_pool,
         )
         self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
         self._rate = (
@@ -498,7 +512,10 @@ class BoundedLoopExecutor:
         if outcome == COMPLETED:
             self._completed += 1
         elif outcome == FAILED:
-            self._failed += 1
+            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
+                self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
+            else:
+                self._failed += 1
         else:
             self._cancelled += 1
         return gate.closed
@@ -666,11 +683,20 @@ class BoundedLoopExecutor:
             timeout: Seconds to wait for calls in flight (``None``: as long
                 as they take). When it expires, calls that have not started
                 in the underlying executor are cancelled (they never run;
-                their callers get :class:`ClosedError`). A call already
-                running cannot be stopped: if any remain,
-                :class:`TimeoutError` is raised naming how many; their slots
-                are freed when they end. An owned pool is then shut down
-                without waiting for them.
+                their callers get :class:`ClosedError`, and they count in
+                ``stats().cancelled``). A call already running cannot be
+                stopped: if any remain, :class:`TimeoutError` is raised
+                naming how many; their slots are freed when they end. An
+                owned pool is then shut down without waiting for them.
+                On a pool made by :meth:`process`, calls the pool has
+                already queued for its workers but that have not started are
+                dropped too: a worker that takes one skips it, and its caller
+                gets :class:`ClosedError` then (when a worker is free). A
+                ``ProcessPoolExecutor`` passed as ``executor=`` reports the
+                calls it has moved to its workers' queue (``max_workers +
+                1`` deep) as running: there only the calls it has not moved
+                yet can be cancelled (with the default bound, none once
+                every worker has a call); the others run.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.
@@ -702,10 +728,23 @@ class BoundedLoopExecutor:
         running = self._gate.in_use
         if not running:
             return
+        pool = self._process_pool
+        if pool is not None:
+            # The pool's own queue holds calls it reports as running: its
+            # workers now skip those that have not started.
+            pool.drop_calls_not_started()
         if self._owns_executor and self._shutdown is None:
             # Stop the pool without waiting; a later aclose() waits for the
             # running calls and then joins the pool's workers.
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            raise TimeoutError(
+                f"aclose(timeout={timeout}): {running} calls still running or "
+                f"queued in the worker processes; {not_started} calls not yet "
+                "handed to them were cancelled. Queued calls will not run: their "
+                "callers get ClosedError when a worker reaches them. Running "
+                "calls cannot be interrupted; their slots are freed when they end."
+            )
         raise TimeoutError(
             f"aclose(timeout={timeout}): {running} calls still running; "
             f"{not_started} calls not yet started were cancelled. Running calls "
