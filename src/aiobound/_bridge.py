@@ -29,9 +29,13 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable
 
-__all__ = ("CANCELLED", "COMPLETED", "FAILED", "chain", "deliverable")
+__all__ = ("CANCELLED", "COMPLETED", "FAILED", "chain", "deliverable", "thread_id")
 
 T = TypeVar("T")
+
+# The identity of the calling thread: the executor notes its loop's, so that
+# a completion already on that thread settles without a hop.
+thread_id = threading.get_ident
 
 # How a call ended, as reported to the executor's ``on_end``.
 COMPLETED = 0

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import threading
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import COMPLETED, FAILED, chain
+from ._bridge import COMPLETED, FAILED, chain, thread_id
 from ._checks import (
     check_callable,
     check_int,
@@ -633,7 +632,7 @@ class BoundedLoopExecutor:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._loop_thread_id = threading.get_ident()
+            self._loop_thread_id = thread_id()
             self._gate.bind(loop)
             if self._rate is not None:
                 self._rate.bind(loop)
@@ -661,7 +660,7 @@ class BoundedLoopExecutor:
             RuntimeError: called from another thread than the bound loop's.
         """
         bound = check_int("bound", bound, 1)
-        if self._loop is not None and threading.get_ident() != self._loop_thread_id:
+        if self._loop is not None and thread_id() != self._loop_thread_id:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
