@@ -1,12 +1,21 @@
-"""From a ``concurrent.futures.Future`` to an ``asyncio.Future``, in one hop.
+"""From a ``concurrent.futures.Future`` back to the event loop, in batches.
 
-This is the only module that deals with other threads. The underlying
-executor completes its future in a worker thread (or, for process pools, in
-the pool's management thread); the done callback registered here hops to the
-event loop with a single ``call_soon_threadsafe`` and, there, first tells the
-executor that the call ended (which frees its slot) and then translates the
-outcome into the asyncio future. The slot is therefore freed only when the
-underlying call has really ended.
+This is the only module (with the process pool's watchdog) that deals with
+other threads. The underlying executor completes its future in a worker
+thread (or, for process pools, in the pool's management thread). The done
+callback registered here queues the finished call and, unless a drain is
+already scheduled, schedules one with ``call_soon_threadsafe``: a burst of
+completions wakes the loop once, not once per call. On the loop, the drain
+takes every queued call and, for each, first tells the executor that the call
+ended (which frees its slot) and then translates the outcome into the asyncio
+future. The slot is therefore freed only when the underlying call has really
+ended.
+
+No completion waits for a later one: the drain marks itself unscheduled
+*before* it empties the queue, so a call queued while a drain runs is either
+taken by that drain or schedules the next one. A completion that happens on
+the loop's own thread (the future was already done, or ``cancel()`` completed
+it there) settles at once, without the queue.
 
 When the asyncio future is cancelled (the caller stopped waiting), the
 underlying future is asked to cancel too. That succeeds only for a call that
@@ -19,7 +28,9 @@ the hop is skipped, as :func:`asyncio.wrap_future` does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ClosedError
@@ -29,12 +40,11 @@ if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable
 
-__all__ = ("CANCELLED", "COMPLETED", "FAILED", "chain", "deliverable", "thread_id")
+__all__ = ("CANCELLED", "COMPLETED", "FAILED", "Bridge", "deliverable", "thread_id")
 
 T = TypeVar("T")
 
-# The identity of the calling thread: the executor notes its loop's, so that
-# a completion already on that thread settles without a hop.
+# The identity of the calling thread.
 thread_id = threading.get_ident
 
 # How a call ended, as reported to the executor's ``on_end``.
@@ -43,46 +53,95 @@ FAILED = 1
 CANCELLED = 2
 
 
-def chain(
-    cfut: concurrent.futures.Future[T],
-    loop: asyncio.AbstractEventLoop,
-    loop_thread_id: int,
-    on_end: Callable[[concurrent.futures.Future[Any], int], bool],
-    explain: Callable[[BaseException], BaseException] | None = None,
-) -> asyncio.Future[T]:
-    """Return an asyncio future on *loop* that follows *cfut*.
+class Bridge:
+    """The way back to one event loop for the calls of one executor.
 
-    Once *cfut* is done, whoever completed it, ``on_end(cfut, outcome)`` runs
-    on the loop (it frees the slot and counts the outcome, and returns whether
-    the executor is closed), then the outcome is copied into the returned
-    future unless that was cancelled. ``explain``, if given, may replace the
-    call's exception with a clearer one; if it raises, the original exception
-    is delivered. Cancelling the returned future cancels *cfut* if the call
-    has not started.
+    Args:
+        loop: The executor's event loop; the bridge must be made on its
+            thread.
+        on_end: ``on_end(cfut, outcome)`` runs on the loop once a call ended;
+            it frees the slot and counts the outcome, and returns whether the
+            executor is closed.
     """
-    afut: asyncio.Future[T] = loop.create_future()
 
-    def on_afut_done(afut: asyncio.Future[T]) -> None:
-        if afut.cancelled():
-            cfut.cancel()
+    __slots__ = ("_drain_scheduled", "_ended", "_loop", "_on_end", "loop_thread_id")
 
-    def settle() -> None:
-        _settle(afut, cfut, on_end, explain)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_end: Callable[[concurrent.futures.Future[Any], int], bool],
+    ) -> None:
+        self._loop = loop
+        self._on_end = on_end
+        self.loop_thread_id = threading.get_ident()
+        # (afut, cfut, explain) of calls that ended and are not settled yet.
+        self._ended: deque[
+            tuple[
+                asyncio.Future[Any],
+                concurrent.futures.Future[Any],
+                Callable[[BaseException], BaseException] | None,
+            ]
+        ] = deque()
+        self._drain_scheduled = False
 
-    def on_cfut_done(cfut: concurrent.futures.Future[T]) -> None:
-        if threading.get_ident() == loop_thread_id:
-            # Already on the loop's thread: the future was done when the
-            # callback was added, or cancel() above completed it.
-            settle()
+    def chain(
+        self,
+        cfut: concurrent.futures.Future[T],
+        explain: Callable[[BaseException], BaseException] | None = None,
+    ) -> asyncio.Future[T]:
+        """Return an asyncio future on the loop that follows *cfut*.
+
+        Once *cfut* is done, whoever completed it, ``on_end`` runs on the loop,
+        then the outcome is copied into the returned future unless that was
+        cancelled. ``explain``, if given, may replace the call's exception
+        with a clearer one; if it raises, the original exception is
+        delivered. Cancelling the returned future cancels *cfut* if the call
+        has not started.
+        """
+        afut: asyncio.Future[T] = self._loop.create_future()
+        afut.add_done_callback(functools.partial(_cancel_underlying, cfut))
+        cfut.add_done_callback(functools.partial(self._call_ended, afut, explain))
+        return afut
+
+    def _call_ended(
+        self,
+        afut: asyncio.Future[Any],
+        explain: Callable[[BaseException], BaseException] | None,
+        cfut: concurrent.futures.Future[Any],
+    ) -> None:
+        """In whichever thread completed *cfut*: settle, or queue for the loop."""
+        if threading.get_ident() == self.loop_thread_id:
+            _settle(afut, cfut, self._on_end, explain)
             return
-        try:  # noqa: SIM105 (hot path: cheaper than contextlib.suppress)
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop is closed; nobody is waiting any more
-            pass
+        self._ended.append((afut, cfut, explain))
+        if not self._drain_scheduled:
+            self._schedule_drain()
 
-    afut.add_done_callback(on_afut_done)
-    cfut.add_done_callback(on_cfut_done)
-    return afut
+    def _schedule_drain(self) -> None:
+        self._drain_scheduled = True
+        # The loop is closed: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the loop: settle every call that ended, in the order they did."""
+        self._drain_scheduled = False  # before taking: see the module docstring
+        ended = self._ended
+        on_end = self._on_end
+        try:
+            while ended:
+                afut, cfut, explain = ended.popleft()
+                _settle(afut, cfut, on_end, explain)
+        finally:
+            if ended and not self._drain_scheduled:
+                self._schedule_drain()  # an error stopped this drain early
+
+
+def _cancel_underlying(
+    cfut: concurrent.futures.Future[Any], afut: asyncio.Future[Any]
+) -> None:
+    if afut.cancelled():
+        cfut.cancel()
 
 
 def _settle(

@@ -13,7 +13,7 @@ import os
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import COMPLETED, FAILED, chain, thread_id
+from ._bridge import COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
     check_callable,
     check_int,
@@ -119,6 +119,7 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
+        "_bridge",
         "_calls",
         "_cancelled",
         "_completed",
@@ -128,7 +129,6 @@ class BoundedLoopExecutor:
         "_gate",
         "_handover",
         "_loop",
-        "_loop_thread_id",
         "_on_end",
         "_owns_executor",
         "_process_pool",
@@ -309,7 +309,7 @@ class BoundedLoopExecutor:
         self._calls: set[concurrent.futures.Future[Any]] = set()
         self._on_end = self._call_ended
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread_id = 0
+        self._bridge: Bridge | None = None
         self._shutdown: asyncio.Future[None] | None = None
         self._submitted = 0
         self._completed = 0
@@ -469,8 +469,8 @@ class BoundedLoopExecutor:
         except BaseException as exc:
             cfut = self._submit_failed(exc, fn, args, kwargs)
         self._calls.add(cfut)
-        assert self._loop is not None
-        return chain(cfut, self._loop, self._loop_thread_id, self._on_end, explain)
+        assert self._bridge is not None
+        return self._bridge.chain(cfut, explain)
 
     def _submit_failed(
         self,
@@ -632,7 +632,7 @@ class BoundedLoopExecutor:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._loop_thread_id = thread_id()
+            self._bridge = Bridge(loop, self._on_end)
             self._gate.bind(loop)
             if self._rate is not None:
                 self._rate.bind(loop)
@@ -660,7 +660,8 @@ class BoundedLoopExecutor:
             RuntimeError: called from another thread than the bound loop's.
         """
         bound = check_int("bound", bound, 1)
-        if self._loop is not None and thread_id() != self._loop_thread_id:
+        bridge = self._bridge
+        if bridge is not None and thread_id() != bridge.loop_thread_id:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
