@@ -163,7 +163,7 @@ class RateLimiter:
         if self.try_start():
             return
         if self._closed:
-            raise ClosedError("the executor was closed while this call waited")
+            raise ClosedError("cannot start: the executor is closed")
         loop = self._loop
         assert loop is not None, "RateLimiter.bind() was not called"
         self.limited += 1
