@@ -160,6 +160,19 @@ class TestRateLimiter:
             assert order == list(range(expected))
         await asyncio.gather(*tasks)
 
+    async def test_a_timer_that_fires_early_admits_no_one(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = 0.0995  # the head's turn is at 0.1
+        limiter._on_timer()  # what a timer firing early does
+        await settle()
+        assert not task.done()
+        await clock.advance(0.0005)  # the timer set again for the rest
+        assert task.done()
+        await task
+
     async def test_cancelled_head_passes_its_chance_on_at_once(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
         assert limiter.try_start()

@@ -41,8 +41,10 @@ def check_optional_int(name: str, value: object, minimum: int) -> int | None:
 def check_callable(name: str, value: object) -> None:
     """Raise :class:`TypeError` naming *name* unless *value* is a sync callable.
 
-    An ``async def`` function (or async generator function) is refused too:
-    run in a worker it would only return a coroutine that nobody awaits.
+    An async function is refused too, in any of the shapes
+    :func:`is_async_function` sees through (a ``functools.partial`` of one, a
+    callable object with an ``async def __call__``...): run in a worker it
+    would only return a coroutine (or async generator) that nobody awaits.
     """
     if not callable(value):
         raise TypeError(
