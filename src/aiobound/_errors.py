@@ -13,12 +13,17 @@ __all__ = ("ClosedError", "OverloadedError")
 
 
 class OverloadedError(RuntimeError):
-    """Raised by ``submit``/``run`` when ``max_pending`` callers already wait.
+    """Raised by ``submit``/``run``/``map`` when a call is refused for load.
+
+    Two limits raise it: ``max_pending``, when that many callers already wait
+    for a slot (the call is refused at once, without waiting), and
+    ``max_wait``, when the call waited that many seconds without getting a
+    slot (it is refused then, never earlier).
 
     This is load shedding, not a fault: the executor is healthy but every slot
-    is taken and the waiting room is full, so the call is refused at once
-    instead of queueing without limit. Nothing was submitted and no slot is
-    held. A service usually turns it into ``503 Service Unavailable``.
+    is taken, so the call is refused instead of queueing without limit.
+    Nothing was submitted and no slot is held. A service usually turns it
+    into ``503 Service Unavailable``.
     """
 
 
