@@ -302,7 +302,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.outcome[tag] = EXPIRED
         self.timed_out += 1
         gate = self.ex._gate
-        live = [w for w in gate._waiters if not w.future.done()]
+        live = [w for w in gate._waiters if not w.done()]
         waiter = live[index]
 
         def expire() -> None:

@@ -603,7 +603,8 @@ class BoundedLoopExecutor:
         gate = self._gate
         if not gate.has_free_slot():
             return False
-        if self._rate is not None:  # TODO(lead): rate.try_start() once merged
+        rate = self._rate
+        if rate is not None and not rate.try_start():
             return False
         return gate.try_acquire()
 

@@ -65,11 +65,6 @@ class _Waiter(asyncio.Future[None]):
         self.since = since
         self.timer: asyncio.TimerHandle | None = None
 
-    @property
-    def future(self) -> _Waiter:
-        """The future the caller awaits: the waiter itself."""
-        return self
-
     def cancel(self, msg: object | None = None) -> bool:
         """Cancel the wait and take it out of the gate's count at once."""
         if not super().cancel(msg):
