@@ -33,7 +33,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import ClosedError
+from ._errors import closed_before_start
 
 if TYPE_CHECKING:
     import asyncio
@@ -159,9 +159,7 @@ def _settle(
             # Dropped by aclose(timeout=...) (or by the pool's shutdown after
             # close): say so, rather than cancel a task that was never
             # cancelled.
-            afut.set_exception(
-                ClosedError("the executor was closed before this call started")
-            )
+            afut.set_exception(closed_before_start())
         else:
             afut.cancel()  # the pool cancelled it, e.g. shutdown(cancel_futures)
         return

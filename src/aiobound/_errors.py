@@ -9,7 +9,13 @@ function you submit are never wrapped: they reach you unchanged.
 
 from __future__ import annotations
 
-__all__ = ("ClosedError", "OverloadedError")
+__all__ = (
+    "ClosedError",
+    "OverloadedError",
+    "closed_before_start",
+    "closed_on_arrival",
+    "closed_while_waiting",
+)
 
 
 class OverloadedError(RuntimeError):
@@ -34,3 +40,21 @@ class ClosedError(RuntimeError):
     or left its ``async with`` block. Coroutines that were waiting for a slot
     at that moment get this error too; nothing of theirs was submitted.
     """
+
+
+# The sentences of ClosedError, one place for each moment it can happen.
+
+
+def closed_on_arrival() -> ClosedError:
+    """A call made after the executor was closed."""
+    return ClosedError("cannot submit: the executor is closed")
+
+
+def closed_while_waiting() -> ClosedError:
+    """A call that was waiting for a slot or a turn when the executor closed."""
+    return ClosedError("the executor was closed while this call waited")
+
+
+def closed_before_start() -> ClosedError:
+    """A submitted call that the close dropped before it started."""
+    return ClosedError("the executor was closed before this call started")

@@ -21,7 +21,7 @@ from ._checks import (
     check_optional_positive,
     is_async_function,
 )
-from ._errors import ClosedError
+from ._errors import closed_while_waiting
 from ._map import MapIterator, MapPort, make_map
 from ._process import (
     OwnedProcessPool,
@@ -448,7 +448,7 @@ class BoundedLoopExecutor:
             if self._rate is not None and not self._gate.closed:
                 await self._rate.wait_turn()
             if self._gate.closed:
-                raise ClosedError("the executor was closed while this call waited")
+                raise closed_while_waiting()
         except BaseException:
             self._gate.release()
             raise

@@ -41,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import ChunkCall
-from ._errors import ClosedError
+from ._errors import closed_before_start
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -366,7 +366,7 @@ def explain_call_error(
     as *exc*, which is its ``__cause__``. Called only on the error path.
     """
     if isinstance(exc, DroppedCall):
-        error = ClosedError("the executor was closed before this call started")
+        error = closed_before_start()
         error.__cause__ = exc
         return error
     if isinstance(exc, BrokenProcessPool):

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from ._errors import ClosedError
+from ._errors import closed_on_arrival, closed_while_waiting
 
 __all__ = ("RateLimiter",)
 
@@ -163,7 +163,7 @@ class RateLimiter:
         if self.try_start():
             return
         if self._closed:
-            raise ClosedError("cannot start: the executor is closed")
+            raise closed_on_arrival()
         loop = self._loop
         assert loop is not None, "RateLimiter.bind() was not called"
         self.limited += 1
@@ -185,7 +185,7 @@ class RateLimiter:
                 turn.cancel()  # interrupted otherwise: leave the queue
             raise
         if self._woken is not turn:
-            raise ClosedError("the executor was closed while this call waited")
+            raise closed_while_waiting()
         self._woken = None
         self._waiting -= 1
         self._tat = max(self._tat, self._clock()) + self._interval
@@ -258,6 +258,4 @@ class RateLimiter:
         self._waiting = 0
         for turn in waiters:
             if not turn.done():
-                turn.set_exception(
-                    ClosedError("the executor was closed while this call waited")
-                )
+                turn.set_exception(closed_while_waiting())

@@ -37,7 +37,11 @@ import asyncio
 import time
 from collections import deque
 
-from ._errors import ClosedError, OverloadedError
+from ._errors import (
+    OverloadedError,
+    closed_on_arrival,
+    closed_while_waiting,
+)
 
 __all__ = ("SlotGate",)
 
@@ -204,7 +208,7 @@ class SlotGate:
             ClosedError: the gate is closed.
         """
         if self._closed:
-            raise ClosedError("cannot submit: the executor is closed")
+            raise closed_on_arrival()
         if self._in_use < self._bound and not self._waiting:
             self._in_use += 1
             self._admitted += 1
@@ -388,9 +392,7 @@ class SlotGate:
             if waiter.timer is not None:
                 waiter.timer.cancel()
             if not waiter.done():
-                waiter.set_exception(
-                    ClosedError("the executor was closed while this call waited")
-                )
+                waiter.set_exception(closed_while_waiting())
 
     async def wait_idle(self) -> None:
         """Wait until no slot is held.
