@@ -13,7 +13,8 @@ import pytest
 import process_calls
 import workers
 from aiobound import BoundedLoopExecutor
-from aiobound._process import RESTART_LIMIT, safe_repr
+from aiobound._pickling import safe_repr
+from aiobound._process import RESTART_LIMIT
 from conftest import assert_idle
 
 # forkserver, not fork: forking a process that runs threads can deadlock.

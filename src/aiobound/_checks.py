@@ -7,6 +7,7 @@ import inspect
 import types
 
 __all__ = (
+    "Limits",
     "check_callable",
     "check_int",
     "check_optional_int",
@@ -150,3 +151,34 @@ def check_optional_positive(name: str, value: object) -> float | None:
     if not 0 < value < float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+class Limits:
+    """The limits common to every executor, checked; each names its argument.
+
+    Raises:
+        TypeError, ValueError: as the ``check_*`` functions; ``TypeError``
+            for ``burst`` without ``max_per_second``.
+    """
+
+    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
+
+    def __init__(
+        self,
+        max_pending: object,
+        max_wait: object,
+        max_per_second: object,
+        burst: object,
+    ) -> None:
+        self.max_pending = check_optional_int("max_pending", max_pending, 0)
+        self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.max_per_second = check_optional_positive("max_per_second", max_per_second)
+        if burst is None:
+            self.burst = 1
+        else:
+            self.burst = check_int("burst", burst, 1)
+            if self.max_per_second is None:
+                raise TypeError(
+                    f"burst={burst!r} has no effect without max_per_second: "
+                    "pass both, or neither"
+                )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
+    Limits,
     check_callable,
     check_int,
     check_optional_int,
@@ -25,11 +26,9 @@ from ._errors import closed_while_waiting
 from ._map import MapIterator, MapPort, make_map
 from ._process import (
     OwnedProcessPool,
-    check_context,
     explain_broken_pool,
     failed_call_was_dropped,
-    process_context,
-    safe_repr,
+    owned_process_pool,
 )
 from ._rate import RateLimiter
 from ._slots import SlotGate
@@ -155,7 +154,7 @@ class BoundedLoopExecutor:
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
-        limits = _Limits(max_pending, max_wait, max_per_second, burst)
+        limits = Limits(max_pending, max_wait, max_per_second, burst)
         if executor is None:
             workers = check_optional_int("max_workers", max_workers, 1)
             if workers is None:
@@ -244,29 +243,16 @@ class BoundedLoopExecutor:
                 ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        workers = check_optional_int("max_workers", max_workers, 1)
-        if workers is None:
-            workers = os.cpu_count() or 1
         bound = check_optional_int("bound", bound, 1)
-        limits = _Limits(max_pending, max_wait, max_per_second, burst)
-        context = (
-            process_context()
-            if mp_context is None
-            else check_context("mp_context", mp_context)
-        )
-        if initializer is not None:
-            check_callable("initializer", initializer)
-        if not isinstance(initargs, tuple):
-            raise TypeError(
-                "initargs must be a tuple, got "
-                f"{type(initargs).__name__} {safe_repr(initargs)}"
-            )
-        if initargs and initializer is None:
-            raise TypeError("initargs has no effect without initializer")
-        pool = OwnedProcessPool(workers, context, initializer, initargs)
+        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         self = cls.__new__(cls)
         self._setup(
-            pool.executor, True, pool, 2 * workers if bound is None else bound, limits
+            pool.executor,
+            True,
+            pool,
+            2 * pool.workers if bound is None else bound,
+            limits,
         )
         return self
 
@@ -276,7 +262,7 @@ class BoundedLoopExecutor:
         owned: bool,
         process_pool: OwnedProcessPool | None,
         bound: int,
-        limits: _Limits,
+        limits: Limits,
         copy_context: bool | None = None,
     ) -> None:
         """Assemble the pieces; the arguments are already checked."""
@@ -770,29 +756,3 @@ class BoundedLoopExecutor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-class _Limits:
-    """The checked limits that the constructor and :meth:`process` share."""
-
-    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
-
-    def __init__(
-        self,
-        max_pending: object,
-        max_wait: object,
-        max_per_second: object,
-        burst: object,
-    ) -> None:
-        self.max_pending = check_optional_int("max_pending", max_pending, 0)
-        self.max_wait = check_optional_positive("max_wait", max_wait)
-        self.max_per_second = check_optional_positive("max_per_second", max_per_second)
-        if burst is None:
-            self.burst = 1
-        else:
-            self.burst = check_int("burst", burst, 1)
-            if self.max_per_second is None:
-                raise TypeError(
-                    f"burst={burst!r} has no effect without max_per_second: "
-                    "pass both, or neither"
-                )

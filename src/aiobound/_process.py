@@ -27,10 +27,8 @@ import ast
 import collections
 import contextlib
 import functools
-import io
 import multiprocessing
-import pickle
-import reprlib
+import os
 import sys
 import threading
 import time
@@ -38,14 +36,24 @@ import tokenize
 import weakref
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from ._chunks import ChunkCall
+from ._checks import check_callable, check_optional_int
 from ._errors import closed_before_start
+from ._pickling import (
+    PICKLING_ERRORS,
+    check_initializer,
+    explain_pickling_error,
+    explain_result,
+    origin,
+    reworded,
+    safe_repr,
+    safe_str,
+)
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from multiprocessing.context import BaseContext
     from types import FrameType
 
@@ -59,6 +67,7 @@ __all__ = (
     "explain_broken_pool",
     "explain_call_error",
     "failed_call_was_dropped",
+    "owned_process_pool",
     "process_context",
     "reworded",
     "run_unless_dropped",
@@ -66,57 +75,10 @@ __all__ = (
     "watch_broken",
 )
 
-# What a pool reports when it cannot pickle a call: pickle.PicklingError
-# (functions that cannot be found by name, e.g. lambdas), TypeError ("cannot
-# pickle '_thread.lock' object") and AttributeError ("Can't pickle local
-# object" on 3.10 and 3.11).
-_PICKLING_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
-
 # An owned pool is replaced at most RESTART_LIMIT times within
 # RESTART_WINDOW seconds; beyond that, calls fail until the window has passed.
 RESTART_LIMIT = 3
 RESTART_WINDOW = 60.0
-
-# Most characters of a user's object quoted in a message.
-_QUOTE_LIMIT = 120
-
-_repr = reprlib.Repr()
-_repr.maxlevel = 2
-_repr.maxstring = _repr.maxother = 80
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 4
-
-
-def safe_repr(obj: object, limit: int = _QUOTE_LIMIT) -> str:
-    """A short repr of *obj* that never raises and never exceeds *limit*.
-
-    Containers show their first items only; a ``__repr__`` that raises gives
-    ``<TypeName object>``.
-    """
-    try:
-        text = _repr.repr(obj)
-        if not isinstance(text, str):
-            raise TypeError
-    except Exception:
-        try:
-            text = f"<{type(obj).__qualname__} object>"
-        except Exception:
-            text = "<object>"
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
-
-
-def _safe_str(exc: BaseException, limit: int = 2 * _QUOTE_LIMIT) -> str:
-    """``type: message`` of *exc*, never raising and never longer than *limit*."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except Exception:
-        return name
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{name}: {text}" if text else name
-
 
 # -- in the worker process ----------------------------------------------------
 
@@ -162,7 +124,7 @@ def _start_worker(
         initializer(*initargs)
     except BaseException as exc:
         # Unlocked: workers that fail at once write the same words.
-        init_error.value = _safe_str(exc).encode("utf-8", "replace")[
+        init_error.value = safe_str(exc).encode("utf-8", "replace")[
             : len(init_error) - 1
         ]
         raise
@@ -196,148 +158,7 @@ def check_context(name: str, value: object) -> BaseContext:
     return value
 
 
-class _Discard(io.RawIOBase):
-    """A sink for pickles: checking an object need not keep its bytes."""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: object) -> int:
-        return len(memoryview(data))  # type: ignore[arg-type]
-
-
-def _pickling_failure(obj: object) -> BaseException | None:
-    """Return the error pickling *obj* raises, or ``None`` if it pickles."""
-    try:
-        pickle.Pickler(_Discard()).dump(obj)
-    except Exception as exc:
-        return exc
-    return None
-
-
-def check_initializer(
-    context: BaseContext,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[object, ...],
-) -> None:
-    """Refuse an initializer or initargs that cannot reach the workers.
-
-    They are pickled as the pool will pickle them (with the context's
-    reducer). Objects that may only be passed to a process as it starts (a
-    ``multiprocessing`` lock, event or queue) refuse to pickle outside that
-    moment with a ``RuntimeError``: they are accepted.
-
-    Raises:
-        TypeError: ``initializer`` or an item of ``initargs`` cannot be
-            pickled; the message names it and says why.
-    """
-    if initializer is None:
-        return
-    pickler = context.reducer.ForkingPickler  # type: ignore[attr-defined]
-    named: list[tuple[str, object]] = [("initializer", initializer)]
-    named += [(f"initargs[{i}]", arg) for i, arg in enumerate(initargs)]
-    for name, obj in named:
-        error = _reducer_failure(pickler, obj)
-        if error is not None:
-            raise TypeError(
-                f"{name} ({safe_repr(obj)}) cannot be pickled to the worker "
-                f"processes ({_safe_str(error)}): use a function defined at the "
-                "top level of an importable module and picklable arguments"
-            ) from error
-
-
-def _reducer_failure(pickler: Any, obj: object) -> BaseException | None:
-    """The pickling error *pickler* raises for *obj*, if any.
-
-    Any other error is no pickling error: a ``multiprocessing`` lock, event
-    or queue raises ``RuntimeError`` when pickled other than as a process
-    starts, which is when the pool pickles it.
-    """
-    try:
-        pickler(_Discard()).dump(obj)
-    except _PICKLING_ERRORS as exc:
-        return exc
-    except Exception:
-        return None
-    return None
-
-
-def _parts(label: str, obj: object) -> Iterator[tuple[str, object]]:
-    """Yield the parts of *obj* worth naming, with their labels.
-
-    A partial's function and bound arguments; the items of a list or tuple.
-    """
-    if isinstance(obj, functools.partial):
-        yield f"{label}'s wrapped function", obj.func
-        for i, arg in enumerate(obj.args):
-            yield f"{label}'s bound argument {i + 1}", arg
-        for key, value in obj.keywords.items():
-            yield f"{label}'s bound keyword argument {safe_repr(key)}", value
-    elif isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj):
-            yield f"{label}, item {i + 1}", item
-
-
-def _culprit(label: str, obj: object) -> tuple[str, object, BaseException] | None:
-    """Find the innermost part of *obj* that does not pickle, if any."""
-    error = _pickling_failure(obj)
-    if error is None:
-        return None
-    for part_label, part in _parts(label, obj):
-        found = _culprit(part_label, part)
-        if found is not None:
-            return found
-    return label, obj, error
-
-
-def _candidates(
-    fn: object, args: tuple[object, ...], kwargs: dict[str, object]
-) -> list[tuple[str, object]]:
-    """The function and each argument of a call, with their labels.
-
-    A chunk of ``map`` is named item by item: its function is ``map``'s
-    function, and its one argument is the list of items. The position of an
-    item in ``map``'s input is not known here, only its place in the chunk.
-    """
-    if isinstance(fn, ChunkCall) and len(args) == 1 and isinstance(args[0], list):
-        items = args[0]
-        return [
-            ("map's function", fn.fn),
-            *(
-                (f"map's item {i + 1} of a chunk of {len(items)}", item)
-                for i, item in enumerate(items)
-            ),
-        ]
-    return [
-        ("the function", fn),
-        *((f"argument {i + 1}", arg) for i, arg in enumerate(args)),
-        *(
-            (f"keyword argument {safe_repr(key)}", value)
-            for key, value in kwargs.items()
-        ),
-    ]
-
-
-def _origin(exc: BaseException) -> str:
-    """Where a process pool's error for a call came from.
-
-    ``"call"``: pickling the call to send it (the call queue's feeder thread);
-    ``"result"``: pickling what the call returned or raised, to send it back;
-    ``"worker"``: raised in the worker's loop, by ``fn``;
-    ``"unknown"``: none of these can be told from the pool's remote traceback
-    (another pool, or another Python whose pool names its functions
-    otherwise): the caller then searches for a culprit, to be safe.
-    """
-    tb = getattr(exc.__cause__, "tb", None)
-    if not isinstance(tb, str):
-        return "unknown"
-    if "in _sendback_result" in tb:
-        return "result"
-    if "in _feed" in tb:
-        return "call"
-    if "in _process_worker" in tb:
-        return "worker"
-    return "unknown"
+# -- explanations --------------------------------------------------------------
 
 
 def explain_call_error(
@@ -371,72 +192,14 @@ def explain_call_error(
         return error
     if isinstance(exc, BrokenProcessPool):
         return exc if pool is None else pool.explain_broken(exc)
-    if not isinstance(exc, _PICKLING_ERRORS):
+    if not isinstance(exc, PICKLING_ERRORS):
         return exc
-    origin = _origin(exc)
-    if origin == "result":
-        return _explain_result(exc, fn)
-    if origin == "worker":
+    where = origin(exc)
+    if where == "result":
+        return explain_result(exc, fn)
+    if where == "worker":
         return exc
     return explain_pickling_error(exc, fn, args, kwargs)
-
-
-def _explain_result(exc: BaseException, fn: object) -> BaseException:
-    if isinstance(fn, ChunkCall):
-        what = f"map's function ({safe_repr(fn.fn)}), in a chunk,"
-    else:
-        what = f"the function ({safe_repr(fn)})"
-    return reworded(
-        exc,
-        f"{what} ran in the worker process, but what it returned (or raised) "
-        f"cannot be pickled back to this process ({_safe_str(exc)}): return "
-        "picklable values (and raise picklable exceptions)",
-    )
-
-
-def explain_pickling_error(
-    exc: BaseException,
-    fn: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-) -> BaseException:
-    """Return a clearer error for a call a process pool could not pickle.
-
-    *exc* is what the pool reported for ``fn(*args, **kwargs)``. If it is a
-    pickling error and one of ``fn``, the arguments or the keyword arguments
-    does not pickle, the result is an error of the same type whose message
-    names that object (a short, safe repr of it) and says why, with *exc* as
-    its ``__cause__``. Otherwise *exc* is returned unchanged.
-    """
-    if not isinstance(exc, _PICKLING_ERRORS):
-        return exc
-    for label, obj in _candidates(fn, args, kwargs):
-        found = _culprit(label, obj)
-        if found is None:
-            continue
-        where, culprit, error = found
-        message = (
-            f"cannot send {where} ({safe_repr(culprit)}) to a worker process: it "
-            f"cannot be pickled ({_safe_str(error)}). A process pool pickles the "
-            "function and its arguments: use a function defined at the top "
-            "level of an importable module (not a lambda or a local function) "
-            "and picklable arguments, or a thread pool"
-        )
-        return reworded(exc, message)
-    return exc
-
-
-def reworded(exc: BaseException, message: str) -> BaseException:
-    """An error of *exc*'s type saying *message*, caused by *exc*.
-
-    Returns *exc* itself if its type cannot be built from a message alone.
-    """
-    try:
-        clear = type(exc)(message)
-    except Exception:
-        return exc
-    clear.__cause__ = exc
-    return clear
 
 
 def explain_broken_pool(
@@ -448,7 +211,7 @@ def explain_broken_pool(
     """
     watch_broken(pool)
     message = (
-        f"the wrapped {type(pool).__name__} is broken ({_safe_str(exc)}); "
+        f"the wrapped {type(pool).__name__} is broken ({safe_str(exc)}); "
         "aiobound leaves a pool passed as executor= as it is: make a new pool "
         "and a new BoundedLoopExecutor, or use BoundedLoopExecutor.process(), "
         "whose own pool is replaced when it breaks"
@@ -616,6 +379,44 @@ def _line_is_guarded(path: str, line: int) -> bool:
 
 
 # -- the owned pool ------------------------------------------------------------
+
+
+def owned_process_pool(
+    max_workers: object,
+    mp_context: object,
+    initializer: object,
+    initargs: object,
+) -> OwnedProcessPool:
+    """Check the pool arguments of :meth:`BoundedLoopExecutor.process`; make it.
+
+    Raises:
+        TypeError: an argument has the wrong type, ``initargs`` is given
+            without ``initializer``, or either cannot be pickled.
+        ValueError: ``max_workers`` is below 1, or ``mp_context`` forks.
+    """
+    workers = check_optional_int("max_workers", max_workers, 1)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    context = (
+        process_context()
+        if mp_context is None
+        else check_context("mp_context", mp_context)
+    )
+    if initializer is not None:
+        check_callable("initializer", initializer)
+    if not isinstance(initargs, tuple):
+        raise TypeError(
+            "initargs must be a tuple, got "
+            f"{type(initargs).__name__} {safe_repr(initargs)}"
+        )
+    if initargs and initializer is None:
+        raise TypeError("initargs has no effect without initializer")
+    return OwnedProcessPool(
+        workers,
+        context,
+        cast("Callable[..., object] | None", initializer),
+        initargs,
+    )
 
 
 class OwnedProcessPool:
