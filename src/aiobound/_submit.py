@@ -65,35 +65,33 @@ def _in_copied_context(
     return executor.submit(run, fn, *args, **kwargs)
 
 
-def _process_handover(context: object, owned: OwnedProcessPool | None) -> Handover:
-    """Submit to a process pool; check the main script at the first call."""
-    checked = False
+class _ProcessHandover:
+    """Submit to a process pool; check the main script at the first call.
 
-    def to_owned_pool(
+    Calls to a pool aiobound owns go through :func:`run_unless_dropped`, so
+    that a timed-out close can drop those not started.
+    """
+
+    __slots__ = ("_checked", "_context", "_owned")
+
+    def __init__(self, context: object, owned: bool) -> None:
+        self._context = context
+        self._owned = owned
+        self._checked = False
+
+    def __call__(
+        self,
         executor: concurrent.futures.Executor,
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> concurrent.futures.Future[T]:
-        nonlocal checked
-        if not checked:
-            check_main_is_guarded(context)
-            checked = True
-        return executor.submit(run_unless_dropped, fn, *args, **kwargs)
-
-    def to_pool(
-        executor: concurrent.futures.Executor,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> concurrent.futures.Future[T]:
-        nonlocal checked
-        if not checked:
-            check_main_is_guarded(context)
-            checked = True
+        if not self._checked:
+            check_main_is_guarded(self._context)
+            self._checked = True
+        if self._owned:
+            return executor.submit(run_unless_dropped, fn, *args, **kwargs)
         return executor.submit(fn, *args, **kwargs)
-
-    return to_pool if owned is None else to_owned_pool
 
 
 def _process_explainer(owned: OwnedProcessPool | None) -> Explainer:
@@ -127,5 +125,5 @@ def handover_for(
         context = owned.context if owned is not None else None
         if context is None:
             context = getattr(executor, "_mp_context", None)
-        return _process_handover(context, owned), _process_explainer(owned)
+        return _ProcessHandover(context, owned is not None), _process_explainer(owned)
     return _plain, None
