@@ -682,8 +682,8 @@ class BoundedLoopExecutor:
                 ``ProcessPoolExecutor`` passed as ``executor=`` reports the
                 calls it has moved to its workers' queue (``max_workers +
                 1`` deep) as running: there only the calls it has not moved
-                yet can be cancelled (with the default bound, none once
-                every worker has a call); the others run.
+                yet can be cancelled (with the default bound, few or none);
+                the others run.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.
