@@ -27,6 +27,8 @@ the hop is skipped, as :func:`asyncio.wrap_future` does.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import threading
@@ -36,8 +38,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._errors import closed_before_start
 
 if TYPE_CHECKING:
-    import asyncio
-    import concurrent.futures
     from collections.abc import Callable
 
 __all__ = ("CANCELLED", "COMPLETED", "FAILED", "Bridge", "deliverable", "thread_id")
@@ -46,6 +46,12 @@ T = TypeVar("T")
 
 # The identity of the calling thread.
 thread_id = threading.get_ident
+
+# A plain concurrent future, and its state once finished: such a future is
+# read without its lock (tests/test_bridge.py checks these names on every
+# supported Python).
+_PLAIN_FUTURE = concurrent.futures.Future
+_FINISHED = "FINISHED"
 
 # How a call ended, as reported to the executor's ``on_end``.
 COMPLETED = 0
@@ -98,8 +104,8 @@ class Bridge:
         delivered. Cancelling the returned future cancels *cfut* if the call
         has not started.
         """
-        afut: asyncio.Future[T] = self._loop.create_future()
-        afut.add_done_callback(functools.partial(_cancel_underlying, cfut))
+        afut: _CallFuture[T] = _CallFuture(loop=self._loop)
+        afut.underlying = cfut
         cfut.add_done_callback(functools.partial(self._call_ended, afut, explain))
         return afut
 
@@ -137,11 +143,25 @@ class Bridge:
                 self._schedule_drain()  # an error stopped this drain early
 
 
-def _cancel_underlying(
-    cfut: concurrent.futures.Future[Any], afut: asyncio.Future[Any]
-) -> None:
-    if afut.cancelled():
-        cfut.cancel()
+class _CallFuture(asyncio.Future[T]):
+    """The asyncio future of a submitted call: cancelling it cancels the call.
+
+    ``cancel()`` asks the underlying future to cancel at once, in the same
+    step (``Task.cancel()``, ``wait_for`` and ``gather`` all call it): a call
+    not yet started never runs and its slot is freed right there. A running
+    call cannot be cancelled and goes on. Doing this in ``cancel()`` rather
+    than in a done callback spares every call a callback of its own.
+    """
+
+    __slots__ = ("underlying",)
+
+    underlying: concurrent.futures.Future[T]
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self.underlying.cancel()
+        return True
 
 
 def _settle(
@@ -151,7 +171,16 @@ def _settle(
     explain: Callable[[BaseException], BaseException] | None,
 ) -> None:
     """On the loop, after the underlying call ended: report, then deliver."""
-    if cfut.cancelled():
+    if type(cfut) is _PLAIN_FUTURE and cfut._state == _FINISHED:
+        # The common case, read without the future's lock: a finished plain
+        # future never changes again, and its callbacks run after it finished.
+        exc = cfut._exception
+        if exc is None:
+            on_end(cfut, COMPLETED)
+            if not afut.done():
+                afut.set_result(cfut._result)  # type: ignore[arg-type]
+            return
+    elif cfut.cancelled():
         closed = on_end(cfut, CANCELLED)
         if afut.done():  # the caller cancelled it: nothing to report
             return
@@ -163,12 +192,13 @@ def _settle(
         else:
             afut.cancel()  # the pool cancelled it, e.g. shutdown(cancel_futures)
         return
-    exc = cfut.exception()
-    if exc is None:
-        on_end(cfut, COMPLETED)
-        if not afut.done():
-            afut.set_result(cfut.result())
-        return
+    else:
+        exc = cfut.exception()
+        if exc is None:
+            on_end(cfut, COMPLETED)
+            if not afut.done():
+                afut.set_result(cfut.result())
+            return
     on_end(cfut, FAILED)
     if not afut.done():
         afut.set_exception(deliverable(exc, explain))

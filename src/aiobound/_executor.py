@@ -410,6 +410,8 @@ class BoundedLoopExecutor:
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
+        if self._rate is None and self._gate.try_acquire():
+            return self._start(fn, args, kwargs)  # a slot free: no wait at all
         return await self._acquire_and_start(fn, args, kwargs)
 
     async def _acquire_and_start(
