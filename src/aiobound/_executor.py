@@ -36,7 +36,7 @@ from ._stats import ExecutorStats
 from ._submit import handover_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+    from collections.abc import AsyncIterable, Callable, Iterable
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
@@ -563,16 +563,17 @@ class BoundedLoopExecutor:
                 chunksize = 1
         else:
             check_int("chunksize", chunksize, 1)
+        gate = self._gate
         port = MapPort(
             bind=self._bind_running,
             bound=self._current_bound,
-            reserve_now=self._reserve_now,
-            release=self._gate.release,
-            start_reserved=self._start_item,
-            start=self._acquire_and_start_item,
+            reserve_now=gate.try_take if self._rate is None else self._reserve_now,
+            release=gate.release,
+            start_reserved=self._start,
+            start=self._acquire_and_start,
             rate_limited=self._rate is not None,
-            reserve_slot_now=self._reserve_slot_now,
-            start_on_turn=self._start_item_on_turn,
+            reserve_slot_now=gate.try_take,
+            start_on_turn=self._start_on_turn,
         )
         return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
 
@@ -594,25 +595,13 @@ class BoundedLoopExecutor:
         rate = self._rate
         if rate is not None and not rate.try_start():
             return False
-        return gate.try_acquire()
+        return gate.try_take()
 
-    def _reserve_slot_now(self) -> bool:
-        gate = self._gate
-        return gate.has_free_slot() and gate.try_acquire()
-
-    async def _start_item_on_turn(
-        self, fn: Callable[[A], T], item: A
+    async def _start_on_turn(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Future[T]:
         await self._wait_turn()
-        return self._start(fn, (item,), {})
-
-    def _start_item(self, fn: Callable[[A], T], item: A) -> asyncio.Future[T]:
-        return self._start(fn, (item,), {})
-
-    def _acquire_and_start_item(
-        self, fn: Callable[[A], T], item: A
-    ) -> Coroutine[Any, Any, asyncio.Future[T]]:
-        return self._acquire_and_start(fn, (item,), {})
+        return self._start(fn, args, kwargs)
 
     # -- loop binding --------------------------------------------------------
 

@@ -217,6 +217,16 @@ class SlotGate:
             return True
         return False
 
+    def try_take(self) -> bool:
+        """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
+        if self._in_use < self._bound and not self._waiting and not self._closed:
+            self._in_use += 1
+            self._admitted += 1
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a slot, waiting in FIFO order if none is free.
 
