@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._errors import ClosedError as ClosedError
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
+from ._histogram import LatencyHistogram as LatencyHistogram
 from ._map import MapIterator as MapIterator
 from ._stats import ExecutorStats as ExecutorStats
 
@@ -21,6 +22,7 @@ __all__ = (
     "BoundedLoopExecutor",
     "ClosedError",
     "ExecutorStats",
+    "LatencyHistogram",
     "MapIterator",
     "OverloadedError",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -22,6 +23,7 @@ from ._checks import (
     is_async_function,
 )
 from ._errors import ClosedError
+from ._histogram import Recorder
 from ._map import MapIterator, MapPort, make_map
 from ._process import (
     OwnedProcessPool,
@@ -133,6 +135,7 @@ class BoundedLoopExecutor:
         "_owns_executor",
         "_process_pool",
         "_rate",
+        "_run_histogram",
         "_shutdown",
         "_submitted",
         "_to_processes",
@@ -304,9 +307,11 @@ class BoundedLoopExecutor:
             if limits.max_per_second is None
             else RateLimiter(limits.max_per_second, limits.burst)
         )
-        # Underlying futures of calls submitted and not yet settled, so that
-        # aclose(timeout=...) can cancel those that have not started.
-        self._calls: set[concurrent.futures.Future[Any]] = set()
+        # Underlying futures of calls submitted and not yet settled (so that
+        # aclose(timeout=...) can cancel those that have not started), each
+        # with its time.monotonic() at hand-off (for the run-time histogram).
+        self._calls: dict[concurrent.futures.Future[Any], float] = {}
+        self._run_histogram = Recorder()
         self._on_end = self._call_ended
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: Bridge | None = None
@@ -373,6 +378,8 @@ class BoundedLoopExecutor:
             queue_wait_avg=gate.wait_average,
             queue_wait_max=gate.wait_maximum,
             closed=gate.closed,
+            queue_wait=gate.wait_histogram(),
+            run_time=self._run_histogram.snapshot(),
             pool_restarts=0
             if self._process_pool is None
             else self._process_pool.restarts,
@@ -468,7 +475,7 @@ class BoundedLoopExecutor:
             cfut = self._handover(self._executor, fn, args, kwargs)
         except BaseException as exc:
             cfut = self._submit_failed(exc, fn, args, kwargs)
-        self._calls.add(cfut)
+        self._calls[cfut] = time.monotonic()
         assert self._bridge is not None
         return self._bridge.chain(cfut, explain)
 
@@ -505,16 +512,20 @@ class BoundedLoopExecutor:
         Returns whether the executor is closed (the bridge then tells a
         caller whose call was dropped before it started).
         """
-        self._calls.discard(cfut)
+        started = self._calls.pop(cfut, None)
         gate = self._gate
         gate.release()
         if outcome == COMPLETED:
             self._completed += 1
+            if started is not None:
+                self._run_histogram.record(time.monotonic() - started)
         elif outcome == FAILED:
             if self._to_processes and failed_call_was_dropped(cfut, self._executor):
                 self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
             else:
                 self._failed += 1
+                if started is not None:
+                    self._run_histogram.record(time.monotonic() - started)
         else:
             self._cancelled += 1
         return gate.closed
