@@ -22,9 +22,10 @@ from ._checks import (
     check_optional_positive,
     is_async_function,
 )
-from ._errors import ClosedError
+from ._errors import ClosedError, OverloadedError
 from ._histogram import Recorder
 from ._map import MapIterator, MapPort, make_map
+from ._observe import CallObserver, Observed
 from ._process import (
     OwnedProcessPool,
     check_context,
@@ -121,6 +122,7 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
+        "_admit",
         "_bridge",
         "_calls",
         "_cancelled",
@@ -131,6 +133,7 @@ class BoundedLoopExecutor:
         "_gate",
         "_handover",
         "_loop",
+        "_observed",
         "_on_end",
         "_owns_executor",
         "_process_pool",
@@ -312,7 +315,10 @@ class BoundedLoopExecutor:
         # with its time.monotonic() at hand-off (for the run-time histogram).
         self._calls: dict[concurrent.futures.Future[Any], float] = {}
         self._run_histogram = Recorder()
+        # The strategies an observer swaps (see add_observer).
+        self._admit = self._acquire_and_start
         self._on_end = self._call_ended
+        self._observed: Observed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: Bridge | None = None
         self._shutdown: asyncio.Future[None] | None = None
@@ -431,7 +437,7 @@ class BoundedLoopExecutor:
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
-        return await self._acquire_and_start(fn, args, kwargs)
+        return await self._admit(fn, args, kwargs)
 
     async def _acquire_and_start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -529,6 +535,78 @@ class BoundedLoopExecutor:
         else:
             self._cancelled += 1
         return gate.closed
+
+    # -- observing -----------------------------------------------------------
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Tell *observer* of the life of every call from now on.
+
+        Calls already handed over are not reported. One observer per
+        executor (:mod:`aiobound.opentelemetry` installs one); an executor
+        never given one pays nothing for the feature: this method swaps the
+        way calls are admitted, handed over and ended for observed ones.
+
+        Call it from the event loop's thread, or before the executor is used.
+
+        Raises:
+            TypeError: *observer* is not a :class:`CallObserver`.
+            RuntimeError: the executor already has an observer.
+        """
+        if not isinstance(observer, CallObserver):
+            raise TypeError(
+                f"observer must be a CallObserver, got {type(observer).__name__}"
+            )
+        if self._observed is not None:
+            raise RuntimeError(f"{self!r} already has an observer")
+        observed = Observed(observer, self._handover)
+        self._observed = observed
+        self._handover = observed.handover
+        self._on_end = self._call_ended_observed
+        if self._bridge is not None:
+            self._bridge.set_on_end(self._on_end)
+        self._admit = self._acquire_and_start_observed
+
+    async def _acquire_and_start_observed(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """:meth:`_acquire_and_start`, telling the observer."""
+        observed = self._observed
+        assert observed is not None
+        observer = observed.observer
+        token = observer.arrived()
+        gate = self._gate
+        refused_at_once = False
+        try:
+            if not gate.try_acquire():
+                # Open, no free slot: acquire() refuses at once (max_pending)
+                # exactly when the caller may not queue.
+                refused_at_once = not gate.can_queue()
+                await gate.acquire()
+            if self._rate is not None or gate.closed:
+                await self._wait_turn()
+        except BaseException as exc:
+            if isinstance(exc, OverloadedError):
+                reason = "max_pending" if refused_at_once else "max_wait"
+            elif isinstance(exc, ClosedError):
+                reason = "closed"
+            else:
+                reason = "cancelled"
+            observer.refused(token, reason, exc)
+            raise
+        observed.current = token
+        try:
+            return self._start(fn, args, kwargs)
+        finally:
+            observed.current = None
+
+    def _call_ended_observed(
+        self, cfut: concurrent.futures.Future[Any], outcome: int
+    ) -> bool:
+        """:meth:`_call_ended`, then the observer's ``ended``."""
+        closed = self._call_ended(cfut, outcome)
+        assert self._observed is not None
+        self._observed.ended(cfut, outcome, self._loop)
+        return closed
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
