@@ -142,3 +142,25 @@ async def test_only_one_observer_and_only_an_observer(
     with pytest.raises(RuntimeError, match="already has an observer"):
         executor.add_observer(CallObserver())
     assert await executor.run(abs, -4) == 4  # the default hooks do nothing
+
+
+async def test_calls_dropped_unstarted_by_aclose_end_cancelled() -> None:
+    import process_calls
+    from test_process_close import Held
+
+    # As in test_process_close: one worker, bound 3, the two queued calls
+    # are dropped by aclose(timeout=...) and never run.
+    held = Held()
+    executor = held.executor(max_workers=1, bound=3)
+    observer = Recording()
+    executor.add_observer(observer)
+    futures = [await executor.submit(process_calls.held, n) for n in range(3)]
+    await held.wait_started()
+    with pytest.raises(TimeoutError, match="still running or queued"):
+        await executor.aclose(timeout=0.05)
+    held.gate.set()
+    await asyncio.gather(*futures, return_exceptions=True)
+    await executor.aclose()
+    ended = sorted(e[1:3] for e in observer.events if e[0] == "ended")
+    assert ended == [(1, "completed"), (2, "cancelled"), (3, "cancelled")]
+    assert executor.stats().cancelled == 2

@@ -8,6 +8,7 @@ worker process, on a Dask worker) are children of the call's span.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,17 @@ class TestThreadPool:
         assert call.attributes["aiobound.executor.name"] == "x"
         assert call.status.status_code == StatusCode.UNSET
         assert otel.value("aiobound.executor.call.completed") == 1
+
+    async def test_the_call_span_is_current_without_a_context_copy(
+        self, make_executor: ExecutorFactory, otel: Telemetry
+    ) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        executor = make_executor(executor=pool, bound=1, copy_context=False)
+        otel.instrument(executor)
+        with otel.tracer.start_as_current_span("request"):
+            seen = await executor.run(otel_calls.current_span_ids)
+        [call] = otel.finished("aiobound.call")
+        assert seen == ids(call)
 
     async def test_a_failed_call_records_its_exception(
         self, make_executor: ExecutorFactory, otel: Telemetry

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import COMPLETED, FAILED, Bridge, thread_id
+from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
     check_callable,
     check_int,
@@ -603,7 +603,10 @@ class BoundedLoopExecutor:
         self, cfut: concurrent.futures.Future[Any], outcome: int
     ) -> bool:
         """:meth:`_call_ended`, then the observer's ``ended``."""
+        cancelled = self._cancelled
         closed = self._call_ended(cfut, outcome)
+        if self._cancelled != cancelled:
+            outcome = CANCELLED  # a failure that was a drop before it started
         assert self._observed is not None
         self._observed.ended(cfut, outcome, self._loop)
         return closed
