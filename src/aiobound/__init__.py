@@ -12,15 +12,19 @@ from __future__ import annotations
 from ._errors import ClosedError as ClosedError
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
+from ._histogram import LatencyHistogram as LatencyHistogram
 from ._map import MapIterator as MapIterator
+from ._observe import CallObserver as CallObserver
 from ._stats import ExecutorStats as ExecutorStats
 
 __version__ = "0.1.0"
 
 __all__ = (
     "BoundedLoopExecutor",
+    "CallObserver",
     "ClosedError",
     "ExecutorStats",
+    "LatencyHistogram",
     "MapIterator",
     "OverloadedError",
 )
