@@ -63,6 +63,9 @@ class TestResize:
         gates[2].open()
         gates[3].open()
         assert await asyncio.gather(*waiters) == [0, 1, 2]
+        # The waiters may pass each other the slots before the last gated
+        # calls report back from their threads: wait for those too.
+        assert await asyncio.gather(*running[2:]) == [2, 3]
         assert counting.peak_in_pool == 4  # never more than max(old, new)
         assert_idle(executor)
 
