@@ -31,6 +31,7 @@ from ._process import (
     process_context,
 )
 from ._rate import RateLimiter
+from ._shared import LoopView, SharedBound, check_bound
 from ._slots import SlotGate
 from ._stats import ExecutorStats
 from ._submit import handover_for
@@ -80,7 +81,8 @@ class BoundedLoopExecutor:
             ``bound == workers`` a worker can sit idle between one call's end
             and the next submission). Required with ``executor`` unless it is
             a ``ThreadPoolExecutor`` or ``ProcessPoolExecutor``, whose worker
-            count is read.
+            count is read. A :class:`SharedBound` instead shares one bound
+            with other executors, on other loops and threads (see its docs).
         max_pending: Most coroutines allowed to wait for a slot; one more is
             refused at once with :class:`OverloadedError`. ``None`` (the
             default) means no limit; ``0`` means never wait.
@@ -141,7 +143,7 @@ class BoundedLoopExecutor:
         self,
         *,
         max_workers: int | None = None,
-        bound: int | None = None,
+        bound: int | SharedBound | None = None,
         max_pending: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         copy_context: bool | None = None,
@@ -149,7 +151,7 @@ class BoundedLoopExecutor:
         max_per_second: float | None = None,
         burst: int | None = None,
     ) -> None:
-        bound = check_optional_int("bound", bound, 1)
+        bound = check_bound(bound)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -194,7 +196,7 @@ class BoundedLoopExecutor:
         cls,
         *,
         max_workers: int | None = None,
-        bound: int | None = None,
+        bound: int | SharedBound | None = None,
         max_pending: int | None = None,
         max_wait: float | None = None,
         max_per_second: float | None = None,
@@ -238,7 +240,7 @@ class BoundedLoopExecutor:
         workers = check_optional_int("max_workers", max_workers, 1)
         if workers is None:
             workers = os.cpu_count() or 1
-        bound = check_optional_int("bound", bound, 1)
+        bound = check_bound(bound)
         limits = _Limits(max_pending, max_wait, max_per_second, burst)
         context = (
             process_context()
@@ -265,7 +267,7 @@ class BoundedLoopExecutor:
         executor: concurrent.futures.Executor,
         owned: bool,
         process_pool: OwnedProcessPool | None,
-        bound: int,
+        bound: int | SharedBound,
         limits: _Limits,
         copy_context: bool | None = None,
     ) -> None:
@@ -285,7 +287,11 @@ class BoundedLoopExecutor:
         self._handover, self._explainer = handover_for(
             copy_context=copy_context, to_processes=to_processes
         )
-        self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
+        self._gate: SlotGate | LoopView = (
+            SlotGate(bound, limits.max_pending, limits.max_wait)
+            if isinstance(bound, int)
+            else LoopView(bound, limits.max_pending, limits.max_wait)
+        )
         self._rate = (
             None
             if limits.max_per_second is None
@@ -638,6 +644,8 @@ class BoundedLoopExecutor:
         iterators read the bound as they go, so their window follows.
 
         Call it from the event loop's thread (in a coroutine or a callback).
+        Over a :class:`SharedBound`, this resizes the shared bound, for every
+        executor that shares it (as :meth:`SharedBound.resize` does).
 
         Raises:
             TypeError, ValueError: ``bound`` is not an int >= 1.
