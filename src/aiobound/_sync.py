@@ -477,20 +477,29 @@ class BoundedExecutor(concurrent.futures.Executor):
         deadline: float | None,
     ) -> Iterator[T]:
         window: deque[concurrent.futures.Future[T]] = deque()
+        error: Exception | None = None
         try:
             more = True
             while True:
                 while more and self._reserve(window, deadline):
                     try:
                         item = next(source)
-                    except BaseException as exc:
+                    except StopIteration:
                         self._gate.release(UNUSED)
-                        if isinstance(exc, StopIteration):
-                            more = False
-                            break
+                        more = False
+                        break
+                    except Exception as exc:
+                        # Raised once the results pulled before it are out.
+                        self._gate.release(UNUSED)
+                        more, error = False, exc
+                        break
+                    except BaseException:
+                        self._gate.release(UNUSED)
                         raise
                     window.append(self._start(fn, (item,), {}))
                 if not window:
+                    if error is not None:
+                        raise error
                     return
                 yield window.popleft().result(_remaining(deadline))
         finally:
@@ -507,20 +516,29 @@ class BoundedExecutor(concurrent.futures.Executor):
         chunks = chunked(source, sizer)
         run: ChunkCall[Any, T] = ChunkCall(fn)
         window: deque[concurrent.futures.Future[tuple[list[T], float]]] = deque()
+        error: Exception | None = None
         try:
             more = True
             while True:
                 while more and self._reserve(window, deadline):
                     try:
                         chunk = next(chunks)
-                    except BaseException as exc:
+                    except StopIteration:
                         self._gate.release(UNUSED)
-                        if isinstance(exc, StopIteration):
-                            more = False
-                            break
+                        more = False
+                        break
+                    except Exception as exc:
+                        # Raised once the results pulled before it are out.
+                        self._gate.release(UNUSED)
+                        more, error = False, exc
+                        break
+                    except BaseException:
+                        self._gate.release(UNUSED)
                         raise
                     window.append(self._start(run, (chunk,), {}))
                 if not window:
+                    if error is not None:
+                        raise error
                     return
                 results, seconds = window.popleft().result(_remaining(deadline))
                 sizer.measured(len(results), seconds)
