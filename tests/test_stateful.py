@@ -37,6 +37,7 @@ from hypothesis.stateful import (
 )
 
 from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound._slots import SlotGate
 from conftest import new_uvloop
 
 if TYPE_CHECKING:
@@ -302,6 +303,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.outcome[tag] = EXPIRED
         self.timed_out += 1
         gate = self.ex._gate
+        assert isinstance(gate, SlotGate)
         live = [w for w in gate._waiters if not w.future.done()]
         waiter = live[index]
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import signal
 import threading
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from aiobound import BoundedExecutor, ClosedError, OverloadedError
 from conftest import CountingExecutor, FailingExecutor
 from sync_helpers import Latch, started, until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def waiting_is(executor: BoundedExecutor, count: int) -> bool:
+    return executor.stats().waiting == count
 
 
 def idle(executor: BoundedExecutor) -> None:
@@ -68,8 +75,8 @@ def test_blocked_submitters_are_served_in_fifo_order(latch: Latch) -> None:
         executor.submit(latch, -1)
         runners = []
         for i in range(4):
-            runners.append(started(lambda i=i: executor.submit(order.append, i)))
-            until(lambda i=i: executor.stats().waiting == i + 1, "a waiter")
+            runners.append(started(functools.partial(executor.submit, order.append, i)))
+            until(functools.partial(waiting_is, executor, i + 1), "a waiter")
         latch.open()
         for runner in runners:
             runner.finish().result()
