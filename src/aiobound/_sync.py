@@ -412,7 +412,10 @@ class BoundedExecutor(concurrent.futures.Executor):
         before the first ``next()``. Results come in input order; an
         exception raised by ``fn`` is raised where its result would come.
         Leaving the loop early (``break``, an error, closing the iterator)
-        cancels the calls not yet started.
+        cancels the calls not yet started. After :meth:`shutdown`, the next
+        pull raises :class:`ClosedError`, and so does a call that
+        ``shutdown(cancel_futures=True)`` cancelled, where its result would
+        come.
 
         Args:
             fn: Applied to each item (to each tuple of items, unpacked).
@@ -470,6 +473,17 @@ class BoundedExecutor(concurrent.futures.Executor):
             return True
         raise concurrent.futures.TimeoutError
 
+    def _result(self, cfut: concurrent.futures.Future[T], deadline: float | None) -> T:
+        """The result of a map's call; ClosedError if shutdown cancelled it."""
+        try:
+            return cfut.result(_remaining(deadline))
+        except concurrent.futures.CancelledError:
+            if self._gate.closed:
+                raise ClosedError(
+                    "the executor was shut down before this call started"
+                ) from None
+            raise
+
     def _map_items(
         self,
         fn: Callable[[Any], T],
@@ -501,7 +515,7 @@ class BoundedExecutor(concurrent.futures.Executor):
                     if error is not None:
                         raise error
                     return
-                yield window.popleft().result(_remaining(deadline))
+                yield self._result(window.popleft(), deadline)
         finally:
             for cfut in window:
                 cfut.cancel()
@@ -540,7 +554,7 @@ class BoundedExecutor(concurrent.futures.Executor):
                     if error is not None:
                         raise error
                     return
-                results, seconds = window.popleft().result(_remaining(deadline))
+                results, seconds = self._result(window.popleft(), deadline)
                 sizer.measured(len(results), seconds)
                 yield from results
         finally:
