@@ -286,3 +286,21 @@ def test_shared_bound_validation_and_repr() -> None:
     assert ex.shared_bound is shared
     assert BoundedExecutor(max_workers=1).shared_bound is None
     ex.shutdown()
+
+
+async def test_process_pools_of_a_thread_and_a_loop_share_a_bound() -> None:
+    shared = SharedBound(3)
+    sync = BoundedExecutor.process(max_workers=2, bound=shared)
+    try:
+        async with BoundedLoopExecutor.process(max_workers=2, bound=shared) as ex:
+            thread = started(lambda: sum(sync.map(abs, range(-300, 0))))
+            total = 0
+            async for value in ex.map(abs, range(-300, 0)):
+                total += value
+            assert await ex.run(pow, 2, 5) == 32
+            assert thread.finish() == total == sum(range(1, 301))
+            assert ex.stats().bound == 3
+    finally:
+        sync.shutdown()
+    shared_idle(shared)
+    assert shared.stats().executors == 2

@@ -501,8 +501,20 @@ class _View:
             ClosedError: this executor is closed.
         """
         shared = self._shared
-        with shared._lock:
-            return shared._take_free(self)
+        with shared._lock:  # _take_free, inlined: the hot path
+            if self._closed:
+                raise ClosedError("cannot submit: the executor is closed")
+            if shared._in_use < shared._bound and not shared._waiting:
+                shared._in_use += 1
+                if shared._in_use > shared._peak:
+                    shared._peak = shared._in_use
+                shared._admitted += 1
+                self._in_use += 1
+                if self._in_use > self.peak_in_use:
+                    self.peak_in_use = self._in_use
+                self._admitted += 1
+                return True
+            return False
 
     def resize(self, bound: int) -> None:
         """Resize the *shared* bound (see :meth:`SharedBound.resize`)."""
@@ -739,10 +751,15 @@ class ThreadView(_View):
         """Done callback of a submitted call: free its slot, count the outcome."""
         if cfut.cancelled():
             self.release(CANCELLED)
-        elif cfut.exception() is None:
-            self.release(COMPLETED)
-        else:
-            self.release(FAILED)
+            return
+        failed = cfut.exception() is not None
+        shared = self._shared
+        with shared._lock:
+            if failed:
+                self.failed += 1
+            else:
+                self.completed += 1
+            shared._release(self)
 
     def close(self) -> None:
         """Refuse new acquisitions; wake this executor's waiters with ClosedError.

@@ -21,6 +21,7 @@ from ._checks import (
     check_int,
     check_optional_int,
     check_optional_positive,
+    is_async_function,
 )
 from ._chunks import ChunkCall, ChunkSizer, chunked
 from ._errors import ClosedError
@@ -350,7 +351,9 @@ class BoundedExecutor(concurrent.futures.Executor):
         the next waiter. ``shutdown()`` from another thread wakes it with
         :class:`ClosedError`.
         """
-        check_callable("fn", fn)
+        fn_object: object = fn
+        if not callable(fn_object) or is_async_function(fn_object):
+            check_callable("fn", fn_object)
         gate = self._gate
         if not gate.try_acquire():
             gate.acquire_blocking()
@@ -361,7 +364,7 @@ class BoundedExecutor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[T]:
         """Submit the call; the caller holds a slot, given back on any error."""
         gate = self._gate
-        if gate.closed:  # closed between the grant and now
+        if gate._closed:  # closed between the grant and now
             gate.release(UNUSED)
             raise ClosedError("the executor was closed while this call waited")
         try:
