@@ -103,6 +103,13 @@ def bench_process(session: nox.Session) -> None:
     session.run("python", "benchmarks/process_pool.py", *session.posargs)
 
 
+@nox.session(default=False)
+def bench_sync(session: nox.Session) -> None:
+    """BoundedExecutor and SharedBound against the article's recipe and the stdlib."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/sync_bench.py", *session.posargs)
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the site into docs/_build/html; any warning fails the build.
