@@ -101,6 +101,7 @@ def plan(quick: bool, loops: tuple[str, ...]) -> dict[str, list[Job]]:
             "aiojobs",
             "submit",
             "map",
+            "map_unordered",
         ):
             jobs["noop"].append(Job("noop", case, loop, noop_calls, 10, 20, case))
         sleep_bounds = {
@@ -129,8 +130,11 @@ def plan(quick: bool, loops: tuple[str, ...]) -> dict[str, list[Job]]:
             jobs["process"].append(
                 Job("process", case, loop, process_calls, 2, 4, case)
             )
-    # The synchronous ceiling uses no loop: once per repetition.
+    # The synchronous ceilings use no loop: once per repetition.
     jobs["sleep"].append(Job("sleep", "sync", "-", sleep_calls, 10, 10, "sync map"))
+    jobs["noop"].append(
+        Job("noop", "sync_window", "-", noop_calls, 10, 20, "sync window")
+    )
     return jobs
 
 
@@ -194,6 +198,7 @@ def _fmt_bytes(size: float) -> str:
 
 _ORDER = (
     "sync map",
+    "sync window",
     "raw",
     "to_thread",
     "anyio",
@@ -202,6 +207,7 @@ _ORDER = (
     "recipe",
     "submit",
     "map",
+    "map_unordered",
     "map_chunksize_1",
 )
 
@@ -237,9 +243,9 @@ def summarize(records: list[dict[str, Any]], loops: tuple[str, ...]) -> str:
         lines += [
             f"**{workload}**: {calls:,} {title}",
             "",
-            "| case | loop | calls/s | us/call | vs raw | vs recipe "
+            "| case | loop | calls/s | us/call | vs raw | vs recipe | vs ceiling "
             "| loop CPU us/call | CPU us/call | peak RSS growth | utilization |",
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for key in sorted(keys, key=lambda k: (_rank(k[1]), k[2])):
             _, label, loop = key
@@ -250,6 +256,7 @@ def summarize(records: list[dict[str, Any]], loops: tuple[str, ...]) -> str:
             cpu = statistics.median(r["cpu_us_per_call"] for r in runs)
             raw = (workload, "raw", loop)
             recipe = (workload, _recipe_label(label), loop)
+            ceiling = (workload, "sync window", "-")
             util = ""
             if workload == "sleep":
                 util = f"{statistics.median(r['utilization'] for r in runs):.1%}"
@@ -257,6 +264,7 @@ def summarize(records: list[dict[str, Any]], loops: tuple[str, ...]) -> str:
                 f"| {label} | {loop} | {rate:,.0f} | {1e6 / rate:.1f} "
                 f"| {_fmt_ratio(paired_ratio(table, key, raw, 'calls_per_s'))} "
                 f"| {_fmt_ratio(paired_ratio(table, key, recipe, 'calls_per_s'))} "
+                f"| {_fmt_ratio(paired_ratio(table, key, ceiling, 'calls_per_s'))} "
                 f"| {loop_cpu:.1f} | {cpu:.1f} | {_fmt_bytes(rss)} | {util} |"
             )
         lines.append("")
@@ -364,12 +372,38 @@ def targets(
             f"| {_ok(wall >= threshold)} |"
         )
 
+    ceiling: Key = ("noop", "sync window", "-")
     for loop in loops:
-        noop = {c: ("noop", c, loop) for c in ("recipe", "submit", "map")}
+        noop = {
+            c: ("noop", c, loop) for c in ("recipe", "submit", "map", "map_unordered")
+        }
         speed(
             f"submit / recipe, {loop} (>= 0.95)", noop["submit"], noop["recipe"], 0.95
         )
+        floor = 0.6 if loop == "asyncio" else 0.7
+        speed(
+            f"submit / sync window, {loop} (>= {floor})",
+            noop["submit"],
+            ceiling,
+            floor,
+        )
         speed(f"map / submit, {loop} (>= 1.00)", noop["map"], noop["submit"], 1.0)
+        speed(
+            f"map(ordered=False) / submit, {loop} (>= 1.00)",
+            noop["map_unordered"],
+            noop["submit"],
+            1.0,
+        )
+        process = {
+            c: ("process", c, loop) for c in ("raw", "submit", "map_chunksize_1")
+        }
+        for case in ("submit", "map_chunksize_1"):
+            speed(
+                f"process pool, {case} / raw, {loop} (>= 1.00)",
+                process[case],
+                process["raw"],
+                1.0,
+            )
         for other in ("aiometer", "aiojobs", "anyio"):
             speed(
                 f"map / {other}, {loop} (> 1)", noop["map"], ("noop", other, loop), 1.0

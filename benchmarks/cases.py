@@ -64,8 +64,12 @@ CASES = (
     "submit",
     "map",
     "map_chunksize_1",
+    "map_unordered",
     "sync",
+    "sync_window",
 )
+# The cases that run no event loop: the synchronous ceilings.
+SYNC_CASES = ("sync", "sync_window")
 SLEEP = 0.01
 
 
@@ -141,6 +145,28 @@ async def run_map_unchunked(pool: Pool, fn: Call, calls: int, bound: int) -> Non
             pass
 
 
+async def run_map_unordered(pool: Pool, fn: Call, calls: int, bound: int) -> None:
+    """``async for`` over ``executor.map(..., ordered=False)``."""
+    async with BoundedLoopExecutor(executor=pool, bound=bound) as executor:
+        async for _ in executor.map(fn, range(calls), ordered=False):
+            pass
+
+
+def run_sync_window(pool: Pool, fn: Call, calls: int, bound: int) -> None:
+    """No event loop: one thread keeps ``bound`` futures in flight.
+
+    It uses ``pool.submit`` and ``result()``: the ceiling for any design
+    that feeds the pool from one thread.
+    """
+    window: deque[concurrent.futures.Future[None]] = deque()
+    for i in range(calls):
+        if len(window) >= bound:
+            window.popleft().result()
+        window.append(pool.submit(fn, i))
+    for fut in window:
+        fut.result()
+
+
 async def run_anyio(pool: Pool, fn: Call, calls: int, bound: int) -> None:
     """One task per call, ``anyio.to_thread.run_sync`` with a limiter."""
     import anyio
@@ -194,6 +220,7 @@ RUNNERS: dict[str, Callable[[Pool, Call, int, int], Coroutine[None, None, None]]
     "submit": run_submit,
     "map": run_map,
     "map_chunksize_1": run_map_unchunked,
+    "map_unordered": run_map_unordered,
 }
 
 
@@ -239,7 +266,7 @@ def measure(
     fn = sleep_10ms if workload == "sleep" else noop
     pool = _make_pool(workload, workers)
     memory = PeakMemory()
-    loop = None if case == "sync" else _new_loop(loop_name)
+    loop = None if case in SYNC_CASES else _new_loop(loop_name)
     try:
         # Start every worker before the clock does.
         list(pool.map(noop, range(4 * workers)))
@@ -247,7 +274,9 @@ def measure(
         started = time.perf_counter()
         cpu_started = time.process_time()
         loop_cpu_started = time.thread_time()  # the loop runs in this thread
-        if loop is None:
+        if case == "sync_window":
+            run_sync_window(pool, fn, calls, bound)
+        elif loop is None:
             for _ in pool.map(fn, range(calls)):
                 pass
         else:

@@ -29,7 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from aiobound import BoundedLoopExecutor
-from aiobound._pools import process_context
+from aiobound._process import process_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -51,7 +51,8 @@ nitpick_ignore_regex = [
     # Names the signatures import from those, and type variables.
     (
         r"py:.*",
-        r"(BaseContext|ProcessPoolExecutor|Executor|Starlette|Middleware|Metric|"
+        r"(BaseContext|ProcessPoolExecutor|Executor|Starlette|HTTPConnection|"
+        r"Middleware|Metric|"
         r"AbstractAsyncContextManager|Client|IOLoop|Self|NoneType|Ellipsis)",
     ),
     (r"py:.*", r"(aiobound\._\w+\.)?(P|T|A|R|T_co)(\.args|\.kwargs)?"),
@@ -100,6 +101,19 @@ def _resolve_in_aiobound(app, env, node, contnode):
     return None
 
 
+# Classes that users get from aiobound and never construct: their
+# constructors take private objects, so the page shows no signature.
+_NOT_CONSTRUCTED = {"aiobound.MapIterator"}
+
+
+def _hide_private_constructor(app, what, name, obj, options, signature, annotation):
+    """Drop the signature of a class in ``_NOT_CONSTRUCTED``."""
+    if what == "class" and name in _NOT_CONSTRUCTED:
+        return "", annotation
+    return None
+
+
 def setup(app):
-    """Register the resolver for short names."""
+    """Register the resolver for short names and the signature filter."""
     app.connect("missing-reference", _resolve_in_aiobound)
+    app.connect("autodoc-process-signature", _hide_private_constructor)

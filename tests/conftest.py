@@ -270,23 +270,53 @@ class FailingExecutor(concurrent.futures.Executor):
         raise self.error
 
 
-class ManualExecutor(concurrent.futures.Executor):
-    """Returns futures the test completes by hand, on the loop's thread.
+class SubmitRefused(RuntimeError):
+    """What ManualExecutor.submit raises for a call marked to be refused."""
 
-    Completing one there settles the call at once, inside the test's own
-    step, which lets a test order a slot's release exactly against others.
+
+class ManualExecutor(concurrent.futures.Executor):
+    """Runs nothing: returns futures the test completes by hand.
+
+    Completing one on the loop's thread settles the call at once, inside the
+    test's own step, which lets a test order a slot's release exactly against
+    others. Each call is known by its first positional argument, its *tag*.
+
+    Args:
+        cap: Most calls allowed in it at once (say, the bound); a submission
+            beyond it is recorded in ``violations``. ``None``: no check.
     """
 
-    def __init__(self) -> None:
-        self.futures: list[concurrent.futures.Future[Any]] = []
-        self.submits = 0
+    def __init__(self, cap: Callable[[], int] | None = None) -> None:
+        self._cap = cap
+        self.futures: list[concurrent.futures.Future[Any]] = []  # in order
+        self.by_tag: dict[object, concurrent.futures.Future[Any]] = {}
+        self.pending: set[object] = set()  # tags whose future is not done
+        self.submit_log: list[object] = []  # every submit, refused ones too
+        self.refuse: set[object] = set()  # tags whose submit raises
+        self.violations: list[str] = []
+
+    @property
+    def submits(self) -> int:
+        """Calls submitted, refused ones included."""
+        return len(self.submit_log)
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
-        self.submits += 1
+        tag = args[0] if args else None
+        self.submit_log.append(tag)
+        if tag in self.refuse:
+            raise SubmitRefused(f"call {tag} refused by the executor")
+        if self._cap is not None and len(self.pending) + 1 > self._cap():
+            self.violations.append(
+                f"call {tag} submitted with {len(self.pending)} in the pool, "
+                f"cap {self._cap()}"
+            )
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self.futures.append(future)
+        self.by_tag[tag] = future
+        self.pending.add(tag)
+        future.add_done_callback(lambda _: self.pending.discard(tag))
         return future
 
 

@@ -13,44 +13,10 @@ import workers
 from aiobound import BoundedLoopExecutor, MapIterator
 from aiobound._chunks import MAX_AUTO_CHUNKSIZE
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle
+from sources import Boom, Source, agen, fail_on_three
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
-
-class Boom(Exception):
-    pass
-
-
-def fail_on_three(x: int) -> int:
-    if x == 3:
-        raise Boom(f"item {x}")
-    return x
-
-
-class Source:
-    """A sync iterable that records how many items were pulled."""
-
-    def __init__(self, n: int | None, fail_after: int | None = None) -> None:
-        self.n = n
-        self.fail_after = fail_after
-        self.pulled = 0
-
-    def __iter__(self) -> Iterator[int]:
-        i = 0
-        while self.n is None or i < self.n:
-            if i == self.fail_after:
-                raise Boom("source")
-            self.pulled += 1
-            yield i
-            i += 1
-
-
-async def agen(n: int, fail_after: int | None = None) -> AsyncIterator[int]:
-    for i in range(n):
-        if i == fail_after:
-            raise Boom("source")
-        yield i
+    from collections.abc import Iterator
 
 
 class TestResults:
@@ -169,7 +135,9 @@ class TestErrors:
     async def test_unpicklable_item_is_named(self) -> None:
         async with BoundedLoopExecutor.process(max_workers=1) as executor:
             items: list[object] = [1, threading.Lock(), 3]
-            with pytest.raises(TypeError, match=r"argument 1, item 1 \(<unlocked"):
+            with pytest.raises(
+                TypeError, match=r"map's item 2 of a chunk of 3 \(<unlocked"
+            ):
                 async for _ in executor.map(workers.pid, items, chunksize=3):
                     pass
 

@@ -52,3 +52,17 @@ class TestContextVars:
         executor = make_executor(max_workers=1, copy_context=False)
         request_id.set("caller")
         assert await executor.run(read_request_id) == "unset"
+
+    async def test_map_items_run_in_the_context_of_the_anext_that_pulled_them(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # bound=1: each __anext__ pulls exactly the item whose result it
+        # then returns, so each item sees the consumer's context at the
+        # __anext__ that pulled it.
+        executor = make_executor(max_workers=1, bound=1)
+        seen: list[str] = []
+        async with executor.map(lambda _: request_id.get(), range(3)) as results:
+            for step in range(3):
+                request_id.set(f"step {step}")
+                seen.append(await results.__anext__())
+        assert seen == ["step 0", "step 1", "step 2"]

@@ -19,21 +19,18 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import anyio
 import pytest
 
 from aiobound import BoundedLoopExecutor, ClosedError
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
-    GateFactory,
     assert_idle,
     new_uvloop,
-    settle,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -301,128 +298,3 @@ def test_closing_the_loop_with_calls_in_flight_raises_nothing_and_exits(
         check=False,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "closed []\n", "")
-
-
-class TestRepeatedCancellation:
-    async def test_a_cancel_scope_around_a_running_call_keeps_its_slot(
-        self, make_executor: ExecutorFactory, make_gate: GateFactory
-    ) -> None:
-        executor = make_executor(max_workers=2, bound=1)
-        gate = make_gate()
-        after: list[str] = []
-
-        async def caller() -> None:
-            with anyio.CancelScope() as scope:
-                scopes.append(scope)
-                try:
-                    await executor.run(gate, "running")
-                finally:
-                    # anyio keeps cancelling the task until it leaves the
-                    # scope; a shielded call still goes through.
-                    with anyio.CancelScope(shield=True):
-                        after.append(await executor.run(identity, "cleanup"))
-
-        scopes: list[anyio.CancelScope] = []
-        task = asyncio.ensure_future(caller())
-        await gate.started()
-        scopes[0].cancel()
-        await settle()
-        assert executor.stats().in_flight == 1  # the running call keeps it
-        assert executor.stats().waiting == 1  # the shielded clean-up waits
-        assert not task.done()
-        gate.open()
-        await task
-        assert after == ["cleanup"]
-        assert gate.calls == ["running"]
-        assert_idle(executor)
-        assert executor.stats().completed == 2
-
-    async def test_a_cancel_scope_around_a_waiter_submits_nothing(
-        self, make_executor: ExecutorFactory, make_gate: GateFactory
-    ) -> None:
-        executor = make_executor(max_workers=1, bound=1)
-        gate = make_gate()
-        running = await executor.submit(gate, "running")
-        await gate.started()
-        scopes = [anyio.CancelScope() for _ in range(5)]
-
-        async def waiter(scope: anyio.CancelScope) -> None:
-            with scope:
-                await executor.run(gate, "never")
-
-        tasks = [asyncio.ensure_future(waiter(scope)) for scope in scopes]
-        await settle()
-        assert executor.stats().waiting == 5
-        for scope in scopes[::2]:
-            scope.cancel()  # re-delivered until the task leaves the scope
-        for task in tasks[1::2]:
-            task.cancel()
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert [isinstance(r, asyncio.CancelledError) for r in results] == [
-            False,
-            True,
-            False,
-            True,
-            False,
-        ]
-        assert executor.stats().waiting == 0
-        gate.open()
-        assert await running == "running"
-        assert gate.calls == ["running"]
-        assert_idle(executor)
-
-    async def test_task_cancelled_again_and_again_while_its_call_runs(
-        self, make_executor: ExecutorFactory, make_gate: GateFactory
-    ) -> None:
-        executor = make_executor(max_workers=1, bound=1)
-        gate = make_gate()
-        task = asyncio.ensure_future(executor.run(gate, 1))
-        await gate.started()
-        for _ in range(20):
-            task.cancel()
-            await asyncio.sleep(0)
-        assert task.cancelled()
-        assert executor.stats().in_flight == 1
-        follower = asyncio.ensure_future(executor.run(identity, 2))
-        await settle()
-        assert not follower.done()
-        gate.open()
-        assert await follower == 2
-        assert_idle(executor)
-        assert executor.stats().completed == 2
-
-    async def test_map_in_a_cancelled_scope_cleans_up_and_closes_its_source(
-        self, make_executor: ExecutorFactory, make_gate: GateFactory
-    ) -> None:
-        executor = make_executor(max_workers=1, bound=3)
-        gate = make_gate()
-        closed: list[bool] = []
-
-        async def source() -> AsyncIterator[int]:
-            try:
-                for n in range(100):
-                    yield n
-            finally:
-                closed.append(True)
-
-        async def consume() -> None:
-            with anyio.CancelScope() as scope:
-                scopes.append(scope)
-                async with executor.map(gate, source()) as results:
-                    async for _ in results:
-                        pass
-
-        scopes: list[anyio.CancelScope] = []
-        task = asyncio.ensure_future(consume())
-        await gate.started()
-        assert executor.stats().in_flight == 3  # one running, two queued
-        scopes[0].cancel()
-        await task
-        assert closed == [True]
-        stats = executor.stats()
-        assert (stats.in_flight, stats.cancelled) == (1, 2)
-        gate.open()
-        await executor.aclose()
-        assert gate.calls == [0]
-        assert_idle(executor)

@@ -10,46 +10,10 @@ import pytest
 
 from aiobound import ClosedError, MapIterator
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle, settle
+from sources import Boom, Source, agen, double, fail_on_three
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-
-
-def double(x: int) -> int:
-    return 2 * x
-
-
-class Boom(Exception):
-    pass
-
-
-def fail_on_three(x: int) -> int:
-    if x == 3:
-        raise Boom(f"item {x}")
-    return x
-
-
-class Source:
-    """A sync iterable that records how many items were pulled."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n = n
-        self.pulled = 0
-
-    def __iter__(self) -> Iterator[int]:
-        i = 0
-        while self.n is None or i < self.n:
-            self.pulled += 1
-            yield i
-            i += 1
-
-
-async def agen(n: int | None, pulled: list[int]) -> AsyncIterator[int]:
-    i = 0
-    while n is None or i < n:
-        pulled.append(i)
-        yield i
-        i += 1
 
 
 class TestResults:

@@ -17,6 +17,7 @@ import pytest
 
 from aiobound import ClosedError
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle, settle
+from sources import double
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 # A guard against a hang in a broken build only: a passing test never waits
 # anywhere near this long.
 HANG_GUARD = 20.0
-
-
-def double(x: int) -> int:
-    return 2 * x
 
 
 def stop_async_on_two(x: int) -> int:

@@ -70,6 +70,8 @@ class TestOwnedPool:
             ({"mp_context": "spawn"}, TypeError, "mp_context"),
             ({"initializer": 3}, TypeError, "initializer"),
             ({"initargs": [1]}, TypeError, "initargs"),
+            ({"initargs": (1,)}, TypeError, "initargs has no effect without"),
+            ({"burst": 2}, TypeError, "burst"),
         ],
     )
     def test_bad_arguments_are_named(

@@ -76,29 +76,160 @@ def with_fake_clock(executor: BoundedLoopExecutor) -> FakeClock:
     return clock
 
 
+def fake_limiter(per_second: float, burst: int) -> tuple[RateLimiter, FakeClock]:
+    clock = FakeClock()
+    limiter = RateLimiter(per_second=per_second, burst=burst)
+    limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+    return limiter, clock
+
+
 class TestRateLimiter:
-    async def test_books_starts_evenly_spaced(self) -> None:
-        clock = FakeClock()
-        limiter = RateLimiter(per_second=10, burst=1)
-        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
-        delays = [limiter._book()[0] for _ in range(4)]
-        assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    async def test_starts_are_spaced_evenly(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        assert not limiter.try_start()
+        clock.now = 0.0999
+        assert not limiter.try_start()
+        clock.now = 0.1
+        assert limiter.try_start()
+        assert not limiter.try_start()
 
     async def test_burst_lets_that_many_start_at_once_then_spaces_them(self) -> None:
-        clock = FakeClock()
-        limiter = RateLimiter(per_second=10, burst=3)
-        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
-        delays = [limiter._book()[0] for _ in range(5)]
-        assert delays == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2])
+        limiter, clock = fake_limiter(per_second=10, burst=3)
+        assert [limiter.try_start() for _ in range(4)] == [True, True, True, False]
+        clock.now = 0.1
+        assert [limiter.try_start() for _ in range(2)] == [True, False]
 
     async def test_idle_time_builds_no_credit_beyond_the_burst(self) -> None:
-        clock = FakeClock()
-        limiter = RateLimiter(per_second=10, burst=2)
-        limiter.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
-        assert limiter._book()[0] == 0.0
+        limiter, clock = fake_limiter(per_second=10, burst=2)
+        assert limiter.try_start()
         clock.now = 100.0  # a long idle spell
-        delays = [limiter._book()[0] for _ in range(4)]
-        assert delays == pytest.approx([0.0, 0.0, 0.1, 0.2])
+        assert [limiter.try_start() for _ in range(3)] == [True, True, False]
+
+    async def test_try_start_refused_changes_nothing(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        for _ in range(100):
+            assert not limiter.try_start()  # refusals book nothing
+        clock.now = 0.1
+        assert limiter.try_start()
+
+    async def test_wait_turn_does_not_yield_when_a_start_is_allowed(self) -> None:
+        limiter, _ = fake_limiter(per_second=10, burst=2)
+        for _ in range(2):
+            step = limiter.wait_turn().__await__()
+            with pytest.raises(StopIteration):
+                step.send(None)  # finished in its first step
+        assert limiter.limited == 0
+
+    async def test_waiters_are_served_in_fifo_order_one_per_interval(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        order: list[int] = []
+
+        async def wait(n: int) -> None:
+            await limiter.wait_turn()
+            order.append(n)
+
+        tasks = [asyncio.create_task(wait(n)) for n in range(4)]
+        await settle()
+        assert limiter.waiting == 4
+        assert not limiter.try_start()  # no overtaking, even when due
+        for expected in range(1, 5):
+            await clock.advance(0.1)
+            assert order == list(range(expected))
+        await asyncio.gather(*tasks)
+        assert limiter.limited == 4
+
+    async def test_a_late_timer_starts_one_waiter_not_a_burst(self) -> None:
+        # The loop stalled: the clock jumped far past several turns at once.
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        order: list[int] = []
+
+        async def wait(n: int) -> None:
+            await limiter.wait_turn()
+            order.append(n)
+
+        tasks = [asyncio.create_task(wait(n)) for n in range(5)]
+        await settle()
+        await clock.advance(0.7)
+        assert order == [0]  # the others: one per 0.1 s from now on
+        for expected in range(2, 6):
+            await clock.advance(0.1)
+            assert order == list(range(expected))
+        await asyncio.gather(*tasks)
+
+    async def test_a_timer_that_fires_early_admits_no_one(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = 0.0995  # the head's turn is at 0.1
+        limiter._on_timer()  # what a timer firing early does
+        await settle()
+        assert not task.done()
+        await clock.advance(0.0005)  # the timer set again for the rest
+        assert task.done()
+        await task
+
+    async def test_cancelled_head_passes_its_chance_on_at_once(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        first = asyncio.create_task(limiter.wait_turn())
+        second = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        first.cancel()
+        assert limiter.waiting == 1  # at once, before first's task resumes
+        await clock.advance(0.1)
+        assert second.done()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+        assert not limiter.try_start()  # second took the 0.1 s turn
+
+    async def test_a_cancelled_lone_waiter_costs_nothing(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        doomed = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        doomed.cancel()
+        assert limiter.waiting == 0
+        clock.now = 0.1
+        assert limiter.try_start()  # in the same step: the turn is free
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+
+    async def test_woken_then_cancelled_gives_the_turn_to_the_next(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        first = asyncio.create_task(limiter.wait_turn())
+        second = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = 0.1
+        # The timer wakes `first`; it is cancelled before its task resumes.
+        clock.call_later(0, first.cancel)
+        await clock.advance(0)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await asyncio.wait_for(second, timeout=5)  # served at 0.1, no timer
+        assert limiter.waiting == 0
+
+    async def test_close_wakes_waiters_and_refuses_new_ones(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        waiting = [asyncio.create_task(limiter.wait_turn()) for _ in range(3)]
+        await settle()
+        clock.now = 0.1
+        # The timer wakes the head; close() runs before its task resumes.
+        clock.call_later(0, limiter.close)
+        await clock.advance(0)
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(r, ClosedError) for r in results), results
+        assert limiter.waiting == 0
+        assert not limiter.try_start()
+        with pytest.raises(ClosedError):
+            await limiter.wait_turn()
 
 
 class TestExecutorRate:

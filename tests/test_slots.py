@@ -178,6 +178,26 @@ class TestLimitsAndClose:
         gate.release()
         assert gate.in_use == 0
 
+    async def test_a_max_wait_timer_that_fires_early_refuses_no_one(self) -> None:
+        gate = SlotGate(1, None, max_wait=60.0)
+        gate.bind(asyncio.get_running_loop())
+        assert gate.try_acquire()
+        task = asyncio.create_task(gate.acquire())
+        await settle()
+        waiter = gate._waiters[0]
+        armed = waiter.timer
+        assert armed is not None
+        armed.cancel()
+        gate._expire_when_due(waiter)  # what a timer firing early does
+        await settle()
+        assert not task.done()
+        assert (gate.waiting, gate.timed_out) == (1, 0)
+        assert waiter.timer is not None  # set again for the rest of the wait
+        assert waiter.timer is not armed
+        gate.release()
+        await task  # granted: the timer is cancelled with the grant
+        assert (gate.in_use, gate.waiting, gate.timed_out) == (1, 0, 0)
+
     async def test_wait_idle_returns_when_the_last_slot_is_released(self) -> None:
         gate = make_gate(2)
         assert gate.try_acquire()

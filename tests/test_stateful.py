@@ -19,11 +19,10 @@ Examples per run: a few dozen by default (seconds); many more with
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import os
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, cast
 
 import pytest
 from hypothesis import HealthCheck, Phase, event, settings
@@ -38,7 +37,7 @@ from hypothesis.stateful import (
 
 from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
 from aiobound._slots import SlotGate
-from conftest import new_uvloop
+from conftest import ManualExecutor, SubmitRefused, new_uvloop
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -74,10 +73,6 @@ class CallFailed(Exception):
     """The exception a rule finishes a call with."""
 
 
-class SubmitRefused(RuntimeError):
-    """What ManualExecutor.submit raises for a call marked to be refused."""
-
-
 def work(tag: int) -> int:
     """Stand-in for the submitted function; ManualExecutor never runs it."""
     raise AssertionError(f"call {tag} was run for real")
@@ -85,42 +80,6 @@ def work(tag: int) -> int:
 
 def value_of(tag: int) -> int:
     return tag * 10
-
-
-class ManualExecutor(concurrent.futures.Executor):
-    """Holds every call until the test settles its future by hand.
-
-    ``cap()`` is the most calls allowed in it at once (the bound, or the old
-    bound around a shrink); any submission beyond it is recorded.
-    """
-
-    def __init__(self, cap: Callable[[], int]) -> None:
-        self._cap = cap
-        self.futures: dict[int, concurrent.futures.Future[Any]] = {}
-        self.pending: set[int] = set()  # tags not done
-        self.submit_log: list[int] = []  # every submit, refused ones too
-        self.refuse: set[int] = set()  # tags whose submit raises
-        self.violations: list[str] = []
-
-    def submit(
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> concurrent.futures.Future[T]:
-        assert fn is work, fn
-        tag = args[0]
-        assert isinstance(tag, int)
-        self.submit_log.append(tag)
-        if tag in self.refuse:
-            raise SubmitRefused(f"call {tag} refused by the executor")
-        if len(self.pending) + 1 > self._cap():
-            self.violations.append(
-                f"call {tag} submitted with {len(self.pending)} in the pool, "
-                f"cap {self._cap()}"
-            )
-        cfut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self.futures[tag] = cfut
-        self.pending.add(tag)
-        cfut.add_done_callback(lambda _: self.pending.discard(tag))
-        return cfut
 
 
 # What the model expects of each caller (a task running executor.submit).
@@ -153,6 +112,10 @@ class ScheduleMachine(RuleBasedStateMachine):
     every counter ``stats()`` reports."""
 
     loop_factory: ClassVar[Callable[[], asyncio.AbstractEventLoop]]
+
+    def tags_submitted(self) -> list[int]:
+        """Every call the executor received, in order (its tags are ints)."""
+        return cast("list[int]", self.manual.submit_log)
 
     def __init__(self) -> None:
         super().__init__()
@@ -304,7 +267,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.timed_out += 1
         gate = self.ex._gate
         assert isinstance(gate, SlotGate)
-        live = [w for w in gate._waiters if not w.future.done()]
+        live = [w for w in gate._waiters if not w.done()]
         waiter = live[index]
 
         def expire() -> None:
@@ -319,7 +282,7 @@ class ScheduleMachine(RuleBasedStateMachine):
     def start_call(self, data: st.DataObject) -> None:
         queued = sorted(t for t, c in self.calls.items() if not c.running)
         tag = data.draw(st.sampled_from(queued), label="call")
-        assert self.manual.futures[tag].set_running_or_notify_cancel()
+        assert self.manual.by_tag[tag].set_running_or_notify_cancel()
         self.calls[tag].running = True
 
     @precondition(lambda self: any(not c.afut_cancelled for c in self.calls.values()))
@@ -334,7 +297,7 @@ class ScheduleMachine(RuleBasedStateMachine):
             self.cancelled += 1
             self.model_call_ended(tag)
         self.step(self.afuts[tag].cancel)
-        assert self.manual.futures[tag].cancelled() is not call.running
+        assert self.manual.by_tag[tag].cancelled() is not call.running
 
     @precondition(lambda self: self.calls)
     @rule(
@@ -356,7 +319,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         victim: int | None = None
         if cancel_a_waiter and self.waiters and not from_thread:
             victim = data.draw(st.sampled_from(self.waiters), label="victim")
-        cfut = self.manual.futures[tag]
+        cfut = self.manual.by_tag[tag]
         if not self.calls[tag].running:
             assert cfut.set_running_or_notify_cancel()
 
@@ -449,7 +412,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         take = data.draw(st.integers(1, size), label="take")
         tags = list(range(self.next_tag, self.next_tag + size))
         self.next_tag += size
-        first_log = len(self.manual.submit_log)
+        first_log = len(self.tags_submitted())
         received: list[int] = []
         finished: list[int] = []
 
@@ -467,11 +430,11 @@ class ScheduleMachine(RuleBasedStateMachine):
             seen = 0
             while True:
                 await self.settle()
-                submitted = self.manual.submit_log[first_log:]
+                submitted = self.tags_submitted()[first_log:]
                 # Lazy: never more than bound pulled ahead of the consumer.
                 assert len(submitted) - len(received) <= self.ex.bound
                 for tag in submitted[seen:]:
-                    cfut = self.manual.futures[tag]
+                    cfut = self.manual.by_tag[tag]
                     if cfut.cancelled():  # submitted, then the map was left
                         continue
                     if data.draw(st.booleans(), label=f"start {tag}"):
@@ -479,13 +442,13 @@ class ScheduleMachine(RuleBasedStateMachine):
                 seen = len(submitted)
                 if consumer.done():
                     break
-                pending = [t for t in submitted if not self.manual.futures[t].done()]
+                pending = [t for t in submitted if not self.manual.by_tag[t].done()]
                 assert pending, "map waits, but none of its calls is in the pool"
                 if ordered:
                     tag = pending[0]
                 else:
                     tag = data.draw(st.sampled_from(pending), label="finish")
-                cfut = self.manual.futures[tag]
+                cfut = self.manual.by_tag[tag]
                 if not cfut.running():
                     assert cfut.set_running_or_notify_cancel()
                 cfut.set_result(value_of(tag))
@@ -493,7 +456,7 @@ class ScheduleMachine(RuleBasedStateMachine):
             consumer.result()
 
         self.run(drive())
-        submitted = self.manual.submit_log[first_log:]
+        submitted = self.tags_submitted()[first_log:]
         assert submitted == tags[: len(submitted)]  # in input order
         assert received == [value_of(t) for t in finished]
         if ordered:
@@ -502,7 +465,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.expected_order += submitted
         self.completed += len(finished)
         for tag in submitted:
-            cfut = self.manual.futures[tag]
+            cfut = self.manual.by_tag[tag]
             if tag in finished:
                 continue
             if cfut.cancelled():
@@ -589,8 +552,8 @@ class ScheduleMachine(RuleBasedStateMachine):
     async def drain(self) -> None:
         closing = asyncio.ensure_future(self.ex.aclose())
         await self.settle()
-        for tag in sorted(self.manual.pending):
-            cfut = self.manual.futures[tag]
+        for tag in sorted(cast("set[int]", self.manual.pending)):
+            cfut = self.manual.by_tag[tag]
             if not cfut.running():
                 assert cfut.set_running_or_notify_cancel()
             cfut.set_result(value_of(tag))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import inspect
 from typing import Any
 
 import pytest
 
 from aiobound import BoundedLoopExecutor
+from aiobound._checks import is_async_function
 from conftest import ExecutorFactory, assert_idle
 
 POOL = concurrent.futures.ThreadPoolExecutor(1)
@@ -251,11 +254,60 @@ class _Service:
         return x
 
 
-@pytest.mark.parametrize(
-    "fn",
-    [_async_fn, _async_gen, _Service().fetch],
-    ids=["async-def", "async-generator", "async-method"],
-)
+async def _async_fn_cls(cls: type[Any], x: int) -> int:
+    return x
+
+
+class _AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        return x
+
+
+class _AsyncGenService:
+    async def stream(self, x: int) -> Any:
+        yield x
+
+
+class _SyncCallable:
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def _sync_fn(x: int) -> int:
+    return x
+
+
+def _sync_gen(x: int) -> Any:
+    yield x
+
+
+def _marked_async() -> Any:
+    """A sync function marked as a coroutine function (Python 3.12+)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is None:
+        skip = pytest.mark.skip(reason="inspect.markcoroutinefunction: 3.12+")
+        return pytest.param(None, marks=skip, id="markcoroutinefunction")
+    return pytest.param(mark(lambda x: x), id="markcoroutinefunction")
+
+
+ASYNC_SHAPES = [
+    pytest.param(_async_fn, id="async-def"),
+    pytest.param(_async_gen, id="async-generator"),
+    pytest.param(_Service().fetch, id="async-method"),
+    pytest.param(functools.partial(_async_fn, 1), id="partial"),
+    pytest.param(
+        functools.partial(functools.partial(_async_fn), 1), id="nested-partial"
+    ),
+    pytest.param(functools.partial(_Service().fetch, 1), id="partial-of-method"),
+    pytest.param(staticmethod(_async_fn), id="staticmethod-object"),
+    pytest.param(_AsyncCallable(), id="async-call-object"),
+    pytest.param(functools.partial(_AsyncCallable(), 1), id="partial-of-object"),
+    pytest.param(_AsyncGenService().stream, id="async-generator-method"),
+    _marked_async(),
+]
+
+
+@pytest.mark.parametrize("fn", ASYNC_SHAPES)
 async def test_async_function_is_refused_at_the_call_with_a_hint(
     make_executor: ExecutorFactory, fn: Any
 ) -> None:
@@ -268,3 +320,36 @@ async def test_async_function_is_refused_at_the_call_with_a_hint(
         _ = executor.map(fn, [1])
     assert_idle(executor)
     assert executor.stats().submitted == 0
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        *ASYNC_SHAPES,
+        pytest.param(classmethod(_async_fn_cls), id="classmethod-object"),
+    ],
+)
+def test_is_async_function_sees_through_wrappers(fn: Any) -> None:
+    assert is_async_function(fn)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        pytest.param(_sync_fn, id="function"),
+        pytest.param(lambda x: x, id="lambda"),
+        pytest.param(abs, id="builtin"),
+        pytest.param(str.upper, id="method-descriptor"),
+        pytest.param("".join, id="builtin-method"),
+        pytest.param(_SyncCallable(), id="callable-object"),
+        pytest.param(_SyncCallable, id="class"),
+        pytest.param(_AsyncCallable, id="class-with-async-call"),
+        pytest.param(_sync_gen, id="generator-function"),
+        pytest.param(functools.partial(_sync_fn, 1), id="partial"),
+        pytest.param(functools.partial(_SyncCallable(), 1), id="partial-of-object"),
+        pytest.param(staticmethod(_sync_fn), id="staticmethod-object"),
+        pytest.param(functools.wraps(_async_fn)(_sync_fn), id="wraps-an-async"),
+    ],
+)
+def test_is_async_function_leaves_sync_callables_alone(fn: Any) -> None:
+    assert not is_async_function(fn)

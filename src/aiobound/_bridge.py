@@ -1,12 +1,21 @@
-"""From a ``concurrent.futures.Future`` to an ``asyncio.Future``, in one hop.
+"""From a ``concurrent.futures.Future`` back to the event loop, in batches.
 
-This is the only module that deals with other threads. The underlying
-executor completes its future in a worker thread (or, for process pools, in
-the pool's management thread); the done callback registered here hops to the
-event loop with a single ``call_soon_threadsafe`` and, there, first tells the
-executor that the call ended (which frees its slot) and then translates the
-outcome into the asyncio future. The slot is therefore freed only when the
-underlying call has really ended.
+This is the only module (with the process pool's watchdog) that deals with
+other threads. The underlying executor completes its future in a worker
+thread (or, for process pools, in the pool's management thread). The done
+callback registered here queues the finished call and, unless a drain is
+already scheduled, schedules one with ``call_soon_threadsafe``: a burst of
+completions wakes the loop once, not once per call. On the loop, the drain
+takes every queued call and, for each, first tells the executor that the call
+ended (which frees its slot) and then translates the outcome into the asyncio
+future. The slot is therefore freed only when the underlying call has really
+ended.
+
+No completion waits for a later one: the drain marks itself unscheduled
+*before* it empties the queue, so a call queued while a drain runs is either
+taken by that drain or schedules the next one. A completion that happens on
+the loop's own thread (the future was already done, or ``cancel()`` completed
+it there) settles at once, without the queue.
 
 When the asyncio future is cancelled (the caller stopped waiting), the
 underlying future is asked to cancel too. That succeeds only for a call that
@@ -18,20 +27,31 @@ the hop is skipped, as :func:`asyncio.wrap_future` does.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import ClosedError
+from ._errors import closed_before_start
 
 if TYPE_CHECKING:
-    import asyncio
-    import concurrent.futures
     from collections.abc import Callable
 
-__all__ = ("CANCELLED", "COMPLETED", "FAILED", "chain", "deliverable")
+__all__ = ("CANCELLED", "COMPLETED", "FAILED", "Bridge", "deliverable", "thread_id")
 
 T = TypeVar("T")
+
+# The identity of the calling thread.
+thread_id = threading.get_ident
+
+# A plain concurrent future, and its state once finished: such a future is
+# read without its lock (tests/test_bridge.py checks these names on every
+# supported Python).
+_PLAIN_FUTURE = concurrent.futures.Future
+_FINISHED = "FINISHED"
 
 # How a call ended, as reported to the executor's ``on_end``.
 COMPLETED = 0
@@ -39,46 +59,109 @@ FAILED = 1
 CANCELLED = 2
 
 
-def chain(
-    cfut: concurrent.futures.Future[T],
-    loop: asyncio.AbstractEventLoop,
-    loop_thread_id: int,
-    on_end: Callable[[concurrent.futures.Future[Any], int], bool],
-    explain: Callable[[BaseException], BaseException] | None = None,
-) -> asyncio.Future[T]:
-    """Return an asyncio future on *loop* that follows *cfut*.
+class Bridge:
+    """The way back to one event loop for the calls of one executor.
 
-    Once *cfut* is done, whoever completed it, ``on_end(cfut, outcome)`` runs
-    on the loop (it frees the slot and counts the outcome, and returns whether
-    the executor is closed), then the outcome is copied into the returned
-    future unless that was cancelled. ``explain``, if given, may replace the
-    call's exception with a clearer one; if it raises, the original exception
-    is delivered. Cancelling the returned future cancels *cfut* if the call
-    has not started.
+    Args:
+        loop: The executor's event loop; the bridge must be made on its
+            thread.
+        on_end: ``on_end(cfut, outcome)`` runs on the loop once a call ended;
+            it frees the slot and counts the outcome, and returns whether the
+            executor is closed.
     """
-    afut: asyncio.Future[T] = loop.create_future()
 
-    def on_afut_done(afut: asyncio.Future[T]) -> None:
-        if afut.cancelled():
-            cfut.cancel()
+    __slots__ = ("_drain_scheduled", "_ended", "_loop", "_on_end", "loop_thread_id")
 
-    def settle() -> None:
-        _settle(afut, cfut, on_end, explain)
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_end: Callable[[concurrent.futures.Future[Any], int], bool],
+    ) -> None:
+        self._loop = loop
+        self._on_end = on_end
+        self.loop_thread_id = threading.get_ident()
+        # (afut, cfut, explain) of calls that ended and are not settled yet.
+        self._ended: deque[
+            tuple[
+                asyncio.Future[Any],
+                concurrent.futures.Future[Any],
+                Callable[[BaseException], BaseException] | None,
+            ]
+        ] = deque()
+        self._drain_scheduled = False
 
-    def on_cfut_done(cfut: concurrent.futures.Future[T]) -> None:
-        if threading.get_ident() == loop_thread_id:
-            # Already on the loop's thread: the future was done when the
-            # callback was added, or cancel() above completed it.
-            settle()
+    def chain(
+        self,
+        cfut: concurrent.futures.Future[T],
+        explain: Callable[[BaseException], BaseException] | None = None,
+    ) -> asyncio.Future[T]:
+        """Return an asyncio future on the loop that follows *cfut*.
+
+        Once *cfut* is done, whoever completed it, ``on_end`` runs on the loop,
+        then the outcome is copied into the returned future unless that was
+        cancelled. ``explain``, if given, may replace the call's exception
+        with a clearer one; if it raises, the original exception is
+        delivered. Cancelling the returned future cancels *cfut* if the call
+        has not started.
+        """
+        afut: _CallFuture[T] = _CallFuture(loop=self._loop)
+        afut.underlying = cfut
+        cfut.add_done_callback(functools.partial(self._call_ended, afut, explain))
+        return afut
+
+    def _call_ended(
+        self,
+        afut: asyncio.Future[Any],
+        explain: Callable[[BaseException], BaseException] | None,
+        cfut: concurrent.futures.Future[Any],
+    ) -> None:
+        """In whichever thread completed *cfut*: settle, or queue for the loop."""
+        if threading.get_ident() == self.loop_thread_id:
+            _settle(afut, cfut, self._on_end, explain)
             return
-        try:  # noqa: SIM105 (hot path: cheaper than contextlib.suppress)
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:  # the loop is closed; nobody is waiting any more
-            pass
+        self._ended.append((afut, cfut, explain))
+        if not self._drain_scheduled:
+            self._schedule_drain()
 
-    afut.add_done_callback(on_afut_done)
-    cfut.add_done_callback(on_cfut_done)
-    return afut
+    def _schedule_drain(self) -> None:
+        self._drain_scheduled = True
+        # The loop is closed: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the loop: settle every call that ended, in the order they did."""
+        self._drain_scheduled = False  # before taking: see the module docstring
+        ended = self._ended
+        on_end = self._on_end
+        try:
+            while ended:
+                afut, cfut, explain = ended.popleft()
+                _settle(afut, cfut, on_end, explain)
+        finally:
+            if ended and not self._drain_scheduled:
+                self._schedule_drain()  # an error stopped this drain early
+
+
+class _CallFuture(asyncio.Future[T]):
+    """The asyncio future of a submitted call: cancelling it cancels the call.
+
+    ``cancel()`` asks the underlying future to cancel at once, in the same
+    step (``Task.cancel()``, ``wait_for`` and ``gather`` all call it): a call
+    not yet started never runs and its slot is freed right there. A running
+    call cannot be cancelled and goes on. Doing this in ``cancel()`` rather
+    than in a done callback spares every call a callback of its own.
+    """
+
+    __slots__ = ("underlying",)
+
+    underlying: concurrent.futures.Future[T]
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self.underlying.cancel()
+        return True
 
 
 def _settle(
@@ -88,7 +171,16 @@ def _settle(
     explain: Callable[[BaseException], BaseException] | None,
 ) -> None:
     """On the loop, after the underlying call ended: report, then deliver."""
-    if cfut.cancelled():
+    if type(cfut) is _PLAIN_FUTURE and cfut._state == _FINISHED:
+        # The common case, read without the future's lock: a finished plain
+        # future never changes again, and its callbacks run after it finished.
+        exc = cfut._exception
+        if exc is None:
+            on_end(cfut, COMPLETED)
+            if not afut.done():
+                afut.set_result(cfut._result)  # type: ignore[arg-type]
+            return
+    elif cfut.cancelled():
         closed = on_end(cfut, CANCELLED)
         if afut.done():  # the caller cancelled it: nothing to report
             return
@@ -96,18 +188,17 @@ def _settle(
             # Dropped by aclose(timeout=...) (or by the pool's shutdown after
             # close): say so, rather than cancel a task that was never
             # cancelled.
-            afut.set_exception(
-                ClosedError("the executor was closed before this call started")
-            )
+            afut.set_exception(closed_before_start())
         else:
             afut.cancel()  # the pool cancelled it, e.g. shutdown(cancel_futures)
         return
-    exc = cfut.exception()
-    if exc is None:
-        on_end(cfut, COMPLETED)
-        if not afut.done():
-            afut.set_result(cfut.result())
-        return
+    else:
+        exc = cfut.exception()
+        if exc is None:
+            on_end(cfut, COMPLETED)
+            if not afut.done():
+                afut.set_result(cfut.result())
+            return
     on_end(cfut, FAILED)
     if not afut.done():
         afut.set_exception(deliverable(exc, explain))

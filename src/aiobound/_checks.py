@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 
 __all__ = (
+    "Limits",
     "check_callable",
     "check_int",
     "check_optional_int",
@@ -39,8 +42,10 @@ def check_optional_int(name: str, value: object, minimum: int) -> int | None:
 def check_callable(name: str, value: object) -> None:
     """Raise :class:`TypeError` naming *name* unless *value* is a sync callable.
 
-    An ``async def`` function (or async generator function) is refused too:
-    run in a worker it would only return a coroutine that nobody awaits.
+    An async function is refused too, in any of the shapes
+    :func:`is_async_function` sees through (a ``functools.partial`` of one, a
+    callable object with an ``async def __call__``...): run in a worker it
+    would only return a coroutine (or async generator) that nobody awaits.
     """
     if not callable(value):
         raise TypeError(
@@ -57,17 +62,77 @@ def check_callable(name: str, value: object) -> None:
 _ASYNC_CODE_FLAGS = (
     inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 )
+# Kinds whose call is always synchronous: answered by one type comparison.
+_SYNC_KINDS = frozenset(
+    {
+        types.BuiltinFunctionType,
+        types.BuiltinMethodType,
+        types.MethodDescriptorType,
+        types.WrapperDescriptorType,
+        types.MethodWrapperType,
+        types.ClassMethodDescriptorType,
+    }
+)
+# Wrappers unwrapped before giving up: deep enough for any real nesting of
+# partials, methods and callable objects, and an end to a cycle of them.
+_MAX_UNWRAP = 64
 
 
 def is_async_function(value: object) -> bool:
-    """Whether *value* is an ``async def`` function or method (cheap check).
+    """Whether calling *value* returns a coroutine or an async generator.
 
-    Reads the code flags of plain functions and bound methods only, so it
-    costs a lookup on the hot path; a ``functools.partial`` of an async
-    function is not seen through.
+    Sees through ``functools.partial`` (nested), bound methods,
+    ``staticmethod`` and ``classmethod`` objects, functions marked with
+    ``inspect.markcoroutinefunction`` and callable objects whose
+    ``__call__`` is ``async def``.
+
+    A plain function or a bound method costs a type comparison and a few
+    attribute reads, a builtin a type comparison and a set lookup; other
+    shapes take a slower path that asks :mod:`inspect`.
     """
-    code = getattr(value, "__code__", None)
-    return code is not None and bool(getattr(code, "co_flags", 0) & _ASYNC_CODE_FLAGS)
+    kind = type(value)
+    if kind is types.MethodType:
+        value = value.__func__  # type: ignore[attr-defined]
+        kind = type(value)
+    if kind is types.FunctionType:
+        if value.__code__.co_flags & _ASYNC_CODE_FLAGS:  # type: ignore[attr-defined]
+            return True
+        # inspect.markcoroutinefunction stores its mark in the function's
+        # __dict__: a function whose __dict__ is empty carries no mark.
+        return bool(value.__dict__) and inspect.iscoroutinefunction(value)
+    if kind in _SYNC_KINDS:
+        return False
+    return _is_async_wrapped(value)
+
+
+def _function_is_async(func: types.FunctionType) -> bool:
+    if func.__code__.co_flags & _ASYNC_CODE_FLAGS:
+        return True
+    # inspect.markcoroutinefunction stores its mark in the function's
+    # __dict__: a function whose __dict__ is empty carries no mark.
+    return bool(func.__dict__) and inspect.iscoroutinefunction(func)
+
+
+def _is_async_wrapped(value: object) -> bool:
+    """The slow path of :func:`is_async_function`: unwrap, then ask inspect."""
+    for _ in range(_MAX_UNWRAP):
+        kind = type(value)
+        if kind is types.FunctionType:
+            return _function_is_async(value)  # type: ignore[arg-type]
+        if kind in _SYNC_KINDS:
+            return False
+        if isinstance(value, functools.partial):
+            value = value.func
+        elif isinstance(value, (types.MethodType, staticmethod, classmethod)):
+            value = value.__func__
+        elif inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
+            return True  # a function-like object, or a marked one
+        else:
+            # A callable object (a class included: its metaclass's __call__
+            # builds the instance): what runs is its type's __call__. A type
+            # without one yields type.__call__, a method-wrapper: sync.
+            value = kind.__call__
+    return False
 
 
 def check_optional_positive(name: str, value: object) -> float | None:
@@ -86,3 +151,34 @@ def check_optional_positive(name: str, value: object) -> float | None:
     if not 0 < value < float("inf"):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+class Limits:
+    """The limits common to every executor, checked; each names its argument.
+
+    Raises:
+        TypeError, ValueError: as the ``check_*`` functions; ``TypeError``
+            for ``burst`` without ``max_per_second``.
+    """
+
+    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
+
+    def __init__(
+        self,
+        max_pending: object,
+        max_wait: object,
+        max_per_second: object,
+        burst: object,
+    ) -> None:
+        self.max_pending = check_optional_int("max_pending", max_pending, 0)
+        self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.max_per_second = check_optional_positive("max_per_second", max_per_second)
+        if burst is None:
+            self.burst = 1
+        else:
+            self.burst = check_int("burst", burst, 1)
+            if self.max_per_second is None:
+                raise TypeError(
+                    f"burst={burst!r} has no effect without max_per_second: "
+                    "pass both, or neither"
+                )

@@ -9,16 +9,27 @@ function you submit are never wrapped: they reach you unchanged.
 
 from __future__ import annotations
 
-__all__ = ("ClosedError", "OverloadedError")
+__all__ = (
+    "ClosedError",
+    "OverloadedError",
+    "closed_before_start",
+    "closed_on_arrival",
+    "closed_while_waiting",
+)
 
 
 class OverloadedError(RuntimeError):
-    """Raised by ``submit``/``run`` when ``max_pending`` callers already wait.
+    """Raised by ``submit``/``run``/``map`` when a call is refused for load.
+
+    Two limits raise it: ``max_pending``, when that many callers already wait
+    for a slot (the call is refused at once, without waiting), and
+    ``max_wait``, when the call waited that many seconds without getting a
+    slot (it is refused then, never earlier).
 
     This is load shedding, not a fault: the executor is healthy but every slot
-    is taken and the waiting room is full, so the call is refused at once
-    instead of queueing without limit. Nothing was submitted and no slot is
-    held. A service usually turns it into ``503 Service Unavailable``.
+    is taken, so the call is refused instead of queueing without limit.
+    Nothing was submitted and no slot is held. A service usually turns it
+    into ``503 Service Unavailable``.
     """
 
 
@@ -29,3 +40,21 @@ class ClosedError(RuntimeError):
     or left its ``async with`` block. Coroutines that were waiting for a slot
     at that moment get this error too; nothing of theirs was submitted.
     """
+
+
+# The sentences of ClosedError, one place for each moment it can happen.
+
+
+def closed_on_arrival() -> ClosedError:
+    """A call made after the executor was closed."""
+    return ClosedError("cannot submit: the executor is closed")
+
+
+def closed_while_waiting() -> ClosedError:
+    """A call that was waiting for a slot or a turn when the executor closed."""
+    return ClosedError("the executor was closed while this call waited")
+
+
+def closed_before_start() -> ClosedError:
+    """A submitted call that the close dropped before it started."""
+    return ClosedError("the executor was closed before this call started")

@@ -10,25 +10,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import threading
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import COMPLETED, FAILED, chain
+from ._bridge import COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
+    Limits,
     check_callable,
     check_int,
     check_optional_int,
     check_optional_positive,
     is_async_function,
 )
-from ._errors import ClosedError
+from ._errors import closed_while_waiting
 from ._map import MapIterator, MapPort, make_map
 from ._process import (
     OwnedProcessPool,
-    check_context,
     explain_broken_pool,
-    process_context,
+    failed_call_was_dropped,
+    owned_process_pool,
 )
 from ._rate import RateLimiter
 from ._shared import LoopView, SharedBound, check_bound
@@ -37,7 +37,7 @@ from ._stats import ExecutorStats
 from ._submit import handover_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+    from collections.abc import AsyncIterable, Callable, Iterable
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
@@ -120,6 +120,7 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
+        "_bridge",
         "_calls",
         "_cancelled",
         "_completed",
@@ -129,7 +130,6 @@ class BoundedLoopExecutor:
         "_gate",
         "_handover",
         "_loop",
-        "_loop_thread_id",
         "_on_end",
         "_owns_executor",
         "_process_pool",
@@ -156,7 +156,7 @@ class BoundedLoopExecutor:
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
-        limits = _Limits(max_pending, max_wait, max_per_second, burst)
+        limits = Limits(max_pending, max_wait, max_per_second, burst)
         if executor is None:
             workers = check_optional_int("max_workers", max_workers, 1)
             if workers is None:
@@ -232,33 +232,29 @@ class BoundedLoopExecutor:
         the top level of an importable module. Calls run in the worker's own
         :mod:`contextvars` context.
 
+        A pool that keeps breaking is replaced at most 3 times within 60
+        seconds; meanwhile calls fail with a ``BrokenProcessPool`` that says
+        why (naming the workers' initializer's error when it raised). The
+        first call checks that it does not come from a script's top level
+        outside ``if __name__ == "__main__":`` (``RuntimeError``): each
+        worker imports the main script again.
+
         Raises:
-            TypeError: an argument has the wrong type, or ``initargs`` is
-                given without ``initializer``.
+            TypeError: an argument has the wrong type, ``initargs`` is given
+                without ``initializer``, or ``initializer`` or an item of
+                ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        workers = check_optional_int("max_workers", max_workers, 1)
-        if workers is None:
-            workers = os.cpu_count() or 1
         bound = check_bound(bound)
-        limits = _Limits(max_pending, max_wait, max_per_second, burst)
-        context = (
-            process_context()
-            if mp_context is None
-            else check_context("mp_context", mp_context)
-        )
-        if initializer is not None:
-            check_callable("initializer", initializer)
-        if not isinstance(initargs, tuple):
-            raise TypeError(
-                f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
-            )
-        if initargs and initializer is None:
-            raise TypeError("initargs has no effect without initializer")
-        pool = OwnedProcessPool(workers, context, initializer, initargs)
+        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         self = cls.__new__(cls)
         self._setup(
-            pool.executor, True, pool, 2 * workers if bound is None else bound, limits
+            pool.executor,
+            True,
+            pool,
+            2 * pool.workers if bound is None else bound,
+            limits,
         )
         return self
 
@@ -268,7 +264,7 @@ class BoundedLoopExecutor:
         owned: bool,
         process_pool: OwnedProcessPool | None,
         bound: int | SharedBound,
-        limits: _Limits,
+        limits: Limits,
         copy_context: bool | None = None,
     ) -> None:
         """Assemble the pieces; the arguments are already checked."""
@@ -285,7 +281,10 @@ class BoundedLoopExecutor:
         self._process_pool = process_pool
         self._to_processes = to_processes
         self._handover, self._explainer = handover_for(
-            copy_context=copy_context, to_processes=to_processes
+            executor,
+            copy_context=copy_context,
+            to_processes=to_processes,
+            owned=process_pool,
         )
         self._gate: SlotGate | LoopView = (
             SlotGate(bound, limits.max_pending, limits.max_wait)
@@ -302,7 +301,7 @@ class BoundedLoopExecutor:
         self._calls: set[concurrent.futures.Future[Any]] = set()
         self._on_end = self._call_ended
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread_id = 0
+        self._bridge: Bridge | None = None
         self._shutdown: asyncio.Future[None] | None = None
         self._submitted = 0
         self._completed = 0
@@ -417,6 +416,8 @@ class BoundedLoopExecutor:
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
+        if self._rate is None and self._gate.try_acquire():
+            return self._start(fn, args, kwargs)  # a slot free: no wait at all
         return await self._acquire_and_start(fn, args, kwargs)
 
     async def _acquire_and_start(
@@ -441,7 +442,7 @@ class BoundedLoopExecutor:
             if self._rate is not None and not self._gate.closed:
                 await self._rate.wait_turn()
             if self._gate.closed:
-                raise ClosedError("the executor was closed while this call waited")
+                raise closed_while_waiting()
         except BaseException:
             self._gate.release()
             raise
@@ -462,8 +463,8 @@ class BoundedLoopExecutor:
         except BaseException as exc:
             cfut = self._submit_failed(exc, fn, args, kwargs)
         self._calls.add(cfut)
-        assert self._loop is not None
-        return chain(cfut, self._loop, self._loop_thread_id, self._on_end, explain)
+        assert self._bridge is not None
+        return self._bridge.chain(cfut, explain)
 
     def _submit_failed(
         self,
@@ -504,7 +505,10 @@ class BoundedLoopExecutor:
         if outcome == COMPLETED:
             self._completed += 1
         elif outcome == FAILED:
-            self._failed += 1
+            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
+                self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
+            else:
+                self._failed += 1
         else:
             self._cancelled += 1
         return gate.closed
@@ -565,16 +569,17 @@ class BoundedLoopExecutor:
                 chunksize = 1
         else:
             check_int("chunksize", chunksize, 1)
+        gate = self._gate
         port = MapPort(
             bind=self._bind_running,
             bound=self._current_bound,
-            reserve_now=self._reserve_now,
-            release=self._gate.release,
-            start_reserved=self._start_item,
-            start=self._acquire_and_start_item,
+            reserve_now=gate.try_take if self._rate is None else self._reserve_now,
+            release=gate.release,
+            start_reserved=self._start,
+            start=self._acquire_and_start,
             rate_limited=self._rate is not None,
-            reserve_slot_now=self._reserve_slot_now,
-            start_on_turn=self._start_item_on_turn,
+            reserve_slot_now=gate.try_take,
+            start_on_turn=self._start_on_turn,
         )
         return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
 
@@ -593,27 +598,16 @@ class BoundedLoopExecutor:
         gate = self._gate
         if not gate.has_free_slot():
             return False
-        if self._rate is not None:  # TODO(lead): rate.try_start() once merged
+        rate = self._rate
+        if rate is not None and not rate.try_start():
             return False
-        return gate.try_acquire()
+        return gate.try_take()
 
-    def _reserve_slot_now(self) -> bool:
-        gate = self._gate
-        return gate.has_free_slot() and gate.try_acquire()
-
-    async def _start_item_on_turn(
-        self, fn: Callable[[A], T], item: A
+    async def _start_on_turn(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Future[T]:
         await self._wait_turn()
-        return self._start(fn, (item,), {})
-
-    def _start_item(self, fn: Callable[[A], T], item: A) -> asyncio.Future[T]:
-        return self._start(fn, (item,), {})
-
-    def _acquire_and_start_item(
-        self, fn: Callable[[A], T], item: A
-    ) -> Coroutine[Any, Any, asyncio.Future[T]]:
-        return self._acquire_and_start(fn, (item,), {})
+        return self._start(fn, args, kwargs)
 
     # -- loop binding --------------------------------------------------------
 
@@ -622,7 +616,7 @@ class BoundedLoopExecutor:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
-            self._loop_thread_id = threading.get_ident()
+            self._bridge = Bridge(loop, self._on_end)
             self._gate.bind(loop)
             if self._rate is not None:
                 self._rate.bind(loop)
@@ -652,7 +646,8 @@ class BoundedLoopExecutor:
             RuntimeError: called from another thread than the bound loop's.
         """
         bound = check_int("bound", bound, 1)
-        if self._loop is not None and threading.get_ident() != self._loop_thread_id:
+        bridge = self._bridge
+        if bridge is not None and thread_id() != bridge.loop_thread_id:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
@@ -674,11 +669,20 @@ class BoundedLoopExecutor:
             timeout: Seconds to wait for calls in flight (``None``: as long
                 as they take). When it expires, calls that have not started
                 in the underlying executor are cancelled (they never run;
-                their callers get :class:`ClosedError`). A call already
-                running cannot be stopped: if any remain,
-                :class:`TimeoutError` is raised naming how many; their slots
-                are freed when they end. An owned pool is then shut down
-                without waiting for them.
+                their callers get :class:`ClosedError`, and they count in
+                ``stats().cancelled``). A call already running cannot be
+                stopped: if any remain, :class:`TimeoutError` is raised
+                naming how many; their slots are freed when they end. An
+                owned pool is then shut down without waiting for them.
+                On a pool made by :meth:`process`, calls the pool has
+                already queued for its workers but that have not started are
+                dropped too: a worker that takes one skips it, and its caller
+                gets :class:`ClosedError` then (when a worker is free). A
+                ``ProcessPoolExecutor`` passed as ``executor=`` reports the
+                calls it has moved to its workers' queue (``max_workers +
+                1`` deep) as running: there only the calls it has not moved
+                yet can be cancelled (with the default bound, few or none);
+                the others run.
 
         Raises:
             TimeoutError: ``timeout`` expired with calls still running.
@@ -710,10 +714,23 @@ class BoundedLoopExecutor:
         running = self._gate.in_use
         if not running:
             return
+        pool = self._process_pool
+        if pool is not None:
+            # The pool's own queue holds calls it reports as running: its
+            # workers now skip those that have not started.
+            pool.drop_calls_not_started()
         if self._owns_executor and self._shutdown is None:
             # Stop the pool without waiting; a later aclose() waits for the
             # running calls and then joins the pool's workers.
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            raise TimeoutError(
+                f"aclose(timeout={timeout}): {running} calls still running or "
+                f"queued in the worker processes; {not_started} calls not yet "
+                "handed to them were cancelled. Queued calls will not run: their "
+                "callers get ClosedError when a worker reaches them. Running "
+                "calls cannot be interrupted; their slots are freed when they end."
+            )
         raise TimeoutError(
             f"aclose(timeout={timeout}): {running} calls still running; "
             f"{not_started} calls not yet started were cancelled. Running calls "
@@ -738,29 +755,3 @@ class BoundedLoopExecutor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-class _Limits:
-    """The checked limits that the constructor and :meth:`process` share."""
-
-    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
-
-    def __init__(
-        self,
-        max_pending: object,
-        max_wait: object,
-        max_per_second: object,
-        burst: object,
-    ) -> None:
-        self.max_pending = check_optional_int("max_pending", max_pending, 0)
-        self.max_wait = check_optional_positive("max_wait", max_wait)
-        self.max_per_second = check_optional_positive("max_per_second", max_per_second)
-        if burst is None:
-            self.burst = 1
-        else:
-            self.burst = check_int("burst", burst, 1)
-            if self.max_per_second is None:
-                raise TypeError(
-                    f"burst={burst!r} has no effect without max_per_second: "
-                    "pass both, or neither"
-                )

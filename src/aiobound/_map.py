@@ -17,7 +17,7 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeAlias, TypeVar
 
 from ._chunks import ChunkCall, ChunkSizer, chunked
 
@@ -31,6 +31,13 @@ __all__ = ("MapIterator", "MapPort", "close_source", "make_map", "open_source")
 
 T = TypeVar("T")
 
+# start(fn, args, kwargs) -> the call's future, at once or after a wait.
+_Start: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], asyncio.Future[Any]]"  # noqa: E501
+_StartLater: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[asyncio.Future[Any]]]"  # noqa: E501
+
+# The keyword arguments of every call a map makes: none (never mutated).
+_NO_KWARGS: dict[str, Any] = {}
+
 
 class MapPort:
     """What a map needs from its executor, and nothing more.
@@ -42,17 +49,18 @@ class MapPort:
         reserve_now: Take a slot (and, with a rate limit, a turn) if one is
             free at once; return whether one was taken. ``False`` once closed.
         release: Give back a slot taken by ``reserve_now`` and not used.
-        start_reserved: Submit ``fn(item)`` on a reserved slot; return the
-            asyncio future of its result (raises what the pool's ``submit``
-            raises, the slot freed).
-        start: Wait for a slot and a turn, then submit ``fn(item)``; raises
-            what ``submit`` raises. Cancellation: as ``submit``.
+        start_reserved: ``start_reserved(fn, args, kwargs)`` submits the call
+            on a reserved slot and returns the asyncio future of its result
+            (raises what the pool's ``submit`` raises, the slot freed).
+        start: ``start(fn, args, kwargs)`` waits for a slot and a turn, then
+            submits; raises what ``submit`` raises. Cancellation: as
+            ``submit``.
         rate_limited: Whether calls wait for turns (``max_per_second``).
         reserve_slot_now: Take a slot, without a turn, if one is free at
             once; return whether one was taken.
-        start_on_turn: Holding a slot from ``reserve_slot_now``: wait for
-            the turn, then submit ``fn(item)``; on error or cancellation the
-            slot is given back.
+        start_on_turn: ``start_on_turn(fn, args, kwargs)``, holding a slot
+            from ``reserve_slot_now``: wait for the turn, then submit; on
+            error or cancellation the slot is given back.
     """
 
     __slots__ = (
@@ -74,13 +82,11 @@ class MapPort:
         bound: Callable[[], int],
         reserve_now: Callable[[], bool],
         release: Callable[[], None],
-        start_reserved: Callable[[Callable[[Any], Any], Any], asyncio.Future[Any]],
-        start: Callable[[Callable[[Any], Any], Any], Awaitable[asyncio.Future[Any]]],
+        start_reserved: _Start,
+        start: _StartLater,
         rate_limited: bool,
         reserve_slot_now: Callable[[], bool],
-        start_on_turn: Callable[
-            [Callable[[Any], Any], Any], Awaitable[asyncio.Future[Any]]
-        ],
+        start_on_turn: _StartLater,
     ) -> None:
         self.bind = bind
         self.bound = bound
@@ -194,6 +200,39 @@ class _Window(Generic[T]):
         self.finished = False
         self.awaiting = False  # a consumer awaits the head future directly
         self.interrupted = False  # ...and aclose() finished the window meanwhile
+
+    async def next_in_order(self, owner: object) -> T:
+        """:meth:`next` for an ordered map of a sync source, with no rate limit.
+
+        The common case, with nothing to run in the background: fill the
+        window, then return the head's result, waiting for it if need be.
+        """
+        if self.finished:
+            raise StopAsyncIteration
+        if self.loop is None:
+            self.loop = self.port.bind()
+        pending = self.pending
+        try:
+            self._fill_now()
+            if not pending:
+                return await self.next(owner)
+            head = pending[0]
+            if not head.done():
+                self.awaiting = True
+                try:
+                    await head
+                except asyncio.CancelledError:
+                    if self.interrupted and not _cancelling():
+                        raise StopAsyncIteration from None  # aclose() elsewhere
+                    raise
+                finally:
+                    self.awaiting = False
+            del pending[0]
+            self.outstanding -= 1
+            return head.result()
+        except BaseException:
+            self.finish()
+            raise
 
     async def next(self, owner: object) -> T:
         """Return the next result (``owner`` is kept alive meanwhile).
@@ -320,14 +359,14 @@ class _Window(Generic[T]):
                 return
             self.outstanding += 1
             try:
-                fut = start_reserved(fn, item)
+                fut = start_reserved(fn, (item,), _NO_KWARGS)
             except Exception as exc:
                 fut = self._failed(exc)
             track(fut)
 
     def _start_reserved(self, item: object) -> None:
         try:
-            fut = self.port.start_reserved(self.fn, item)
+            fut = self.port.start_reserved(self.fn, (item,), _NO_KWARGS)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -345,7 +384,7 @@ class _Window(Generic[T]):
             return
         item, self.held = self.held, _NOTHING
         try:
-            fut = await self.port.start(self.fn, item)
+            fut = await self.port.start(self.fn, (item,), _NO_KWARGS)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -404,7 +443,7 @@ class _Window(Generic[T]):
 
     async def _start_on_turn(self, item: object) -> None:
         try:
-            fut = await self.port.start_on_turn(self.fn, item)
+            fut = await self.port.start_on_turn(self.fn, (item,), _NO_KWARGS)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -543,7 +582,7 @@ class MapIterator(Generic[T]):
     ``__anext__``, that ``__anext__`` raises ``StopAsyncIteration``.
     """
 
-    __slots__ = ("__weakref__", "_buffer", "_sizer", "_source", "_window")
+    __slots__ = ("__weakref__", "_buffer", "_next", "_sizer", "_source", "_window")
 
     def __init__(
         self,
@@ -552,6 +591,14 @@ class MapIterator(Generic[T]):
         sizer: ChunkSizer | None,
     ) -> None:
         self._window = window
+        # The window's way to the next result, chosen once.
+        self._next = (
+            window.next_in_order
+            if window.ordered
+            and window.sync_source is not None
+            and not window.port.rate_limited
+            else window.next
+        )
         self._source = source
         self._sizer = sizer
         self._buffer: deque[T] = deque()
@@ -573,14 +620,14 @@ class MapIterator(Generic[T]):
         Cancellation: finishes the iteration (see the class docstring).
         """
         if self._sizer is None:
-            return self._window.next(self)
+            return self._next(self)
         return self._next_from_chunks()
 
     async def _next_from_chunks(self) -> T:
         buffer = self._buffer
         if buffer:
             return buffer.popleft()
-        results, seconds = await self._window.next(self)
+        results, seconds = await self._next(self)
         assert self._sizer is not None
         self._sizer.measured(len(results), seconds)
         buffer.extend(results)

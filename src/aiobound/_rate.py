@@ -1,26 +1,46 @@
-"""A smooth rate limit on starting calls (GCRA, a virtual-schedule bucket).
+"""A smooth rate limit on starting calls (GCRA, decided at the real start).
 
-Each admitted call books the next start time on a virtual schedule spaced
-``1 / per_second`` apart. A call may start up to ``burst - 1`` intervals ahead
-of the schedule, so at most ``burst`` calls start back to back after an idle
-spell, and over any window of length ``t`` at most ``burst + t * per_second``
-calls start. Idle time does not build up credit beyond ``burst``.
+The limiter keeps a theoretical arrival time ``TAT``. A call may start at the
+instant ``now`` when ``now >= TAT - (burst - 1) / per_second``; starting sets
+``TAT = max(TAT, now) + 1 / per_second``. So at most ``burst`` calls start
+back to back after an idle spell, idle time builds no credit beyond that, and
+over any window of length ``t`` at most ``burst + t * per_second`` calls
+start.
 
-The limiter is bound to a clock and a ``call_later`` (the event loop's by
-default), which the tests replace with a fake clock they advance by hand.
+The rule is applied to the real instants of start: nothing is booked ahead.
+Callers that may not start yet queue in FIFO order; one timer waits for the
+head's turn. When it fires, the head is woken only if its turn has come on
+the limiter's clock (a timer that fires early is set again for the rest), and
+the head takes its turn when its task resumes, which is when its call starts.
+So a stalled loop (timers firing late, all at once) starts the queued calls
+spaced as the rule says, never in a burst. A cancelled waiter leaves the
+queue at once and took no turn.
+
+The decision reads :func:`time.monotonic` (the loop's clock may tick in whole
+milliseconds, as uvloop's does); the timers are the loop's ``call_later``.
+:meth:`RateLimiter.bind` accepts another clock and ``call_later``, which the
+tests use to drive a fake clock by hand.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from ._errors import ClosedError
-
-if TYPE_CHECKING:
-    import asyncio
+from ._errors import closed_on_arrival, closed_while_waiting
 
 __all__ = ("RateLimiter",)
+
+# A start this close before its turn counts as on time: float rounding in the
+# schedule, far below any clock's resolution, not a rate.
+_ROUNDING = 1e-9
+
+# Cancelled waiters stay in the deque until they reach its head or until they
+# outnumber the live ones (plus this slack): amortized O(1) per cancellation.
+_COMPACT_SLACK = 32
 
 
 class _Cancellable(Protocol):
@@ -31,9 +51,25 @@ class _Cancellable(Protocol):
 CallLater = Callable[..., _Cancellable]
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class _Turn(asyncio.Future[None]):
+    """The future one call awaits while it waits for its turn.
+
+    Its :meth:`cancel` tells the limiter at once, so a cancelled waiter stops
+    counting (and holding up the ones behind it) at that instant.
+    """
+
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: RateLimiter, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self.limiter = limiter
+
+    def cancel(self, msg: object | None = None) -> bool:
+        """Cancel the wait and take it out of the limiter's queue at once."""
+        if not super().cancel(msg):
+            return False
+        self.limiter._drop(self)
+        return True
 
 
 class RateLimiter:
@@ -47,11 +83,15 @@ class RateLimiter:
     __slots__ = (
         "_call_later",
         "_clock",
+        "_closed",
         "_interval",
         "_loop",
-        "_next",
+        "_tat",
+        "_timer",
         "_tolerance",
         "_waiters",
+        "_waiting",
+        "_woken",
         "burst",
         "limited",
         "per_second",
@@ -62,11 +102,18 @@ class RateLimiter:
         self.burst = burst
         self._interval = 1.0 / per_second
         self._tolerance = (burst - 1) * self._interval
-        self._next = float("-inf")  # the virtual schedule's next start
-        self._clock: Callable[[], float] | None = None
+        self._tat = float("-inf")
+        self._clock: Callable[[], float] = time.monotonic
         self._call_later: CallLater | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._waiters: deque[_Turn] = deque()
+        # Waiters not yet gone: the live ones in the deque and the woken one.
+        self._waiting = 0
+        # The head, woken because its turn came; it takes the turn when its
+        # task resumes. Still counted in _waiting until then.
+        self._woken: _Turn | None = None
+        self._timer: _Cancellable | None = None
+        self._closed = False
         self.limited = 0  # calls that had to wait for their turn
 
     def bind(
@@ -75,52 +122,140 @@ class RateLimiter:
         clock: Callable[[], float] | None = None,
         call_later: CallLater | None = None,
     ) -> None:
-        """Use *loop* (and its clock and timers unless others are given)."""
+        """Use *loop*'s timers and :func:`time.monotonic`, or the ones given."""
         self._loop = loop
-        self._clock = clock or loop.time
+        self._clock = clock or time.monotonic
         self._call_later = call_later or loop.call_later
 
-    def _book(self) -> tuple[float, float]:
-        """Book the next start; return (seconds to wait, booked schedule)."""
-        assert self._clock is not None, "RateLimiter.bind() was not called"
+    @property
+    def waiting(self) -> int:
+        """Calls currently waiting for their turn."""
+        return self._waiting
+
+    def try_start(self) -> bool:
+        """Take a turn now if one is free; return whether one was taken.
+
+        A turn is taken only if nobody waits (no overtaking) and the rate
+        allows a start at this instant. When ``False`` is returned nothing
+        changed. Never yields; after :meth:`close` always ``False``.
+        """
+        if self._waiting or self._closed:
+            return False
         now = self._clock()
-        scheduled = max(self._next, now)
-        self._next = scheduled + self._interval
-        return max(0.0, scheduled - self._tolerance - now), self._next
+        if now < self._tat - self._tolerance - _ROUNDING:
+            return False
+        self._tat = max(self._tat, now) + self._interval
+        return True
 
     async def wait_turn(self) -> None:
-        """Wait until this call may start. Does not yield if it may start now.
+        """Wait until this call may start, in FIFO order; take the turn.
+
+        Does not yield if nobody waits and a start is allowed now. The turn
+        is taken at the instant this returns, so the call should start
+        without awaiting anything else first.
 
         Raises:
-            ClosedError: :meth:`close` was called while waiting.
+            ClosedError: :meth:`close` was called, before or while waiting.
 
-        Cancellation: the turn is given back if no later call booked one
-        after it (otherwise the schedule stays as it is: the rate can only
-        come out lower, never higher).
+        Cancellation: the waiter leaves the queue at once and takes no turn;
+        the next waiter gets its chance at once if its turn has come.
         """
-        delay, booked = self._book()
-        if delay <= 0.0:
+        if self.try_start():
             return
+        if self._closed:
+            raise closed_on_arrival()
+        loop = self._loop
+        assert loop is not None, "RateLimiter.bind() was not called"
         self.limited += 1
-        assert self._loop is not None
-        assert self._call_later is not None
-        future: asyncio.Future[None] = self._loop.create_future()
-        timer = self._call_later(delay, _wake, future)
-        self._waiters.add(future)
+        turn = _Turn(self, loop)
+        self._waiters.append(turn)
+        self._waiting += 1
+        if self._waiting == 1:
+            self._serve_head()
         try:
-            await future
+            await turn
         except BaseException:
-            timer.cancel()
-            if self._next == booked:
-                self._next -= self._interval
+            if self._woken is turn:
+                # Woken, then cancelled before resuming: the turn is not
+                # taken; the next waiter gets its chance.
+                self._woken = None
+                self._waiting -= 1
+                self._serve_head()
+            elif not turn.done():
+                turn.cancel()  # interrupted otherwise: leave the queue
             raise
-        finally:
-            self._waiters.discard(future)
+        if self._woken is not turn:
+            raise closed_while_waiting()
+        self._woken = None
+        self._waiting -= 1
+        self._tat = max(self._tat, self._clock()) + self._interval
+        self._serve_head()
+
+    def _serve_head(self) -> None:
+        """Wake the first live waiter if its turn has come, else set a timer.
+
+        Does nothing while a woken waiter has not taken its turn yet.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._woken is not None:
+            return
+        waiters = self._waiters
+        while waiters and waiters[0].done():  # cancelled
+            del waiters[0]
+        if not waiters:
+            return
+        wait = self._tat - self._tolerance - self._clock()
+        if wait <= _ROUNDING:
+            head = waiters.popleft()
+            self._woken = head
+            head.set_result(None)
+        else:
+            assert self._call_later is not None
+            self._timer = self._call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._serve_head()
+
+    def _drop(self, turn: _Turn) -> None:
+        """*turn*'s future was just cancelled while it waited: forget it.
+
+        Runs inside ``cancel()``, so at the instant of the cancellation.
+        """
+        if self._closed:
+            return  # close() already emptied the queue and the count
+        self._waiting -= 1
+        waiters = self._waiters
+        if not self._waiting:
+            # Only cancelled entries are left: nothing to wait for.
+            waiters.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif waiters[0] is turn:
+            # The next live waiter's turn comes when the head's would have
+            # (nothing started meanwhile): the head's timer serves it.
+            del waiters[0]
+        elif len(waiters) > 2 * self._waiting + _COMPACT_SLACK:
+            self._waiters = deque(t for t in waiters if not t.done())
 
     def close(self) -> None:
-        """Wake every waiting call with :class:`ClosedError`."""
-        for future in self._waiters:
-            if not future.done():
-                future.set_exception(
-                    ClosedError("the executor was closed while this call waited")
-                )
+        """Wake every waiting call with :class:`ClosedError`; refuse new ones.
+
+        A call woken for its turn whose task has not resumed yet gets
+        :class:`ClosedError` too (its turn is not taken).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiters, self._waiters = self._waiters, deque()
+        self._woken = None
+        self._waiting = 0
+        for turn in waiters:
+            if not turn.done():
+                turn.set_exception(closed_while_waiting())

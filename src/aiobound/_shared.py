@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._checks import check_int
-from ._errors import ClosedError, OverloadedError
+from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -345,7 +345,7 @@ class SharedBound:
     def _take_free(self, view: _View) -> bool:
         """Take a free slot for *view* if no one waits; return whether taken."""
         if view._closed:
-            raise ClosedError("cannot submit: the executor is closed")
+            raise closed_on_arrival()
         if self._in_use < self._bound and not self._waiting:
             self._in_use += 1
             if self._in_use > self._peak:
@@ -397,9 +397,7 @@ class SharedBound:
                 waiter.state = _CLOSED
                 self._waiting -= 1
                 view._waiting -= 1
-                waiter.wake(
-                    ClosedError("the executor was closed while this call waited")
-                )
+                waiter.wake(closed_while_waiting())
         if view._in_use == 0:
             view._now_idle()
 
@@ -492,6 +490,24 @@ class _View:
             not self._closed and shared._in_use < shared._bound and not shared._waiting
         )
 
+    def would_admit_now(self) -> bool:
+        """Whether a caller arriving now would get a slot at once (a hint)."""
+        return self.has_free_slot()
+
+    def can_queue(self) -> bool:
+        """Whether a caller arriving now would not be refused at once (a hint)."""
+        if self._closed:
+            return False
+        if self.has_free_slot():
+            return True
+        return self._max_pending is None or self._waiting < self._max_pending
+
+    def try_take(self) -> bool:
+        """Like :meth:`try_acquire`, but a closed executor answers ``False``."""
+        if self._closed:
+            return False
+        return self.try_acquire()
+
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; return whether one was taken.
 
@@ -503,7 +519,7 @@ class _View:
         shared = self._shared
         with shared._lock:  # _take_free, inlined: the hot path
             if self._closed:
-                raise ClosedError("cannot submit: the executor is closed")
+                raise closed_on_arrival()
             if shared._in_use < shared._bound and not shared._waiting:
                 shared._in_use += 1
                 if shared._in_use > shared._peak:
@@ -726,7 +742,7 @@ class ThreadView(_View):
         if state == _GRANTED:
             return True
         if state == _CLOSED:
-            raise ClosedError("the executor was closed while this call waited")
+            raise closed_while_waiting()
         raise AssertionError(f"unexpected waiter state {state}")  # pragma: no cover
 
     def release(self, outcome: int) -> None:

@@ -18,10 +18,14 @@ released slot is *handed over* straight to the first live waiter (its future
 gets a result) rather than put back for anyone to grab, which keeps the order
 strictly FIFO and means a caller arriving later can never overtake a waiter.
 
-Cancellation: a waiter cancelled before it was handed a slot is dropped from
-the queue and holds nothing. A waiter cancelled in the same loop iteration in
-which it was handed a slot (the result is set, the task has not resumed yet)
-passes that slot on at once, so no slot is ever lost (the trap of anyio#947).
+Cancellation: a waiter cancelled before it was handed a slot stops counting
+at the instant it is cancelled (``Task.cancel()`` cancels the future the task
+awaits, and the waiter's future tells the gate), so a caller arriving in the
+same loop iteration is neither refused by ``max_pending`` on its account nor
+queued behind it; it holds nothing. A waiter cancelled in the same loop
+iteration in which it was handed a slot (the result is set, the task has not
+resumed yet) passes that slot on when its task resumes, so no slot is ever
+lost (the trap of anyio#947).
 
 The gate never touches threads: every method must be called from the loop it
 is bound to. Cross-thread completion is :mod:`aiobound._bridge`'s business.
@@ -33,7 +37,11 @@ import asyncio
 import time
 from collections import deque
 
-from ._errors import ClosedError, OverloadedError
+from ._errors import (
+    OverloadedError,
+    closed_on_arrival,
+    closed_while_waiting,
+)
 
 __all__ = ("SlotGate",)
 
@@ -43,15 +51,30 @@ __all__ = ("SlotGate",)
 _COMPACT_SLACK = 32
 
 
-class _Waiter:
-    """One caller waiting for a slot."""
+class _Waiter(asyncio.Future[None]):
+    """The future one caller awaits while it waits for a slot.
 
-    __slots__ = ("future", "since", "timer")
+    Its :meth:`cancel` tells the gate at once, so the gate's count of waiters
+    is exact from the instant a waiting task is cancelled, not from the later
+    instant its task resumes.
+    """
 
-    def __init__(self, future: asyncio.Future[None], since: float) -> None:
-        self.future = future
+    __slots__ = ("gate", "since", "timer")
+
+    def __init__(
+        self, gate: SlotGate, loop: asyncio.AbstractEventLoop, since: float
+    ) -> None:
+        super().__init__(loop=loop)
+        self.gate = gate
         self.since = since
         self.timer: asyncio.TimerHandle | None = None
+
+    def cancel(self, msg: object | None = None) -> bool:
+        """Cancel the wait and take it out of the gate's count at once."""
+        if not super().cancel(msg):
+            return False
+        self.gate._drop(self)
+        return True
 
 
 class SlotGate:
@@ -61,7 +84,8 @@ class SlotGate:
         bound: Number of slots (>= 1).
         max_pending: Most coroutines allowed to wait, ``None`` for no limit.
         max_wait: Seconds a coroutine may wait before it is refused with
-            :class:`OverloadedError`, ``None`` for no limit.
+            :class:`OverloadedError` (measured on :func:`time.monotonic`,
+            never earlier), ``None`` for no limit.
     """
 
     __slots__ = (
@@ -148,8 +172,32 @@ class SlotGate:
         return self._wait_max
 
     def has_free_slot(self) -> bool:
-        """Whether :meth:`try_acquire` would succeed now."""
+        """Whether :meth:`try_acquire` would succeed now (= :meth:`would_admit_now`)."""
         return not self._closed and self._in_use < self._bound and not self._waiting
+
+    def would_admit_now(self) -> bool:
+        """Whether a caller arriving now would get a slot at once.
+
+        True when the gate is open, a slot is free and nobody waits (so the
+        caller would overtake no one). Takes no slot and changes nothing; the
+        answer holds until the next release, acquisition, resize or close.
+        """
+        return not self._closed and self._in_use < self._bound and not self._waiting
+
+    def can_queue(self) -> bool:
+        """Whether a caller arriving now would not be refused at once.
+
+        True when the gate is open and the caller would get a slot or be
+        allowed to wait for one, i.e. :meth:`acquire` would raise neither
+        :class:`ClosedError` nor the ``max_pending`` :class:`OverloadedError`
+        (it may still be refused later by ``max_wait``). Takes no slot and
+        changes nothing.
+        """
+        if self._closed:
+            return False
+        if self._in_use < self._bound and not self._waiting:
+            return True
+        return self._max_pending is None or self._waiting < self._max_pending
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; return whether one was taken.
@@ -160,8 +208,18 @@ class SlotGate:
             ClosedError: the gate is closed.
         """
         if self._closed:
-            raise ClosedError("cannot submit: the executor is closed")
+            raise closed_on_arrival()
         if self._in_use < self._bound and not self._waiting:
+            self._in_use += 1
+            self._admitted += 1
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
+            return True
+        return False
+
+    def try_take(self) -> bool:
+        """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
+        if self._in_use < self._bound and not self._waiting and not self._closed:
             self._in_use += 1
             self._admitted += 1
             if self._in_use > self.peak_in_use:
@@ -179,9 +237,10 @@ class SlotGate:
             OverloadedError: ``max_pending`` coroutines already wait, or this
                 one waited ``max_wait`` seconds without getting a slot.
 
-        Cancellation: while waiting, the caller holds no slot and leaves the
-        queue; if a slot was handed over in the same instant, it is passed on
-        to the next waiter before :class:`asyncio.CancelledError` propagates.
+        Cancellation: while waiting, the caller holds no slot and stops
+        counting as a waiter at the instant it is cancelled; if a slot was
+        handed over in the same instant, it is passed on to the next waiter
+        before :class:`asyncio.CancelledError` propagates.
         """
         if self.try_acquire():
             return
@@ -194,24 +253,46 @@ class SlotGate:
             )
         loop = self._loop
         assert loop is not None, "SlotGate.bind() was not called"
-        waiter = _Waiter(loop.create_future(), time.monotonic())
+        waiter = _Waiter(self, loop, time.monotonic())
         if self._max_wait is not None:
-            waiter.timer = loop.call_later(self._max_wait, self._expire, waiter)
+            waiter.timer = loop.call_later(
+                self._max_wait, self._expire_when_due, waiter
+            )
         self._waiters.append(waiter)
         self._waiting += 1
         try:
-            await waiter.future
+            await waiter
         except BaseException:
             self._abandon(waiter)
             raise
 
-    def _expire(self, waiter: _Waiter) -> None:
-        """``max_wait`` elapsed for *waiter*: refuse it."""
-        if waiter.future.done():
+    def _expire_when_due(self, waiter: _Waiter) -> None:
+        """The ``max_wait`` timer of *waiter* fired: refuse it if it is due.
+
+        Timers may fire early (uvloop rounds delays to whole milliseconds),
+        so the wait is measured on :func:`time.monotonic` and, if short of
+        ``max_wait``, the timer is set again for the rest: never refused early.
+        """
+        if waiter.done():
             return
+        assert self._max_wait is not None
+        assert self._loop is not None
+        remaining = self._max_wait - (time.monotonic() - waiter.since)
+        if remaining > 0.0:
+            waiter.timer = self._loop.call_later(
+                remaining, self._expire_when_due, waiter
+            )
+        else:
+            self._expire(waiter)
+
+    def _expire(self, waiter: _Waiter) -> None:
+        """Refuse *waiter* with :class:`OverloadedError` (``max_wait``)."""
+        if waiter.done():
+            return
+        waiter.timer = None
         self._waiting -= 1
         self.timed_out += 1
-        waiter.future.set_exception(
+        waiter.set_exception(
             OverloadedError(
                 f"overloaded: waited max_wait={self._max_wait}s for a slot "
                 f"(bound={self._bound}, in_flight={self._in_use}, "
@@ -220,51 +301,59 @@ class SlotGate:
         )
         self._maybe_compact()
 
-    def _abandon(self, waiter: _Waiter) -> None:
-        """Clean up after a waiter that will not use its slot."""
-        future = waiter.future
+    def _drop(self, waiter: _Waiter) -> None:
+        """*waiter*'s future was just cancelled while it waited: forget it.
+
+        Runs inside ``cancel()``, so at the instant of the cancellation. The
+        waiter stays in the deque until it reaches the head or a compaction.
+        """
         if waiter.timer is not None:
             waiter.timer.cancel()
-        if not future.done():
-            # Interrupted by something other than cancelling the future
-            # itself (rare, e.g. an exception thrown into the coroutine).
-            future.cancel()
-        if future.cancelled():
-            if self._closed:
-                return  # close() already emptied the queue and the count
-            self._waiting -= 1
-            self._maybe_compact()
-            # A release() may have skipped this waiter between its cancel and
-            # now, while a newcomer queued behind it because it still counted
-            # as waiting: hand out any slot that is free.
-            self._wake()
-        elif future.exception() is None:
+            waiter.timer = None
+        if self._closed:
+            return  # close() already emptied the queue and the count
+        self._waiting -= 1
+        self._maybe_compact()
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """Clean up after a waiter whose task will not use its slot."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+            waiter.timer = None
+        if not waiter.done():
+            # Interrupted by something other than a cancellation of the
+            # future itself (e.g. an exception thrown into the coroutine):
+            # cancelling it takes it out of the count.
+            waiter.cancel()
+        elif not waiter.cancelled() and waiter.exception() is None:
             # Handed a slot, then cancelled before resuming: pass it on.
             self.release()
-        # else: refused (closed or timed out); it holds no slot.
+        # else: cancelled (already out of the count), or refused (closed or
+        # timed out) and holding no slot.
 
     def _maybe_compact(self) -> None:
         if len(self._waiters) > 2 * self._waiting + _COMPACT_SLACK:
-            self._waiters = deque(w for w in self._waiters if not w.future.done())
+            self._waiters = deque(w for w in self._waiters if not w.done())
 
     def _grant(self, waiter: _Waiter) -> None:
         """Give a slot to *waiter* (the caller has counted it in in_use)."""
         if waiter.timer is not None:
             waiter.timer.cancel()
+            waiter.timer = None
         # time.monotonic, not loop.time: uvloop's clock ticks in milliseconds.
         waited = time.monotonic() - waiter.since
         self._admitted += 1
         self._wait_total += waited
         if waited > self._wait_max:
             self._wait_max = waited
-        waiter.future.set_result(None)
+        waiter.set_result(None)
 
     def _wake(self) -> None:
         """Hand free slots to live waiters, in FIFO order."""
         waiters = self._waiters
         while waiters and self._in_use < self._bound:
             waiter = waiters.popleft()
-            if waiter.future.done():  # cancelled or timed out
+            if waiter.done():  # cancelled or timed out
                 continue
             self._waiting -= 1
             self._in_use += 1
@@ -282,7 +371,7 @@ class SlotGate:
             waiters = self._waiters
             while waiters:
                 waiter = waiters.popleft()
-                if waiter.future.done():  # cancelled or timed out
+                if waiter.done():  # cancelled or timed out
                     continue
                 self._waiting -= 1
                 self._grant(waiter)  # the slot changes hands; in_use unchanged
@@ -312,13 +401,15 @@ class SlotGate:
         for waiter in waiters:
             if waiter.timer is not None:
                 waiter.timer.cancel()
-            if not waiter.future.done():
-                waiter.future.set_exception(
-                    ClosedError("the executor was closed while this call waited")
-                )
+            if not waiter.done():
+                waiter.set_exception(closed_while_waiting())
 
     async def wait_idle(self) -> None:
         """Wait until no slot is held.
+
+        Meant for after :meth:`close`: then no slot can be taken any more, so
+        "no slot held" lasts. On an open gate it returns at an instant when
+        no slot was held, and new acquisitions may start right after it.
 
         Cancellation: only the wait is cancelled; the slots are unaffected.
         """

@@ -6,7 +6,11 @@ Three ways, picked at construction so that no call re-decides:
   context, as :func:`asyncio.to_thread` does;
 * a process pool cannot take a context (it does not pickle), and a call it
   cannot pickle fails with a bare pickling error: the call is handed over
-  as it is, and kept so that such an error can be explained;
+  as it is, and kept so that such an error can be explained. Its first call
+  checks that the main script does not start workers from its top level
+  (:func:`check_main_is_guarded`). A pool aiobound owns runs each call through
+  :func:`run_unless_dropped`, so that ``aclose(timeout=...)`` can drop calls
+  the pool has queued but not started;
 * any other executor gets the call as it is.
 """
 
@@ -18,7 +22,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
-from ._process import explain_pickling_error
+from ._process import (
+    OwnedProcessPool,
+    check_main_is_guarded,
+    explain_call_error,
+    run_unless_dropped,
+)
 
 __all__ = ("Explain", "Explainer", "Handover", "handover_for")
 
@@ -56,23 +65,65 @@ def _in_copied_context(
     return executor.submit(run, fn, *args, **kwargs)
 
 
-def _pickling_explainer(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Callable[[BaseException], BaseException]:
-    return functools.partial(explain_pickling_error, fn=fn, args=args, kwargs=kwargs)
+class _ProcessHandover:
+    """Submit to a process pool; check the main script at the first call.
+
+    Calls to a pool aiobound owns go through :func:`run_unless_dropped`, so
+    that a timed-out close can drop those not started.
+    """
+
+    __slots__ = ("_checked", "_context", "_owned")
+
+    def __init__(self, context: object, owned: bool) -> None:
+        self._context = context
+        self._owned = owned
+        self._checked = False
+
+    def __call__(
+        self,
+        executor: concurrent.futures.Executor,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> concurrent.futures.Future[T]:
+        if not self._checked:
+            check_main_is_guarded(self._context)
+            self._checked = True
+        if self._owned:
+            return executor.submit(run_unless_dropped, fn, *args, **kwargs)
+        return executor.submit(fn, *args, **kwargs)
+
+
+def _process_explainer(owned: OwnedProcessPool | None) -> Explainer:
+    def explainer(
+        fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Explain:
+        return functools.partial(
+            explain_call_error, fn=fn, args=args, kwargs=kwargs, pool=owned
+        )
+
+    return explainer
 
 
 def handover_for(
-    *, copy_context: bool, to_processes: bool
+    executor: concurrent.futures.Executor,
+    *,
+    copy_context: bool,
+    to_processes: bool,
+    owned: OwnedProcessPool | None = None,
 ) -> tuple[Handover, Explainer | None]:
-    """Return ``(handover, explainer)`` for an executor of this kind.
+    """Return ``(handover, explainer)`` for *executor*.
 
     ``handover(executor, fn, args, kwargs)`` submits the call and returns the
     executor's future. ``explainer(fn, args, kwargs)``, when not ``None``,
-    returns the ``explain`` function for that call's errors.
+    returns the ``explain`` function for that call's errors. *owned* is the
+    pool aiobound owns, if it does (its calls can be dropped).
     """
     if copy_context:
         return _in_copied_context, None
     if to_processes:
-        return _plain, _pickling_explainer
+        context = owned.context if owned is not None else None
+        if context is None:
+            context = getattr(executor, "_mp_context", None)
+        return _ProcessHandover(context, owned is not None), _process_explainer(owned)
     return _plain, None

@@ -24,12 +24,11 @@ from ._checks import (
     is_async_function,
 )
 from ._chunks import ChunkCall, ChunkSizer, chunked
-from ._errors import ClosedError
+from ._errors import closed_before_start, closed_while_waiting
 from ._process import (
     OwnedProcessPool,
-    check_context,
     explain_broken_pool,
-    process_context,
+    owned_process_pool,
 )
 from ._shared import FAILED, UNUSED, SharedBound, ThreadView, check_bound
 from ._stats import ExecutorStats
@@ -194,32 +193,16 @@ class BoundedExecutor(concurrent.futures.Executor):
                 given without ``initializer``.
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        workers = check_optional_int("max_workers", max_workers, 1)
-        if workers is None:
-            workers = os.cpu_count() or 1
         checked = check_bound(bound)
         pending = check_optional_int("max_pending", max_pending, 0)
         wait = check_optional_positive("max_wait", max_wait)
-        context = (
-            process_context()
-            if mp_context is None
-            else check_context("mp_context", mp_context)
-        )
-        if initializer is not None:
-            check_callable("initializer", initializer)
-        if not isinstance(initargs, tuple):
-            raise TypeError(
-                f"initargs must be a tuple, got {type(initargs).__name__} {initargs!r}"
-            )
-        if initargs and initializer is None:
-            raise TypeError("initargs has no effect without initializer")
-        pool = OwnedProcessPool(workers, context, initializer, initargs)
+        pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         self = cls.__new__(cls)
         self._setup(
             pool.executor,
             True,
             pool,
-            2 * workers if checked is None else checked,
+            2 * pool.workers if checked is None else checked,
             pending,
             wait,
         )
@@ -366,7 +349,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         gate = self._gate
         if gate._closed:  # closed between the grant and now
             gate.release(UNUSED)
-            raise ClosedError("the executor was closed while this call waited")
+            raise closed_while_waiting()
         try:
             try:
                 cfut = self._executor.submit(fn, *args, **kwargs)
@@ -482,9 +465,7 @@ class BoundedExecutor(concurrent.futures.Executor):
             return cfut.result(_remaining(deadline))
         except concurrent.futures.CancelledError:
             if self._gate.closed:
-                raise ClosedError(
-                    "the executor was shut down before this call started"
-                ) from None
+                raise closed_before_start() from None
             raise
 
     def _map_items(

@@ -1,7 +1,7 @@
 """The ``aiobound`` command (also ``python -m aiobound``).
 
-``aiobound demo`` re-runs the experiment of the article aiobound started
-from, on an asyncio loop: thousands of short blocking calls pushed into a
+``aiobound demo`` runs, on an asyncio loop, the experiment behind aiobound:
+thousands of short blocking calls pushed into a
 thread pool with plain ``run_in_executor`` (unbounded) and through
 :class:`~aiobound.BoundedLoopExecutor` with ``bound`` = workers and
 2 x workers. Each case runs in a process of its own; the command shows live

@@ -1,0 +1,95 @@
+"""max_wait: queue-delay shedding, and the queue-wait statistics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aiobound import OverloadedError
+from conftest import (
+    ExecutorFactory,
+    GateFactory,
+    assert_idle,
+    settle,
+)
+
+
+def noop(x: int) -> int:
+    return x
+
+
+class TestMaxWait:
+    async def test_a_caller_waiting_longer_than_max_wait_is_refused(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1, max_wait=0.01)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        await gate.started()
+        # The slot is held until the gate opens, so this wait must expire.
+        with pytest.raises(OverloadedError, match=r"max_wait=0\.01"):
+            await executor.run(noop, 1)
+        stats = executor.stats()
+        assert (stats.timed_out, stats.rejected, stats.waiting) == (1, 0, 0)
+        gate.open()
+        assert await running == 0
+        assert await executor.run(noop, 2) == 2  # no slot leaked
+        assert_idle(executor)
+
+    async def test_a_caller_served_in_time_is_not_refused(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1, max_wait=60)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        await gate.started()
+        waiter = asyncio.create_task(executor.run(noop, 1))
+        await settle()
+        gate.open()
+        assert await waiter == 1
+        assert await running == 0
+        assert executor.stats().timed_out == 0
+
+    async def test_expired_waiters_do_not_block_the_ones_behind_them(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1, max_wait=0.01)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        await gate.started()
+        results = await asyncio.gather(
+            *(executor.run(noop, n) for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(r, OverloadedError) for r in results)
+        gate.open()
+        await running
+        assert await executor.run(noop, 9) == 9
+        assert executor.stats().timed_out == 5
+        assert_idle(executor)
+
+
+class TestQueueWaitStats:
+    async def test_no_waiting_means_zero_queue_wait(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2)
+        await executor.run(noop, 1)
+        stats = executor.stats()
+        assert (stats.queue_wait_avg, stats.queue_wait_max) == (0.0, 0.0)
+
+    async def test_waits_are_measured(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        await gate.started()
+        waiter = asyncio.create_task(executor.run(noop, 1))
+        await settle()
+        gate.open()
+        await asyncio.gather(running, waiter)
+        stats = executor.stats()
+        assert stats.queue_wait_max > 0
+        # Two grants, one of them immediate: the mean is half the one wait.
+        assert stats.queue_wait_avg == pytest.approx(stats.queue_wait_max / 2)
