@@ -259,8 +259,15 @@ def run_case(name: str, calls: int) -> None:
 
     del aiobound
     before = rss_now()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
     figures = CASES[name](calls)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     figures.setdefault("calls", calls)
+    # CPU time of the whole process (all threads) per call: less sensitive
+    # than wall time to other processes sharing the machine.
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    figures["cpu_us_per_call"] = cpu / figures["calls"] * 1e6
     figures["calls_per_s"] = figures["calls"] / figures["seconds"]
     figures["rss_growth_mb"] = (peak_rss() - before) / MB
     print(json.dumps(figures))
@@ -336,11 +343,12 @@ def report(
         f"{args.reps} repetitions, {args.calls:,} calls "
         f"({args.shared_calls:,} for the shared bound)\n"
     )
-    print("| case | calls/s | RSS growth |")
-    print("|---|---:|---:|")
+    print("| case | calls/s | CPU per call | RSS growth |")
+    print("|---|---:|---:|---:|")
     for label in labels:
         print(
             f"| {label} | {median(label, 'calls_per_s'):,.0f} | "
+            f"{median(label, 'cpu_us_per_call'):.1f} µs | "
             f"{median(label, 'rss_growth_mb'):.1f} MB |"
         )
     print("\n| ratio (paired median) | value | target |")
@@ -360,6 +368,12 @@ def report(
             "| one_loop / one_loop@baseline | "
             f"{ratio('one_loop', 'one_loop@baseline'):.2f} | ~1.00 |"
         )
+        cpu = statistics.median(
+            run["one_loop"]["cpu_us_per_call"]
+            / run["one_loop@baseline"]["cpu_us_per_call"]
+            for run in runs
+        )
+        print(f"| one_loop / one_loop@baseline, CPU per call | {cpu:.2f} | ~1.00 |")
     peak = max(run["shared_mix"]["peak_running"] for run in runs)
     in_flight = max(run["shared_mix"]["peak_in_flight"] for run in runs)
     print(

@@ -705,7 +705,7 @@ class ThreadView(_View):
             OverloadedError: ``max_pending`` callers of this executor already
                 wait, or this one waited ``max_wait`` seconds.
 
-        Interruption: a ``KeyboardInterrupt`` (or any exception raised by a
+        Cancellation: a ``KeyboardInterrupt`` (or any exception raised by a
         signal handler) while blocked leaves the queue holding no slot; a
         slot handed over at the same moment is passed on first.
         """
@@ -793,6 +793,6 @@ class ThreadView(_View):
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until this executor, closed, holds no slot; ``False`` on timeout.
 
-        Interruption: a ``KeyboardInterrupt`` ends only the wait.
+        Cancellation: a ``KeyboardInterrupt`` ends only the wait.
         """
         return self._idle.wait(timeout)

@@ -326,11 +326,12 @@ class BoundedExecutor(concurrent.futures.Executor):
             Exception: whatever the underlying ``submit`` raises; the slot is
                 freed first.
 
-        Blocking and interruption: waiting threads are served in FIFO order,
-        with the waiters of every executor sharing the bound. A
-        ``KeyboardInterrupt`` (or another exception from a signal handler)
-        raised while blocked propagates with no slot held and nothing
-        submitted; a slot handed over at that same moment is passed on to
+        Cancellation: a blocked thread cannot be cancelled, only refused
+        (``max_wait``, ``shutdown()``) or interrupted. Waiting threads are
+        served in FIFO order, with the waiters of every executor sharing the
+        bound. A ``KeyboardInterrupt`` (or another exception from a signal
+        handler) raised while blocked propagates with no slot held and
+        nothing submitted; a slot handed over at that same moment is passed on to
         the next waiter. ``shutdown()`` from another thread wakes it with
         :class:`ClosedError`.
         """
@@ -420,8 +421,8 @@ class BoundedExecutor(concurrent.futures.Executor):
                 not iterable, or ``chunksize``/``timeout`` has the wrong type.
             ValueError: ``chunksize`` is below 1 or ``timeout`` below 0.
 
-        Blocking and interruption: each ``next()`` may block for a slot, as
-        :meth:`submit` does, or for a result. A ``KeyboardInterrupt`` there
+        Cancellation: each ``next()`` may block for a slot, as :meth:`submit`
+        does, or for a result. A ``KeyboardInterrupt`` there
         propagates with no slot lost; closing the iterator then cancels the
         calls not yet started.
         """
@@ -559,7 +560,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         ``cancel_futures``); a wrapped executor is left running. Calling it
         again is harmless.
 
-        Interruption: a ``KeyboardInterrupt`` during the wait leaves the
+        Cancellation: a ``KeyboardInterrupt`` during the wait leaves the
         executor closed and its calls running; call ``shutdown()`` again to
         wait for them.
         """
