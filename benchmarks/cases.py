@@ -22,6 +22,10 @@ through a pool of ``workers``, and consumes each result:
   call, each awaiting ``loop.run_in_executor``;
 * ``submit``: ``await BoundedLoopExecutor.submit`` with a window of futures
   (done ones are read from the left as the producer goes);
+* ``submit_otel``: ``submit`` on an executor instrumented by
+  :mod:`aiobound.opentelemetry` with the OpenTelemetry SDK (every span
+  sampled, batched to an exporter that drops them; metrics recorded, read
+  by nobody): the price of telemetry (needs ``opentelemetry-sdk``);
 * ``map``: ``async for`` over ``BoundedLoopExecutor.map`` (on a process
   pool it sends items in automatically sized chunks);
 * ``map_chunksize_1``: the same with ``chunksize=1``, one call per item;
@@ -62,6 +66,7 @@ CASES = (
     "aiometer",
     "aiojobs",
     "submit",
+    "submit_otel",
     "map",
     "map_chunksize_1",
     "map_unordered",
@@ -129,6 +134,39 @@ async def run_submit(pool: Pool, fn: Call, calls: int, bound: int) -> None:
     """``await executor.submit`` with a window of futures."""
     async with BoundedLoopExecutor(executor=pool, bound=bound) as executor:
         await _windowed(executor.submit, fn, calls)
+
+
+async def run_submit_otel(pool: Pool, fn: Call, calls: int, bound: int) -> None:
+    """``submit`` as above, instrumented with the OpenTelemetry SDK."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from aiobound.opentelemetry import instrument
+
+    class Drop(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        async with BoundedLoopExecutor(executor=pool, bound=bound) as executor:
+            instrument(
+                executor,
+                meter_provider=meter_provider,
+                tracer_provider=tracer_provider,
+            )
+            await _windowed(executor.submit, fn, calls)
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
 
 
 async def run_map(pool: Pool, fn: Call, calls: int, bound: int) -> None:
@@ -218,6 +256,7 @@ RUNNERS: dict[str, Callable[[Pool, Call, int, int], Coroutine[None, None, None]]
     "aiometer": run_aiometer,
     "aiojobs": run_aiojobs,
     "submit": run_submit,
+    "submit_otel": run_submit_otel,
     "map": run_map,
     "map_chunksize_1": run_map_unchunked,
     "map_unordered": run_map_unordered,

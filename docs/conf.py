@@ -46,13 +46,14 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(asyncio|concurrent|collections|contextlib|contextvars|typing|"
         r"typing_extensions|multiprocessing|types|os|threading|distributed|"
-        r"starlette|fastapi|aiohttp|web|prometheus_client|_typeshed)(\..*)?",
+        r"starlette|fastapi|aiohttp|web|prometheus_client|opentelemetry|otel_context|"
+        r"_typeshed)(\..*)?",
     ),
     # Names the signatures import from those, and type variables.
     (
         r"py:.*",
         r"(BaseContext|ProcessPoolExecutor|Executor|Starlette|HTTPConnection|"
-        r"Middleware|Metric|"
+        r"Middleware|Metric|MeterProvider|TracerProvider|"
         r"AbstractAsyncContextManager|Client|IOLoop|Self|NoneType|Ellipsis)",
     ),
     (r"py:.*", r"(aiobound\._\w+\.)?(P|T|A|R|T_co)(\.args|\.kwargs)?"),

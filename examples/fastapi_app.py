@@ -11,6 +11,12 @@ Then try::
     curl http://127.0.0.1:8000/stats           # executor.stats() as JSON
     curl http://127.0.0.1:8000/metrics         # the same, for Prometheus
 
+With ``--trace`` (``pip install opentelemetry-sdk``) every request prints its
+spans on the console: the request's span, the ``aiobound.call`` span of its
+call in the executor (a child; its ``handed over`` event says how long it
+waited for a slot), and the worker's own span (a child of that one), all in
+one trace.
+
 The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
 twice that) through its lifespan. At most ``--max-pending`` requests wait for
 a slot; the next one gets ``503`` with ``Retry-After`` at once. A request that
@@ -47,7 +53,10 @@ from aiobound.starlette import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from fastapi import Request
+    from opentelemetry.trace import TracerProvider
 
 # An endpoint parameter of this type receives the app's executor.
 Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
@@ -105,6 +114,7 @@ def create_app(
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
     work: Callable[[float], float] = blocking_work,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """Build the app: blocking work, file reads, stats and metrics.
 
@@ -120,6 +130,9 @@ def create_app(
         data_dir: The directory ``/file/{name}`` reads from.
         work: What ``/work`` runs in the executor, given seconds (tests
             pass one that does not sleep).
+        tracer_provider: Trace with it (OpenTelemetry): a span per request,
+            the executor instrumented (:mod:`aiobound.opentelemetry`), and a
+            span of the worker's own around ``work``. ``None``: no tracing.
     """
     registry = CollectorRegistry()
     collector = ExecutorCollector()
@@ -133,6 +146,10 @@ def create_app(
             max_pending=max_pending,
             max_wait=max_wait,
         )
+        if tracer_provider is not None:
+            from aiobound.opentelemetry import instrument
+
+            instrument(executor, name="default", tracer_provider=tracer_provider)
         async with executor_state(executor) as state:
             collector.track("default", state[STATE_KEY])
             try:
@@ -144,6 +161,8 @@ def create_app(
         title="aiobound example", lifespan=lifespan, responses=REFUSAL_RESPONSES
     )
     add_exception_handlers(app, retry_after=1)
+    if tracer_provider is not None:
+        work = _trace_requests_and_work(app, tracer_provider, work)
 
     @app.get("/work")
     async def work_endpoint(
@@ -179,6 +198,47 @@ def create_app(
     return app
 
 
+def _trace_requests_and_work(
+    app: FastAPI, tracer_provider: TracerProvider, work: Callable[[float], float]
+) -> Callable[[float], float]:
+    """Give each request a span; return *work* wrapped in a span of its own.
+
+    (A real service would use opentelemetry-instrumentation-fastapi for the
+    request spans; this keeps the example to the SDK.)
+    """
+    from opentelemetry.trace import SpanKind
+
+    tracer = tracer_provider.get_tracer("fastapi_app")
+
+    @app.middleware("http")
+    async def request_span(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        name = f"{request.method} {request.url.path}"
+        with tracer.start_as_current_span(name, kind=SpanKind.SERVER):
+            return await call_next(request)
+
+    def traced_work(seconds: float) -> float:
+        # Runs in a worker thread, where the aiobound.call span is current.
+        with tracer.start_as_current_span("blocking work"):
+            return work(seconds)
+
+    return traced_work
+
+
+def _console_tracer_provider() -> TracerProvider:
+    """An SDK tracer provider that prints every span as it ends."""
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import (
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
+    provider = SdkTracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    return provider
+
+
 def main() -> None:
     """Parse the command line and serve the app with uvicorn."""
     parser = argparse.ArgumentParser(description="aiobound FastAPI example")
@@ -191,12 +251,16 @@ def main() -> None:
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument(
+        "--trace", action="store_true", help="print OpenTelemetry spans"
+    )
     args = parser.parse_args()
     app = create_app(
         workers=args.workers,
         bound=args.bound,
         max_pending=args.max_pending,
         max_wait=args.max_wait or None,
+        tracer_provider=_console_tracer_provider() if args.trace else None,
     )
     uvicorn.run(
         app,

@@ -134,9 +134,10 @@ class TestErrors:
 
     async def test_unpicklable_item_is_named(self) -> None:
         async with BoundedLoopExecutor.process(max_workers=1) as executor:
-            items: list[object] = [1, threading.Lock(), 3]
+            # The second chunk holds the culprit: named by its map position.
+            items: list[object] = [1, 2, 3, 4, threading.Lock(), 6]
             with pytest.raises(
-                TypeError, match=r"map's item 2 of a chunk of 3 \(<unlocked"
+                TypeError, match=r"map's item at position 4 of its input \(<unlocked"
             ):
                 async for _ in executor.map(workers.pid, items, chunksize=3):
                     pass

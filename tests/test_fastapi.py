@@ -182,6 +182,31 @@ class TestExampleApp:
             assert 'aiobound_max_wait_seconds{executor="default"} 0.25' in metrics
             assert 'aiobound_timed_out_total{executor="default"} 0.0' in metrics
 
+    async def test_traces_nest_request_call_and_worker_spans(self) -> None:
+        sdk = pytest.importorskip("opentelemetry.sdk.trace")
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        spans = InMemorySpanExporter()
+        provider = sdk.TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        app = create_app(workers=1, tracer_provider=provider)
+        async with serve(app) as (_, url), client(url) as http:
+            assert (await http.get("/work", params={"ms": 0})).status_code == 200
+        by_name = {s.name: s for s in spans.get_finished_spans()}
+        request = by_name["GET /work"]
+        call = by_name["aiobound.call"]
+        work = by_name["blocking work"]
+        trace_ids = {s.context.trace_id for s in (request, call, work)}
+        assert len(trace_ids) == 1
+        assert call.parent is not None
+        assert work.parent is not None
+        assert call.parent.span_id == request.context.span_id
+        assert work.parent.span_id == call.context.span_id
+        provider.shutdown()
+
 
 class TestShedding:
     async def test_requests_beyond_bound_plus_max_pending_get_503_with_retry_after(

@@ -44,8 +44,8 @@ class TestUnsendableArguments:
         async with owned() as executor:
             with pytest.raises(
                 TypeError,
-                match=r"cannot send map's item 2 of a chunk of 3 \(<Unsendable "
-                r"instance at 0x[0-9a-f]+>\)",
+                match=r"cannot send map's item at position 1 of its input "
+                r"\(<Unsendable instance at 0x[0-9a-f]+>\)",
             ):
                 async for _ in executor.map(workers.pid, items, chunksize=3):
                     pass

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiobound import ExecutorStats, OverloadedError
+from aiobound import ExecutorStats, LatencyHistogram, OverloadedError
 from aiobound.prometheus import UNEXPORTED_FIELDS, ExecutorCollector
 
 if TYPE_CHECKING:
@@ -26,6 +26,15 @@ class StubExecutor:
 
     def stats(self) -> ExecutorStats:
         return self._stats
+
+
+HISTOGRAM_FIELDS = {"queue_wait", "run_time"}
+
+
+def only_in_inf(n: int) -> LatencyHistogram:
+    """A histogram of *n* samples summing to *n*, all above the last bound."""
+    empty = LatencyHistogram.empty()
+    return LatencyHistogram(empty.bounds, (0,) * len(empty.bounds) + (n,), n, float(n))
 
 
 def sample(registry: CollectorRegistry, name: str, executor: str) -> float | None:
@@ -92,11 +101,13 @@ class TestCollector:
         assert await running == 1
 
     def test_each_stats_field_is_exported_under_its_name(self) -> None:
-        values: dict[str, float | bool] = {
+        values: dict[str, float | bool | LatencyHistogram] = {
             f.name: float(n + 1)
             for n, f in enumerate(dataclasses.fields(ExecutorStats))
         }
         values["closed"] = True
+        for name in HISTOGRAM_FIELDS:
+            values[name] = only_in_inf(7)
         stats = ExecutorStats(**values)  # type: ignore[arg-type]
         registry = CollectorRegistry()
         stub = cast("BoundedLoopExecutor", StubExecutor(stats))
@@ -122,7 +133,13 @@ class TestCollector:
             "pool_restarts": "aiobound_pool_restarts_total",
         }
         for field, name in exported.items():
-            assert sample(registry, name, "s") == float(values[field]), field
+            assert sample(registry, name, "s") == float(values[field]), field  # type: ignore[arg-type]
+        for field, name in {
+            "queue_wait": "aiobound_queue_wait_seconds",
+            "run_time": "aiobound_run_time_seconds",
+        }.items():
+            assert sample(registry, name + "_count", "s") == 7, field
+            assert sample(registry, name + "_sum", "s") == 7, field
 
     def test_every_stats_field_has_a_metric(self) -> None:
         # Each field gets a value no other field has; each value must come
@@ -130,9 +147,13 @@ class TestCollector:
         # fails here until it is exported (or, if it is not a number,
         # listed in UNEXPORTED_FIELDS).
         fields = dataclasses.fields(ExecutorStats)
-        values: dict[str, int | bool] = {}
+        values: dict[str, int | bool | LatencyHistogram] = {}
+        expected: dict[str, float] = {}  # a sample each field must yield
         for n, f in enumerate(fields):
             values[f.name] = True if f.name == "closed" else 100 + n
+            expected[f.name] = 1.0 if f.name == "closed" else 100.0 + n
+            if f.name in HISTOGRAM_FIELDS:
+                values[f.name] = only_in_inf(100 + n)  # its _count and _sum
         stats = ExecutorStats(**values)  # type: ignore[arg-type]
         registry = CollectorRegistry()
         stub = cast("BoundedLoopExecutor", StubExecutor(stats))
@@ -146,7 +167,7 @@ class TestCollector:
         missing = [
             f.name
             for f in fields
-            if f.name not in UNEXPORTED_FIELDS and float(values[f.name]) not in samples
+            if f.name not in UNEXPORTED_FIELDS and expected[f.name] not in samples
         ]
         assert missing == []
         for name in UNEXPORTED_FIELDS:
@@ -187,6 +208,34 @@ class TestCollector:
         assert completed.name == "aiobound_completed_total"
         assert completed.labels == {"executor": "default"}
         assert completed.value == 1
+
+    async def test_latency_histograms_are_exported_as_histograms(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1)
+        for i in range(3):
+            await executor.run(abs, -i)
+        registry = CollectorRegistry()
+        registry.register(ExecutorCollector({"h": executor}))
+        text = generate_latest(registry).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name, field in [
+            ("aiobound_queue_wait_seconds", "queue_wait"),
+            ("aiobound_run_time_seconds", "run_time"),
+        ]:
+            family = families[name]
+            assert family.type == "histogram"
+            histogram: LatencyHistogram = getattr(executor.stats(), field)
+            buckets = [s for s in family.samples if s.name == name + "_bucket"]
+            assert [s.labels["le"] for s in buckets][-1] == "+Inf"
+            assert [float(s.labels["le"]) for s in buckets[:-1]] == list(
+                histogram.bounds
+            )
+            assert [s.value for s in buckets] == list(histogram.counts)
+            [count] = [s for s in family.samples if s.name == name + "_count"]
+            [total] = [s for s in family.samples if s.name == name + "_sum"]
+            assert count.value == histogram.count == 3
+            assert total.value == histogram.sum
 
     def test_names_are_registered_without_reading_executors(self) -> None:
         registry = CollectorRegistry()

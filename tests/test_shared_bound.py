@@ -93,6 +93,9 @@ async def test_executors_on_one_loop_share_the_bound(
     assert gate.peak_running == 2
     assert shared.stats().admitted == 4
     assert shared.stats().executors == 2
+    waits = [first.stats().queue_wait, second.stats().queue_wait]
+    assert sum(w.count for w in waits) == 4
+    assert sum(w.counts[0] for w in waits) == 2  # two got a slot at once: 0 s
     assert_idle(first)
     assert_idle(second)
     shared_idle(shared)

@@ -47,6 +47,7 @@ def test_is_an_executor_and_works_as_one() -> None:
     assert executor.closed
     stats = executor.stats()
     assert stats.submitted == stats.completed == 55
+    assert stats.queue_wait.count == 55
     assert stats.peak_in_flight <= 4
     idle(executor)
 

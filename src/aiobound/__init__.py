@@ -14,7 +14,9 @@ from __future__ import annotations
 from ._errors import ClosedError as ClosedError
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
+from ._histogram import LatencyHistogram as LatencyHistogram
 from ._map import MapIterator as MapIterator
+from ._observe import CallObserver as CallObserver
 from ._shared import SharedBound as SharedBound
 from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
@@ -25,8 +27,10 @@ __version__ = "0.1.0"
 __all__ = (
     "BoundedExecutor",
     "BoundedLoopExecutor",
+    "CallObserver",
     "ClosedError",
     "ExecutorStats",
+    "LatencyHistogram",
     "MapIterator",
     "OverloadedError",
     "SharedBound",

@@ -90,6 +90,12 @@ class Bridge:
         ] = deque()
         self._drain_scheduled = False
 
+    def set_on_end(
+        self, on_end: Callable[[concurrent.futures.Future[Any], int], bool]
+    ) -> None:
+        """Replace ``on_end`` (on the loop); calls ending from now on use it."""
+        self._on_end = on_end
+
     def chain(
         self,
         cfut: concurrent.futures.Future[T],

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = (
     "MAX_AUTO_CHUNKSIZE",
     "TARGET_SECONDS",
+    "Chunk",
     "ChunkCall",
     "ChunkSizer",
     "chunked",
@@ -70,6 +71,24 @@ class ChunkCall(Generic[A, T]):
         return ChunkCall, (self.fn,)
 
 
+class Chunk(list):  # type: ignore[type-arg]
+    """A list of items that knows where it starts in ``map``'s input.
+
+    ``first`` is the 0-based position of its first item, so that an error
+    about one of its items can name that item's position in the map. It
+    crosses to a worker as a plain list.
+    """
+
+    __slots__ = ("first",)
+
+    def __init__(self, first: int) -> None:
+        super().__init__()
+        self.first = first
+
+    def __reduce__(self) -> tuple[type[list[object]], tuple[list[object]]]:
+        return list, (list(self),)
+
+
 class ChunkSizer:
     """The size of the next chunk: fixed, or adapted to measured run times."""
 
@@ -96,16 +115,24 @@ class _Chunks:
     results come before it, as with one item per call.
     """
 
-    __slots__ = ("_error", "_sizer")
+    __slots__ = ("_error", "_pulled", "_sizer")
 
     def __init__(self, sizer: ChunkSizer) -> None:
         self._sizer = sizer
         self._error: Exception | None = None
+        self._pulled = 0  # items pulled so far: the next chunk's first
 
     def _raise_held_error(self) -> None:
         error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def _new_chunk(self) -> Chunk:
+        return Chunk(self._pulled)
+
+    def _done(self, chunk: Chunk) -> Chunk:
+        self._pulled += len(chunk)
+        return chunk
 
     def _ended(self, chunk: list[object], exc: Exception) -> None:
         """The source raised *exc* after *chunk* was pulled: hold it or raise."""
@@ -128,15 +155,15 @@ class _SyncChunks(_Chunks, Generic[A]):
 
     def __next__(self) -> list[A]:
         self._raise_held_error()
-        chunk: list[A] = []
+        chunk = self._new_chunk()
         try:
             for item in itertools.islice(self._source, self._sizer.size):
-                chunk.append(item)  # noqa: PERF402 - keep what came before an error
+                chunk.append(item)
         except Exception as exc:
-            self._ended(chunk, exc)  # type: ignore[arg-type]
+            self._ended(chunk, exc)
         if not chunk:
             raise StopIteration
-        return chunk
+        return self._done(chunk)
 
 
 class _AsyncChunks(_Chunks, Generic[A]):
@@ -145,31 +172,31 @@ class _AsyncChunks(_Chunks, Generic[A]):
     A chunk goes out when it is full or the source ends (or raises).
     """
 
-    __slots__ = ("_done", "_source")
+    __slots__ = ("_exhausted", "_source")
 
     def __init__(self, source: AsyncIterator[A], sizer: ChunkSizer) -> None:
         super().__init__(sizer)
         self._source = source
-        self._done = False
+        self._exhausted = False
 
     def __aiter__(self) -> _AsyncChunks[A]:
         return self
 
     async def __anext__(self) -> list[A]:
         self._raise_held_error()
-        if self._done:
+        if self._exhausted:
             raise StopAsyncIteration
-        chunk: list[A] = []
+        chunk = self._new_chunk()
         try:
             while len(chunk) < self._sizer.size:
                 chunk.append(await anext(self._source))
         except StopAsyncIteration:
-            self._done = True
+            self._exhausted = True
         except Exception as exc:
-            self._ended(chunk, exc)  # type: ignore[arg-type]
+            self._ended(chunk, exc)
         if not chunk:
             raise StopAsyncIteration
-        return chunk
+        return self._done(chunk)
 
 
 @overload

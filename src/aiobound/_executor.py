@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ._bridge import COMPLETED, FAILED, Bridge, thread_id
+from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
     Limits,
     check_callable,
@@ -22,8 +23,10 @@ from ._checks import (
     check_optional_positive,
     is_async_function,
 )
-from ._errors import closed_while_waiting
+from ._errors import ClosedError, OverloadedError, closed_while_waiting
+from ._histogram import Recorder
 from ._map import MapIterator, MapPort, make_map
+from ._observe import CallObserver, Observed
 from ._process import (
     OwnedProcessPool,
     explain_broken_pool,
@@ -120,6 +123,7 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
+        "_admit",
         "_bridge",
         "_calls",
         "_cancelled",
@@ -130,10 +134,13 @@ class BoundedLoopExecutor:
         "_gate",
         "_handover",
         "_loop",
+        "_observed",
         "_on_end",
         "_owns_executor",
+        "_plain_admission",
         "_process_pool",
         "_rate",
+        "_run_histogram",
         "_shutdown",
         "_submitted",
         "_to_processes",
@@ -296,10 +303,17 @@ class BoundedLoopExecutor:
             if limits.max_per_second is None
             else RateLimiter(limits.max_per_second, limits.burst)
         )
-        # Underlying futures of calls submitted and not yet settled, so that
-        # aclose(timeout=...) can cancel those that have not started.
-        self._calls: set[concurrent.futures.Future[Any]] = set()
+        # Underlying futures of calls submitted and not yet settled (so that
+        # aclose(timeout=...) can cancel those that have not started), each
+        # with its time.monotonic() at hand-off (for the run-time histogram).
+        self._calls: dict[concurrent.futures.Future[Any], float] = {}
+        self._run_histogram = Recorder()
+        # The strategies an observer swaps (see add_observer).
+        self._admit = self._acquire_and_start
+        # No rate limit and no observer: a free slot is taken in submit itself.
+        self._plain_admission = self._rate is None
         self._on_end = self._call_ended
+        self._observed: Observed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: Bridge | None = None
         self._shutdown: asyncio.Future[None] | None = None
@@ -365,6 +379,8 @@ class BoundedLoopExecutor:
             queue_wait_avg=gate.wait_average,
             queue_wait_max=gate.wait_maximum,
             closed=gate.closed,
+            queue_wait=gate.wait_histogram(),
+            run_time=self._run_histogram.snapshot(),
             pool_restarts=0
             if self._process_pool is None
             else self._process_pool.restarts,
@@ -416,9 +432,9 @@ class BoundedLoopExecutor:
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
-        if self._rate is None and self._gate.try_acquire():
+        if self._plain_admission and self._gate.try_acquire():
             return self._start(fn, args, kwargs)  # a slot free: no wait at all
-        return await self._acquire_and_start(fn, args, kwargs)
+        return await self._admit(fn, args, kwargs)
 
     async def _acquire_and_start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -462,7 +478,7 @@ class BoundedLoopExecutor:
             cfut = self._handover(self._executor, fn, args, kwargs)
         except BaseException as exc:
             cfut = self._submit_failed(exc, fn, args, kwargs)
-        self._calls.add(cfut)
+        self._calls[cfut] = time.monotonic()
         assert self._bridge is not None
         return self._bridge.chain(cfut, explain)
 
@@ -499,19 +515,99 @@ class BoundedLoopExecutor:
         Returns whether the executor is closed (the bridge then tells a
         caller whose call was dropped before it started).
         """
-        self._calls.discard(cfut)
+        started = self._calls.pop(cfut, None)
         gate = self._gate
         gate.release()
         if outcome == COMPLETED:
             self._completed += 1
+            if started is not None:
+                self._run_histogram.record(time.monotonic() - started)
         elif outcome == FAILED:
             if self._to_processes and failed_call_was_dropped(cfut, self._executor):
                 self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
             else:
                 self._failed += 1
+                if started is not None:
+                    self._run_histogram.record(time.monotonic() - started)
         else:
             self._cancelled += 1
         return gate.closed
+
+    # -- observing -----------------------------------------------------------
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Tell *observer* of the life of every call from now on.
+
+        Calls already handed over are not reported. One observer per
+        executor (:mod:`aiobound.opentelemetry` installs one); an executor
+        never given one pays nothing for the feature: this method swaps the
+        way calls are admitted, handed over and ended for observed ones.
+
+        Call it from the event loop's thread, or before the executor is used.
+
+        Raises:
+            TypeError: *observer* is not a :class:`CallObserver`.
+            RuntimeError: the executor already has an observer.
+        """
+        if not isinstance(observer, CallObserver):
+            raise TypeError(
+                f"observer must be a CallObserver, got {type(observer).__name__}"
+            )
+        if self._observed is not None:
+            raise RuntimeError(f"{self!r} already has an observer")
+        observed = Observed(observer, self._handover)
+        self._observed = observed
+        self._handover = observed.handover
+        self._on_end = self._call_ended_observed
+        if self._bridge is not None:
+            self._bridge.set_on_end(self._on_end)
+        self._admit = self._acquire_and_start_observed
+        self._plain_admission = False
+
+    async def _acquire_and_start_observed(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """:meth:`_acquire_and_start`, telling the observer."""
+        observed = self._observed
+        assert observed is not None
+        observer = observed.observer
+        token = observer.arrived()
+        gate = self._gate
+        refused_at_once = False
+        try:
+            if not gate.try_acquire():
+                # Open, no free slot: acquire() refuses at once (max_pending)
+                # exactly when the caller may not queue.
+                refused_at_once = not gate.can_queue()
+                await gate.acquire()
+            if self._rate is not None or gate.closed:
+                await self._wait_turn()
+        except BaseException as exc:
+            if isinstance(exc, OverloadedError):
+                reason = "max_pending" if refused_at_once else "max_wait"
+            elif isinstance(exc, ClosedError):
+                reason = "closed"
+            else:
+                reason = "cancelled"
+            observer.refused(token, reason, exc)
+            raise
+        observed.current = token
+        try:
+            return self._start(fn, args, kwargs)
+        finally:
+            observed.current = None
+
+    def _call_ended_observed(
+        self, cfut: concurrent.futures.Future[Any], outcome: int
+    ) -> bool:
+        """:meth:`_call_ended`, then the observer's ``ended``."""
+        cancelled = self._cancelled
+        closed = self._call_ended(cfut, outcome)
+        if self._cancelled != cancelled:
+            outcome = CANCELLED  # a failure that was a drop before it started
+        assert self._observed is not None
+        self._observed.ended(cfut, outcome, self._loop)
+        return closed
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.

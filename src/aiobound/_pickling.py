@@ -18,7 +18,7 @@ import pickle
 import reprlib
 from typing import TYPE_CHECKING, Any
 
-from ._chunks import ChunkCall
+from ._chunks import Chunk, ChunkCall
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -182,15 +182,21 @@ def _candidates(
     """The function and each argument of a call, with their labels.
 
     A chunk of ``map`` is named item by item: its function is ``map``'s
-    function, and its one argument is the list of items. The position of an
-    item in ``map``'s input is not known here, only its place in the chunk.
+    function, and its one argument is the list of items, each named by its
+    position in ``map``'s input (counting from 0) when the chunk knows it.
     """
     if isinstance(fn, ChunkCall) and len(args) == 1 and isinstance(args[0], list):
         items = args[0]
+        first = items.first if isinstance(items, Chunk) else None
         return [
             ("map's function", fn.fn),
             *(
-                (f"map's item {i + 1} of a chunk of {len(items)}", item)
+                (
+                    f"map's item {i + 1} of a chunk of {len(items)}"
+                    if first is None
+                    else f"map's item at position {first + i} of its input",
+                    item,
+                )
                 for i, item in enumerate(items)
             ),
         ]

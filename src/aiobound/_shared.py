@@ -37,9 +37,12 @@ from typing import TYPE_CHECKING
 
 from ._checks import check_int
 from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
+from ._histogram import Recorder
 
 if TYPE_CHECKING:
     import concurrent.futures
+
+    from ._histogram import LatencyHistogram
 
 __all__ = (
     "CANCELLED",
@@ -412,6 +415,7 @@ class _View:
         "_max_pending",
         "_max_wait",
         "_shared",
+        "_wait_histogram",
         "_wait_max",
         "_wait_total",
         "_waiting",
@@ -423,6 +427,9 @@ class _View:
     def __init__(
         self, shared: SharedBound, max_pending: int | None, max_wait: float | None
     ) -> None:
+        # Waits of the callers granted a slot after waiting (under the lock);
+        # those granted one at once are added as zeros when it is read.
+        self._wait_histogram = Recorder()
         self._shared = shared
         self._max_pending = max_pending
         self._max_wait = max_wait
@@ -483,6 +490,16 @@ class _View:
         """Longest wait of any caller of this executor granted a slot."""
         return self._wait_max
 
+    def wait_histogram(self) -> LatencyHistogram:
+        """Seconds waited per slot granted to this executor (at once: 0)."""
+        with self._shared._lock:
+            return self.wait_histogram_locked()
+
+    def wait_histogram_locked(self) -> LatencyHistogram:
+        """:meth:`wait_histogram`, for a caller that holds the shared lock."""
+        recorder = self._wait_histogram
+        return recorder.snapshot(self._admitted - sum(recorder.buckets))
+
     def has_free_slot(self) -> bool:
         """Whether a slot is free and no one waits (a hint; no lock taken)."""
         shared = self._shared
@@ -542,9 +559,11 @@ class _View:
         if self._in_use > self.peak_in_use:
             self.peak_in_use = self._in_use
         self._admitted += 1
-        self._wait_total += waited
-        if waited > self._wait_max:
-            self._wait_max = waited
+        if waited:
+            self._wait_histogram.record(waited)
+            self._wait_total += waited
+            if waited > self._wait_max:
+                self._wait_max = waited
 
     def _now_idle(self) -> None:
         """Under the lock: closed, and no slot held any more."""
@@ -688,6 +707,16 @@ class ThreadView(_View):
     def submitted(self) -> int:
         """Slots granted and used for a submission."""
         return self._admitted - self._unused
+
+    def wait_histogram_locked(self) -> LatencyHistogram:
+        """Waits of the slots used for a submission, lock held.
+
+        A map's last pull, which finds its source empty, gives its slot back
+        unused and is not counted.
+        """
+        recorder = self._wait_histogram
+        zeros = self._admitted - self._unused - sum(recorder.buckets)
+        return recorder.snapshot(max(0, zeros))
 
     def acquire_blocking(self, timeout: float | None = None) -> bool:
         """Take a slot, blocking the calling thread in the shared FIFO order.

@@ -42,6 +42,7 @@ from ._errors import (
     closed_on_arrival,
     closed_while_waiting,
 )
+from ._histogram import LatencyHistogram, Recorder
 
 __all__ = ("SlotGate",)
 
@@ -97,6 +98,7 @@ class SlotGate:
         "_loop",
         "_max_pending",
         "_max_wait",
+        "_wait_histogram",
         "_wait_max",
         "_wait_total",
         "_waiters",
@@ -123,6 +125,9 @@ class SlotGate:
         self._admitted = 0  # slots granted, at once or after a wait
         self._wait_total = 0.0  # seconds waited, summed over granted waiters
         self._wait_max = 0.0
+        # Waits of the granted waiters; slots granted at once are the
+        # admissions it lacks, added as zeros when it is read.
+        self._wait_histogram = Recorder()
         self.peak_in_use = 0
         self.rejected = 0  # refused at once: max_pending reached
         self.timed_out = 0  # refused after waiting max_wait
@@ -170,6 +175,11 @@ class SlotGate:
     def wait_maximum(self) -> float:
         """Longest wait, in seconds, of any caller that was granted a slot."""
         return self._wait_max
+
+    def wait_histogram(self) -> LatencyHistogram:
+        """Seconds waited per granted slot (immediate grants count 0)."""
+        recorder = self._wait_histogram
+        return recorder.snapshot(self._admitted - sum(recorder.buckets))
 
     def has_free_slot(self) -> bool:
         """Whether :meth:`try_acquire` would succeed now (= :meth:`would_admit_now`)."""
@@ -346,6 +356,7 @@ class SlotGate:
         self._wait_total += waited
         if waited > self._wait_max:
             self._wait_max = waited
+        self._wait_histogram.record(waited)
         waiter.set_result(None)
 
     def _wake(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ._histogram import LatencyHistogram
 
 __all__ = ("ExecutorStats",)
 
@@ -46,6 +48,13 @@ class ExecutorStats:
         closed: Whether :meth:`~BoundedLoopExecutor.aclose` has been called.
         pool_restarts: Times the pool was replaced after it broke (only a
             pool made by :meth:`~BoundedLoopExecutor.process` is replaced).
+        queue_wait: Histogram of the seconds each call waited for its slot,
+            over every call granted one (those that got one at once count
+            as 0), since creation.
+        run_time: Histogram of the seconds each call took from its hand-off
+            to the underlying executor until its end was seen on the event
+            loop (its time queued in the pool, its run and the hop back),
+            over the calls that completed or failed, since creation.
     """
 
     bound: int
@@ -66,3 +75,5 @@ class ExecutorStats:
     queue_wait_max: float
     closed: bool
     pool_restarts: int = 0
+    queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
+    run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)

@@ -271,7 +271,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         The same :class:`ExecutorStats` as :meth:`BoundedLoopExecutor.stats`.
         Over a :class:`SharedBound`, ``bound`` is the shared bound and the
         other figures are this executor's own; :meth:`SharedBound.stats`
-        has the totals.
+        has the totals. ``run_time`` is not measured here (always empty).
         """
         gate = self._gate
         with gate.shared._lock:
@@ -296,6 +296,7 @@ class BoundedExecutor(concurrent.futures.Executor):
                 pool_restarts=0
                 if self._process_pool is None
                 else self._process_pool.restarts,
+                queue_wait=gate.wait_histogram_locked(),
             )
 
     def __repr__(self) -> str:

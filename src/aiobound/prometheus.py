@@ -26,7 +26,13 @@ Exposed metrics (label ``executor``, the name given to :meth:`track`):
   already waited), ``aiobound_timed_out_total`` (refused after waiting
   ``max_wait``), ``aiobound_rate_limited_total`` (calls that waited for
   their ``max_per_second`` turn) and ``aiobound_pool_restarts_total`` (an
-  owned process pool replaced after it broke).
+  owned process pool replaced after it broke);
+* histograms ``aiobound_queue_wait_seconds`` (each call's wait for its slot)
+  and ``aiobound_run_time_seconds`` (each call's time from hand-off to the
+  pool until its end), as ``_bucket`` (cumulative, label ``le``), ``_count``
+  and ``_sum`` series, with the fixed buckets of
+  :class:`~aiobound.LatencyHistogram`; ``histogram_quantile()`` gives their
+  quantiles.
 
 Every field of :class:`~aiobound.ExecutorStats` is exported (the tests check
 it field by field); :data:`UNEXPORTED_FIELDS` would name a field that is not
@@ -44,14 +50,18 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
     from prometheus_client.metrics_core import Metric
 
-    from aiobound import BoundedLoopExecutor, ExecutorStats
+    from aiobound import BoundedLoopExecutor, ExecutorStats, LatencyHistogram
 
 __all__ = ("UNEXPORTED_FIELDS", "ExecutorCollector")
 
@@ -106,6 +116,18 @@ _COUNTERS = (
         "Times an owned process pool was replaced after it broke.",
     ),
 )
+_HISTOGRAMS = (
+    (
+        "queue_wait_seconds",
+        "queue_wait",
+        "Wait for a slot of each call granted one (0 when granted at once).",
+    ),
+    (
+        "run_time_seconds",
+        "run_time",
+        "Time of each call from its hand-off to the pool until its end.",
+    ),
+)
 
 
 class ExecutorCollector:
@@ -150,14 +172,14 @@ class ExecutorCollector:
         The registry calls this once, at registration, to learn the names
         (and refuse duplicates) without reading any executor.
         """
-        gauges, counters = self._families()
-        return [family for _, family in (*gauges, *counters)]
+        gauges, counters, histograms = self._families()
+        return [family for _, family in (*gauges, *counters, *histograms)]
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family, with one sample per tracked executor."""
         with self._lock:
             snapshot = [(name, ex.stats()) for name, ex in self._executors.items()]
-        gauges, counters = self._families()
+        gauges, counters, histograms = self._families()
         for name, stats in snapshot:
             for field, gauge in gauges:
                 value = _value(stats, field)
@@ -167,15 +189,22 @@ class ExecutorCollector:
                 value = _value(stats, field)
                 if value is not None:
                     counter.add_metric([name], value)
+            for field, family in histograms:
+                histogram: LatencyHistogram = getattr(stats, field)
+                family.add_metric([name], _buckets(histogram), histogram.sum)
         for _, gauge in gauges:
             yield gauge
         for _, counter in counters:
             yield counter
+        for _, family in histograms:
+            yield family
 
     def _families(
         self,
     ) -> tuple[
-        list[tuple[str, GaugeMetricFamily]], list[tuple[str, CounterMetricFamily]]
+        list[tuple[str, GaugeMetricFamily]],
+        list[tuple[str, CounterMetricFamily]],
+        list[tuple[str, HistogramMetricFamily]],
     ]:
         prefix = self._namespace + "_"
         labels = ["executor"]
@@ -187,7 +216,18 @@ class ExecutorCollector:
             (field, CounterMetricFamily(prefix + name, doc, labels=labels))
             for name, field, doc in _COUNTERS
         ]
-        return gauges, counters
+        histograms = [
+            (field, HistogramMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _HISTOGRAMS
+        ]
+        return gauges, counters, histograms
+
+
+def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    """``(le, cumulative count)`` pairs of *histogram*, ``+Inf`` last."""
+    bounds = [repr(bound) for bound in histogram.bounds]
+    bounds.append("+Inf")
+    return [(le, float(n)) for le, n in zip(bounds, histogram.counts, strict=True)]
 
 
 def _value(stats: ExecutorStats, field: str) -> float | None:

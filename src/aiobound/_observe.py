@@ -1,0 +1,157 @@
+"""Observers: the life of each call, told to whoever asked (tracing, metrics).
+
+An executor without an observer never reaches this module: the executor
+swaps its strategies (how a call is admitted, handed over and ended) for the
+observed ones only when :meth:`BoundedLoopExecutor.add_observer` is called,
+so the calls of an unobserved executor pay nothing for the feature.
+
+:class:`CallObserver` is the public base class; :class:`Observed` is the
+executor's side: the observed hand-over and end, and the token of each call
+from its hand-over until it ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._bridge import COMPLETED, FAILED
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
+    from collections.abc import Callable
+
+    Handover = Callable[
+        [
+            concurrent.futures.Executor,
+            Callable[..., Any],
+            tuple[Any, ...],
+            dict[str, Any],
+        ],
+        concurrent.futures.Future[Any],
+    ]
+
+__all__ = ("CallObserver", "Observed")
+
+
+class CallObserver:
+    """Told of each call of an executor: subclass it and override the hooks.
+
+    Give one to :meth:`BoundedLoopExecutor.add_observer`. Every hook runs on
+    the executor's event loop, synchronously, on the call's path: keep it
+    short and never block. The default hooks do nothing.
+
+    A call goes through :meth:`arrived`, then either :meth:`refused` (it never
+    got a slot) or :meth:`handing_over` and, once it ended, :meth:`ended`.
+    An item of ``map`` (a chunk, when chunking) starts at
+    :meth:`handing_over`, where :meth:`arrived` is called just before.
+    """
+
+    def arrived(self) -> object:
+        """A caller entered ``submit`` or ``run``, before any wait for a slot.
+
+        Runs in the caller's :mod:`contextvars` context. Returns a token that
+        is passed to the other hooks for this call. An exception propagates
+        to the caller.
+        """
+        return None
+
+    def refused(self, token: object, reason: str, error: BaseException) -> None:
+        """The call ended without a slot; *error* is what the caller gets.
+
+        *reason*: ``"max_pending"`` or ``"max_wait"`` (an
+        :class:`OverloadedError`), ``"closed"`` (a :class:`ClosedError`), or
+        ``"cancelled"`` (the caller was cancelled, or interrupted otherwise,
+        while it waited for a slot or a turn).
+        """
+
+    def handing_over(
+        self,
+        token: object,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The call holds its slot and is about to be handed to the pool.
+
+        Returns the call to hand over, ``(fn, args, kwargs)`` unchanged or
+        wrapped (a wrapper sent to a process pool must be picklable: a
+        function defined at the top level of a module). An exception counts
+        as the pool refusing the call: the slot is freed, :meth:`ended`
+        reports ``"failed"``, and the caller gets the exception.
+        """
+        return fn, args, kwargs
+
+    def ended(self, token: object, outcome: str, error: BaseException | None) -> None:
+        """The call handed over has ended in the pool; its slot is free.
+
+        *outcome*: ``"completed"``, ``"failed"`` (*error* is what ``fn``
+        raised, or what refused the hand-over) or ``"cancelled"`` (it never
+        ran). An exception is reported to the loop's exception handler.
+        """
+
+
+class Observed:
+    """The executor's observed strategies around one :class:`CallObserver`.
+
+    Args:
+        observer: The observer told of each call.
+        handover: The executor's own hand-over, wrapped by :meth:`handover`.
+    """
+
+    __slots__ = ("_calls", "_handover", "current", "observer")
+
+    def __init__(self, observer: CallObserver, handover: Handover) -> None:
+        self.observer = observer
+        self._handover = handover
+        # The token of the call being handed over, set by the observed
+        # admission just before it hands the call over (on the loop, with no
+        # await in between); None for a map item.
+        self.current: object = None
+        self._calls: dict[concurrent.futures.Future[Any], object] = {}
+
+    def handover(
+        self,
+        executor: concurrent.futures.Executor,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> concurrent.futures.Future[Any]:
+        """Hand the call over as the executor would, telling the observer."""
+        observer = self.observer
+        token = self.current
+        self.current = None
+        if token is None:
+            token = observer.arrived()
+        try:
+            fn, args, kwargs = observer.handing_over(token, fn, args, kwargs)
+            cfut = self._handover(executor, fn, args, kwargs)
+        except BaseException as exc:
+            observer.ended(token, "failed", exc)
+            raise
+        self._calls[cfut] = token
+        return cfut
+
+    def ended(
+        self,
+        cfut: concurrent.futures.Future[Any],
+        outcome: int,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        """On the loop, once a call ended and its slot was freed."""
+        try:
+            token = self._calls.pop(cfut)
+        except KeyError:
+            return  # handed over before the observer was added
+        try:
+            if outcome == COMPLETED:
+                self.observer.ended(token, "completed", None)
+            elif outcome == FAILED:
+                self.observer.ended(token, "failed", cfut.exception())
+            else:
+                self.observer.ended(token, "cancelled", None)
+        except Exception as exc:
+            if loop is not None:
+                loop.call_exception_handler(
+                    {"message": "CallObserver.ended raised", "exception": exc}
+                )
