@@ -237,7 +237,7 @@ class BoundedExecutor(concurrent.futures.Executor):
 
     @property
     def bound(self) -> int:
-        """Most calls submitted and unfinished (shared: across executors)."""
+        """Most calls submitted and unfinished (over a shared bound, in all)."""
         return self._gate.bound
 
     @property
@@ -391,7 +391,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
     ) -> Iterator[T]:
-        """Like :meth:`Executor.map`, but lazy and bounded.
+        """Like ``Executor.map``, but lazy and bounded.
 
         Items are pulled from ``iterables`` (zipped, as in the builtin
         ``map``) only as slots free up: never more than ``bound`` items (or
