@@ -307,3 +307,32 @@ async def test_process_pools_of_a_thread_and_a_loop_share_a_bound() -> None:
         sync.shutdown()
     shared_idle(shared)
     assert shared.stats().executors == 2
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [asyncio.new_event_loop, *([new_uvloop] if new_uvloop is not None else [])],
+)
+def test_a_waiter_whose_loop_was_closed_is_skipped(
+    factory: Callable[[], asyncio.AbstractEventLoop],
+    pool: concurrent.futures.Executor,
+    latch: Latch,
+) -> None:
+    shared = SharedBound(1)
+    sync = BoundedExecutor(executor=pool, bound=shared)
+    sync.submit(latch, 0)
+    other = LoopThread(factory)
+
+    async def wait_there() -> int:
+        ex = BoundedLoopExecutor(executor=pool, bound=shared)
+        return await ex.run(abs, -1)
+
+    other.run(wait_there())
+    until(lambda: shared.waiting == 1, "the other loop's coroutine to queue")
+    other.stop()  # closed while its coroutine still waits: nobody to wake
+    behind = started(lambda: sync.submit(abs, -2).result())
+    until(lambda: shared.waiting == 2, "the thread to queue behind it")
+    latch.open()
+    assert behind.finish() == 2
+    sync.shutdown()
+    shared_idle(shared)

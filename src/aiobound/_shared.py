@@ -635,11 +635,11 @@ class LoopView(_View):
         _deliver(waiter.future, error)
 
     def _abandon(self, waiter: _LoopWaiter) -> None:
-        """The waiting coroutine was interrupted: leave, or pass a slot on."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-        if not waiter.future.done():
-            waiter.future.cancel()
+        """The waiting coroutine was interrupted: leave, or pass a slot on.
+
+        Also runs when a coroutine left waiting on a closed loop is garbage
+        collected: the accounting comes first, and the loop is not needed.
+        """
         shared = self._shared
         with shared._lock:
             if waiter.state == _WAITING:
@@ -647,6 +647,11 @@ class LoopView(_View):
             elif waiter.state == _GRANTED:
                 shared._release(self)
             # _GONE or _CLOSED: it holds no slot.
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            if not waiter.future.done():
+                waiter.future.cancel()
 
     def release(self) -> None:
         """Give a slot back (on the loop); the first live waiter gets it."""
