@@ -85,7 +85,13 @@ def stress(session: nox.Session) -> None:
     """The generated schedules (tests/test_stateful.py) with many examples."""
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
-    session.run("pytest", "tests/test_stateful.py", "--timeout=0", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/test_stateful.py",
+        "tests/test_shared_bound_storm.py",
+        "--timeout=0",
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)

@@ -204,6 +204,25 @@ def test_map_is_lazy_and_never_pulls_more_than_bound_ahead(latch: Latch) -> None
     idle(executor)
 
 
+def test_map_buffersize_caps_how_far_ahead_it_pulls() -> None:
+    pulled = 0
+
+    def items() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(100):
+            pulled += 1
+            yield i
+
+    with BoundedExecutor(max_workers=4, bound=8) as executor:
+        results = executor.map(abs, items(), buffersize=2)
+        for i, value in enumerate(results):
+            assert value == i
+            assert pulled - (i + 1) <= 2
+        with pytest.raises(ValueError, match="buffersize"):
+            executor.map(abs, [1], buffersize=0)
+    idle(executor)
+
+
 def test_map_over_an_endless_source_stops_when_the_consumer_does() -> None:
     def endless() -> Iterator[int]:
         i = 0

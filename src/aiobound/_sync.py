@@ -65,6 +65,22 @@ class _Star(Generic[T]):
         return _Star, (self.fn,)
 
 
+class _Ahead:
+    """How many items (or chunks) a map may pull and not yet yield."""
+
+    __slots__ = ("_buffersize", "_gate")
+
+    def __init__(self, gate: ThreadView, buffersize: int | None) -> None:
+        self._gate = gate
+        self._buffersize = buffersize
+
+    def limit(self) -> int:
+        """The bound as it is now (it may be resized), capped by buffersize."""
+        bound = self._gate.bound
+        size = self._buffersize
+        return bound if size is None or size > bound else size
+
+
 def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
@@ -390,6 +406,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
     ) -> Iterator[T]:
         """Like ``Executor.map``, but lazy and bounded.
 
@@ -416,11 +433,15 @@ class BoundedExecutor(concurrent.futures.Executor):
                 whole chunk. ``None`` (default): automatic on a process pool
                 (chunks timed by the workers, from 1 item doubling up to 256
                 or about 5 ms of work), 1 elsewhere.
+            buffersize: Most items (or chunks) pulled and not yet yielded,
+                below ``bound`` if smaller, as Python 3.14's ``Executor.map``
+                takes it. ``None`` (default): ``bound``.
 
         Raises:
             TypeError: ``fn`` is not callable, no iterable is given, one is
                 not iterable, or ``chunksize``/``timeout`` has the wrong type.
-            ValueError: ``chunksize`` is below 1 or ``timeout`` below 0.
+            ValueError: ``chunksize`` or ``buffersize`` is below 1, or
+                ``timeout`` below 0.
 
         Cancellation: each ``next()`` may block for a slot, as :meth:`submit`
         does, or for a result. A ``KeyboardInterrupt`` there
@@ -435,6 +456,8 @@ class BoundedExecutor(concurrent.futures.Executor):
                 raise TypeError(f"timeout must be a number or None, got {timeout!r}")
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        if buffersize is not None:
+            check_int("buffersize", buffersize, 1)
         if chunksize is not None:
             check_int("chunksize", chunksize, 1)
         elif not self._to_processes:
@@ -446,14 +469,17 @@ class BoundedExecutor(concurrent.futures.Executor):
             call, source = fn, iter(iterables[0])
         else:
             call, source = _Star(fn), zip(*iterables, strict=False)
+        ahead = _Ahead(self._gate, buffersize)
         if chunksize == 1:
-            return self._map_items(call, source, deadline)
-        return self._map_chunks(call, source, deadline, ChunkSizer(chunksize))
+            return self._map_items(call, source, deadline, ahead)
+        return self._map_chunks(call, source, deadline, ahead, ChunkSizer(chunksize))
 
-    def _reserve(self, window: deque[Any], deadline: float | None) -> bool:
+    def _reserve(
+        self, window: deque[Any], deadline: float | None, ahead: _Ahead
+    ) -> bool:
         """Take a slot for one more pull; block only with nothing in the window."""
         gate = self._gate
-        if len(window) >= gate.bound:
+        if len(window) >= ahead.limit():
             return False
         if window:
             return gate.try_acquire()
@@ -475,13 +501,14 @@ class BoundedExecutor(concurrent.futures.Executor):
         fn: Callable[[Any], T],
         source: Iterator[Any],
         deadline: float | None,
+        ahead: _Ahead,
     ) -> Iterator[T]:
         window: deque[concurrent.futures.Future[T]] = deque()
         error: Exception | None = None
         try:
             more = True
             while True:
-                while more and self._reserve(window, deadline):
+                while more and self._reserve(window, deadline, ahead):
                     try:
                         item = next(source)
                     except StopIteration:
@@ -511,6 +538,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         fn: Callable[[Any], T],
         source: Iterator[Any],
         deadline: float | None,
+        ahead: _Ahead,
         sizer: ChunkSizer,
     ) -> Iterator[T]:
         chunks = chunked(source, sizer)
@@ -520,7 +548,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         try:
             more = True
             while True:
-                while more and self._reserve(window, deadline):
+                while more and self._reserve(window, deadline, ahead):
                     try:
                         chunk = next(chunks)
                     except StopIteration:
