@@ -754,27 +754,32 @@ class ThreadView(_View):
         refuse = limit is not None and (timeout is None or limit <= timeout)
         if timeout is not None and not refuse:
             limit = timeout
+        gave_up = False
         try:
             if limit is None:
                 waiter.lock.acquire()
             else:
                 waiter.lock.acquire(timeout=limit)
+            with shared._lock:
+                state = waiter.state
+                if state == _WAITING:  # the time limit expired first
+                    shared._leave(waiter, timed_out=refuse)
+                    gave_up = True
         except BaseException:
+            # Interrupted (a signal handler raised): leave, or pass on a slot
+            # handed over meanwhile. The state, read under the lock, decides.
             with shared._lock:
                 if waiter.state == _WAITING:
                     shared._leave(waiter, timed_out=False)
                 elif waiter.state == _GRANTED:
                     shared._release(self)
             raise
-        with shared._lock:
-            state = waiter.state
-            if state == _WAITING:
-                shared._leave(waiter, timed_out=refuse)
-                if not refuse:
-                    return False
-                raise shared._overloaded(self)
         if state == _GRANTED:
             return True
+        if gave_up:
+            if not refuse:
+                return False
+            raise shared._overloaded(self)
         if state == _CLOSED:
             raise closed_while_waiting()
         raise AssertionError(f"unexpected waiter state {state}")  # pragma: no cover
