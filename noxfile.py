@@ -85,7 +85,13 @@ def stress(session: nox.Session) -> None:
     """The generated schedules (tests/test_stateful.py) with many examples."""
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
-    session.run("pytest", "tests/test_stateful.py", "--timeout=0", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/test_stateful.py",
+        "tests/test_shared_bound_storm.py",
+        "--timeout=0",
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)
@@ -101,6 +107,13 @@ def bench_process(session: nox.Session) -> None:
     """Chunked map on a process pool against per-item calls and the stdlib."""
     _install(session)
     session.run("python", "benchmarks/process_pool.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench_sync(session: nox.Session) -> None:
+    """BoundedExecutor and SharedBound against the article's recipe and the stdlib."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/sync_bench.py", *session.posargs)
 
 
 @nox.session

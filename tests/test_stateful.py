@@ -36,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound._slots import SlotGate
 from conftest import ManualExecutor, SubmitRefused, new_uvloop
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.outcome[tag] = EXPIRED
         self.timed_out += 1
         gate = self.ex._gate
+        assert isinstance(gate, SlotGate)
         live = [w for w in gate._waiters if not w.done()]
         waiter = live[index]
 

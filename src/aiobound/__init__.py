@@ -3,7 +3,9 @@
 ``loop.run_in_executor`` never waits: every call goes onto the pool's
 unbounded queue. :class:`BoundedLoopExecutor` makes ``await submit(...)`` wait
 for one of ``bound`` slots first, so producers get backpressure and memory
-stays flat. This module only re-exports; the code lives in private modules,
+stays flat. :class:`BoundedExecutor` is its synchronous twin, and
+:class:`SharedBound` one bound shared by several executors, threads and
+loops. This module only re-exports; the code lives in private modules,
 one job each.
 """
 
@@ -15,11 +17,15 @@ from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._map import MapIterator as MapIterator
 from ._observe import CallObserver as CallObserver
+from ._shared import SharedBound as SharedBound
+from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
+from ._sync import BoundedExecutor as BoundedExecutor
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "BoundedExecutor",
     "BoundedLoopExecutor",
     "CallObserver",
     "ClosedError",
@@ -27,6 +33,8 @@ __all__ = (
     "LatencyHistogram",
     "MapIterator",
     "OverloadedError",
+    "SharedBound",
+    "SharedBoundStats",
 )
 
 # Show the public path in reprs, tracebacks and docs.

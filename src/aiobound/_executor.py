@@ -34,6 +34,7 @@ from ._process import (
     owned_process_pool,
 )
 from ._rate import RateLimiter
+from ._shared import LoopView, SharedBound, check_bound
 from ._slots import SlotGate
 from ._stats import ExecutorStats
 from ._submit import handover_for
@@ -83,7 +84,8 @@ class BoundedLoopExecutor:
             ``bound == workers`` a worker can sit idle between one call's end
             and the next submission). Required with ``executor`` unless it is
             a ``ThreadPoolExecutor`` or ``ProcessPoolExecutor``, whose worker
-            count is read.
+            count is read. A :class:`SharedBound` instead shares one bound
+            with other executors, on other loops and threads (see its docs).
         max_pending: Most coroutines allowed to wait for a slot; one more is
             refused at once with :class:`OverloadedError`. ``None`` (the
             default) means no limit; ``0`` means never wait.
@@ -148,7 +150,7 @@ class BoundedLoopExecutor:
         self,
         *,
         max_workers: int | None = None,
-        bound: int | None = None,
+        bound: int | SharedBound | None = None,
         max_pending: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         copy_context: bool | None = None,
@@ -156,7 +158,7 @@ class BoundedLoopExecutor:
         max_per_second: float | None = None,
         burst: int | None = None,
     ) -> None:
-        bound = check_optional_int("bound", bound, 1)
+        bound = check_bound(bound)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -201,7 +203,7 @@ class BoundedLoopExecutor:
         cls,
         *,
         max_workers: int | None = None,
-        bound: int | None = None,
+        bound: int | SharedBound | None = None,
         max_pending: int | None = None,
         max_wait: float | None = None,
         max_per_second: float | None = None,
@@ -250,7 +252,7 @@ class BoundedLoopExecutor:
                 ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        bound = check_optional_int("bound", bound, 1)
+        bound = check_bound(bound)
         limits = Limits(max_pending, max_wait, max_per_second, burst)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         self = cls.__new__(cls)
@@ -268,7 +270,7 @@ class BoundedLoopExecutor:
         executor: concurrent.futures.Executor,
         owned: bool,
         process_pool: OwnedProcessPool | None,
-        bound: int,
+        bound: int | SharedBound,
         limits: Limits,
         copy_context: bool | None = None,
     ) -> None:
@@ -291,7 +293,11 @@ class BoundedLoopExecutor:
             to_processes=to_processes,
             owned=process_pool,
         )
-        self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
+        self._gate: SlotGate | LoopView = (
+            SlotGate(bound, limits.max_pending, limits.max_wait)
+            if isinstance(bound, int)
+            else LoopView(bound, limits.max_pending, limits.max_wait)
+        )
         self._rate = (
             None
             if limits.max_per_second is None
@@ -728,6 +734,8 @@ class BoundedLoopExecutor:
         iterators read the bound as they go, so their window follows.
 
         Call it from the event loop's thread (in a coroutine or a callback).
+        Over a :class:`SharedBound`, this resizes the shared bound, for every
+        executor that shares it (as :meth:`SharedBound.resize` does).
 
         Raises:
             TypeError, ValueError: ``bound`` is not an int >= 1.

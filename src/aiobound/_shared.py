@@ -1,0 +1,837 @@
+"""The thread-safe gate: one bound shared by threads and by several event loops.
+
+:class:`SharedBound` counts slots for every executor built over it: the
+synchronous :class:`~aiobound.BoundedExecutor`, used from any thread, and
+:class:`~aiobound.BoundedLoopExecutor` on any number of event loops in any
+number of threads. Each executor sees it through a *view* of its own
+(:class:`ThreadView` or :class:`LoopView`), which keeps that executor's
+``max_pending``, ``max_wait``, close and counters, while the slots and the
+single FIFO queue of waiters belong to the shared bound.
+
+One lock guards everything. A waiter is a record in one deque, whatever it
+waits on: a thread waits on a lock of its own, released to wake it; a
+coroutine waits on a future of its own loop, completed on that loop (directly
+when the waker runs on the loop's thread, else through
+``loop.call_soon_threadsafe``). A released slot is handed straight to the
+first live waiter, so the order is strictly FIFO across threads and loops.
+
+Who owns a slot is decided under the lock, by the waiter's ``state``: a
+waiter that gives up (cancelled, interrupted, timed out) takes the lock and
+looks. If it is still waiting, it leaves; if a slot was handed to it in the
+meantime (the hand-off and the give-up raced across threads), it passes that
+slot on before its error propagates. So no slot is ever lost or held twice.
+
+Plain integer bounds of :class:`BoundedLoopExecutor` never come here: they
+keep the loop-only :class:`~aiobound._slots.SlotGate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._checks import check_int
+from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
+from ._histogram import Recorder
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from ._histogram import LatencyHistogram
+
+__all__ = (
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "UNUSED",
+    "LoopView",
+    "SharedBound",
+    "SharedBoundStats",
+    "ThreadView",
+    "check_bound",
+)
+
+# Waiter states; only ever changed under the shared bound's lock.
+_WAITING = 0
+_GRANTED = 1  # handed a slot; it is the waiter's until it releases it
+_GONE = 2  # gave up (cancelled, interrupted, timed out) or unreachable
+_CLOSED = 3  # refused because its executor was closed
+
+# How a slot of a synchronous executor ended (ThreadView.release).
+COMPLETED = 0
+FAILED = 1
+CANCELLED = 2
+UNUSED = 3  # granted, then given back without submitting anything
+
+# Dead records stay in the deque until they reach its head or outnumber the
+# live ones (plus this slack): a burst of give-ups costs amortized O(1) each.
+_COMPACT_SLACK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBoundStats:
+    """A point-in-time view of a :class:`SharedBound`, over all its executors.
+
+    Attributes:
+        bound: Most calls in flight at once, across all executors.
+        in_flight: Slots taken right now, by all executors together.
+        waiting: Callers (threads and coroutines) waiting for a slot.
+        peak_in_flight: Highest ``in_flight`` seen since creation.
+        executors: Executors built over this bound (closed ones included).
+        admitted: Slots granted, at once or after a wait.
+        rejected: Callers refused at once by their executor's
+            ``max_pending``.
+        timed_out: Callers refused after waiting their executor's
+            ``max_wait``.
+        queue_wait_avg: Mean seconds waited per granted slot (those granted
+            at once count as 0).
+        queue_wait_max: Longest wait of any caller granted a slot.
+    """
+
+    bound: int
+    in_flight: int
+    waiting: int
+    peak_in_flight: int
+    executors: int
+    admitted: int
+    rejected: int
+    timed_out: int
+    queue_wait_avg: float
+    queue_wait_max: float
+
+
+def check_bound(value: object) -> int | SharedBound | None:
+    """Return *value* if it is ``None``, an int >= 1 or a :class:`SharedBound`."""
+    if value is None or isinstance(value, SharedBound):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            "bound must be an int >= 1, a SharedBound or None, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return check_int("bound", value, 1)
+
+
+class _Waiter:
+    """One caller waiting for a slot, in the shared FIFO queue."""
+
+    __slots__ = ("since", "state", "view")
+
+    def __init__(self, view: _View, since: float) -> None:
+        self.view = view
+        self.since = since
+        self.state = _WAITING
+
+    def wake(self, error: BaseException | None) -> bool:  # pragma: no cover
+        """Under the lock: tell the waiter (a slot if *error* is None).
+
+        Returns ``False`` if the waiter cannot be reached (its loop is
+        closed), in which case it holds nothing.
+        """
+        raise NotImplementedError
+
+
+class _ThreadWaiter(_Waiter):
+    """A thread blocked on ``lock``, which is released to wake it."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, view: _View, since: float) -> None:
+        super().__init__(view, since)
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def wake(self, error: BaseException | None) -> bool:
+        # The state says what happened; the thread reads it once awake.
+        self.lock.release()
+        return True
+
+
+def _deliver(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """On the future's loop: complete it, unless the caller gave up."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+class _LoopWaiter(_Waiter):
+    """A coroutine awaiting ``future`` on ``loop``."""
+
+    __slots__ = ("future", "loop", "thread_id", "timer")
+
+    def __init__(
+        self,
+        view: _View,
+        since: float,
+        loop: asyncio.AbstractEventLoop,
+        thread_id: int,
+    ) -> None:
+        super().__init__(view, since)
+        self.loop = loop
+        self.thread_id = thread_id
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wake(self, error: BaseException | None) -> bool:
+        if threading.get_ident() == self.thread_id:
+            _deliver(self.future, error)
+            return True
+        try:
+            self.loop.call_soon_threadsafe(_deliver, self.future, error)
+        except RuntimeError:  # the loop is closed: nobody waits there any more
+            return False
+        return True
+
+
+class SharedBound:
+    """One bound that several executors share, across threads and event loops.
+
+    Pass it as ``bound=`` to any number of :class:`BoundedExecutor` (used
+    from any threads) and :class:`BoundedLoopExecutor` (each on its own event
+    loop, in any thread). Across all of them at most ``bound`` calls are in
+    flight, and callers waiting for a slot are served in one FIFO order,
+    whichever thread or loop they wait on. A coroutine is woken on its own
+    loop, without blocking any loop.
+
+    Each executor keeps its own ``max_pending`` (counting its own waiters),
+    ``max_wait``, close and :meth:`~BoundedLoopExecutor.stats`; the
+    executor's ``stats().bound`` is the shared bound and its ``in_flight``
+    the slots that executor holds. :meth:`stats` reports the totals.
+
+    Executors with a plain ``int`` bound do not pay for this: they keep a
+    gate of their own (loop-only for :class:`BoundedLoopExecutor`).
+
+    Args:
+        bound: Most calls in flight at once across all executors (>= 1).
+
+    Raises:
+        TypeError, ValueError: ``bound`` is not an int >= 1.
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_bound",
+        "_executors",
+        "_in_use",
+        "_lock",
+        "_peak",
+        "_rejected",
+        "_timed_out",
+        "_wait_max",
+        "_wait_total",
+        "_waiters",
+        "_waiting",
+    )
+
+    def __init__(self, bound: int) -> None:
+        self._bound = check_int("bound", bound, 1)
+        self._lock = threading.Lock()
+        self._in_use = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._waiting = 0  # live waiters (state _WAITING) in the deque
+        self._peak = 0
+        self._executors = 0
+        self._admitted = 0
+        self._rejected = 0
+        self._timed_out = 0
+        self._wait_total = 0.0
+        self._wait_max = 0.0
+
+    @property
+    def bound(self) -> int:
+        """Most calls in flight at once, across all executors."""
+        return self._bound
+
+    @property
+    def in_flight(self) -> int:
+        """Slots taken right now, by all executors together."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot, in all executors together."""
+        return self._waiting
+
+    def stats(self) -> SharedBoundStats:
+        """Return a consistent snapshot of the totals (takes the lock briefly)."""
+        with self._lock:
+            return SharedBoundStats(
+                bound=self._bound,
+                in_flight=self._in_use,
+                waiting=self._waiting,
+                peak_in_flight=self._peak,
+                executors=self._executors,
+                admitted=self._admitted,
+                rejected=self._rejected,
+                timed_out=self._timed_out,
+                queue_wait_avg=(
+                    self._wait_total / self._admitted if self._admitted else 0.0
+                ),
+                queue_wait_max=self._wait_max,
+            )
+
+    def resize(self, bound: int) -> None:
+        """Change the shared bound, for every executor over it; any thread.
+
+        Growing hands the new slots to waiters at once, in FIFO order (each
+        coroutine woken on its own loop). Shrinking takes nothing away: calls
+        in flight run to the end, and no one is admitted until fewer than the
+        new bound are in flight. At no moment are more than the larger of the
+        old and the new bound in flight.
+
+        Raises:
+            TypeError, ValueError: ``bound`` is not an int >= 1.
+        """
+        bound = check_int("bound", bound, 1)
+        with self._lock:
+            self._bound = bound
+            waiters = self._waiters
+            while waiters and self._in_use < self._bound:
+                waiter = waiters.popleft()
+                if waiter.state == _WAITING and self._grant(waiter):
+                    self._in_use += 1
+                    self._peak = max(self._peak, self._in_use)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SharedBound bound={self._bound} in_flight={self._in_use} "
+            f"waiting={self._waiting}>"
+        )
+
+    # -- under the lock ------------------------------------------------------
+
+    def _grant(self, waiter: _Waiter) -> bool:
+        """Hand a slot to live *waiter*; ``False`` if it cannot be reached.
+
+        The caller accounts for the slot in ``_in_use`` (a hand-over keeps it,
+        a new slot adds one).
+        """
+        self._waiting -= 1
+        view = waiter.view
+        view._waiting -= 1
+        waiter.state = _GRANTED
+        if not waiter.wake(None):
+            waiter.state = _GONE
+            return False
+        waited = time.monotonic() - waiter.since
+        self._admitted += 1
+        self._wait_total += waited
+        self._wait_max = max(self._wait_max, waited)
+        view._took(waited)
+        return True
+
+    def _release(self, view: _View) -> None:
+        """*view* gives a slot back: hand it to the first live waiter, if any.
+
+        While more slots are held than the bound allows (after a shrink), the
+        slot is retired instead.
+        """
+        view._in_use -= 1
+        if view._in_use == 0 and view._closed:
+            view._now_idle()
+        if self._in_use <= self._bound:
+            waiters = self._waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if waiter.state == _WAITING and self._grant(waiter):
+                    return
+        self._in_use -= 1
+
+    def _take_free(self, view: _View) -> bool:
+        """Take a free slot for *view* if no one waits; return whether taken."""
+        if view._closed:
+            raise closed_on_arrival()
+        if self._in_use < self._bound and not self._waiting:
+            self._in_use += 1
+            if self._in_use > self._peak:
+                self._peak = self._in_use
+            self._admitted += 1
+            view._took(0.0)
+            return True
+        return False
+
+    def _check_room(self, view: _View) -> None:
+        """Refuse a new waiter of *view* if its ``max_pending`` is reached."""
+        if view._max_pending is not None and view._waiting >= view._max_pending:
+            view.rejected += 1
+            self._rejected += 1
+            raise OverloadedError(
+                f"overloaded: {view._waiting} callers already wait for a slot "
+                f"(max_pending={view._max_pending}, bound={self._bound}, "
+                f"in_flight={self._in_use})"
+            )
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        self._waiters.append(waiter)
+        self._waiting += 1
+        waiter.view._waiting += 1
+
+    def _leave(self, waiter: _Waiter, timed_out: bool) -> None:
+        """Live *waiter* gives up: it leaves the queue holding nothing."""
+        waiter.state = _GONE
+        self._waiting -= 1
+        waiter.view._waiting -= 1
+        if timed_out:
+            waiter.view.timed_out += 1
+            self._timed_out += 1
+        if len(self._waiters) > 2 * self._waiting + _COMPACT_SLACK:
+            self._waiters = deque(w for w in self._waiters if w.state == _WAITING)
+
+    def _overloaded(self, view: _View) -> OverloadedError:
+        return OverloadedError(
+            f"overloaded: waited max_wait={view._max_wait}s for a slot "
+            f"(bound={self._bound}, in_flight={self._in_use}, "
+            f"waiting={self._waiting})"
+        )
+
+    def _close(self, view: _View) -> None:
+        """Refuse *view*'s waiters with ClosedError (under the lock)."""
+        view._closed = True
+        for waiter in self._waiters:
+            if waiter.view is view and waiter.state == _WAITING:
+                waiter.state = _CLOSED
+                self._waiting -= 1
+                view._waiting -= 1
+                waiter.wake(closed_while_waiting())
+        if view._in_use == 0:
+            view._now_idle()
+
+
+class _View:
+    """One executor's share of a :class:`SharedBound`: its own limits and counts."""
+
+    __slots__ = (
+        "_admitted",
+        "_closed",
+        "_in_use",
+        "_max_pending",
+        "_max_wait",
+        "_shared",
+        "_wait_histogram",
+        "_wait_max",
+        "_wait_total",
+        "_waiting",
+        "peak_in_use",
+        "rejected",
+        "timed_out",
+    )
+
+    def __init__(
+        self, shared: SharedBound, max_pending: int | None, max_wait: float | None
+    ) -> None:
+        # Waits of the callers granted a slot after waiting (under the lock);
+        # those granted one at once are added as zeros when it is read.
+        self._wait_histogram = Recorder()
+        self._shared = shared
+        self._max_pending = max_pending
+        self._max_wait = max_wait
+        self._in_use = 0
+        self._waiting = 0
+        self._closed = False
+        self._admitted = 0
+        self._wait_total = 0.0
+        self._wait_max = 0.0
+        self.peak_in_use = 0
+        self.rejected = 0
+        self.timed_out = 0
+        with shared._lock:
+            shared._executors += 1
+
+    @property
+    def shared(self) -> SharedBound:
+        """The shared bound this view belongs to."""
+        return self._shared
+
+    @property
+    def bound(self) -> int:
+        """The shared bound: most calls in flight across all its executors."""
+        return self._shared._bound
+
+    @property
+    def max_pending(self) -> int | None:
+        """Most callers of this executor allowed to wait, or ``None``."""
+        return self._max_pending
+
+    @property
+    def max_wait(self) -> float | None:
+        """Seconds a caller may wait for a slot, or ``None``."""
+        return self._max_wait
+
+    @property
+    def in_use(self) -> int:
+        """Slots this executor holds."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Callers of this executor waiting for a slot."""
+        return self._waiting
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def wait_average(self) -> float:
+        """Mean seconds waited per slot granted to this executor."""
+        return self._wait_total / self._admitted if self._admitted else 0.0
+
+    @property
+    def wait_maximum(self) -> float:
+        """Longest wait of any caller of this executor granted a slot."""
+        return self._wait_max
+
+    def wait_histogram(self) -> LatencyHistogram:
+        """Seconds waited per slot granted to this executor (at once: 0)."""
+        with self._shared._lock:
+            return self.wait_histogram_locked()
+
+    def wait_histogram_locked(self) -> LatencyHistogram:
+        """:meth:`wait_histogram`, for a caller that holds the shared lock."""
+        recorder = self._wait_histogram
+        return recorder.snapshot(self._admitted - sum(recorder.buckets))
+
+    def has_free_slot(self) -> bool:
+        """Whether a slot is free and no one waits (a hint; no lock taken)."""
+        shared = self._shared
+        return (
+            not self._closed and shared._in_use < shared._bound and not shared._waiting
+        )
+
+    def would_admit_now(self) -> bool:
+        """Whether a caller arriving now would get a slot at once (a hint)."""
+        return self.has_free_slot()
+
+    def can_queue(self) -> bool:
+        """Whether a caller arriving now would not be refused at once (a hint)."""
+        if self._closed:
+            return False
+        if self.has_free_slot():
+            return True
+        return self._max_pending is None or self._waiting < self._max_pending
+
+    def try_take(self) -> bool:
+        """Like :meth:`try_acquire`, but a closed executor answers ``False``."""
+        if self._closed:
+            return False
+        return self.try_acquire()
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting; return whether one was taken.
+
+        Never overtakes a waiter of any executor sharing the bound.
+
+        Raises:
+            ClosedError: this executor is closed.
+        """
+        shared = self._shared
+        with shared._lock:  # _take_free, inlined: the hot path
+            if self._closed:
+                raise closed_on_arrival()
+            if shared._in_use < shared._bound and not shared._waiting:
+                shared._in_use += 1
+                if shared._in_use > shared._peak:
+                    shared._peak = shared._in_use
+                shared._admitted += 1
+                self._in_use += 1
+                if self._in_use > self.peak_in_use:
+                    self.peak_in_use = self._in_use
+                self._admitted += 1
+                return True
+            return False
+
+    def resize(self, bound: int) -> None:
+        """Resize the *shared* bound (see :meth:`SharedBound.resize`)."""
+        self._shared.resize(bound)
+
+    def _took(self, waited: float) -> None:
+        """Under the lock: a slot was granted to this view after *waited* s."""
+        self._in_use += 1
+        if self._in_use > self.peak_in_use:
+            self.peak_in_use = self._in_use
+        self._admitted += 1
+        if waited:
+            self._wait_histogram.record(waited)
+            self._wait_total += waited
+            if waited > self._wait_max:
+                self._wait_max = waited
+
+    def _now_idle(self) -> None:
+        """Under the lock: closed, and no slot held any more."""
+
+
+class LoopView(_View):
+    """A :class:`BoundedLoopExecutor`'s view: the interface of ``SlotGate``.
+
+    Every method but :meth:`resize` is called from the executor's loop.
+    """
+
+    __slots__ = ("_idle", "_loop", "_thread_id")
+
+    def __init__(
+        self, shared: SharedBound, max_pending: int | None, max_wait: float | None
+    ) -> None:
+        super().__init__(shared, max_pending, max_wait)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_id = 0
+        self._idle: asyncio.Event | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach the view to *loop* (called on that loop's thread)."""
+        self._loop = loop
+        self._thread_id = threading.get_ident()
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in the shared FIFO order if none is free.
+
+        Does not yield when a slot is free and no one waits.
+
+        Raises:
+            ClosedError: the executor is closed, or was closed while waiting.
+            OverloadedError: ``max_pending`` coroutines of this executor
+                already wait, or this one waited ``max_wait`` seconds.
+
+        Cancellation: while waiting, the caller holds no slot and leaves the
+        queue. If a slot was handed to it at the same moment, from this or
+        another thread, it is passed on to the next waiter (on whichever
+        loop or thread) before :class:`asyncio.CancelledError` propagates.
+        """
+        shared = self._shared
+        loop = self._loop
+        assert loop is not None, "LoopView.bind() was not called"
+        with shared._lock:
+            if shared._take_free(self):
+                return
+            shared._check_room(self)
+            waiter = _LoopWaiter(self, time.monotonic(), loop, self._thread_id)
+            shared._enqueue(waiter)
+        if self._max_wait is not None:
+            waiter.timer = loop.call_later(self._max_wait, self._expire, waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+
+    def _expire(self, waiter: _LoopWaiter) -> None:
+        """On the loop: ``max_wait`` elapsed for *waiter*; refuse it if waiting."""
+        shared = self._shared
+        with shared._lock:
+            if waiter.state != _WAITING:
+                return
+            shared._leave(waiter, timed_out=True)
+            error = shared._overloaded(self)
+        _deliver(waiter.future, error)
+
+    def _abandon(self, waiter: _LoopWaiter) -> None:
+        """The waiting coroutine was interrupted: leave, or pass a slot on.
+
+        Also runs when a coroutine left waiting on a closed loop is garbage
+        collected: the accounting comes first, and the loop is not needed.
+        """
+        shared = self._shared
+        with shared._lock:
+            if waiter.state == _WAITING:
+                shared._leave(waiter, timed_out=False)
+            elif waiter.state == _GRANTED:
+                shared._release(self)
+            # _GONE or _CLOSED: it holds no slot.
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            if not waiter.future.done():
+                waiter.future.cancel()
+
+    def release(self) -> None:
+        """Give a slot back (on the loop); the first live waiter gets it."""
+        shared = self._shared
+        with shared._lock:
+            shared._release(self)
+
+    def close(self) -> None:
+        """Refuse new acquisitions; wake this executor's waiters with ClosedError."""
+        shared = self._shared
+        with shared._lock:
+            if not self._closed:
+                shared._close(self)
+
+    def _now_idle(self) -> None:
+        idle = self._idle
+        if idle is None:
+            return
+        if threading.get_ident() == self._thread_id:
+            idle.set()
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(idle.set)
+
+    async def wait_idle(self) -> None:
+        """Wait until this executor holds no slot (after :meth:`close`).
+
+        Cancellation: only the wait is cancelled; the slots are unaffected.
+        """
+        with self._shared._lock:
+            if self._in_use == 0:
+                return
+            if self._idle is None or self._idle.is_set():
+                self._idle = asyncio.Event()
+            idle = self._idle
+        await idle.wait()
+
+
+class ThreadView(_View):
+    """A :class:`BoundedExecutor`'s view: blocking acquire, thread-safe release.
+
+    Also counts how the executor's calls ended, under the shared lock.
+    """
+
+    __slots__ = ("_idle", "_unused", "cancelled", "completed", "failed")
+
+    def __init__(
+        self, shared: SharedBound, max_pending: int | None, max_wait: float | None
+    ) -> None:
+        super().__init__(shared, max_pending, max_wait)
+        self._idle = threading.Event()
+        self._unused = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+
+    @property
+    def submitted(self) -> int:
+        """Slots granted and used for a submission."""
+        return self._admitted - self._unused
+
+    def wait_histogram_locked(self) -> LatencyHistogram:
+        """Waits of the slots used for a submission, lock held.
+
+        A map's last pull, which finds its source empty, gives its slot back
+        unused and is not counted.
+        """
+        recorder = self._wait_histogram
+        zeros = self._admitted - self._unused - sum(recorder.buckets)
+        return recorder.snapshot(max(0, zeros))
+
+    def acquire_blocking(self, timeout: float | None = None) -> bool:
+        """Take a slot, blocking the calling thread in the shared FIFO order.
+
+        Args:
+            timeout: Give up after this many seconds and return ``False``
+                (``None``: no limit). ``max_wait``, if shorter, refuses with
+                :class:`OverloadedError` instead.
+
+        Returns:
+            ``True`` once a slot is held; ``False`` if ``timeout`` expired.
+
+        Raises:
+            ClosedError: the executor is closed, or was closed while waiting.
+            OverloadedError: ``max_pending`` callers of this executor already
+                wait, or this one waited ``max_wait`` seconds.
+
+        Cancellation: a ``KeyboardInterrupt`` (or any exception raised by a
+        signal handler) while blocked leaves the queue holding no slot; a
+        slot handed over at the same moment is passed on first.
+        """
+        shared = self._shared
+        with shared._lock:
+            if shared._take_free(self):
+                return True
+            shared._check_room(self)
+            waiter = _ThreadWaiter(self, time.monotonic())
+            shared._enqueue(waiter)
+        limit = self._max_wait
+        refuse = limit is not None and (timeout is None or limit <= timeout)
+        if timeout is not None and not refuse:
+            limit = timeout
+        gave_up = False
+        try:
+            if limit is None:
+                waiter.lock.acquire()
+            else:
+                waiter.lock.acquire(timeout=limit)
+            with shared._lock:
+                state = waiter.state
+                if state == _WAITING:  # the time limit expired first
+                    shared._leave(waiter, timed_out=refuse)
+                    gave_up = True
+        except BaseException:
+            # Interrupted (a signal handler raised): leave, or pass on a slot
+            # handed over meanwhile. The state, read under the lock, decides.
+            with shared._lock:
+                if waiter.state == _WAITING:
+                    shared._leave(waiter, timed_out=False)
+                elif waiter.state == _GRANTED:
+                    shared._release(self)
+            raise
+        if state == _GRANTED:
+            return True
+        if gave_up:
+            if not refuse:
+                return False
+            raise shared._overloaded(self)
+        if state == _CLOSED:
+            raise closed_while_waiting()
+        raise AssertionError(f"unexpected waiter state {state}")  # pragma: no cover
+
+    def release(self, outcome: int) -> None:
+        """Give a slot back from any thread, counting how its call ended.
+
+        *outcome* is :data:`COMPLETED`, :data:`FAILED`, :data:`CANCELLED`, or
+        :data:`UNUSED` for a slot given back without a submission.
+        """
+        shared = self._shared
+        with shared._lock:
+            if outcome == COMPLETED:
+                self.completed += 1
+            elif outcome == FAILED:
+                self.failed += 1
+            elif outcome == CANCELLED:
+                self.cancelled += 1
+            else:
+                self._unused += 1
+            shared._release(self)
+
+    def ended(self, cfut: concurrent.futures.Future[object]) -> None:
+        """Done callback of a submitted call: free its slot, count the outcome."""
+        if cfut.cancelled():
+            self.release(CANCELLED)
+            return
+        failed = cfut.exception() is not None
+        shared = self._shared
+        with shared._lock:
+            if failed:
+                self.failed += 1
+            else:
+                self.completed += 1
+            shared._release(self)
+
+    def close(self) -> None:
+        """Refuse new acquisitions; wake this executor's waiters with ClosedError.
+
+        Any thread.
+        """
+        shared = self._shared
+        with shared._lock:
+            if not self._closed:
+                shared._close(self)
+
+    def _now_idle(self) -> None:
+        self._idle.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until this executor, closed, holds no slot; ``False`` on timeout.
+
+        Cancellation: a ``KeyboardInterrupt`` ends only the wait.
+        """
+        return self._idle.wait(timeout)
