@@ -46,6 +46,10 @@ __all__ = ("SlotGate",)
 # (timeouts under overload) costs amortized O(1) each, not an O(n) remove.
 _COMPACT_SLACK = 32
 
+# Weight of the newest wait in the moving average of recent waits (as TCP's
+# smoothed round-trip time: about the last eight waits count).
+_RECENT_WEIGHT = 0.125
+
 
 class _Waiter(asyncio.Future[None]):
     """The future one caller awaits while it waits for a slot.
@@ -94,6 +98,7 @@ class SlotGate:
         "_max_pending",
         "_max_wait",
         "_wait_max",
+        "_wait_recent",
         "_wait_total",
         "_waiters",
         "_waiting",
@@ -119,6 +124,7 @@ class SlotGate:
         self._admitted = 0  # slots granted, at once or after a wait
         self._wait_total = 0.0  # seconds waited, summed over granted waiters
         self._wait_max = 0.0
+        self._wait_recent = -1.0  # moving average of waits; < 0: none yet
         self.peak_in_use = 0
         self.rejected = 0  # refused at once: max_pending reached
         self.timed_out = 0  # refused after waiting max_wait
@@ -166,6 +172,17 @@ class SlotGate:
     def wait_maximum(self) -> float:
         """Longest wait, in seconds, of any caller that was granted a slot."""
         return self._wait_max
+
+    @property
+    def wait_recent(self) -> float:
+        """Moving average of the latest waits that ended with a slot.
+
+        Exponentially weighted (the newest counts 1/8), over the callers that
+        had to wait and were then granted a slot; immediate grants do not
+        count, and the value stays as it was while nobody waits. ``0.0``
+        before any wait. Updated in O(1) at each grant.
+        """
+        return max(self._wait_recent, 0.0)
 
     def has_free_slot(self) -> bool:
         """Whether :meth:`try_acquire` would succeed now (= :meth:`would_admit_now`)."""
@@ -332,6 +349,10 @@ class SlotGate:
         self._wait_total += waited
         if waited > self._wait_max:
             self._wait_max = waited
+        recent = self._wait_recent
+        self._wait_recent = (
+            waited if recent < 0.0 else recent + _RECENT_WEIGHT * (waited - recent)
+        )
         waiter.set_result(None)
 
     def _wake(self) -> None:
