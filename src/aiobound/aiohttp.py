@@ -191,10 +191,14 @@ def edge_shedding_middleware(
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         if covers(request.path):
-            try:
-                executor = request.config_dict[key]
-            except KeyError:
-                raise RuntimeError(_missing(key)) from None
+            # The app's own mapping first (one dict lookup); the chain of
+            # parent apps only for a sub-app's request.
+            executor = request.app.get(key)
+            if executor is None:
+                try:
+                    executor = request.config_dict[key]
+                except KeyError:
+                    raise RuntimeError(_missing(key)) from None
             answer = refusal(executor)
             if answer is not None:
                 body, headers = answer
