@@ -382,7 +382,7 @@ class BoundedLoopExecutor:
 
     @property
     def queue_wait_recent(self) -> float:
-        """Recent wait for a slot, in seconds: a moving average.
+        """Recent wait for a slot in seconds, as a moving average.
 
         Exponentially weighted over the calls that had to wait and were then
         granted a slot (the newest wait weighs 1/8, so about the last eight

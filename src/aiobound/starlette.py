@@ -68,9 +68,10 @@ if TYPE_CHECKING:
     )
     from contextlib import AbstractAsyncContextManager
 
+    import starlette.types
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Receive, Scope, Send
 
 __all__ = (
     "REFUSAL_RESPONSES",
@@ -410,7 +411,7 @@ class EdgeSheddingMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: starlette.types.ASGIApp,
         *,
         paths: Iterable[str],
         key: str = STATE_KEY,
