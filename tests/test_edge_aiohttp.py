@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 from asyncio import FIRST_COMPLETED
 from typing import TYPE_CHECKING
 
@@ -205,8 +206,11 @@ class TestEdgeSheddingMiddleware:
                 return retry_after
 
             assert await refused_retry_after() == "0"  # nobody waited yet
-            assert 0.0 < edge.executor.queue_wait_recent <= 1.0
-            assert await refused_retry_after() == "1"
+            # One call waited: its wait, rounded up to whole seconds (1 s
+            # unless this machine is very slow).
+            recent = edge.executor.queue_wait_recent
+            assert recent > 0.0
+            assert await refused_retry_after() == str(min(5, math.ceil(recent)))
 
     async def test_a_closed_executor_is_refused_at_the_edge(
         self, make_gate: GateFactory
