@@ -80,6 +80,35 @@ def overload(session: nox.Session) -> None:
     session.run("python", "benchmarks/overload.py", *session.posargs)
 
 
+def _ensure_wrk(session: nox.Session) -> None:
+    """Install wrk from Debian's packages if it is missing; else stop, saying how."""
+    if shutil.which("wrk") is not None:
+        return
+    if shutil.which("apt-get") is not None and os.geteuid() == 0:
+        session.log("wrk is missing: apt-get install -y wrk")
+        try:
+            session.run("apt-get", "install", "-y", "wrk", external=True)
+        except nox.command.CommandFailed:
+            session.run("apt-get", "update", external=True)
+            session.run("apt-get", "install", "-y", "wrk", external=True)
+    if shutil.which("wrk") is None:
+        session.error(
+            "the flood benchmark needs wrk, which is not installed and could not "
+            "be installed here: run `apt-get install -y wrk` as root (Debian, "
+            "Ubuntu), `brew install wrk` (macOS), or build it from "
+            "https://github.com/wg/wrk, then run `nox -s flood` again"
+        )
+
+
+@nox.session(default=False)
+def flood(session: nox.Session) -> None:
+    """The example services under a wrk flood, with and without the edge check."""
+    _ensure_wrk(session)
+    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
+    session.install("uvicorn>=0.30")
+    session.run("python", "benchmarks/flood.py", *session.posargs)
+
+
 @nox.session(default=False)
 def stress(session: nox.Session) -> None:
     """The generated schedules (tests/test_stateful.py) with many examples."""

@@ -18,6 +18,13 @@ request that has waited ``--max-wait`` seconds for a slot gets the same 503,
 so accepted requests keep a short, bounded latency however much load arrives
 and however slow the blocking calls become.
 
+Under a flood, refusing must cost less than serving: the edge check
+(``setup(..., edge_paths=...)`` on ``/work`` and ``/file``) answers the 503
+before the handler runs whenever the waiting room is full, with a
+``Retry-After`` derived from the recent wait for a slot; the shedding
+middleware remains the exact fallback (``--no-edge`` turns the edge check
+off, for comparison).
+
 Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
 handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
 close the executor and its pool.
@@ -56,6 +63,9 @@ MAX_SLEEP_MS = 10_000
 # with Retry-After, than answered after its client has given up.
 MAX_WAIT = 0.25
 DATA_DIR_KEY = web.AppKey("data_dir", Path)
+
+# The paths whose handlers use the executor: the edge check covers them.
+EXECUTOR_PATHS = ("/work", "/file")
 
 
 def blocking_work(seconds: float) -> float:
@@ -112,6 +122,7 @@ def create_app(
     max_pending: int | None = 16,
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
+    edge: bool = True,
 ) -> web.Application:
     """Build the app: blocking work, file reads, stats and metrics.
 
@@ -122,6 +133,8 @@ def create_app(
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
         data_dir: The directory ``/file/{name}`` reads from.
+        edge: Refuse at the edge (before the handler) when the waiting room
+            is full.
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
@@ -135,6 +148,7 @@ def create_app(
             max_wait=max_wait,
         ),
         retry_after=1,
+        edge_paths=EXECUTOR_PATHS if edge else None,
     )
 
     registry = CollectorRegistry()
@@ -166,6 +180,9 @@ def main() -> None:
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
+    parser.add_argument(
+        "--no-edge", action="store_true", help="no edge check: refuse in handlers"
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args()
     app = create_app(
@@ -173,6 +190,7 @@ def main() -> None:
         bound=args.bound,
         max_pending=args.max_pending,
         max_wait=args.max_wait or None,
+        edge=not args.no_edge,
     )
     access_log = None if args.quiet else logging.getLogger("aiohttp.access")
     web.run_app(

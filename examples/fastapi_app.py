@@ -24,6 +24,13 @@ has waited ``--max-wait`` seconds for a slot gets the same 503, so accepted
 requests keep a short, bounded latency however much load arrives and however
 slow the blocking calls become.
 
+Under a flood, refusing must cost less than serving: the edge check
+(:class:`EdgeSheddingMiddleware` on ``/work`` and ``/file``) answers the 503
+before routing and dependencies whenever the waiting room is full, with a
+``Retry-After`` derived from the recent wait for a slot; the exception
+handlers remain the exact fallback (``--no-edge`` turns the edge check off,
+for comparison).
+
 Graceful shutdown: on Ctrl-C or SIGTERM uvicorn stops listening, lets the
 requests in flight finish (up to 30 s), then runs the lifespan's exit, which
 closes the executor and its pool.
@@ -47,6 +54,7 @@ from aiobound.prometheus import ExecutorCollector
 from aiobound.starlette import (
     REFUSAL_RESPONSES,
     STATE_KEY,
+    EdgeSheddingMiddleware,
     add_exception_handlers,
     executor_state,
     get_executor,
@@ -71,6 +79,9 @@ MAX_SLEEP_MS = 10_000
 # /work?ms=50, and a request that has waited that long is better refused now,
 # with Retry-After, than answered after its client has given up.
 MAX_WAIT = 0.25
+
+# The paths whose endpoints use the executor: the edge check covers them.
+EXECUTOR_PATHS = ("/work", "/file")
 
 
 def blocking_work(seconds: float) -> float:
@@ -115,6 +126,7 @@ def create_app(
     data_dir: Path = REPO,
     work: Callable[[float], float] = blocking_work,
     tracer_provider: TracerProvider | None = None,
+    edge: bool = True,
 ) -> FastAPI:
     """Build the app: blocking work, file reads, stats and metrics.
 
@@ -133,6 +145,8 @@ def create_app(
         tracer_provider: Trace with it (OpenTelemetry): a span per request,
             the executor instrumented (:mod:`aiobound.opentelemetry`), and a
             span of the worker's own around ``work``. ``None``: no tracing.
+        edge: Refuse at the edge (:class:`EdgeSheddingMiddleware`) when
+            the waiting room is full.
     """
     registry = CollectorRegistry()
     collector = ExecutorCollector()
@@ -163,6 +177,8 @@ def create_app(
     add_exception_handlers(app, retry_after=1)
     if tracer_provider is not None:
         work = _trace_requests_and_work(app, tracer_provider, work)
+    if edge:
+        app.add_middleware(EdgeSheddingMiddleware, paths=EXECUTOR_PATHS)
 
     @app.get("/work")
     async def work_endpoint(
@@ -250,6 +266,9 @@ def main() -> None:
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
+    parser.add_argument(
+        "--no-edge", action="store_true", help="no edge check: refuse in handlers"
+    )
     parser.add_argument("--quiet", action="store_true", help="no access log")
     parser.add_argument(
         "--trace", action="store_true", help="print OpenTelemetry spans"
@@ -261,6 +280,7 @@ def main() -> None:
         max_pending=args.max_pending,
         max_wait=args.max_wait or None,
         tracer_provider=_console_tracer_provider() if args.trace else None,
+        edge=not args.no_edge,
     )
     uvicorn.run(
         app,

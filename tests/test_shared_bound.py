@@ -96,6 +96,9 @@ async def test_executors_on_one_loop_share_the_bound(
     waits = [first.stats().queue_wait, second.stats().queue_wait]
     assert sum(w.count for w in waits) == 4
     assert sum(w.counts[0] for w in waits) == 2  # two got a slot at once: 0 s
+    # The recent wait follows the waits that ended in a slot, per executor.
+    for ex in (first, second):
+        assert 0.0 < ex.queue_wait_recent <= ex.stats().queue_wait_max
     assert_idle(first)
     assert_idle(second)
     shared_idle(shared)

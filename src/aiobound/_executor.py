@@ -357,6 +357,48 @@ class BoundedLoopExecutor:
         """Whether :meth:`aclose` has been called."""
         return self._gate.closed
 
+    # -- admission, without taking a slot --------------------------------------
+
+    def would_admit_now(self) -> bool:
+        """Whether a call submitted now would be handed over without waiting.
+
+        True when the executor is open, a slot is free, nobody waits for one
+        (a new call overtakes no one) and, with ``max_per_second``, the rate
+        allows a start at this instant with nobody waiting for a turn. O(1);
+        takes no slot and changes nothing. The answer can change at the next
+        await; :meth:`submit` still decides.
+        """
+        if not self._gate.would_admit_now():
+            return False
+        rate = self._rate
+        return rate is None or rate.would_start_now()
+
+    def can_admit(self) -> bool:
+        """Whether a call submitted now would be accepted, at once or to wait.
+
+        False when the executor is closed (:meth:`submit` would raise
+        :class:`ClosedError`) or when it would have to wait and
+        ``max_pending`` callers already do (:class:`OverloadedError` at once);
+        True otherwise. An accepted caller may still be refused later by
+        ``max_wait``. O(1); takes no slot and changes nothing, so it is a
+        cheap pre-filter (the web integrations' edge check): whenever
+        :meth:`would_admit_now` is true, so is this.
+        """
+        return self._gate.can_queue()
+
+    @property
+    def queue_wait_recent(self) -> float:
+        """Recent wait for a slot in seconds, as a moving average.
+
+        Exponentially weighted over the calls that had to wait and were then
+        granted a slot (the newest wait weighs 1/8, so about the last eight
+        count); calls granted a slot at once do not count, and the value
+        holds while nobody waits. ``0.0`` before any call waited. Updated in
+        O(1) when a slot is granted; the web integrations derive
+        ``Retry-After`` from it.
+        """
+        return self._gate.wait_recent
+
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the counters. O(1); cheap enough per request."""
         gate = self._gate

@@ -18,7 +18,16 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-__all__ = ("BOUNDS", "LatencyHistogram", "Recorder")
+__all__ = (
+    "BOUNDS",
+    "RECENT_WEIGHT",
+    "LatencyHistogram",
+    "Recorder",
+)
+
+# The weight of the newest wait in the moving average of recent waits that
+# the gates keep (a Retry-After estimate): 1/8.
+RECENT_WEIGHT = 0.125
 
 
 def _bounds() -> tuple[float, ...]:

@@ -3,23 +3,37 @@
 ``aiobound.starlette`` and ``aiobound.aiohttp`` both turn
 :class:`OverloadedError` and :class:`ClosedError` into the same response;
 this module holds what that response is (status, texts, body, headers) and
-the check of ``retry_after``, so that the two cannot drift apart. It imports
-no web framework.
+the check of ``retry_after``, so that the two cannot drift apart; and the
+edge check (:class:`EdgeCheck`): which paths it covers, whether the executor
+can admit a request, and the prebuilt answer with a ``Retry-After`` derived
+from the recent wait for a slot. It imports no web framework.
 """
 
 from __future__ import annotations
 
-from aiobound import ClosedError, OverloadedError
+import json
+import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = (
     "CLOSED_DETAIL",
     "OVERLOADED_DETAIL",
     "REFUSALS",
     "STATUS",
+    "EdgeCheck",
     "check_retry_after",
     "refusal_body",
     "refusal_headers",
+    "retry_after_for",
 )
+
+R = TypeVar("R")
 
 STATUS = 503
 """HTTP status of a refusal: ``503 Service Unavailable``."""
@@ -64,3 +78,116 @@ def refusal_body(exc: BaseException) -> dict[str, str]:
     if isinstance(exc, ClosedError):
         return {"detail": CLOSED_DETAIL}
     raise TypeError(f"not a refusal: {exc!r}")
+
+
+def retry_after_for(wait: float, lowest: int, highest: int) -> int:
+    """*wait* seconds rounded up to a whole second, within [lowest, highest]."""
+    if wait <= lowest:
+        return lowest
+    if wait >= highest:
+        return highest
+    return math.ceil(wait)
+
+
+def check_paths(paths: object) -> tuple[str, ...]:
+    """Return the path prefixes *paths* as a tuple; else raise naming it.
+
+    Raises:
+        TypeError: ``paths`` is a str, or not an iterable of str.
+        ValueError: ``paths`` is empty, or a prefix does not start with "/".
+    """
+    if isinstance(paths, (str, bytes)) or not isinstance(paths, Iterable):
+        raise TypeError(
+            "paths must be an iterable of path prefixes such as ('/work',), "
+            f"got {paths!r}"
+        )
+    prefixes = tuple(paths)
+    if not prefixes:
+        raise ValueError("paths must name at least one path prefix, got none")
+    for prefix in prefixes:
+        if not isinstance(prefix, str):
+            raise TypeError(f"paths must hold str prefixes, got {prefix!r}")
+        if not prefix.startswith("/"):
+            raise ValueError(f"paths: a prefix must start with '/', got {prefix!r}")
+    return prefixes
+
+
+def check_retry_after_bounds(lowest: object, highest: object) -> tuple[int, int]:
+    """Check ``min_retry_after`` and ``max_retry_after``; return them.
+
+    Raises:
+        TypeError: either is not an int (a bool is refused).
+        ValueError: either is negative, or the minimum exceeds the maximum.
+    """
+    for name, value in (("min_retry_after", lowest), ("max_retry_after", highest)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    assert isinstance(lowest, int)
+    assert isinstance(highest, int)
+    if lowest > highest:
+        raise ValueError(f"min_retry_after={lowest} exceeds max_retry_after={highest}")
+    return lowest, highest
+
+
+class EdgeCheck(Generic[R]):
+    """The edge check of one middleware: paths covered, verdict, answers.
+
+    Args:
+        paths: Path prefixes covered: a prefix ``/work`` covers ``/work``
+            and ``/work/...``, not ``/workers``; ``/`` covers every path.
+        min_retry_after: Lowest ``Retry-After``, in seconds.
+        max_retry_after: Highest ``Retry-After``, in seconds.
+        build: Makes a framework's answer from the JSON body and the
+            ``Retry-After`` seconds; called once per distinct answer, which is
+            then kept and reused.
+    """
+
+    __slots__ = ("_answers", "_build", "_exact", "_highest", "_lowest", "_under")
+
+    def __init__(
+        self,
+        paths: object,
+        min_retry_after: object,
+        max_retry_after: object,
+        build: Callable[[bytes, int], R],
+    ) -> None:
+        prefixes = check_paths(paths)
+        self._lowest, self._highest = check_retry_after_bounds(
+            min_retry_after, max_retry_after
+        )
+        stripped = {p.rstrip("/") for p in prefixes}
+        # "/" (stripped to "") covers everything: every path starts with "/".
+        self._exact = frozenset(stripped - {""})
+        self._under = tuple(sorted(p + "/" for p in stripped))
+        self._build = build
+        self._answers: dict[tuple[bool, int], R] = {}
+
+    @property
+    def retry_after_bounds(self) -> tuple[int, int]:
+        """``(min_retry_after, max_retry_after)``."""
+        return self._lowest, self._highest
+
+    def covers(self, path: str) -> bool:
+        """Whether the check applies to a request for *path*."""
+        return path in self._exact or path.startswith(self._under)
+
+    def refusal(self, executor: BoundedLoopExecutor) -> R | None:
+        """The prebuilt 503 if *executor* cannot admit a call now, else None.
+
+        O(1): one read of the executor's gate, and a dictionary lookup for
+        the answer (built on first use for each ``Retry-After`` value).
+        """
+        if executor.can_admit():
+            return None
+        closed = executor.closed
+        seconds = retry_after_for(
+            executor.queue_wait_recent, self._lowest, self._highest
+        )
+        answer = self._answers.get((closed, seconds))
+        if answer is None:
+            detail = CLOSED_DETAIL if closed else OVERLOADED_DETAIL
+            body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
+            answer = self._answers[closed, seconds] = self._build(body, seconds)
+        return answer

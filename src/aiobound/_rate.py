@@ -132,6 +132,12 @@ class RateLimiter:
         """Calls currently waiting for their turn."""
         return self._waiting
 
+    def would_start_now(self) -> bool:
+        """Whether :meth:`try_start` would take a turn now; changes nothing."""
+        if self._waiting or self._closed:
+            return False
+        return self._clock() >= self._tat - self._tolerance - _ROUNDING
+
     def try_start(self) -> bool:
         """Take a turn now if one is free; return whether one was taken.
 

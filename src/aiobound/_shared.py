@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ._checks import check_int
 from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
-from ._histogram import Recorder
+from ._histogram import RECENT_WEIGHT, Recorder
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -417,6 +417,7 @@ class _View:
         "_shared",
         "_wait_histogram",
         "_wait_max",
+        "_wait_recent",
         "_wait_total",
         "_waiting",
         "peak_in_use",
@@ -427,6 +428,7 @@ class _View:
     def __init__(
         self, shared: SharedBound, max_pending: int | None, max_wait: float | None
     ) -> None:
+        self._wait_recent = -1.0  # moving average of waits; < 0: none yet
         # Waits of the callers granted a slot after waiting (under the lock);
         # those granted one at once are added as zeros when it is read.
         self._wait_histogram = Recorder()
@@ -489,6 +491,14 @@ class _View:
     def wait_maximum(self) -> float:
         """Longest wait of any caller of this executor granted a slot."""
         return self._wait_max
+
+    @property
+    def wait_recent(self) -> float:
+        """Moving average of this executor's latest waits that ended in a slot.
+
+        As :attr:`SlotGate.wait_recent`: the newest counts 1/8.
+        """
+        return max(self._wait_recent, 0.0)
 
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per slot granted to this executor (at once: 0)."""
@@ -561,6 +571,10 @@ class _View:
         self._admitted += 1
         if waited:
             self._wait_histogram.record(waited)
+            recent = self._wait_recent
+            self._wait_recent = (
+                waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
+            )
             self._wait_total += waited
             if waited > self._wait_max:
                 self._wait_max = waited

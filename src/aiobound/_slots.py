@@ -42,7 +42,7 @@ from ._errors import (
     closed_on_arrival,
     closed_while_waiting,
 )
-from ._histogram import LatencyHistogram, Recorder
+from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
 
 __all__ = ("SlotGate",)
 
@@ -100,6 +100,7 @@ class SlotGate:
         "_max_wait",
         "_wait_histogram",
         "_wait_max",
+        "_wait_recent",
         "_wait_total",
         "_waiters",
         "_waiting",
@@ -128,6 +129,7 @@ class SlotGate:
         # Waits of the granted waiters; slots granted at once are the
         # admissions it lacks, added as zeros when it is read.
         self._wait_histogram = Recorder()
+        self._wait_recent = -1.0  # moving average of waits; < 0: none yet
         self.peak_in_use = 0
         self.rejected = 0  # refused at once: max_pending reached
         self.timed_out = 0  # refused after waiting max_wait
@@ -180,6 +182,17 @@ class SlotGate:
         """Seconds waited per granted slot (immediate grants count 0)."""
         recorder = self._wait_histogram
         return recorder.snapshot(self._admitted - sum(recorder.buckets))
+
+    @property
+    def wait_recent(self) -> float:
+        """Moving average of the latest waits that ended with a slot.
+
+        Exponentially weighted (the newest counts 1/8), over the callers that
+        had to wait and were then granted a slot; immediate grants do not
+        count, and the value stays as it was while nobody waits. ``0.0``
+        before any wait. Updated in O(1) at each grant.
+        """
+        return max(self._wait_recent, 0.0)
 
     def has_free_slot(self) -> bool:
         """Whether :meth:`try_acquire` would succeed now (= :meth:`would_admit_now`)."""
@@ -357,6 +370,10 @@ class SlotGate:
         if waited > self._wait_max:
             self._wait_max = waited
         self._wait_histogram.record(waited)
+        recent = self._wait_recent
+        self._wait_recent = (
+            waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
+        )
         waiter.set_result(None)
 
     def _wake(self) -> None:

@@ -15,6 +15,10 @@ It is made of two parts you can also use alone: :func:`executor_context`, an
 (or another ``key=``) and closes it on cleanup, and
 :func:`shedding_middleware`, which turns :class:`OverloadedError` and
 :class:`ClosedError` into ``503 Service Unavailable`` with ``Retry-After``.
+A third, :func:`edge_shedding_middleware` (``setup(..., edge_paths=...)``),
+answers that 503 before the handler runs and before the body is read, for
+the paths that use the executor, when the executor cannot admit a request
+now: a refusal that costs almost nothing under a flood.
 
 Middleware order: aiohttp runs ``app.middlewares`` first to last, the first
 one outermost, and a parent app's middlewares around those of its sub-apps.
@@ -40,15 +44,23 @@ from aiohttp import web
 
 from aiobound import BoundedLoopExecutor
 
-from ._http import REFUSALS, STATUS, check_retry_after, refusal_body, refusal_headers
+from ._http import (
+    REFUSALS,
+    STATUS,
+    EdgeCheck,
+    check_retry_after,
+    refusal_body,
+    refusal_headers,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from aiohttp.typedefs import Handler, Middleware
 
 __all__ = (
     "EXECUTOR_KEY",
+    "edge_shedding_middleware",
     "executor_context",
     "get_executor",
     "setup",
@@ -99,11 +111,101 @@ def get_executor(
     try:
         return request.config_dict[key]
     except KeyError:
-        raise RuntimeError(
-            f"no BoundedLoopExecutor stored under {key!r}: call "
-            "aiobound.aiohttp.setup(app, ...) or add executor_context(...) to "
-            "app.cleanup_ctx"
-        ) from None
+        raise RuntimeError(_missing(key)) from None
+
+
+def _missing(key: web.AppKey[BoundedLoopExecutor]) -> str:
+    return (
+        f"no BoundedLoopExecutor stored under {key!r}: call "
+        "aiobound.aiohttp.setup(app, ...) or add executor_context(...) to "
+        "app.cleanup_ctx"
+    )
+
+
+def _check_app_key(key: object) -> web.AppKey[BoundedLoopExecutor]:
+    if not isinstance(key, web.AppKey):
+        raise TypeError(f"key must be an aiohttp.web.AppKey, got {key!r}")
+    return key
+
+
+def _edge_answer(body: bytes, retry_after: int) -> tuple[bytes, dict[str, str]]:
+    headers = {"Content-Type": "application/json", "Retry-After": str(retry_after)}
+    return body, headers
+
+
+def edge_shedding_middleware(
+    *,
+    paths: Iterable[str],
+    key: web.AppKey[BoundedLoopExecutor] = EXECUTOR_KEY,
+    min_retry_after: int = 1,
+    max_retry_after: int = 30,
+) -> Middleware:
+    """Return a middleware that refuses early when the executor is full.
+
+    For a request whose path falls under *paths*, it reads the executor and,
+    if :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
+    room is full: ``max_pending`` callers wait; or the executor is closed),
+    answers ``503 Service Unavailable`` at once, without calling the handler
+    or the middlewares inside it; the request body is never read. The
+    answer is the one of :func:`shedding_middleware` (JSON
+    ``{"detail": ...}``), with ``Retry-After`` derived from the executor's
+    :attr:`~aiobound.BoundedLoopExecutor.queue_wait_recent`: rounded up to
+    whole seconds, within ``[min_retry_after, max_retry_after]``.
+
+    It is a pre-filter, not a second count: it takes no slot, and it never
+    refuses a request the executor would admit at once (or let wait). A
+    request it lets through can still be refused by the executor (the state
+    may change before the handler submits, and ``max_wait`` still applies),
+    so keep :func:`shedding_middleware` as the exact fallback. Requests for
+    other paths pass untouched. Edge refusals are not counted in
+    ``stats().rejected``: the access log sees them.
+
+    Put it first in ``app.middlewares`` (outermost), as ``setup(...,
+    edge_paths=...)`` does, so that no other middleware runs for a refused
+    request.
+
+    Args:
+        paths: Path prefixes of the routes that use the executor, matched
+            against ``request.path``: ``/work`` covers ``/work`` and
+            ``/work/...``, not ``/workers``; ``/`` covers every path.
+        key: Where the executor is stored (default :data:`EXECUTOR_KEY`).
+        min_retry_after: Lowest ``Retry-After``, in seconds (default 1).
+        max_retry_after: Highest ``Retry-After``, in seconds (default 30).
+
+    Raises:
+        TypeError: ``paths`` is a str or holds a non-str, ``key`` is not a
+            ``web.AppKey``, or a ``Retry-After`` bound is not an int.
+        ValueError: ``paths`` is empty or a prefix does not start with
+            ``/``, or the ``Retry-After`` bounds are negative or crossed.
+        RuntimeError: at a request under *paths*, when no executor is stored
+            under *key* (the request then fails as :func:`get_executor`
+            would).
+    """
+    key = _check_app_key(key)
+    check: EdgeCheck[tuple[bytes, dict[str, str]]] = EdgeCheck(
+        paths, min_retry_after, max_retry_after, _edge_answer
+    )
+    covers = check.covers
+    refusal = check.refusal
+
+    @web.middleware
+    async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if covers(request.path):
+            # The app's own mapping first (one dict lookup); the chain of
+            # parent apps only for a sub-app's request.
+            executor = request.app.get(key)
+            if executor is None:
+                try:
+                    executor = request.config_dict[key]
+                except KeyError:
+                    raise RuntimeError(_missing(key)) from None
+            answer = refusal(executor)
+            if answer is not None:
+                body, headers = answer
+                return web.Response(status=STATUS, body=body, headers=headers)
+        return await handler(request)
+
+    return edge
 
 
 def shedding_middleware(*, retry_after: int = 1) -> Middleware:
@@ -146,14 +248,17 @@ def setup(
     *,
     retry_after: int = 1,
     key: web.AppKey[BoundedLoopExecutor] = EXECUTOR_KEY,
+    edge_paths: Iterable[str] | None = None,
 ) -> None:
     """Give *app* its own executor and answer overload with a 503.
 
     Appends :func:`executor_context` (with *key*) to ``app.cleanup_ctx`` and
     inserts :func:`shedding_middleware` *first* in ``app.middlewares``, so
     that it is the outermost and also answers refusals raised in the app's
-    other middlewares (see the module's note on order). Call it before the
-    app starts; call it once per app (a second executor is one more
+    other middlewares (see the module's note on order). With *edge_paths*,
+    it also inserts :func:`edge_shedding_middleware` (default ``Retry-After``
+    bounds) before it, the outermost of all. Call it before the app starts;
+    call it once per app (a second executor is one more
     :func:`executor_context` entry with another key).
 
     Args:
@@ -162,13 +267,21 @@ def setup(
         retry_after: Seconds a client should wait before retrying (>= 0).
         key: Where to store the executor (default :data:`EXECUTOR_KEY`);
             handlers get it with ``get_executor(request, key=key)``.
+        edge_paths: Path prefixes of the routes that use the executor, for
+            the edge check (``None``, the default: no edge check).
 
     Raises:
-        TypeError: ``retry_after`` is not an int, or *key* is not a
-            ``web.AppKey``.
-        ValueError: ``retry_after`` is negative.
+        TypeError: ``retry_after`` is not an int, *key* is not a
+            ``web.AppKey``, or *edge_paths* is a str or holds a non-str.
+        ValueError: ``retry_after`` is negative, or *edge_paths* is empty or
+            holds a prefix that does not start with ``/``.
     """
-    if not isinstance(key, web.AppKey):
-        raise TypeError(f"key must be an aiohttp.web.AppKey, got {key!r}")
-    app.middlewares.insert(0, shedding_middleware(retry_after=retry_after))
+    key = _check_app_key(key)
+    shedding = shedding_middleware(retry_after=retry_after)
+    edge = None
+    if edge_paths is not None:
+        edge = edge_shedding_middleware(paths=edge_paths, key=key)
+    app.middlewares.insert(0, shedding)
+    if edge is not None:
+        app.middlewares.insert(0, edge)
     app.cleanup_ctx.append(executor_context(factory, key=key))

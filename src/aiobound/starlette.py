@@ -16,7 +16,12 @@ nothing here imports FastAPI). Three pieces:
 * :func:`add_exception_handlers` turns :class:`OverloadedError` (the waiting
   room is full) and :class:`ClosedError` (the app is shutting down) into
   ``503 Service Unavailable`` with a ``Retry-After`` header, wherever in the
-  app they are raised.
+  app they are raised;
+* :class:`EdgeSheddingMiddleware`, a pure ASGI middleware, answers the same
+  503 before routing, body reading and dependencies, for the paths that use
+  the executor, when the executor cannot admit a request now: a refusal that
+  costs almost nothing under a flood. The exception handlers stay as the
+  exact fallback.
 
 Shutdown order: uvicorn first stops listening, then waits for the requests in
 flight, and only then runs the lifespan's exit, which closes the executor.
@@ -46,21 +51,32 @@ from ._http import (
     OVERLOADED_DETAIL,
     REFUSALS,
     STATUS,
+    EdgeCheck,
     check_retry_after,
     refusal_body,
     refusal_headers,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+    from collections.abc import (
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Coroutine,
+        Iterable,
+        MutableMapping,
+    )
     from contextlib import AbstractAsyncContextManager
 
+    import starlette.types
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
 __all__ = (
     "REFUSAL_RESPONSES",
     "STATE_KEY",
+    "EdgeSheddingMiddleware",
     "add_exception_handlers",
     "executor_dependency",
     "executor_lifespan",
@@ -182,13 +198,17 @@ def executor_lifespan(
 def _lookup(conn: HTTPConnection, key: str) -> BoundedLoopExecutor:
     executor = getattr(conn.state, key, None)
     if not isinstance(executor, BoundedLoopExecutor):
-        raise RuntimeError(
-            f"no BoundedLoopExecutor in the lifespan state under {key!r}: "
-            f"create the app with lifespan=executor_lifespan(..., key={key!r}), "
-            f"or yield the state of executor_state(..., key={key!r}) from your "
-            "own lifespan"
-        )
+        raise RuntimeError(_missing(key))
     return executor
+
+
+def _missing(key: str) -> str:
+    return (
+        f"no BoundedLoopExecutor in the lifespan state under {key!r}: "
+        f"create the app with lifespan=executor_lifespan(..., key={key!r}), "
+        f"or yield the state of executor_state(..., key={key!r}) from your "
+        "own lifespan"
+    )
 
 
 async def get_executor(conn: HTTPConnection) -> BoundedLoopExecutor:
@@ -320,3 +340,103 @@ def _install_server_error_handler(
     server_error._aiobound_previous = previous  # type: ignore[attr-defined]
     app.exception_handlers.pop(Exception, None)
     app.add_exception_handler(500, server_error)
+
+
+_Message = dict[str, Any]
+
+
+def _edge_answer(body: bytes, retry_after: int) -> tuple[_Message, _Message]:
+    """The two ASGI messages of a refusal, built once and reused."""
+    start: _Message = {
+        "type": "http.response.start",
+        "status": STATUS,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+class EdgeSheddingMiddleware:
+    """Refuse a request before routing when the executor cannot admit it.
+
+    A pure ASGI middleware. For an HTTP request whose path falls under
+    *paths*, it reads the app's executor from the lifespan state and, if
+    :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
+    room is full: ``max_pending`` callers wait; or the executor is closed),
+    answers ``503 Service Unavailable`` at once, without routing, reading the
+    body or resolving dependencies, and without calling the app. The answer
+    is the one of :func:`add_exception_handlers` (JSON ``{"detail": ...}``),
+    prebuilt, with ``Retry-After`` derived from the executor's
+    :attr:`~aiobound.BoundedLoopExecutor.queue_wait_recent`: rounded up to
+    whole seconds, within ``[min_retry_after, max_retry_after]``.
+
+    It is a pre-filter, not a second count: it takes no slot, and it never
+    refuses a request the executor would admit at once (or let wait). A
+    request it lets through can still be refused by the executor (the state
+    may change before the endpoint submits, and ``max_wait`` still applies),
+    so keep :func:`add_exception_handlers` as the exact fallback. Requests
+    for other paths, websockets and lifespan events pass untouched. Edge
+    refusals are not counted in ``stats().rejected``: the server's access log
+    and HTTP metrics see them.
+
+    Add it with ``app.add_middleware(EdgeSheddingMiddleware, paths=[...])``
+    (the last middleware added is the outermost, so add it last to refuse
+    before the others run).
+
+    Args:
+        app: The ASGI app to wrap (passed by ``add_middleware``).
+        paths: Path prefixes of the routes that use the executor, matched
+            against the request path (``scope["path"]``): ``/work`` covers
+            ``/work`` and ``/work/...``, not ``/workers``; ``/`` covers every
+            path.
+        key: The lifespan-state key of the executor (default
+            :data:`STATE_KEY`).
+        min_retry_after: Lowest ``Retry-After``, in seconds (default 1).
+        max_retry_after: Highest ``Retry-After``, in seconds (default 30).
+
+    Raises:
+        TypeError: ``paths`` is a str or holds a non-str, ``key`` is not a
+            non-empty str, or a ``Retry-After`` bound is not an int.
+        ValueError: ``paths`` is empty or a prefix does not start with
+            ``/``, or the ``Retry-After`` bounds are negative or crossed.
+        RuntimeError: at a request under *paths*, when the lifespan state
+            holds no executor under *key* (the request then fails as the
+            dependency would).
+    """
+
+    __slots__ = ("_check", "_key", "app")
+
+    def __init__(
+        self,
+        app: starlette.types.ASGIApp,
+        *,
+        paths: Iterable[str],
+        key: str = STATE_KEY,
+        min_retry_after: int = 1,
+        max_retry_after: int = 30,
+    ) -> None:
+        self.app = app
+        self._key = _check_key(key)
+        self._check: EdgeCheck[tuple[_Message, _Message]] = EdgeCheck(
+            paths, min_retry_after, max_retry_after, _edge_answer
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a covered HTTP request the executor cannot admit; else pass."""
+        if scope["type"] == "http" and self._check.covers(scope["path"]):
+            state: MutableMapping[str, Any] | None = scope.get("state")
+            executor = None if state is None else state.get(self._key)
+            if not isinstance(executor, BoundedLoopExecutor):
+                raise RuntimeError(_missing(self._key))
+            answer = self._check.refusal(executor)
+            if answer is not None:
+                start, body = answer
+                # Copies: a middleware outside this one may edit the messages
+                # it forwards (add a header, compress the body).
+                await send({**start, "headers": start["headers"].copy()})
+                await send(body.copy())
+                return
+        await self.app(scope, receive, send)
