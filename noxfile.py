@@ -185,3 +185,10 @@ def release(session: nox.Session) -> None:
         "sys.exit(0 if 'site-packages' in f else f'imported from {f}, not the wheel')",
     )
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def adaptive(session: nox.Session) -> None:
+    """Adaptive bounds against fixed ones over a downstream that changes."""
+    _install(session, extras="plot")
+    session.run("python", "benchmarks/adaptive.py", *session.posargs)

@@ -99,11 +99,10 @@ class TestGradient:
         options: dict[str, object] = {"initial": 16, "seed": 1, **kwargs}
         policy = Gradient(**options)  # type: ignore[arg-type]
         clock.feed(policy, 16, S, in_flight=16)  # the first window: a probe
-        assert policy.probing
-        assert policy.limit == 2
+        assert (policy.probing, policy.limit) == (True, 2)
         clock.now += S  # the probe's calls start after it began
         clock.feed(policy, 5, S, in_flight=2)
-        assert not policy.probing
+        assert (policy.probing, policy.limit) == (False, 16)
         assert policy.latency_no_load == pytest.approx(S)
         return clock, policy
 
@@ -123,8 +122,8 @@ class TestGradient:
 
     def test_grows_while_latency_stays_near_no_load(self) -> None:
         clock, policy = self.probed()
-        assert clock.feed(policy, 16, S) == 20  # + sqrt(16)
-        assert clock.feed(policy, 100, 1.2 * S) > 30
+        assert clock.feed(policy, 16, S) == 17  # + 1 per window
+        assert clock.feed(policy, 200, 1.2 * S) > 24
 
     def test_does_not_grow_with_fewer_than_half_in_use(self) -> None:
         clock, policy = self.probed()

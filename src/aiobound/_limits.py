@@ -239,20 +239,20 @@ class Gradient(LimitPolicy):
     """Latency gradient: keep the calls' latency near its no-load value.
 
     Samples are taken in windows of at least ``max(min_samples, limit)``
-    calls (about one round). At each window's end its mean own latency (the
+    calls (about one round). At each window's end its median own latency (the
     short-term estimate) is compared with the no-load estimate:
 
     * above ``tolerance`` times it, the limit is multiplied by their ratio
       (at most halved); calls that started before a decrease are left out
       of the windows, so one slowdown causes one decrease per round;
     * otherwise, if at least half of the limit was in use in the window, it
-      grows by ``sqrt(limit)`` (at least 1).
+      grows by 1.
 
     The no-load estimate comes from *probes*: every ``probe_interval``
     seconds (plus a random jitter of up to ``jitter`` times it) the limit
     drops to ``probe_limit`` until ``probe_samples`` calls started under it
     have ended; their median is the new estimate, and the limit returns to
-    its value before the probe. Between probes a window whose mean is lower
+    its value before the probe. Between probes a window whose median is lower
     lowers the estimate (so it may only fall under load, never ratchet up);
     a window where at most ``probe_limit`` calls were in flight is a probe
     in itself and sets it. The first window starts with a probe. A median
@@ -266,7 +266,7 @@ class Gradient(LimitPolicy):
         initial: Limit before any sample (default ``min(max, 20)``, raised
             to ``min``).
         tolerance: How far above the no-load latency the short-term one may
-            go before the limit shrinks (default 1.5).
+            go before the limit shrinks (default 1.25).
         min_samples: Fewest calls in a window (default 10).
         probe_interval: Seconds between probes (default 10).
         jitter: Extra random delay of a probe, as a fraction of
@@ -277,7 +277,7 @@ class Gradient(LimitPolicy):
         probe_samples: Calls measured by a probe (default 5).
         seed: Seed of the jitter's random numbers (default: unseeded).
 
-    Measures: ``latency_short`` is the mean own latency of the last window;
+    Measures: ``latency_short`` is the median own latency of the last window;
     ``latency_no_load`` the no-load estimate.
     """
 
@@ -291,9 +291,8 @@ class Gradient(LimitPolicy):
         "_random",
         "_resume",
         "_short",
-        "_window_count",
+        "_window",
         "_window_peak",
-        "_window_sum",
         "jitter",
         "min_samples",
         "probe_interval",
@@ -308,7 +307,7 @@ class Gradient(LimitPolicy):
         min: int = 1,
         max: int = 200,
         initial: int | None = None,
-        tolerance: float = 1.5,
+        tolerance: float = 1.25,
         min_samples: int = 10,
         probe_interval: float = 10.0,
         jitter: float = 0.5,
@@ -338,8 +337,7 @@ class Gradient(LimitPolicy):
         self._probe_from = 0.0
         self._probe_seen: list[float] = []
         self._resume = self._limit
-        self._window_count = 0
-        self._window_sum = 0.0
+        self._window: list[float] = []
         self._window_peak = 0
 
     def __repr__(self) -> str:
@@ -350,7 +348,7 @@ class Gradient(LimitPolicy):
 
     @property
     def latency_short(self) -> float | None:
-        """Mean own latency of the last full window (None: none yet)."""
+        """Median own latency of the last full window (None: none yet)."""
         return self._short
 
     @property
@@ -375,11 +373,11 @@ class Gradient(LimitPolicy):
             return int(self._limit)
         if now - latency < self._last_decrease:
             return int(self._limit)  # ran before the last decrease
-        self._window_count += 1
-        self._window_sum += latency
+        window = self._window
+        window.append(latency)
         if in_flight > self._window_peak:
             self._window_peak = in_flight
-        if self._window_count >= max(self.min_samples, int(self._limit)):
+        if len(window) >= max(self.min_samples, int(self._limit)):
             self._end_window(now)
         return int(self._limit)
 
@@ -402,12 +400,12 @@ class Gradient(LimitPolicy):
         self._next_probe = now + self.probe_interval * (1.0 + spread)
 
     def _reset_window(self) -> None:
-        self._window_count = 0
-        self._window_sum = 0.0
+        self._window = []
         self._window_peak = 0
 
     def _end_window(self, now: float) -> None:
-        short = self._window_sum / self._window_count
+        window = sorted(self._window)
+        short = window[len(window) // 2]
         peak = self._window_peak
         self._reset_window()
         self._short = short
@@ -425,7 +423,7 @@ class Gradient(LimitPolicy):
             self._set(self._limit * max(0.5, self.tolerance * base / short))
             self._last_decrease = now
         elif 2 * peak >= self._limit:
-            self._set(self._limit + max(1.0, math.sqrt(self._limit)))
+            self._set(self._limit + 1.0)
 
     def _start_probe(self, now: float) -> None:
         self._probing = True
