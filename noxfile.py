@@ -82,10 +82,16 @@ def overload(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def stress(session: nox.Session) -> None:
-    """The generated schedules (tests/test_stateful.py) with many examples."""
+    """The generated schedules (tests/test_stateful*.py) with many examples."""
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
-    session.run("pytest", "tests/test_stateful.py", "--timeout=0", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/test_stateful.py",
+        "tests/test_stateful_adaptive.py",
+        "--timeout=0",
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)
