@@ -134,7 +134,7 @@ class LimitPolicy(ABC):
     @property
     @abstractmethod
     def latency_short(self) -> float | None:
-        """The policy's recent latency estimate in seconds (None: no sample)."""
+        """The policy's recent latency estimate in seconds, or None before any."""
 
     @property
     def latency_no_load(self) -> float | None:
@@ -216,7 +216,7 @@ class AIMD(LimitPolicy):
 
     @property
     def latency_short(self) -> float | None:
-        """Exponentially weighted mean of the own latencies (None: no sample)."""
+        """Exponentially weighted mean of the own latencies, or None before any."""
         return self._ewma
 
     def on_sample(
@@ -348,12 +348,12 @@ class Gradient(LimitPolicy):
 
     @property
     def latency_short(self) -> float | None:
-        """Median own latency of the last full window (None: none yet)."""
+        """Median own latency of the last full window, or None before one."""
         return self._short
 
     @property
     def latency_no_load(self) -> float | None:
-        """The no-load latency estimate (None: not measured yet)."""
+        """The no-load latency estimate in seconds, or None until measured."""
         return self._base
 
     @property
