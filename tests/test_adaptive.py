@@ -173,6 +173,12 @@ class TestWiring:
         manual = make_executor(executor=ManualExecutor(), bound=AIMD(initial=50))
         assert manual.bound == 50  # size unknown: no cap, and no bound required
 
+    async def test_a_used_policy_is_refused_by_process_too(self) -> None:
+        policy = AIMD()
+        policy.attach(None)
+        with pytest.raises(RuntimeError, match="its own policy"):
+            BoundedLoopExecutor.process(max_workers=1, bound=policy)
+
     async def test_a_wrong_bound_names_the_argument(self) -> None:
         with pytest.raises(TypeError, match="bound"):
             BoundedLoopExecutor(max_workers=2, bound=AIMD)  # type: ignore[arg-type]

@@ -266,7 +266,11 @@ class BoundedLoopExecutor:
         limits = Limits(max_pending, max_wait, max_per_second, burst)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         if policy is not None:
-            bound = policy.attach(pool.workers)
+            try:
+                bound = policy.attach(pool.workers)
+            except BaseException:
+                pool.executor.shutdown(wait=False)
+                raise
         self = cls.__new__(cls)
         self._setup(
             pool.executor,
