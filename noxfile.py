@@ -111,13 +111,14 @@ def flood(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def stress(session: nox.Session) -> None:
-    """The generated schedules (tests/test_stateful.py) with many examples."""
+    """The generated schedules (tests/test_stateful*.py) with many examples."""
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
     session.run(
         "pytest",
         "tests/test_stateful.py",
         "tests/test_shared_bound_storm.py",
+        "tests/test_stateful_adaptive.py",
         "--timeout=0",
         *session.posargs,
     )
@@ -227,3 +228,10 @@ def release(session: nox.Session) -> None:
         "sys.exit(0 if 'site-packages' in f else f'imported from {f}, not the wheel')",
     )
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def adaptive(session: nox.Session) -> None:
+    """Adaptive bounds against fixed ones over a downstream that changes."""
+    _install(session, extras="plot")
+    session.run("python", "benchmarks/adaptive.py", *session.posargs)

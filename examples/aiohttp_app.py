@@ -34,18 +34,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from aiobound import BoundedLoopExecutor
+from aiobound import BoundedLoopExecutor, Gradient
 from aiobound.aiohttp import EXECUTOR_KEY, get_executor, setup
 from aiobound.prometheus import ExecutorCollector
 
@@ -115,10 +114,27 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response(dataclasses.asdict(get_executor(request).stats()))
 
 
+def bound_argument(text: str) -> int | Literal["adaptive"]:
+    """Parse ``--bound``: a number, or ``adaptive``."""
+    if text == "adaptive":
+        return "adaptive"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or 'adaptive', got {text!r}"
+        ) from None
+
+
+def make_bound(bound: int | Literal["adaptive"] | None) -> int | Gradient | None:
+    """A fresh policy for ``"adaptive"`` (one per executor), else *bound*."""
+    return Gradient() if bound == "adaptive" else bound
+
+
 def create_app(
     *,
     workers: int = 4,
-    bound: int | None = None,
+    bound: int | Literal["adaptive"] | None = None,
     max_pending: int | None = 16,
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
@@ -128,7 +144,10 @@ def create_app(
 
     Args:
         workers: Threads in the executor's pool.
-        bound: Calls in the pool at once (default: twice ``workers``).
+        bound: Calls in the pool at once (default: twice ``workers``), or
+            ``"adaptive"``: a :class:`~aiobound.Gradient` policy that tunes
+            it between 1 and ``workers`` from the calls' latencies, lower
+            when the backend slows down.
         max_pending: Requests allowed to wait for a slot before 503s.
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
@@ -138,15 +157,18 @@ def create_app(
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
-    setup(
-        app,
-        functools.partial(
-            BoundedLoopExecutor,
+
+    def make_executor() -> BoundedLoopExecutor:
+        return BoundedLoopExecutor(
             max_workers=workers,
-            bound=bound,
+            bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
-        ),
+        )
+
+    setup(
+        app,
+        make_executor,
         retry_after=1,
         edge_paths=EXECUTOR_PATHS if edge else None,
     )
@@ -175,7 +197,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--bound", type=int, default=None)
+    parser.add_argument(
+        "--bound",
+        type=bound_argument,
+        default=None,
+        help="calls in the pool at once: a number, or 'adaptive'",
+    )
     parser.add_argument("--max-pending", type=int, default=16)
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"

@@ -43,13 +43,13 @@ import contextlib
 import hashlib
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from aiobound import BoundedLoopExecutor, ExecutorStats
+from aiobound import BoundedLoopExecutor, ExecutorStats, Gradient
 from aiobound.prometheus import ExecutorCollector
 from aiobound.starlette import (
     REFUSAL_RESPONSES,
@@ -117,10 +117,27 @@ NOT_FOUND: dict[int | str, dict[str, object]] = {
 }
 
 
+def bound_argument(text: str) -> int | Literal["adaptive"]:
+    """Parse ``--bound``: a number, or ``adaptive``."""
+    if text == "adaptive":
+        return "adaptive"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or 'adaptive', got {text!r}"
+        ) from None
+
+
+def make_bound(bound: int | Literal["adaptive"] | None) -> int | Gradient | None:
+    """A fresh policy for ``"adaptive"`` (one per executor), else *bound*."""
+    return Gradient() if bound == "adaptive" else bound
+
+
 def create_app(
     *,
     workers: int = 4,
-    bound: int | None = None,
+    bound: int | Literal["adaptive"] | None = None,
     max_pending: int | None = 16,
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
@@ -135,7 +152,10 @@ def create_app(
 
     Args:
         workers: Threads in the executor's pool.
-        bound: Calls in the pool at once (default: twice ``workers``).
+        bound: Calls in the pool at once (default: twice ``workers``), or
+            ``"adaptive"``: a :class:`~aiobound.Gradient` policy that tunes
+            it between 1 and ``workers`` from the calls' latencies, lower
+            when the backend slows down.
         max_pending: Requests allowed to wait for a slot before 503s.
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
@@ -156,7 +176,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, BoundedLoopExecutor]]:
         executor = BoundedLoopExecutor(
             max_workers=workers,
-            bound=bound,
+            bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
         )
@@ -261,7 +281,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--bound", type=int, default=None)
+    parser.add_argument(
+        "--bound",
+        type=bound_argument,
+        default=None,
+        help="calls in the pool at once: a number, or 'adaptive'",
+    )
     parser.add_argument("--max-pending", type=int, default=16)
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"

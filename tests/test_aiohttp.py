@@ -134,6 +134,21 @@ async def get_json(
 
 
 class TestExampleApp:
+    async def test_an_adaptive_bound_tunes_itself_and_is_exported(self) -> None:
+        app = create_app(workers=3, bound="adaptive", max_pending=8)
+        async with serve(app) as server, session() as http:
+            for _ in range(12):
+                status, _, _ = await get_json(http, f"{server.url}/work?ms=0")
+                assert status == 200
+            _, stats, _ = await get_json(http, f"{server.url}/stats")
+            bound = stats["bound"]
+            assert isinstance(bound, int)
+            assert 1 <= bound <= 3  # Gradient, capped at the workers
+            assert stats["latency_short"] is not None  # a window of 10 calls
+            async with http.get(f"{server.url}/metrics") as response:
+                metrics = await response.text()
+            assert 'aiobound_latency_short_seconds{executor="default"}' in metrics
+
     async def test_results_files_stats_and_metrics_are_right(
         self, tmp_path: Path
     ) -> None:

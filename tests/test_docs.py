@@ -169,13 +169,19 @@ def test_the_quickstart_example_is_the_readmes() -> None:
 
 async def test_the_metrics_page_lists_every_metric() -> None:
     pytest.importorskip("prometheus_client")
-    from aiobound import BoundedLoopExecutor
+    from aiobound import BoundedLoopExecutor, Gradient
     from aiobound.prometheus import ExecutorCollector
 
-    async with BoundedLoopExecutor(
-        max_workers=1, max_pending=1, max_wait=1.0, max_per_second=10.0
-    ) as executor:
-        collector = ExecutorCollector({"e": executor})
+    async with (
+        BoundedLoopExecutor(
+            max_workers=1, max_pending=1, max_wait=1.0, max_per_second=10.0
+        ) as executor,
+        BoundedLoopExecutor(
+            max_workers=1, bound=Gradient(initial=1, min_samples=1)
+        ) as adaptive,
+    ):
+        await adaptive.run(abs, -1)  # one window: both latency estimates set
+        collector = ExecutorCollector({"e": executor, "a": adaptive})
         exported = {
             sample.name
             for family in collector.collect()

@@ -8,6 +8,7 @@ opens them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
@@ -22,7 +23,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
-from fastapi_app import create_app
+from fastapi_app import bound_argument, create_app
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -142,6 +143,23 @@ def client(base_url: str) -> httpx.AsyncClient:
 
 
 class TestExampleApp:
+    async def test_an_adaptive_bound_tunes_itself_and_is_exported(self) -> None:
+        app = create_app(workers=3, bound="adaptive", max_pending=8)
+        async with serve(app) as (_, url), client(url) as http:
+            for _ in range(12):
+                assert (await http.get("/work", params={"ms": 0})).status_code == 200
+            stats = (await http.get("/stats")).json()
+            assert 1 <= stats["bound"] <= 3  # Gradient, capped at the workers
+            assert stats["latency_short"] is not None  # a window of 10 calls
+            metrics = (await http.get("/metrics")).text
+            assert 'aiobound_latency_short_seconds{executor="default"}' in metrics
+
+    def test_the_bound_option_takes_a_number_or_adaptive(self) -> None:
+        assert bound_argument("adaptive") == "adaptive"
+        assert bound_argument("12") == 12
+        with pytest.raises(argparse.ArgumentTypeError, match="adaptive"):
+            bound_argument("fast")
+
     async def test_results_files_stats_and_metrics_are_right(
         self, tmp_path: Path
     ) -> None:

@@ -15,6 +15,9 @@ from ._errors import ClosedError as ClosedError
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
 from ._histogram import LatencyHistogram as LatencyHistogram
+from ._limits import AIMD as AIMD
+from ._limits import Gradient as Gradient
+from ._limits import LimitPolicy as LimitPolicy
 from ._map import MapIterator as MapIterator
 from ._observe import CallObserver as CallObserver
 from ._shared import SharedBound as SharedBound
@@ -25,12 +28,15 @@ from ._sync import BoundedExecutor as BoundedExecutor
 __version__ = "0.1.0"
 
 __all__ = (
+    "AIMD",
     "BoundedExecutor",
     "BoundedLoopExecutor",
     "CallObserver",
     "ClosedError",
     "ExecutorStats",
+    "Gradient",
     "LatencyHistogram",
+    "LimitPolicy",
     "MapIterator",
     "OverloadedError",
     "SharedBound",

@@ -25,6 +25,7 @@ from ._checks import (
 )
 from ._errors import ClosedError, OverloadedError, closed_while_waiting
 from ._histogram import Recorder
+from ._limits import LimitPolicy
 from ._map import MapIterator, MapPort, make_map
 from ._observe import CallObserver, Observed
 from ._process import (
@@ -86,6 +87,13 @@ class BoundedLoopExecutor:
             a ``ThreadPoolExecutor`` or ``ProcessPoolExecutor``, whose worker
             count is read. A :class:`SharedBound` instead shares one bound
             with other executors, on other loops and threads (see its docs).
+            A limit policy (:class:`~aiobound.AIMD`,
+            :class:`~aiobound.Gradient`) makes the bound tune itself: each
+            call that ends feeds it its own latency (from hand-off to end,
+            never the wait for a slot) and the bound follows its limit
+            through :meth:`resize`'s rules. The policy's ``max`` is lowered
+            to the pool's worker count when it is known, so that no call
+            waits in the pool's own queue.
         max_pending: Most coroutines allowed to wait for a slot; one more is
             refused at once with :class:`OverloadedError`. ``None`` (the
             default) means no limit; ``0`` means never wait.
@@ -138,6 +146,7 @@ class BoundedLoopExecutor:
         "_on_end",
         "_owns_executor",
         "_plain_admission",
+        "_policy",
         "_process_pool",
         "_rate",
         "_run_histogram",
@@ -150,7 +159,7 @@ class BoundedLoopExecutor:
         self,
         *,
         max_workers: int | None = None,
-        bound: int | SharedBound | None = None,
+        bound: int | SharedBound | LimitPolicy | None = None,
         max_pending: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         copy_context: bool | None = None,
@@ -158,7 +167,8 @@ class BoundedLoopExecutor:
         max_per_second: float | None = None,
         burst: int | None = None,
     ) -> None:
-        bound = check_bound(bound)
+        policy = bound if isinstance(bound, LimitPolicy) else None
+        bound = None if policy is not None else check_bound(bound)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -187,23 +197,25 @@ class BoundedLoopExecutor:
             workers = None
             if isinstance(executor, _POOLS_WITH_KNOWN_SIZE):
                 workers = getattr(executor, "_max_workers", None)
-            if bound is None and not isinstance(workers, int):
+            if bound is None and policy is None and not isinstance(workers, int):
                 raise TypeError(
                     f"bound is required when wrapping {type(executor).__name__}: "
                     "its worker count cannot be read (a good bound is twice the "
                     "number of calls it can run at once)"
                 )
-        if bound is None:
+        if policy is not None:
+            bound = policy.attach(workers if isinstance(workers, int) else None)
+        elif bound is None:
             assert isinstance(workers, int)
             bound = 2 * workers
-        self._setup(executor, owned, None, bound, limits, copy_context)
+        self._setup(executor, owned, None, bound, limits, copy_context, policy)
 
     @classmethod
     def process(
         cls,
         *,
         max_workers: int | None = None,
-        bound: int | SharedBound | None = None,
+        bound: int | SharedBound | LimitPolicy | None = None,
         max_pending: int | None = None,
         max_wait: float | None = None,
         max_per_second: float | None = None,
@@ -252,9 +264,16 @@ class BoundedLoopExecutor:
                 ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        bound = check_bound(bound)
+        policy = bound if isinstance(bound, LimitPolicy) else None
+        bound = None if policy is not None else check_bound(bound)
         limits = Limits(max_pending, max_wait, max_per_second, burst)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
+        if policy is not None:
+            try:
+                bound = policy.attach(pool.workers)
+            except BaseException:
+                pool.executor.shutdown(wait=False)
+                raise
         self = cls.__new__(cls)
         self._setup(
             pool.executor,
@@ -262,6 +281,8 @@ class BoundedLoopExecutor:
             pool,
             2 * pool.workers if bound is None else bound,
             limits,
+            None,
+            policy,
         )
         return self
 
@@ -273,6 +294,7 @@ class BoundedLoopExecutor:
         bound: int | SharedBound,
         limits: Limits,
         copy_context: bool | None = None,
+        policy: LimitPolicy | None = None,
     ) -> None:
         """Assemble the pieces; the arguments are already checked."""
         to_processes = isinstance(executor, ProcessPoolExecutor)
@@ -298,6 +320,7 @@ class BoundedLoopExecutor:
             if isinstance(bound, int)
             else LoopView(bound, limits.max_pending, limits.max_wait)
         )
+        self._policy = policy
         self._rate = (
             None
             if limits.max_per_second is None
@@ -403,6 +426,7 @@ class BoundedLoopExecutor:
         """Return a snapshot of the counters. O(1); cheap enough per request."""
         gate = self._gate
         rate = self._rate
+        policy = self._policy
         return ExecutorStats(
             bound=gate.bound,
             in_flight=gate.in_use,
@@ -426,6 +450,8 @@ class BoundedLoopExecutor:
             pool_restarts=0
             if self._process_pool is None
             else self._process_pool.restarts,
+            latency_short=None if policy is None else policy.latency_short,
+            latency_no_load=None if policy is None else policy.latency_no_load,
         )
 
     def __repr__(self) -> str:
@@ -559,6 +585,8 @@ class BoundedLoopExecutor:
         """
         started = self._calls.pop(cfut, None)
         gate = self._gate
+        if self._policy is not None and started is not None and outcome != CANCELLED:
+            self._sample(cfut, outcome, started)
         gate.release()
         if outcome == COMPLETED:
             self._completed += 1
@@ -574,6 +602,23 @@ class BoundedLoopExecutor:
         else:
             self._cancelled += 1
         return gate.closed
+
+    def _sample(
+        self, cfut: concurrent.futures.Future[Any], outcome: int, started: float
+    ) -> None:
+        """Feed the limit policy the call that ended; resize to its answer.
+
+        Runs before the call's slot is released, so that a lower limit
+        retires the slot instead of handing it to a waiter.
+        """
+        policy = self._policy
+        assert policy is not None
+        now = time.monotonic()
+        dropped = outcome == FAILED and isinstance(cfut.exception(), policy.drop_on)
+        gate = self._gate
+        limit = policy.on_sample(now, now - started, gate.in_use, dropped)
+        if limit != gate.bound and not gate.closed:
+            gate.resize(limit)
 
     # -- observing -----------------------------------------------------------
 
@@ -781,9 +826,15 @@ class BoundedLoopExecutor:
 
         Raises:
             TypeError, ValueError: ``bound`` is not an int >= 1.
-            RuntimeError: called from another thread than the bound loop's.
+            RuntimeError: called from another thread than the bound loop's,
+                or the bound is set by a limit policy.
         """
         bound = check_int("bound", bound, 1)
+        if self._policy is not None:
+            raise RuntimeError(
+                f"the bound of {self!r} is set by its limit policy "
+                f"{self._policy!r}; resize() would fight it"
+            )
         bridge = self._bridge
         if bridge is not None and thread_id() != bridge.loop_thread_id:
             raise RuntimeError(

@@ -111,7 +111,7 @@ def check_bound(value: object) -> int | SharedBound | None:
         return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(
-            "bound must be an int >= 1, a SharedBound or None, got "
+            "bound must be an int >= 1, a SharedBound, a limit policy or None, got "
             f"{type(value).__name__} {value!r}"
         )
     return check_int("bound", value, 1)

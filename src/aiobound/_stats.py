@@ -20,7 +20,8 @@ class ExecutorStats:
     (at most ``in_flight``).
 
     Attributes:
-        bound: Most calls that may be submitted and unfinished at once.
+        bound: Most calls that may be submitted and unfinished at once (with
+            a limit policy, its current limit).
         in_flight: Slots taken right now: calls submitted to the underlying
             executor and not finished there yet (a slot is also held for the
             instant between being granted and being submitted).
@@ -55,6 +56,12 @@ class ExecutorStats:
             to the underlying executor until its end was seen on the event
             loop (its time queued in the pool, its run and the hop back),
             over the calls that completed or failed, since creation.
+        latency_short: With a limit policy as ``bound``, its recent estimate
+            of the calls' own latency in seconds (see the policy); ``None``
+            without a policy or before any sample.
+        latency_no_load: With a :class:`~aiobound.Gradient` policy, its
+            estimate of the calls' own latency with no queueing, in seconds;
+            ``None`` otherwise or before it is measured.
     """
 
     bound: int
@@ -77,3 +84,5 @@ class ExecutorStats:
     pool_restarts: int = 0
     queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
+    latency_short: float | None = None
+    latency_no_load: float | None = None

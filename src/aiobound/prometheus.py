@@ -19,7 +19,9 @@ Exposed metrics (label ``executor``, the name given to :meth:`track`):
   ``aiobound_max_per_second`` (each absent when unlimited),
   ``aiobound_peak_in_flight``, ``aiobound_queue_wait_avg_seconds`` and
   ``aiobound_queue_wait_max_seconds`` (since the executor was created, as
-  ``stats()`` reports them), ``aiobound_closed`` (0 or 1);
+  ``stats()`` reports them), ``aiobound_closed`` (0 or 1),
+  ``aiobound_latency_short_seconds`` and ``aiobound_latency_no_load_seconds``
+  (a limit policy's estimates; absent without one);
 * counters ``aiobound_submitted_total``, ``aiobound_completed_total``,
   ``aiobound_failed_total``, ``aiobound_cancelled_total``,
   ``aiobound_rejected_total`` (refused at once: ``max_pending`` callers
@@ -89,6 +91,16 @@ _GAUGES = (
         "Longest wait for a slot of a call granted one, since creation.",
     ),
     ("closed", "closed", "1 once the executor was closed, else 0."),
+    (
+        "latency_short_seconds",
+        "latency_short",
+        "The limit policy's recent estimate of the calls' own latency.",
+    ),
+    (
+        "latency_no_load_seconds",
+        "latency_no_load",
+        "The limit policy's estimate of the calls' own latency with no load.",
+    ),
 )
 _COUNTERS = (
     ("submitted", "submitted", "Calls handed to the pool."),

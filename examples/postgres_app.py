@@ -1,0 +1,209 @@
+"""A FastAPI service over PostgreSQL through a synchronous driver, self-tuning.
+
+Run it from a clone of the repo, against a database you have::
+
+    pip install -e '.[fastapi,postgres]' uvicorn
+    python examples/postgres_app.py --dsn postgresql://user@127.0.0.1/db
+
+Then try::
+
+    curl -X POST http://127.0.0.1:8000/items/7/hit   # UPDATE ... RETURNING
+    curl http://127.0.0.1:8000/items/7               # SELECT
+    curl http://127.0.0.1:8000/stats                 # executor and pool stats
+
+The case users have: a blocking driver (psycopg 3) with its connection pool
+(psycopg_pool), called from async handlers. The executor has one worker
+thread per pooled connection, so a call that holds a worker holds a
+connection, and its bound is an :class:`~aiobound.AIMD` policy between 1 and
+the pool's size: each call whose own latency (the query, not the wait for a
+slot) exceeds ``--latency-slo``, or that failed with a statement timeout,
+takes 25% off the bound, once per round (a database behind a lock needs
+relief within a few rounds, not a few dozen); calls within it add about one per
+round. When the database slows down (a lock held by another transaction, a
+vacuum, a noisy neighbour), the bound falls, requests that waited
+``--max-wait`` for a slot get ``503`` with ``Retry-After``, and the database
+is not handed more concurrent work than it can finish; when it recovers,
+the bound climbs back. ``--bound N`` runs a fixed bound instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import psycopg
+import psycopg.errors
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from aiobound import AIMD, BoundedLoopExecutor
+from aiobound.starlette import (
+    REFUSAL_RESPONSES,
+    add_exception_handlers,
+    executor_state,
+    get_executor,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+# An endpoint parameter of this type receives the app's executor.
+Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (id integer PRIMARY KEY, hits bigint NOT NULL);
+INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) AS g
+ON CONFLICT (id) DO NOTHING;
+"""
+
+# The executor's state key for the connection pool.
+POOL_KEY = "aiobound_example_pg_pool"
+
+
+def hit(pool: ConnectionPool, item: int) -> int | None:
+    """Count a hit on *item* (blocking: runs in a worker thread)."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "UPDATE items SET hits = hits + 1 WHERE id = %s RETURNING hits", (item,)
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def read(pool: ConnectionPool, item: int) -> int | None:
+    """Read *item*'s hit count (blocking: runs in a worker thread)."""
+    with pool.connection() as conn:
+        row = conn.execute("SELECT hits FROM items WHERE id = %s", (item,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def create_app(
+    dsn: str,
+    *,
+    connections: int = 8,
+    bound: int | Literal["adaptive"] = "adaptive",
+    latency_slo: float = 0.1,
+    max_wait: float = 0.1,
+    statement_timeout_ms: int = 2000,
+) -> FastAPI:
+    """Build the app.
+
+    Args:
+        dsn: The database to connect to.
+        connections: Connections in the pool, and worker threads.
+        bound: ``"adaptive"`` (an :class:`~aiobound.AIMD` policy between 1
+            and ``connections``) or a fixed bound.
+        latency_slo: Seconds of a query's own latency above which the
+            adaptive bound backs off.
+        max_wait: Seconds a request may wait for a slot before a 503.
+        statement_timeout_ms: The server cancels a statement running longer
+            (a drop for the adaptive bound).
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        pool = ConnectionPool(
+            dsn,
+            min_size=connections,
+            max_size=connections,
+            open=False,
+            timeout=5.0,
+            kwargs={
+                "autocommit": True,
+                "options": f"-c statement_timeout={statement_timeout_ms}",
+            },
+        )
+        await asyncio.to_thread(pool.open, True)
+        try:
+            with pool.connection() as conn:
+                conn.execute(SCHEMA)
+            policy = (
+                AIMD(
+                    max=connections,
+                    initial=connections,
+                    latency_threshold=latency_slo,
+                    backoff=0.75,
+                    drop_on=(psycopg.errors.QueryCanceled, PoolTimeout),
+                )
+                if bound == "adaptive"
+                else bound
+            )
+            executor = BoundedLoopExecutor(
+                max_workers=connections, bound=policy, max_wait=max_wait
+            )
+            async with executor_state(executor) as state:
+                yield {**state, POOL_KEY: pool}
+        finally:
+            await asyncio.to_thread(pool.close)
+
+    app = FastAPI(
+        title="aiobound PostgreSQL example",
+        lifespan=lifespan,
+        responses=REFUSAL_RESPONSES,
+    )
+    add_exception_handlers(app, retry_after=1)
+
+    def pool_of(request: Request) -> ConnectionPool:
+        pool: ConnectionPool = getattr(request.state, POOL_KEY)
+        return pool
+
+    @app.post("/items/{item}/hit")
+    async def hit_item(
+        request: Request, executor: Executor, item: int
+    ) -> dict[str, int]:
+        """Count a hit; 404 if there is no such item."""
+        hits = await executor.run(hit, pool_of(request), item)
+        if hits is None:
+            raise HTTPException(404, "no such item")
+        return {"id": item, "hits": hits}
+
+    @app.get("/items/{item}")
+    async def read_item(
+        request: Request, executor: Executor, item: int
+    ) -> dict[str, int]:
+        """Read an item's hits; 404 if there is no such item."""
+        hits = await executor.run(read, pool_of(request), item)
+        if hits is None:
+            raise HTTPException(404, "no such item")
+        return {"id": item, "hits": hits}
+
+    @app.get("/stats")
+    async def stats(request: Request, executor: Executor) -> dict[str, object]:
+        """The executor's stats and the connection pool's."""
+        executor_stats = dataclasses.asdict(executor.stats())
+        return {"executor": executor_stats, "pool": pool_of(request).get_stats()}
+
+    return app
+
+
+def main() -> None:
+    """Parse the command line and serve the app with uvicorn."""
+    parser = argparse.ArgumentParser(description="aiobound PostgreSQL example")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--bound", default="adaptive", help="'adaptive' (default) or a number"
+    )
+    parser.add_argument("--latency-slo", type=float, default=0.1)
+    parser.add_argument("--max-wait", type=float, default=0.1)
+    args = parser.parse_args()
+    bound: int | Literal["adaptive"] = (
+        "adaptive" if args.bound == "adaptive" else int(args.bound)
+    )
+    app = create_app(
+        args.dsn,
+        connections=args.connections,
+        bound=bound,
+        latency_slo=args.latency_slo,
+        max_wait=args.max_wait,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":
+    main()
