@@ -82,10 +82,21 @@ def overload(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def stress(session: nox.Session) -> None:
-    """The generated schedules (tests/test_stateful.py) with many examples."""
+    """The generated schedules and the completion storms, with many examples.
+
+    tests/test_stateful.py (hypothesis's stress profile) and
+    tests/test_completion_storm.py (more callers and rounds), on asyncio and
+    uvloop; about 5-10 minutes on two cores.
+    """
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
-    session.run("pytest", "tests/test_stateful.py", "--timeout=0", *session.posargs)
+    session.run(
+        "pytest",
+        "tests/test_stateful.py",
+        "tests/test_completion_storm.py",
+        "--timeout=0",
+        *session.posargs,
+    )
 
 
 @nox.session(default=False)

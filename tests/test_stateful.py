@@ -56,7 +56,7 @@ T = TypeVar("T")
 
 settings.register_profile(
     "aiobound-default",
-    max_examples=50,
+    max_examples=25,
     stateful_step_count=30,
     deadline=None,  # a shared CI machine has no reliable clock
     suppress_health_check=[HealthCheck.too_slow],
