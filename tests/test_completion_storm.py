@@ -1,6 +1,6 @@
 """Completions hammered from many threads while callers cancel and submit.
 
-Three storms, each bounded in count, run on asyncio and on uvloop:
+Four cases, each bounded in count, run on asyncio and on uvloop:
 
 * futures completed by hand: eight threads take the pool's futures in random
   batches, mark some running and finish them later (from another thread),
@@ -14,7 +14,9 @@ Three storms, each bounded in count, run on asyncio and on uvloop:
   instant (a :class:`threading.Barrier`), with nothing after them: a
   completion that arrives while a drain runs and is neither drained in that
   batch nor schedules the next would never be delivered, and its round
-  would hang.
+  would hang;
+* the same, made certain: a thread completes a call while the drain
+  settles another (a future that runs a hook when the drain reads it).
 
 Then: every caller got exactly one outcome, the one its call ended with (or
 its cancellation); every slot was returned; ``submitted == completed +
@@ -150,6 +152,17 @@ def start_threads(
     return threads
 
 
+def start_threads_for(
+    inbox: queue.SimpleQueue[Any], seed: int, handle: Callable[[Any], None]
+) -> list[threading.Thread]:
+    """One thread working through its own inbox."""
+    thread = threading.Thread(
+        target=work_through, args=(inbox, seed, handle), daemon=True
+    )
+    thread.start()
+    return [thread]
+
+
 def stop_threads(
     source: queue.SimpleQueue[Any], threads: list[threading.Thread]
 ) -> None:
@@ -174,7 +187,11 @@ class HandCompletedPool(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.futures: list[concurrent.futures.Future[Any]] = []
-        self.in_pool = 0  # submitted, not done
+        # Calls not ended. Counted from the futures' state, not from a done
+        # callback: a completing thread may still be running the callbacks
+        # of a finished future when the loop, told by a callback added
+        # after it finished, has freed its slot and submitted the next call.
+        self._not_ended: list[concurrent.futures.Future[Any]] = []
         self.peak_in_pool = 0
         self.ended: dict[int, str] = {}  # tag -> "value" | "error"
 
@@ -185,15 +202,12 @@ class HandCompletedPool(concurrent.futures.Executor):
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             self.futures.append(future)
-            self.in_pool += 1
-            self.peak_in_pool = max(self.peak_in_pool, self.in_pool)
-        future.add_done_callback(self._left_pool)
+            not_ended = [f for f in self._not_ended if not f.done()]
+            not_ended.append(future)
+            self._not_ended = not_ended
+            self.peak_in_pool = max(self.peak_in_pool, len(not_ended))
         self.queue.put(("queued", tag, future))
         return future
-
-    def _left_pool(self, _: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self.in_pool -= 1
 
     def handle(self, item: tuple[str, int, concurrent.futures.Future[Any]]) -> None:
         """In a completing thread: start, finish, or start now and finish later."""
@@ -411,17 +425,6 @@ async def test_simultaneous_completions_with_nothing_after_them_are_delivered(
     assert not errors, errors
     stats = executor.stats()
     assert (stats.in_flight, stats.completed) == (0, ROUNDS * THREADS), stats
-
-
-def start_threads_for(
-    inbox: queue.SimpleQueue[Any], seed: int, handle: Callable[[Any], None]
-) -> list[threading.Thread]:
-    """One thread working through its own inbox."""
-    thread = threading.Thread(
-        target=work_through, args=(inbox, seed, handle), daemon=True
-    )
-    thread.start()
-    return [thread]
 
 
 class ReadHookFuture(concurrent.futures.Future[int]):
