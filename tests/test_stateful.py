@@ -121,9 +121,9 @@ class LeftEarly(Exception):
 
 
 # Where a map's items come from.
-LIST = "list"
-ASYNC = "async generator"
-CRAWLER = "crawler"  # async; item i exists once i - seeds + 1 results arrived
+LIST = "a list"
+ASYNC = "an async generator"
+CRAWLER = "a crawler"  # async; item i exists once i - seeds + 1 results arrived
 # How the consumer leaves a map.
 EXHAUST = "to the end, no async with"
 ASYNC_WITH = "break inside async with"
@@ -523,7 +523,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         without ``async with``): calls not started are cancelled, running
         ones keep their slots.
         """
-        event(f"map over a {source}, left by {leave}")
+        event(f"map over {source}, left by {leave}")
         take = size if leave == EXHAUST else data.draw(st.integers(1, size), "take")
         seeds = data.draw(st.integers(1, size), "seeds") if source == CRAWLER else size
         tags = list(range(self.next_tag, self.next_tag + size))
@@ -704,6 +704,8 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.model_arrive(blocked.tag)
         if self.closed:
             event("a map's item arrives after aclose() began")
+        else:
+            event(f"a blocked map's item arrives: {self.outcome[blocked.tag]}")
         self.step(blocked.release.set)
 
     # -- checks after every step ---------------------------------------------
