@@ -111,7 +111,12 @@ def flood(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def stress(session: nox.Session) -> None:
-    """The generated schedules (tests/test_stateful*.py) with many examples."""
+    """The generated schedules and the storms, with many examples.
+
+    tests/test_stateful*.py (hypothesis's stress profile), the completion and
+    shared-bound storms (more callers and rounds), on asyncio and uvloop;
+    about 10 minutes on two cores.
+    """
     _install(session, "test", extras="uvloop")
     session.env["AIOBOUND_HYPOTHESIS_PROFILE"] = "stress"
     session.run(
@@ -119,6 +124,7 @@ def stress(session: nox.Session) -> None:
         "tests/test_stateful.py",
         "tests/test_shared_bound_storm.py",
         "tests/test_stateful_adaptive.py",
+        "tests/test_completion_storm.py",
         "--timeout=0",
         *session.posargs,
     )

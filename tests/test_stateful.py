@@ -12,6 +12,14 @@ The event loop is created by the machine and driven one step at a time with
 ``run_until_complete``. :class:`TestScheduleOnAsyncio` and
 :class:`TestScheduleOnUvloop` run the same machine on both loops.
 
+Maps take part too: a map run to its end or left early (``async with``,
+bare ``break``, an exception in the loop body) over a list, an async
+generator, or a *crawler* whose next item exists only once the consumer has
+received a result; and maps whose async source blocks across rules, so that
+other callers, cancellations and ``aclose()`` happen while the map awaits
+its source and its item arrives like any other caller. A waiter is also
+cancelled in the same step as another caller arrives, in either order.
+
 Examples per run: a few dozen by default (seconds); many more with
 ``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``).
 """
@@ -20,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, cast
 
 import pytest
@@ -35,12 +45,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound import BoundedLoopExecutor, ClosedError, MapIterator, OverloadedError
 from aiobound._slots import SlotGate
 from conftest import ManualExecutor, SubmitRefused, new_uvloop
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 
 
 P = ParamSpec("P")
@@ -48,7 +58,7 @@ T = TypeVar("T")
 
 settings.register_profile(
     "aiobound-default",
-    max_examples=50,
+    max_examples=25,
     stateful_step_count=30,
     deadline=None,  # a shared CI machine has no reliable clock
     suppress_health_check=[HealthCheck.too_slow],
@@ -58,7 +68,7 @@ settings.register_profile(
 )
 settings.register_profile(
     "stress",
-    max_examples=2000,
+    max_examples=500,
     stateful_step_count=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -107,6 +117,39 @@ class CallModel:
     afut_cancelled: bool = False
 
 
+class LeftEarly(Exception):
+    """Raised in a map's loop body to leave it."""
+
+
+# Where a map's items come from.
+LIST = "a list"
+ASYNC = "an async generator"
+CRAWLER = "a crawler"  # async; item i exists once i - seeds + 1 results arrived
+# How the consumer leaves a map.
+EXHAUST = "to the end, no async with"
+ASYNC_WITH = "break inside async with"
+BREAK = "bare break"
+RAISE = "exception in the body"
+
+
+@dataclasses.dataclass
+class BlockedMap:
+    """A map over an async source that blocks before its only item.
+
+    Its consumer task stands for a caller: once released, the item arrives
+    at the gate like a caller of tag ``tag`` would.
+    """
+
+    tag: int
+    ordered: bool
+    release: asyncio.Event | None = None
+    consumer: asyncio.Task[list[int]] | None = None
+    released: bool = False
+    # Once its call has ended: its value, or None if it failed.
+    ended_with: int | None = None
+    ended: bool = False
+
+
 class ScheduleMachine(RuleBasedStateMachine):
     """The model: who waits (in order), which calls are in the executor, and
     every counter ``stats()`` reports."""
@@ -139,22 +182,28 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.timed_out = 0
         self.closed = False
         self.expected_order: list[int] = []
-        # The callers and what became of them.
-        self.tasks: dict[int, asyncio.Task[asyncio.Future[int]]] = {}
+        # The callers and what became of them (a blocked map's consumer
+        # stands for the caller of its item).
+        self.tasks: dict[int, asyncio.Task[Any]] = {}
+        self.blocked_maps: dict[int, BlockedMap] = {}
         self.outcome: dict[int, str] = {}
         self.afuts: dict[int, asyncio.Future[int]] = {}
         self.closing: asyncio.Task[None] | None = None
-        self.helpers: list[asyncio.Task[None]] = []
+        self.helpers: list[asyncio.Task[Any]] = []
 
     # -- driving the loop ----------------------------------------------------
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
-    async def settle(self) -> None:
-        """Let every ready task and callback run until nothing moves."""
+    async def settle(self, *, deep: bool = False) -> None:
+        """Let every ready task and callback run until nothing moves.
+
+        ``deep``: a map's result goes through more hops (its done callback,
+        the consumer, the source, a background pull) than a caller's.
+        """
         busy = sum(not t.done() for t in self.tasks.values())
-        for _ in range(10 + 4 * busy):
+        for _ in range(10 + 4 * busy + 30 * deep):
             await asyncio.sleep(0)
 
     def step(self, action: Callable[[], object] | None = None) -> None:
@@ -202,6 +251,23 @@ class ScheduleMachine(RuleBasedStateMachine):
         del self.calls[tag]
         self.model_release()
 
+    def model_arrive(self, tag: int) -> None:
+        """Caller ``tag`` asks for a slot now."""
+        self.outcome[tag] = WAITING
+        if self.closed:
+            self.outcome[tag] = CLOSED
+        elif self.in_flight < self.bound and not self.waiters:
+            self.in_flight += 1
+            self.model_submit(tag)
+        elif self.max_pending is not None and len(self.waiters) >= self.max_pending:
+            self.rejected += 1
+            self.outcome[tag] = REJECTED
+        else:
+            self.waiters.append(tag)
+
+    def unreleased_maps(self) -> list[BlockedMap]:
+        return [m for m in self.blocked_maps.values() if not m.released]
+
     # -- rules -----------------------------------------------------------------
 
     @initialize(
@@ -235,17 +301,7 @@ class ScheduleMachine(RuleBasedStateMachine):
         for tag, refuse in zip(tags, refusals, strict=True):
             if refuse:
                 self.manual.refuse.add(tag)
-            self.outcome[tag] = WAITING
-            if self.closed:
-                self.outcome[tag] = CLOSED
-            elif self.in_flight < self.bound and not self.waiters:
-                self.in_flight += 1
-                self.model_submit(tag)
-            elif self.max_pending is not None and len(self.waiters) >= self.max_pending:
-                self.rejected += 1
-                self.outcome[tag] = REJECTED
-            else:
-                self.waiters.append(tag)
+            self.model_arrive(tag)
         self.step(start)
 
     @precondition(lambda self: self.waiters)
@@ -256,6 +312,46 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.waiters.remove(tag)
         self.outcome[tag] = CANCELLED
         self.step(self.tasks[tag].cancel)
+
+    @precondition(lambda self: self.waiters)
+    @rule(data=st.data(), newcomer_first=st.booleans())
+    def cancel_a_waiter_as_another_arrives(
+        self, data: st.DataObject, newcomer_first: bool
+    ) -> None:
+        """A waiter is cancelled and a caller arrives in the same step, with
+        no await between: the cancelled waiter stops counting at once, so the
+        newcomer is neither refused by ``max_pending`` on its account nor
+        queued behind it.
+
+        With ``newcomer_first`` the newcomer's task is created before the
+        cancellation, so it asks the gate before the cancelled task resumes.
+        """
+        victim = data.draw(st.sampled_from(self.waiters), label="victim")
+        tag = self.next_tag
+        self.next_tag += 1
+        event("a waiter is cancelled as another caller arrives")
+        self.waiters.remove(victim)
+        self.outcome[victim] = CANCELLED
+        waiting_after_cancel = len(self.waiters)
+        self.model_arrive(tag)
+        if (
+            self.outcome[tag] == WAITING
+            and self.max_pending == waiting_after_cancel + 1
+        ):
+            event("the newcomer takes the cancelled waiter's place in max_pending")
+
+        def arrive() -> None:
+            self.tasks[tag] = asyncio.ensure_future(self.ex.submit(work, tag))
+
+        def act() -> None:
+            if newcomer_first:
+                arrive()
+            self.tasks[victim].cancel()
+            assert self.ex.stats().waiting == waiting_after_cancel
+            if not newcomer_first:
+                arrive()
+
+        self.step(act)
 
     @precondition(lambda self: self.waiters and self.ex.max_wait is not None)
     @rule(data=st.data())
@@ -296,7 +392,12 @@ class ScheduleMachine(RuleBasedStateMachine):
         if not call.running:  # never runs; the slot is freed at once
             self.cancelled += 1
             self.model_call_ended(tag)
-        self.step(self.afuts[tag].cancel)
+        if tag in self.blocked_maps:
+            # The map's consumer is cancelled while it awaits this call.
+            self.outcome[tag] = CANCELLED
+            self.step(self.tasks[tag].cancel)
+        else:
+            self.step(self.afuts[tag].cancel)
         assert self.manual.by_tag[tag].cancelled() is not call.running
 
     @precondition(lambda self: self.calls)
@@ -333,6 +434,10 @@ class ScheduleMachine(RuleBasedStateMachine):
             self.completed += 1
         else:
             self.failed += 1
+        blocked = self.blocked_maps.get(tag)
+        if blocked is not None and self.outcome[tag] == SUBMITTED:
+            blocked.ended = True
+            blocked.ended_with = value_of(tag) if ok else None
         del self.calls[tag]
         if victim is not None:
             self.outcome[victim] = CANCELLED
@@ -403,64 +508,130 @@ class ScheduleMachine(RuleBasedStateMachine):
         data=st.data(),
         size=st.integers(1, 8),
         ordered=st.booleans(),
+        source=st.sampled_from([LIST, ASYNC, CRAWLER]),
+        leave=st.sampled_from([EXHAUST, ASYNC_WITH, BREAK, RAISE]),
     )
-    def map_with_early_exit(
-        self, data: st.DataObject, size: int, ordered: bool
+    def map_and_leave(
+        self, data: st.DataObject, size: int, ordered: bool, source: str, leave: str
     ) -> None:
-        """Consume ``take`` results of a map, then leave; calls left queued in
-        the executor must be cancelled, running ones keep their slots."""
-        take = data.draw(st.integers(1, size), label="take")
+        """Consume a map's results to the end or ``take`` of them, then leave.
+
+        The calls end in any order, some from another thread. After every
+        step: no more than ``bound`` items pulled ahead of the consumer; every
+        result that can be delivered has been, even while the source is
+        awaited; something is always in the pool while the consumer waits
+        (no deadlock, a crawler included); the counters are exact, and only
+        calls really submitted count in ``in_flight``. After leaving (with or
+        without ``async with``): calls not started are cancelled, running
+        ones keep their slots.
+        """
+        event(f"map over {source}, left by {leave}")
+        take = size if leave == EXHAUST else data.draw(st.integers(1, size), "take")
+        seeds = data.draw(st.integers(1, size), "seeds") if source == CRAWLER else size
         tags = list(range(self.next_tag, self.next_tag + size))
         self.next_tag += size
         first_log = len(self.tags_submitted())
         received: list[int] = []
-        finished: list[int] = []
+        finished: list[int] = []  # in the order the calls ended
+        iterator: list[weakref.ref[MapIterator[int]]] = []
+
+        async def eager() -> AsyncIterator[int]:
+            for tag in tags:
+                yield tag
+
+        async def crawl(more: asyncio.Event) -> AsyncIterator[int]:
+            for index, tag in enumerate(tags):
+                while len(received) <= index - seeds:
+                    more.clear()
+                    await more.wait()
+                yield tag
+
+        def tracked(results: MapIterator[int]) -> MapIterator[int]:
+            iterator.append(weakref.ref(results))
+            return results
 
         async def consume() -> None:
-            results = self.ex.map(work, tags, ordered=ordered)
-            async with results:
-                async for value in results:
+            more = asyncio.Event()
+            items: Iterable[int] | AsyncIterator[int] = (
+                tags if source == LIST else eager() if source == ASYNC else crawl(more)
+            )
+            if leave == ASYNC_WITH:
+                async with tracked(
+                    self.ex.map(work, items, ordered=ordered)
+                ) as results:
+                    async for value in results:
+                        received.append(value)
+                        more.set()
+                        if len(received) == take:
+                            break
+                return
+            # No async with: only the async for refers to the iterator.
+            try:
+                async for value in tracked(self.ex.map(work, items, ordered=ordered)):
                     received.append(value)
-                    if len(received) == take:
+                    more.set()
+                    if len(received) == take and leave != EXHAUST:
+                        if leave == RAISE:
+                            raise LeftEarly
                         break
+            except LeftEarly:
+                pass
 
         async def drive() -> None:
             consumer = asyncio.ensure_future(consume())
             self.helpers.append(consumer)  # cancelled at teardown if stuck
             seen = 0
             while True:
-                await self.settle()
+                await self.settle(deep=True)
                 submitted = self.tags_submitted()[first_log:]
+                in_pool = [t for t in submitted if not self.manual.by_tag[t].done()]
+                self.check_map_step(submitted, in_pool, finished, consumer.done())
                 # Lazy: never more than bound pulled ahead of the consumer.
                 assert len(submitted) - len(received) <= self.ex.bound
-                for tag in submitted[seen:]:
-                    cfut = self.manual.by_tag[tag]
-                    if cfut.cancelled():  # submitted, then the map was left
-                        continue
-                    if data.draw(st.booleans(), label=f"start {tag}"):
-                        assert cfut.set_running_or_notify_cancel()
-                seen = len(submitted)
                 if consumer.done():
                     break
-                pending = [t for t in submitted if not self.manual.by_tag[t].done()]
-                assert pending, "map waits, but none of its calls is in the pool"
+                # Every result that can be delivered was, source awaited or not.
                 if ordered:
-                    tag = pending[0]
+                    deliverable: list[int] = []
+                    for tag in submitted:
+                        if tag not in finished:
+                            break
+                        deliverable.append(value_of(tag))
+                    assert received == deliverable, (received, deliverable)
                 else:
-                    tag = data.draw(st.sampled_from(pending), label="finish")
+                    assert received == [value_of(t) for t in finished]
+                assert in_pool, "deadlock: the consumer waits, nothing is in the pool"
+                for tag in submitted[seen:]:
+                    if data.draw(st.booleans(), label=f"start {tag}"):
+                        assert self.manual.by_tag[tag].set_running_or_notify_cancel()
+                seen = len(submitted)
+                tag = data.draw(st.sampled_from(in_pool), label="finish")
                 cfut = self.manual.by_tag[tag]
                 if not cfut.running():
                     assert cfut.set_running_or_notify_cancel()
-                cfut.set_result(value_of(tag))
                 finished.append(tag)
+                if data.draw(st.booleans(), label="from a thread"):
+                    helper = threading.Thread(
+                        target=cfut.set_result, args=[value_of(tag)]
+                    )
+                    helper.start()
+                    helper.join()
+                else:
+                    cfut.set_result(value_of(tag))
             consumer.result()
+            if iterator[0]() is not None:  # CPython freed it already
+                gc.collect()
+            assert iterator[0]() is None, "the map iterator is kept alive"
+            await self.settle(deep=True)
 
         self.run(drive())
         submitted = self.tags_submitted()[first_log:]
         assert submitted == tags[: len(submitted)]  # in input order
-        assert received == [value_of(t) for t in finished]
+        assert len(received) == take
         if ordered:
-            assert finished == tags[:take]
+            assert received == [value_of(t) for t in tags[:take]]
+        else:
+            assert received == [value_of(t) for t in finished]
         self.submitted += len(submitted)
         self.expected_order += submitted
         self.completed += len(finished)
@@ -476,14 +647,92 @@ class ScheduleMachine(RuleBasedStateMachine):
                 self.in_flight += 1
                 self.calls[tag] = CallModel(tag, running=True, afut_cancelled=True)
 
+    def check_map_step(
+        self, submitted: list[int], in_pool: list[int], finished: list[int], left: bool
+    ) -> None:
+        """During a map: the counters are the model's plus the map's calls."""
+        stats = self.ex.stats()
+        assert not self.manual.violations, self.manual.violations
+        assert stats.in_flight == self.in_flight + len(in_pool), (stats, in_pool)
+        assert stats.waiting == len(self.waiters) == 0, stats
+        assert stats.submitted == self.submitted + len(submitted), stats
+        assert stats.completed == self.completed + len(finished), stats
+        cancelled = len(submitted) - len(finished) - len(in_pool)
+        assert cancelled == 0 or left, (submitted, finished, in_pool)
+        assert stats.cancelled == self.cancelled + cancelled, stats
+
+    @precondition(lambda self: len(self.unreleased_maps()) < 2)
+    @rule(ordered=st.booleans())
+    def start_blocked_map(self, ordered: bool) -> None:
+        """A map whose async source blocks before its only item.
+
+        While it blocks, the map holds no slot and counts nowhere: other
+        callers get slots as if it were not there, and ``aclose()`` does not
+        wait for it (the invariants check both, on the model that ignores
+        it).
+        """
+        blocked = BlockedMap(self.next_tag, ordered)
+        self.next_tag += 1
+
+        async def source(release: asyncio.Event) -> AsyncIterator[int]:
+            await release.wait()
+            yield blocked.tag
+
+        async def consume(release: asyncio.Event) -> list[int]:
+            async with self.ex.map(work, source(release), ordered=ordered) as results:
+                return [value async for value in results]
+
+        def start() -> None:
+            release = blocked.release = asyncio.Event()
+            blocked.consumer = asyncio.ensure_future(consume(release))
+            self.helpers.append(blocked.consumer)
+
+        self.blocked_maps[blocked.tag] = blocked
+        self.step(start)
+
+    @precondition(lambda self: self.unreleased_maps())
+    @rule(data=st.data())
+    def release_blocked_map(self, data: st.DataObject) -> None:
+        """The source yields its item: it arrives like a caller, now.
+
+        After ``aclose()`` began it is refused (``ClosedError`` in its place)
+        and never submitted.
+        """
+        blocked = data.draw(st.sampled_from(self.unreleased_maps()), label="map")
+        blocked.released = True
+        assert blocked.consumer is not None
+        assert blocked.release is not None
+        self.tasks[blocked.tag] = blocked.consumer
+        self.model_arrive(blocked.tag)
+        if self.closed:
+            event("a map's item arrives after aclose() began")
+        else:
+            event(f"a blocked map's item arrives: {self.outcome[blocked.tag]}")
+        self.step(blocked.release.set)
+
     # -- checks after every step ---------------------------------------------
 
     @invariant()
     def callers_got_what_the_model_says(self) -> None:
+        for unreleased in self.unreleased_maps():
+            assert unreleased.consumer is not None
+            assert not unreleased.consumer.done(), unreleased
         for tag, task in self.tasks.items():
             outcome = self.outcome[tag]
+            blocked = self.blocked_maps.get(tag)
             if outcome == WAITING:
                 assert not task.done(), (tag, task)
+            elif outcome == SUBMITTED and blocked is not None:
+                # The map's consumer awaits the call, then gets its result.
+                assert task.done() is blocked.ended, (tag, task)
+                if not blocked.ended:
+                    continue
+                if blocked.ended_with is not None:
+                    assert task.result() == [blocked.ended_with], (tag, task)
+                else:
+                    failure = task.exception()
+                    assert isinstance(failure, CallFailed), (tag, task)
+                    assert failure.args == (tag,)
             elif outcome == SUBMITTED:
                 assert task.done(), (tag, task)
                 _ = self.afuts.setdefault(tag, task.result())
@@ -572,7 +821,8 @@ class ScheduleMachine(RuleBasedStateMachine):
         finally:
             for task in [*self.tasks.values(), *self.helpers]:
                 task.cancel()
-            self.run(asyncio.sleep(0))
+            self.run(self.settle())
+            self.run(self.loop.shutdown_asyncgens())
             self.loop.close()
 
 
