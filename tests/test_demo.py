@@ -230,7 +230,7 @@ def test_demo_plot_names_its_units_and_keeps_every_case_visible() -> None:
     assert ahead_ax.get_yscale() == "symlog"
     for ax in (rss_ax, ahead_ax):
         looks = {(line.get_color(), str(line.get_linestyle())) for line in ax.lines}
-        dashes = {str(line._dash_pattern) for line in ax.lines}  # type: ignore[attr-defined]
+        dashes = {str(line._dash_pattern) for line in ax.lines}  # type: ignore[attr-defined,unused-ignore]
         assert len(looks) == len(dashes) == len(results)
         legend = ax.get_legend()
         assert legend is not None
