@@ -119,6 +119,7 @@ def stress(session: nox.Session) -> None:
         "tests/test_stateful.py",
         "tests/test_shared_bound_storm.py",
         "tests/test_stateful_adaptive.py",
+        "tests/test_stateful_partitions.py",
         "--timeout=0",
         *session.posargs,
     )
