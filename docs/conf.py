@@ -104,7 +104,7 @@ def _resolve_in_aiobound(app, env, node, contnode):
 
 # Classes that users get from aiobound and never construct: their
 # constructors take private objects, so the page shows no signature.
-_NOT_CONSTRUCTED = {"aiobound.MapIterator"}
+_NOT_CONSTRUCTED = {"aiobound.MapIterator", "aiobound.Partition"}
 
 
 def _hide_private_constructor(app, what, name, obj, options, signature, annotation):
