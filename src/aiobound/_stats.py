@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping  # noqa: TC003 - get_type_hints() resolves it
 from dataclasses import dataclass, field
 
 from ._histogram import LatencyHistogram
@@ -141,4 +140,6 @@ class ExecutorStats:
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     latency_short: float | None = None
     latency_no_load: float | None = None
-    partitions: Mapping[str, PartitionStats] = field(default_factory=dict)
+    # A dict, not a Mapping: the public module (where get_type_hints() looks,
+    # as FastAPI does for a response model) has no Mapping in it.
+    partitions: dict[str, PartitionStats] = field(default_factory=dict)
