@@ -236,3 +236,10 @@ def adaptive(session: nox.Session) -> None:
     """Adaptive bounds against fixed ones over a downstream that changes."""
     _install(session, extras="plot")
     session.run("python", "benchmarks/adaptive.py", *session.posargs)
+
+
+@nox.session(default=False)
+def partitions(session: nox.Session) -> None:
+    """Interactive calls' wait next to a saturating batch, with, without partitions."""
+    _install(session)
+    session.run("python", "benchmarks/partitions.py", *session.posargs)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import statistics
 import time
 from typing import Any
 
@@ -48,7 +47,9 @@ def work(_: object = None) -> None:
     time.sleep(S)
 
 
-async def one_case(shape: str, partitioned: bool, items: int, rate: float) -> list[float]:
+async def one_case(
+    shape: str, partitioned: bool, items: int, rate: float
+) -> list[float]:
     """Run one case; return the interactive calls' waits for a slot, in seconds."""
     pool = concurrent.futures.ThreadPoolExecutor(WORKERS)
     executor = BoundedLoopExecutor(
@@ -114,7 +115,8 @@ async def main() -> None:
         f"bound={WORKERS} over ThreadPoolExecutor({WORKERS}), calls of {S * 1e3:g} ms, "
         f"batch of {args.items} items, interactive at {args.rate:g}/s"
     )
-    print(f"{'shape':6} {'partitions':11} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    header = ("shape", "partitions", "calls", "p50 ms", "p99 ms", "max ms")
+    print("{:6} {:11} {:>6} {:>9} {:>9} {:>9}".format(*header))
     for shape in ("map", "flood"):
         p99s = {}
         for partitioned in (False, True):
