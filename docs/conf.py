@@ -58,6 +58,9 @@ nitpick_ignore_regex = [
     ),
     (r"py:.*", r"(aiobound\._\w+\.)?(P|T|A|R|T_co)(\.args|\.kwargs)?"),
     (r"py:class", r"(BaseException|Exception|RuntimeError|object|callable)"),
+    # The builtin ``dict[str, PartitionStats]`` of ExecutorStats' signature,
+    # which the signature parser splits at its comma.
+    (r"py:class", r"dict\[str"),
 ]
 
 html_theme = "furo"
