@@ -7,7 +7,9 @@ limits it picks, through submissions to each partition, completions,
 failures, cancellations (waiting and submitted), resizes and close, on a
 :class:`ManualExecutor`. After every step it checks: never more calls in the
 pool than the bound at their admission; FIFO within each partition; no slot
-idle while anyone waits; each partition's guarantee is ``ceil(share x
+idle while anyone waits; each slot freed goes to the oldest waiter of a
+partition below its guarantee, else to the oldest waiter; each partition's
+guarantee is ``ceil(share x
 bound)`` (at least 1); and every call accounted for exactly once, per
 partition and in total. Profiles as in ``test_stateful.py`` (``nox -s
 stress`` runs many more).
@@ -131,10 +133,22 @@ class PartitionsMachine(RuleBasedStateMachine):
         self.executor.resize(bound)
         self.step()
 
+    def waiting_tags(self) -> list[int]:
+        """Tags of the callers waiting for a slot, oldest first."""
+        submitted = set(self.manual.submit_log)
+        return [
+            tag
+            for tag, task in zip(range(self.next_tag), self.tasks, strict=True)
+            if tag not in submitted and not task.done()
+        ]
+
     @precondition(lambda self: self.manual.pending)
     @rule(data=st.data(), how=st.sampled_from(["ok", "error", "cancel"]))
     def end_a_call(self, data: st.DataObject, how: str) -> None:
         tag = data.draw(st.sampled_from(self.pending()))
+        before = self.executor.stats()
+        waiting = self.waiting_tags()
+        logged = len(self.manual.submit_log)
         future = self.manual.by_tag[tag]
         if how == "ok":
             future.set_result(tag)
@@ -143,6 +157,40 @@ class PartitionsMachine(RuleBasedStateMachine):
         else:
             future.cancel()
         self.step()
+        handed = self.manual.submit_log[logged:]
+        if before.closed:
+            assert handed == []
+            return
+        # Replay the gate's rule: the policy's new bound (set at the sample,
+        # before the release) hands out the slots it adds, then the freed
+        # slot is handed on unless over the bound. Each goes to the oldest
+        # waiter of a partition below its guarantee, else to the oldest.
+        after = self.executor.stats()
+        bound = after.bound
+        held = {name: before.partitions[name].in_flight for name in NAMES}
+        in_use = before.in_flight
+        expected: list[int] = []
+
+        def pick() -> None:
+            below = [
+                t
+                for t in waiting
+                if held[self.partition_of[t]]
+                < after.partitions[self.partition_of[t]].guaranteed
+            ]
+            chosen = below[0] if below else waiting[0]
+            waiting.remove(chosen)
+            held[self.partition_of[chosen]] += 1
+            expected.append(chosen)
+
+        if bound != before.bound:
+            while in_use < bound and waiting:
+                pick()
+                in_use += 1
+        held[self.partition_of[tag]] -= 1
+        if in_use <= bound and waiting:
+            pick()
+        assert handed == expected
 
     @precondition(lambda self: any(not t.done() for t in self.tasks))
     @rule(data=st.data())
