@@ -125,6 +125,7 @@ def stress(session: nox.Session) -> None:
         "tests/test_shared_bound_storm.py",
         "tests/test_stateful_adaptive.py",
         "tests/test_completion_storm.py",
+        "tests/test_stateful_partitions.py",
         "--timeout=0",
         *session.posargs,
     )
@@ -241,3 +242,10 @@ def adaptive(session: nox.Session) -> None:
     """Adaptive bounds against fixed ones over a downstream that changes."""
     _install(session, extras="plot")
     session.run("python", "benchmarks/adaptive.py", *session.posargs)
+
+
+@nox.session(default=False)
+def partitions(session: nox.Session) -> None:
+    """Interactive calls' wait next to a saturating batch, with, without partitions."""
+    _install(session)
+    session.run("python", "benchmarks/partitions.py", *session.posargs)

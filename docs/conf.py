@@ -58,6 +58,9 @@ nitpick_ignore_regex = [
     ),
     (r"py:.*", r"(aiobound\._\w+\.)?(P|T|A|R|T_co)(\.args|\.kwargs)?"),
     (r"py:class", r"(BaseException|Exception|RuntimeError|object|callable)"),
+    # The builtin ``dict[str, PartitionStats]`` of ExecutorStats' signature,
+    # which the signature parser splits at its comma.
+    (r"py:class", r"dict\[str"),
 ]
 
 html_theme = "furo"
@@ -104,7 +107,7 @@ def _resolve_in_aiobound(app, env, node, contnode):
 
 # Classes that users get from aiobound and never construct: their
 # constructors take private objects, so the page shows no signature.
-_NOT_CONSTRUCTED = {"aiobound.MapIterator"}
+_NOT_CONSTRUCTED = {"aiobound.MapIterator", "aiobound.Partition"}
 
 
 def _hide_private_constructor(app, what, name, obj, options, signature, annotation):

@@ -179,9 +179,12 @@ async def test_the_metrics_page_lists_every_metric() -> None:
         BoundedLoopExecutor(
             max_workers=1, bound=Gradient(initial=1, min_samples=1)
         ) as adaptive,
+        BoundedLoopExecutor(
+            max_workers=1, max_pending=1, max_wait=1.0, partitions={"p": 0.5}
+        ) as partitioned,
     ):
         await adaptive.run(abs, -1)  # one window: both latency estimates set
-        collector = ExecutorCollector({"e": executor, "a": adaptive})
+        collector = ExecutorCollector({"e": executor, "a": adaptive, "p": partitioned})
         exported = {
             sample.name
             for family in collector.collect()

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiobound import ExecutorStats, LatencyHistogram, OverloadedError
+from aiobound import ExecutorStats, LatencyHistogram, OverloadedError, PartitionStats
 from aiobound.prometheus import UNEXPORTED_FIELDS, ExecutorCollector
 
 if TYPE_CHECKING:
@@ -29,6 +29,19 @@ class StubExecutor:
 
 
 HISTOGRAM_FIELDS = {"queue_wait", "run_time"}
+
+
+def distinct_partition_stats(start: int) -> tuple[PartitionStats, dict[str, float]]:
+    """PartitionStats whose fields have values no other field has, and the
+    sample each field must yield."""
+    values: dict[str, float | LatencyHistogram] = {}
+    expected: dict[str, float] = {}
+    for n, f in enumerate(dataclasses.fields(PartitionStats)):
+        values[f.name] = float(start + n)
+        expected[f.name] = float(start + n)
+        if f.name in HISTOGRAM_FIELDS:
+            values[f.name] = only_in_inf(start + n)
+    return PartitionStats(**values), expected  # type: ignore[arg-type]
 
 
 def only_in_inf(n: int) -> LatencyHistogram:
@@ -108,6 +121,7 @@ class TestCollector:
         values["closed"] = True
         for name in HISTOGRAM_FIELDS:
             values[name] = only_in_inf(7)
+        values["partitions"] = {}  # type: ignore[assignment]
         stats = ExecutorStats(**values)  # type: ignore[arg-type]
         registry = CollectorRegistry()
         stub = cast("BoundedLoopExecutor", StubExecutor(stats))
@@ -147,13 +161,16 @@ class TestCollector:
         # fails here until it is exported (or, if it is not a number,
         # listed in UNEXPORTED_FIELDS).
         fields = dataclasses.fields(ExecutorStats)
-        values: dict[str, int | bool | LatencyHistogram] = {}
+        values: dict[str, object] = {}
         expected: dict[str, float] = {}  # a sample each field must yield
         for n, f in enumerate(fields):
             values[f.name] = True if f.name == "closed" else 100 + n
             expected[f.name] = 1.0 if f.name == "closed" else 100.0 + n
             if f.name in HISTOGRAM_FIELDS:
                 values[f.name] = only_in_inf(100 + n)  # its _count and _sum
+        # The partitions: each of their fields under the partition label.
+        part, part_expected = distinct_partition_stats(500)
+        values["partitions"] = {"p": part}
         stats = ExecutorStats(**values)  # type: ignore[arg-type]
         registry = CollectorRegistry()
         stub = cast("BoundedLoopExecutor", StubExecutor(stats))
@@ -167,9 +184,20 @@ class TestCollector:
         missing = [
             f.name
             for f in fields
-            if f.name not in UNEXPORTED_FIELDS and expected[f.name] not in samples
+            if f.name not in UNEXPORTED_FIELDS
+            and f.name != "partitions"
+            and expected[f.name] not in samples
         ]
         assert missing == []
+        part_samples = {
+            s.value
+            for family in registry.collect()
+            for s in family.samples
+            if s.labels == {"executor": "s", "partition": "p"}
+        }
+        assert [
+            name for name, value in part_expected.items() if value not in part_samples
+        ] == []
         for name in UNEXPORTED_FIELDS:
             assert not isinstance(getattr(stats, name), (int, float)), name
 
@@ -252,3 +280,31 @@ class TestCollector:
         registry.register(ExecutorCollector({"t": make_executor(max_workers=1)}))
         text = await asyncio.to_thread(generate_latest, registry)
         assert b'aiobound_bound{executor="t"} 2.0' in text
+
+
+class TestPartitions:
+    async def test_partition_metrics_carry_a_partition_label(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(
+            max_workers=2, partitions={"interactive": 0.75, "batch": 0.25}
+        )
+        await executor.partition("batch").run(abs, -1)
+        await executor.partition("batch").run(abs, -2)
+        await executor.run(abs, -3)
+        registry = CollectorRegistry()
+        registry.register(ExecutorCollector({"e": executor}))
+
+        def part(name: str, partition: str) -> float | None:
+            return registry.get_sample_value(
+                name, {"executor": "e", "partition": partition}
+            )
+
+        assert part("aiobound_partition_completed_total", "batch") == 2
+        assert part("aiobound_partition_completed_total", "interactive") == 0
+        assert part("aiobound_partition_completed_total", "default") == 1
+        assert part("aiobound_partition_guaranteed", "interactive") == 3
+        assert part("aiobound_partition_share", "batch") == 0.25
+        assert part("aiobound_partition_run_time_seconds_count", "batch") == 2
+        assert part("aiobound_partition_max_pending", "batch") is None
+        assert sample(registry, "aiobound_completed_total", "e") == 3

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ._errors import ClosedError as ClosedError
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
+from ._executor import Partition as Partition
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._limits import AIMD as AIMD
 from ._limits import Gradient as Gradient
@@ -23,6 +24,7 @@ from ._observe import CallObserver as CallObserver
 from ._shared import SharedBound as SharedBound
 from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
+from ._stats import PartitionStats as PartitionStats
 from ._sync import BoundedExecutor as BoundedExecutor
 
 __version__ = "0.1.0"
@@ -39,6 +41,8 @@ __all__ = (
     "LimitPolicy",
     "MapIterator",
     "OverloadedError",
+    "Partition",
+    "PartitionStats",
     "SharedBound",
     "SharedBoundStats",
 )

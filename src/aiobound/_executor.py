@@ -12,6 +12,7 @@ import concurrent.futures
 import os
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
@@ -28,6 +29,7 @@ from ._histogram import Recorder
 from ._limits import LimitPolicy
 from ._map import MapIterator, MapPort, make_map
 from ._observe import CallObserver, Observed
+from ._partitions import Part, PartitionedGate, check_partitions
 from ._process import (
     OwnedProcessPool,
     explain_broken_pool,
@@ -37,21 +39,22 @@ from ._process import (
 from ._rate import RateLimiter
 from ._shared import LoopView, SharedBound, check_bound
 from ._slots import SlotGate
-from ._stats import ExecutorStats
+from ._stats import ExecutorStats, PartitionStats
 from ._submit import handover_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable
+    from collections.abc import AsyncIterable, Callable, Iterable, Mapping
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
     from typing_extensions import Self
 
-__all__ = ("BoundedLoopExecutor",)
+__all__ = ("BoundedLoopExecutor", "Partition")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 A = TypeVar("A")
+R = TypeVar("R")
 
 # The stdlib pools whose worker count is read, for the default bound, from
 # their ``_max_workers`` attribute (present on 3.10 to 3.13; a test checks it).
@@ -116,11 +119,25 @@ class BoundedLoopExecutor:
             back after an idle spell (default 1: none). Over any window of
             ``t`` seconds at most ``burst + t * max_per_second`` calls start.
             Refused without ``max_per_second``, where it would mean nothing.
+        partitions: Guaranteed shares of the bound, by partition name (for
+            example ``{"interactive": 0.8, "batch": 0.2}``; each share in
+            ``(0, 1]``, their sum at most 1). Calls go to a partition
+            through :meth:`partition`; calls made on the executor itself
+            belong to ``"default"`` (declared, or else implicit with the
+            share left over). Under contention a partition gets at least
+            ``ceil(share x bound)`` slots (at least 1): each slot freed goes
+            first to the oldest waiter of a partition below its guarantee,
+            else to the oldest waiter overall, so idle capacity is borrowed
+            by whoever waits. FIFO within a partition; ``max_pending`` and
+            ``max_wait`` apply to each partition separately. Works with an
+            int bound or a limit policy (the guarantees follow the bound),
+            not with a :class:`SharedBound`. ``None`` (default): none.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
-            with ``max_workers``, ``burst`` without ``max_per_second``, or
-            ``bound`` is missing for an executor whose size is unknown.
+            with ``max_workers``, ``burst`` without ``max_per_second``,
+            ``bound`` is missing for an executor whose size is unknown, or
+            ``partitions`` is given with a :class:`SharedBound`.
         ValueError: an argument is out of range, or ``copy_context=True``
             is asked of a process pool.
 
@@ -141,10 +158,12 @@ class BoundedLoopExecutor:
         "_failed",
         "_gate",
         "_handover",
+        "_lanes",
         "_loop",
         "_observed",
         "_on_end",
         "_owns_executor",
+        "_partitions",
         "_plain_admission",
         "_policy",
         "_process_pool",
@@ -166,9 +185,11 @@ class BoundedLoopExecutor:
         max_wait: float | None = None,
         max_per_second: float | None = None,
         burst: int | None = None,
+        partitions: Mapping[str, float] | None = None,
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound)
+        shares = _check_partitions(partitions, bound)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -208,7 +229,7 @@ class BoundedLoopExecutor:
         elif bound is None:
             assert isinstance(workers, int)
             bound = 2 * workers
-        self._setup(executor, owned, None, bound, limits, copy_context, policy)
+        self._setup(executor, owned, None, bound, limits, copy_context, policy, shares)
 
     @classmethod
     def process(
@@ -223,6 +244,7 @@ class BoundedLoopExecutor:
         mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
+        partitions: Mapping[str, float] | None = None,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -246,6 +268,7 @@ class BoundedLoopExecutor:
                 deadlock the workers.
             initializer: Called with ``*initargs`` in each worker at start.
             initargs: Arguments for ``initializer`` (only with it).
+            partitions: As in the constructor.
 
         Functions and arguments are pickled: functions must be defined at
         the top level of an importable module. Calls run in the worker's own
@@ -266,6 +289,7 @@ class BoundedLoopExecutor:
         """
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound)
+        shares = _check_partitions(partitions, bound)
         limits = Limits(max_pending, max_wait, max_per_second, burst)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         if policy is not None:
@@ -283,6 +307,7 @@ class BoundedLoopExecutor:
             limits,
             None,
             policy,
+            shares,
         )
         return self
 
@@ -295,6 +320,7 @@ class BoundedLoopExecutor:
         limits: Limits,
         copy_context: bool | None = None,
         policy: LimitPolicy | None = None,
+        shares: dict[str, float] | None = None,
     ) -> None:
         """Assemble the pieces; the arguments are already checked."""
         to_processes = isinstance(executor, ProcessPoolExecutor)
@@ -315,11 +341,20 @@ class BoundedLoopExecutor:
             to_processes=to_processes,
             owned=process_pool,
         )
-        self._gate: SlotGate | LoopView = (
-            SlotGate(bound, limits.max_pending, limits.max_wait)
-            if isinstance(bound, int)
-            else LoopView(bound, limits.max_pending, limits.max_wait)
-        )
+        self._gate: SlotGate | LoopView | PartitionedGate
+        self._partitions: PartitionedGate | None = None
+        if shares is not None:
+            assert isinstance(bound, int)
+            self._gate = self._partitions = PartitionedGate(
+                bound, shares, limits.max_pending, limits.max_wait
+            )
+        elif isinstance(bound, int):
+            self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
+        else:
+            self._gate = LoopView(bound, limits.max_pending, limits.max_wait)
+        # With partitions: the partition of each call submitted through one
+        # (calls absent here are the "default" partition's).
+        self._lanes: dict[concurrent.futures.Future[Any], Part] = {}
         self._policy = policy
         self._rate = (
             None
@@ -335,7 +370,9 @@ class BoundedLoopExecutor:
         self._admit = self._acquire_and_start
         # No rate limit and no observer: a free slot is taken in submit itself.
         self._plain_admission = self._rate is None
-        self._on_end = self._call_ended
+        self._on_end = (
+            self._call_ended if shares is None else self._call_ended_partitioned
+        )
         self._observed: Observed | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: Bridge | None = None
@@ -452,7 +489,62 @@ class BoundedLoopExecutor:
             else self._process_pool.restarts,
             latency_short=None if policy is None else policy.latency_short,
             latency_no_load=None if policy is None else policy.latency_no_load,
+            partitions={} if self._partitions is None else self._partition_stats(),
         )
+
+    def _partition_stats(self) -> dict[str, PartitionStats]:
+        gate = self._partitions
+        assert gate is not None
+        default = gate.default
+        # Calls submitted on the executor itself are counted only in total.
+        others = sum(p.submitted for p in gate.parts() if p is not default)
+        return {
+            part.name: PartitionStats(
+                share=part.share,
+                guaranteed=part.guaranteed,
+                in_flight=part.in_use,
+                waiting=part.waiting,
+                max_pending=part.max_pending,
+                max_wait=part.max_wait,
+                peak_in_flight=part.peak_in_use,
+                submitted=self._submitted - others
+                if part is default
+                else part.submitted,
+                completed=part.completed,
+                failed=part.failed,
+                cancelled=part.cancelled,
+                rejected=part.rejected,
+                timed_out=part.timed_out,
+                queue_wait_avg=part.wait_average,
+                queue_wait_max=part.wait_maximum,
+                queue_wait=part.wait_histogram(),
+                run_time=part.run_time.snapshot(),
+            )
+            for part in gate.parts()
+        }
+
+    def partition(self, name: str) -> Partition:
+        """The partition called *name*: its ``submit``, ``run`` and ``map``.
+
+        Calls made through it wait in that partition's FIFO queue and count
+        against its share (see ``partitions`` in the constructor). The
+        object is cheap and may be kept; ``"default"`` is the partition of
+        the calls made on the executor itself.
+
+        Raises:
+            TypeError: *name* is not a str.
+            KeyError: no partition has that name.
+            RuntimeError: the executor was made without ``partitions``.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        gate = self._partitions
+        if gate is None:
+            raise RuntimeError(
+                f"{self!r} has no partitions; declare them with "
+                "BoundedLoopExecutor(partitions={...})"
+            )
+        return Partition(self, gate.part(name))
 
     def __repr__(self) -> str:
         gate = self._gate
@@ -550,14 +642,159 @@ class BoundedLoopExecutor:
         assert self._bridge is not None
         return self._bridge.chain(cfut, explain)
 
+    # -- submission through a partition ----------------------------------------
+
+    async def _submit_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        """:meth:`submit` on *part*'s account."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._bind()
+        fn_object: object = fn
+        if not callable(fn_object) or is_async_function(fn_object):
+            check_callable("fn", fn_object)
+        if self._rate is None and part.try_acquire():
+            return self._start_in(part, fn, args, kwargs)
+        return await self._acquire_and_start_in(part, fn, args, kwargs)
+
+    async def _acquire_and_start_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        """:meth:`_acquire_and_start` on *part*'s account."""
+        if not part.try_acquire():
+            await part.acquire()
+        if self._rate is not None or part.closed:
+            await self._wait_turn_in(part)
+        return self._start_in(part, fn, args, kwargs)
+
+    async def _wait_turn_in(self, part: Part) -> None:
+        """:meth:`_wait_turn`, the slot held on *part*'s account."""
+        try:
+            if self._rate is not None and not part.closed:
+                await self._rate.wait_turn()
+            if part.closed:
+                raise closed_while_waiting()
+        except BaseException:
+            part.release()
+            raise
+
+    def _start_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        """:meth:`_start`, the slot held on *part*'s account."""
+        self._submitted += 1
+        part.submitted += 1
+        explainer = self._explainer
+        explain = None if explainer is None else explainer(fn, args, kwargs)
+        try:
+            cfut = self._handover(self._executor, fn, args, kwargs)
+        except BaseException as exc:
+            cfut = self._submit_failed(exc, fn, args, kwargs, part)
+        self._calls[cfut] = time.monotonic()
+        self._lanes[cfut] = part
+        assert self._bridge is not None
+        return self._bridge.chain(cfut, explain)
+
+    def _reserve_now_in(self, part: Part) -> bool:
+        if not part.has_free_slot():
+            return False
+        rate = self._rate
+        if rate is not None and not rate.try_start():
+            return False
+        return part.try_take()
+
+    async def _start_on_turn_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        await self._wait_turn_in(part)
+        return self._start_in(part, fn, args, kwargs)
+
+    def _map_in(
+        self,
+        part: Part,
+        fn: Callable[[A], T],
+        items: Iterable[A] | AsyncIterable[A],
+        ordered: bool,
+        chunksize: int | None,
+    ) -> MapIterator[T]:
+        """:meth:`map` on *part*'s account."""
+        chunksize = self._check_map(fn, ordered, chunksize)
+        port = MapPort(
+            bind=self._bind_running,
+            bound=self._current_bound,
+            reserve_now=part.try_take
+            if self._rate is None
+            else partial(self._reserve_now_in, part),
+            release=part.release,
+            start_reserved=partial(self._start_in, part),
+            start=partial(self._acquire_and_start_in, part),
+            rate_limited=self._rate is not None,
+            reserve_slot_now=part.try_take,
+            start_on_turn=partial(self._start_on_turn_in, part),
+        )
+        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
+
+    def _call_ended_partitioned(
+        self, cfut: concurrent.futures.Future[Any], outcome: int
+    ) -> bool:
+        """:meth:`_call_ended`, releasing into the call's partition."""
+        gate = self._partitions
+        assert gate is not None
+        part = self._lanes.pop(cfut, gate.default)
+        started = self._calls.pop(cfut, None)
+        if self._policy is not None and started is not None and outcome != CANCELLED:
+            self._sample(cfut, outcome, started)
+        part.release()
+        if outcome == COMPLETED:
+            self._completed += 1
+            part.completed += 1
+            if started is not None:
+                ran = time.monotonic() - started
+                self._run_histogram.record(ran)
+                part.run_time.record(ran)
+        elif outcome == FAILED:
+            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
+                self._cancelled += 1
+                part.cancelled += 1
+            else:
+                self._failed += 1
+                part.failed += 1
+                if started is not None:
+                    ran = time.monotonic() - started
+                    self._run_histogram.record(ran)
+                    part.run_time.record(ran)
+        else:
+            self._cancelled += 1
+            part.cancelled += 1
+        return gate.closed
+
     def _submit_failed(
         self,
         exc: BaseException,
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        part: Part | None = None,
     ) -> concurrent.futures.Future[T]:
         """The executor's ``submit`` raised *exc*; the caller holds a slot.
+
+        The slot is held on *part*'s account if given, else on the gate's.
 
         An owned pool that is broken is replaced and the call submitted to
         the new one. Otherwise the slot is freed and the error raised; for a
@@ -574,7 +811,13 @@ class BoundedLoopExecutor:
             else:
                 error = explain_broken_pool(exc, self._executor)
         self._failed += 1
-        self._gate.release()
+        if part is not None:
+            part.failed += 1
+            part.release()
+        else:
+            if self._partitions is not None:
+                self._partitions.default.failed += 1
+            self._gate.release()
         raise error
 
     def _call_ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
@@ -642,6 +885,10 @@ class BoundedLoopExecutor:
             )
         if self._observed is not None:
             raise RuntimeError(f"{self!r} already has an observer")
+        if self._partitions is not None:
+            raise RuntimeError(
+                f"{self!r} has partitions: observers are not supported with them"
+            )
         observed = Observed(observer, self._handover)
         self._observed = observed
         self._handover = observed.handover
@@ -744,14 +991,7 @@ class BoundedLoopExecutor:
                 ``chunksize`` is not an int.
             ValueError: ``chunksize`` is below 1.
         """
-        check_callable("fn", fn)
-        if not isinstance(ordered, bool):
-            raise TypeError(f"ordered must be a bool, got {ordered!r}")
-        if chunksize is None:
-            if not self._to_processes:
-                chunksize = 1
-        else:
-            check_int("chunksize", chunksize, 1)
+        chunksize = self._check_map(fn, ordered, chunksize)
         gate = self._gate
         port = MapPort(
             bind=self._bind_running,
@@ -765,6 +1005,20 @@ class BoundedLoopExecutor:
             start_on_turn=self._start_on_turn,
         )
         return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
+
+    def _check_map(
+        self, fn: object, ordered: object, chunksize: int | None
+    ) -> int | None:
+        """Check :meth:`map`'s arguments; return the chunk size to use."""
+        check_callable("fn", fn)
+        if not isinstance(ordered, bool):
+            raise TypeError(f"ordered must be a bool, got {ordered!r}")
+        if chunksize is None:
+            if not self._to_processes:
+                chunksize = 1
+        else:
+            check_int("chunksize", chunksize, 1)
+        return chunksize
 
     # The map's side of the executor (see MapPort).
 
@@ -944,3 +1198,100 @@ class BoundedLoopExecutor:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _check_partitions(
+    partitions: object, bound: int | SharedBound | None
+) -> dict[str, float] | None:
+    """Check ``partitions=`` against the kind of bound it is given with."""
+    if partitions is None:
+        return None
+    if isinstance(bound, SharedBound):
+        raise TypeError(
+            "partitions cannot be used with a SharedBound: give an int bound "
+            "or a limit policy"
+        )
+    return check_partitions(partitions)
+
+
+class Partition:
+    """One partition of a :class:`BoundedLoopExecutor`, from its ``partition()``.
+
+    Its :meth:`submit`, :meth:`run` and :meth:`map` behave as the
+    executor's, with the wait for a slot in this partition's FIFO queue and
+    the slot counted against its share. Closing, resizing and the other
+    settings are the executor's.
+    """
+
+    __slots__ = ("_executor", "_part")
+
+    def __init__(self, executor: BoundedLoopExecutor, part: Part) -> None:
+        self._executor = executor
+        self._part = part
+
+    @property
+    def name(self) -> str:
+        """The partition's name."""
+        return self._part.name
+
+    @property
+    def executor(self) -> BoundedLoopExecutor:
+        """The executor this partition belongs to."""
+        return self._executor
+
+    def __repr__(self) -> str:
+        part = self._part
+        return (
+            f"<Partition {part.name!r} of {self._executor!r} "
+            f"guaranteed={part.guaranteed} in_flight={part.in_use} "
+            f"waiting={part.waiting}>"
+        )
+
+    def stats(self) -> PartitionStats:
+        """This partition's stats (as in ``executor.stats().partitions``)."""
+        return self._executor.stats().partitions[self._part.name]
+
+    async def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[R]:
+        """:meth:`BoundedLoopExecutor.submit`, in this partition.
+
+        Raises:
+            OverloadedError: ``max_pending`` callers of this partition
+                already wait, or this one waited ``max_wait`` seconds.
+            ClosedError: the executor was closed before or during the wait.
+            TypeError, RuntimeError, Exception: as the executor's ``submit``.
+
+        Cancellation: as the executor's ``submit``: while waiting, nothing
+        is submitted and no slot is held, and the caller stops counting as a
+        waiter of this partition at once.
+        """
+        return await self._executor._submit_in(self._part, fn, args, kwargs)
+
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """:meth:`BoundedLoopExecutor.run`, in this partition.
+
+        Raises what :meth:`submit` raises, then whatever ``fn`` raised.
+        Cancellation: as the executor's ``run``.
+        """
+        fut = await self._executor._submit_in(self._part, fn, args, kwargs)
+        return await fut
+
+    def map(
+        self,
+        fn: Callable[[A], R],
+        items: Iterable[A] | AsyncIterable[A],
+        /,
+        *,
+        ordered: bool = True,
+        chunksize: int | None = None,
+    ) -> MapIterator[R]:
+        """:meth:`BoundedLoopExecutor.map`, in this partition.
+
+        The window of items read ahead is the executor's bound; the slots
+        are taken on this partition's account.
+
+        Raises:
+            TypeError, ValueError: as the executor's ``map``.
+        """
+        return self._executor._map_in(self._part, fn, items, ordered, chunksize)

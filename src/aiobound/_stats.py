@@ -6,7 +6,58 @@ from dataclasses import dataclass, field
 
 from ._histogram import LatencyHistogram
 
-__all__ = ("ExecutorStats",)
+__all__ = ("ExecutorStats", "PartitionStats")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStats:
+    """A point-in-time view of one partition of a :class:`BoundedLoopExecutor`.
+
+    The fields mean what :class:`ExecutorStats`' fields of the same name
+    mean, counted over this partition's calls only; the executor's own
+    fields add up every partition's (``peak_in_flight`` and
+    ``queue_wait_max`` excepted: highest and longest over all).
+
+    Attributes:
+        share: The share of the bound declared for this partition (for the
+            implicit ``"default"`` partition, the share left over, possibly 0).
+        guaranteed: Slots guaranteed under contention now:
+            ``ceil(share x bound)``, at least 1 (0 for a share of 0).
+        in_flight: Slots held by this partition's calls right now (more than
+            ``guaranteed`` when it borrows idle capacity).
+        waiting: This partition's callers waiting for a slot.
+        max_pending: Most callers allowed to wait in this partition.
+        max_wait: Seconds a caller may wait for a slot in this partition.
+        peak_in_flight: Highest ``in_flight`` of this partition.
+        submitted: This partition's calls handed to the underlying executor.
+        completed: This partition's calls that returned a value.
+        failed: This partition's calls that raised, or that the pool refused.
+        cancelled: This partition's calls cancelled before they started.
+        rejected: Callers refused at once: ``max_pending`` already waited.
+        timed_out: Callers refused after waiting ``max_wait``.
+        queue_wait_avg: Mean wait for a slot of this partition's calls.
+        queue_wait_max: Longest wait for a slot of this partition's calls.
+        queue_wait: Histogram of this partition's waits for a slot.
+        run_time: Histogram of this partition's calls' run times.
+    """
+
+    share: float
+    guaranteed: int
+    in_flight: int
+    waiting: int
+    max_pending: int | None
+    max_wait: float | None
+    peak_in_flight: int
+    submitted: int
+    completed: int
+    failed: int
+    cancelled: int
+    rejected: int
+    timed_out: int
+    queue_wait_avg: float
+    queue_wait_max: float
+    queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
+    run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +113,9 @@ class ExecutorStats:
         latency_no_load: With a :class:`~aiobound.Gradient` policy, its
             estimate of the calls' own latency with no queueing, in seconds;
             ``None`` otherwise or before it is measured.
+        partitions: With ``partitions=``, each partition's stats by name
+            (including ``"default"``, the partition of calls made on the
+            executor itself); empty without partitions.
     """
 
     bound: int
@@ -86,3 +140,6 @@ class ExecutorStats:
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     latency_short: float | None = None
     latency_no_load: float | None = None
+    # A dict, not a Mapping: the public module (where get_type_hints() looks,
+    # as FastAPI does for a response model) has no Mapping in it.
+    partitions: dict[str, PartitionStats] = field(default_factory=dict)

@@ -36,6 +36,21 @@ Exposed metrics (label ``executor``, the name given to :meth:`track`):
   :class:`~aiobound.LatencyHistogram`; ``histogram_quantile()`` gives their
   quantiles.
 
+With ``partitions=`` (see :meth:`~aiobound.BoundedLoopExecutor.partition`),
+each partition's stats are exported too, under the same names with
+``partition_`` after the namespace and the labels ``executor`` and
+``partition``: gauges ``aiobound_partition_share``,
+``aiobound_partition_guaranteed``, ``aiobound_partition_in_flight``,
+``aiobound_partition_waiting``, ``aiobound_partition_max_pending``,
+``aiobound_partition_max_wait_seconds``, ``aiobound_partition_peak_in_flight``,
+``aiobound_partition_queue_wait_avg_seconds`` and
+``aiobound_partition_queue_wait_max_seconds``; counters
+``aiobound_partition_submitted_total``, ``..._completed_total``,
+``..._failed_total``, ``..._cancelled_total``, ``..._rejected_total`` and
+``..._timed_out_total``; histograms ``aiobound_partition_queue_wait_seconds``
+and ``aiobound_partition_run_time_seconds``. The executor's own metrics stay
+the totals over its partitions.
+
 Every field of :class:`~aiobound.ExecutorStats` is exported (the tests check
 it field by field); :data:`UNEXPORTED_FIELDS` would name a field that is not
 a number, and is empty.
@@ -63,13 +78,19 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from aiobound import BoundedLoopExecutor, ExecutorStats, LatencyHistogram
+    from aiobound import (
+        BoundedLoopExecutor,
+        ExecutorStats,
+        LatencyHistogram,
+        PartitionStats,
+    )
 
 __all__ = ("UNEXPORTED_FIELDS", "ExecutorCollector")
 
 UNEXPORTED_FIELDS: tuple[str, ...] = ()
 """Fields of ``ExecutorStats`` with no metric: only ones that are not numbers
-(a Prometheus sample is a number). None today; ``closed`` is exported as 0/1."""
+(a Prometheus sample is a number). None today; ``closed`` is exported as 0/1,
+and ``partitions`` as the ``aiobound_partition_*`` metrics."""
 
 # (metric name after the namespace, ExecutorStats field, help text)
 _GAUGES = (
@@ -142,6 +163,40 @@ _HISTOGRAMS = (
 )
 
 
+# Each partition's stats (PartitionStats), labels executor and partition.
+_PARTITION_GAUGES = (
+    ("share", "share", "The partition's declared share of the bound."),
+    ("guaranteed", "guaranteed", "Slots guaranteed to the partition under contention."),
+    ("in_flight", "in_flight", "The partition's calls holding a slot."),
+    ("waiting", "waiting", "The partition's coroutines waiting for a slot."),
+    ("max_pending", "max_pending", "Most coroutines allowed to wait, per partition."),
+    ("max_wait_seconds", "max_wait", "Longest a coroutine may wait, per partition."),
+    ("peak_in_flight", "peak_in_flight", "Highest in_flight of the partition."),
+    (
+        "queue_wait_avg_seconds",
+        "queue_wait_avg",
+        "Mean wait for a slot of the partition's calls granted one.",
+    ),
+    (
+        "queue_wait_max_seconds",
+        "queue_wait_max",
+        "Longest wait for a slot of a partition's call granted one.",
+    ),
+)
+_PARTITION_COUNTERS = (
+    ("submitted", "submitted", "The partition's calls handed to the pool."),
+    ("completed", "completed", "The partition's calls that returned a value."),
+    ("failed", "failed", "The partition's calls that raised or were refused."),
+    ("cancelled", "cancelled", "The partition's calls cancelled before starting."),
+    ("rejected", "rejected", "The partition's callers refused at once (max_pending)."),
+    ("timed_out", "timed_out", "The partition's callers refused after max_wait."),
+)
+_PARTITION_HISTOGRAMS = (
+    ("queue_wait_seconds", "queue_wait", "Wait for a slot of the partition's calls."),
+    ("run_time_seconds", "run_time", "Time of the partition's calls in the pool."),
+)
+
+
 class ExecutorCollector:
     """A prometheus-client collector for one or more executors.
 
@@ -185,14 +240,32 @@ class ExecutorCollector:
         (and refuse duplicates) without reading any executor.
         """
         gauges, counters, histograms = self._families()
-        return [family for _, family in (*gauges, *counters, *histograms)]
+        p_gauges, p_counters, p_histograms = self._partition_families()
+        families: list[Metric] = []
+        for group in (gauges, counters, histograms, p_gauges, p_counters):
+            families += [family for _, family in group]
+        return families + [family for _, family in p_histograms]
 
     def collect(self) -> Iterator[Metric]:
         """Yield every metric family, with one sample per tracked executor."""
         with self._lock:
             snapshot = [(name, ex.stats()) for name, ex in self._executors.items()]
         gauges, counters, histograms = self._families()
+        p_gauges, p_counters, p_histograms = self._partition_families()
         for name, stats in snapshot:
+            for partition, part in stats.partitions.items():
+                labels = [name, partition]
+                for field, gauge in p_gauges:
+                    value = _value(part, field)
+                    if value is not None:
+                        gauge.add_metric(labels, value)
+                for field, counter in p_counters:
+                    counter.add_metric(labels, float(getattr(part, field)))
+                for field, family in p_histograms:
+                    part_histogram: LatencyHistogram = getattr(part, field)
+                    family.add_metric(
+                        labels, _buckets(part_histogram), part_histogram.sum
+                    )
             for field, gauge in gauges:
                 value = _value(stats, field)
                 if value is not None:
@@ -210,6 +283,35 @@ class ExecutorCollector:
             yield counter
         for _, family in histograms:
             yield family
+        for _, gauge in p_gauges:
+            yield gauge
+        for _, counter in p_counters:
+            yield counter
+        for _, family in p_histograms:
+            yield family
+
+    def _partition_families(
+        self,
+    ) -> tuple[
+        list[tuple[str, GaugeMetricFamily]],
+        list[tuple[str, CounterMetricFamily]],
+        list[tuple[str, HistogramMetricFamily]],
+    ]:
+        prefix = self._namespace + "_partition_"
+        labels = ["executor", "partition"]
+        gauges = [
+            (field, GaugeMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _PARTITION_GAUGES
+        ]
+        counters = [
+            (field, CounterMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _PARTITION_COUNTERS
+        ]
+        histograms = [
+            (field, HistogramMetricFamily(prefix + name, doc, labels=labels))
+            for name, field, doc in _PARTITION_HISTOGRAMS
+        ]
+        return gauges, counters, histograms
 
     def _families(
         self,
@@ -242,7 +344,7 @@ def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
     return [(le, float(n)) for le, n in zip(bounds, histogram.counts, strict=True)]
 
 
-def _value(stats: ExecutorStats, field: str) -> float | None:
+def _value(stats: ExecutorStats | PartitionStats, field: str) -> float | None:
     """Return the field of *stats* as a sample value (None: no sample)."""
     value: float | None = getattr(stats, field)
     if value is None:

@@ -1,0 +1,300 @@
+"""Generated schedules over partitions: shares of a fixed or adaptive bound.
+
+Hypothesis drives an executor with three partitions (two declared, and the
+``"default"`` one of calls made on the executor itself), a per-partition
+``max_pending`` and either a fixed bound it resizes or a limit policy whose
+limits it picks, through submissions to each partition, completions,
+failures, cancellations (waiting and submitted), resizes and close, on a
+:class:`ManualExecutor`. After every step it checks: never more calls in the
+pool than the bound at their admission; FIFO within each partition; no slot
+idle while anyone waits; each slot freed goes to the oldest waiter of a
+partition below its guarantee, else to the oldest waiter; each partition's
+guarantee is ``ceil(share x
+bound)`` (at least 1); and every call accounted for exactly once, per
+partition and in total. Profiles as in ``test_stateful.py`` (``nox -s
+stress`` runs many more).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from aiobound import (
+    BoundedLoopExecutor,
+    ClosedError,
+    LimitPolicy,
+    OverloadedError,
+    Partition,
+)
+from aiobound._partitions import guaranteed_slots
+from conftest import ManualExecutor, new_uvloop
+
+STRESS = os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE") == "stress"
+SETTINGS = settings(
+    max_examples=1000 if STRESS else 30,
+    stateful_step_count=40 if STRESS else 25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+SHARES = {"interactive": 0.5, "batch": 0.25}
+NAMES = ("interactive", "batch", "default")
+
+
+class Chosen(LimitPolicy):
+    """Answers, at each sample, the next limit hypothesis queued (or keeps)."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 6, 3)
+        self.answers: list[int] = []
+
+    @property
+    def latency_short(self) -> float | None:
+        return None
+
+    def on_sample(
+        self, now: float, latency: float, in_flight: int, dropped: bool
+    ) -> int:
+        if self.answers:
+            self._set(self.answers.pop(0))
+        return self.limit
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class PartitionsMachine(RuleBasedStateMachine):
+    loop_factory: Any = asyncio.new_event_loop
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = type(self).loop_factory()
+        self.policy: Chosen | None = None
+        self.manual = ManualExecutor(cap=lambda: self.executor.bound)
+        self.executor = BoundedLoopExecutor(
+            executor=self.manual, bound=3, max_pending=3, partitions=SHARES
+        )
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.partition_of: dict[int, str] = {}
+        self.next_tag = 0
+        self.closing: asyncio.Task[None] | None = None
+        self.started = False
+
+    def step(self) -> None:
+        self.loop.run_until_complete(_settle())
+
+    def pending(self) -> list[int]:
+        return sorted(t for t in self.manual.pending if isinstance(t, int))
+
+    @precondition(lambda self: not self.started)
+    @rule()
+    def use_a_limit_policy(self) -> None:
+        self.policy = Chosen()
+        self.executor = BoundedLoopExecutor(
+            executor=self.manual, bound=self.policy, max_pending=3, partitions=SHARES
+        )
+
+    @rule(name=st.sampled_from(NAMES), n=st.integers(1, 4))
+    def arrive(self, name: str, n: int) -> None:
+        self.started = True
+        target: BoundedLoopExecutor | Partition = (
+            self.executor if name == "default" else self.executor.partition(name)
+        )
+
+        async def call(tag: int) -> Any:
+            future = await target.submit(abs, tag)
+            return await future
+
+        for _ in range(n):
+            self.partition_of[self.next_tag] = name
+            self.tasks.append(self.loop.create_task(call(self.next_tag)))
+            self.next_tag += 1
+        self.step()
+
+    @precondition(lambda self: self.policy is not None)
+    @rule(limits=st.lists(st.integers(1, 6), min_size=1, max_size=3))
+    def choose_limits(self, limits: list[int]) -> None:
+        assert self.policy is not None
+        self.policy.answers.extend(limits)
+
+    @precondition(lambda self: self.policy is None and self.closing is None)
+    @rule(bound=st.integers(1, 6))
+    def resize(self, bound: int) -> None:
+        self.started = True
+        self.executor.resize(bound)
+        self.step()
+
+    def waiting_tags(self) -> list[int]:
+        """Tags of the callers waiting for a slot, oldest first."""
+        submitted = set(self.manual.submit_log)
+        return [
+            tag
+            for tag, task in zip(range(self.next_tag), self.tasks, strict=True)
+            if tag not in submitted and not task.done()
+        ]
+
+    @precondition(lambda self: self.manual.pending)
+    @rule(data=st.data(), how=st.sampled_from(["ok", "error", "cancel"]))
+    def end_a_call(self, data: st.DataObject, how: str) -> None:
+        tag = data.draw(st.sampled_from(self.pending()))
+        before = self.executor.stats()
+        waiting = self.waiting_tags()
+        logged = len(self.manual.submit_log)
+        future = self.manual.by_tag[tag]
+        if how == "ok":
+            future.set_result(tag)
+        elif how == "error":
+            future.set_exception(ValueError())
+        else:
+            future.cancel()
+        self.step()
+        handed = self.manual.submit_log[logged:]
+        if before.closed:
+            assert handed == []
+            return
+        # Replay the gate's rule: the policy's new bound (set at the sample,
+        # before the release) hands out the slots it adds, then the freed
+        # slot is handed on unless over the bound. Each goes to the oldest
+        # waiter of a partition below its guarantee, else to the oldest.
+        after = self.executor.stats()
+        bound = after.bound
+        held = {name: before.partitions[name].in_flight for name in NAMES}
+        in_use = before.in_flight
+        expected: list[int] = []
+
+        def pick() -> None:
+            below = [
+                t
+                for t in waiting
+                if held[self.partition_of[t]]
+                < after.partitions[self.partition_of[t]].guaranteed
+            ]
+            chosen = below[0] if below else waiting[0]
+            waiting.remove(chosen)
+            held[self.partition_of[chosen]] += 1
+            expected.append(chosen)
+
+        if bound != before.bound:
+            while in_use < bound and waiting:
+                pick()
+                in_use += 1
+        held[self.partition_of[tag]] -= 1
+        if in_use <= bound and waiting:
+            pick()
+        assert handed == expected
+
+    @precondition(lambda self: any(not t.done() for t in self.tasks))
+    @rule(data=st.data())
+    def cancel_a_caller(self, data: st.DataObject) -> None:
+        live = [t for t in self.tasks if not t.done()]
+        data.draw(st.sampled_from(live)).cancel()
+        self.step()
+
+    @precondition(lambda self: self.closing is None)
+    @rule()
+    def close(self) -> None:
+        self.started = True
+        self.closing = self.loop.create_task(self.executor.aclose())
+        self.step()
+
+    @invariant()
+    def never_over_the_bound_at_admission(self) -> None:
+        assert self.manual.violations == []
+
+    @invariant()
+    def fifo_within_each_partition(self) -> None:
+        log = [tag for tag in self.manual.submit_log if isinstance(tag, int)]
+        for name in NAMES:
+            mine = [tag for tag in log if self.partition_of[tag] == name]
+            assert mine == sorted(mine), name
+
+    @invariant()
+    def no_slot_idle_while_anyone_waits(self) -> None:
+        stats = self.executor.stats()
+        if stats.waiting:
+            assert stats.in_flight >= stats.bound
+
+    @invariant()
+    def guarantees_follow_the_bound(self) -> None:
+        stats = self.executor.stats()
+        for name, share in SHARES.items():
+            assert stats.partitions[name].guaranteed == guaranteed_slots(
+                share, stats.bound
+            )
+        if self.policy is not None and not stats.closed:
+            assert stats.bound == self.policy.limit
+
+    @invariant()
+    def every_call_accounted_for_per_partition_and_in_total(self) -> None:
+        stats = self.executor.stats()
+        parts = stats.partitions
+        assert set(parts) == set(NAMES)
+        for field in (
+            "in_flight",
+            "waiting",
+            "submitted",
+            "completed",
+            "failed",
+            "cancelled",
+            "rejected",
+        ):
+            assert getattr(stats, field) == sum(
+                getattr(p, field) for p in parts.values()
+            ), field
+        for name in NAMES:
+            part = parts[name]
+            running = sum(1 for t in self.pending() if self.partition_of[t] == name)
+            assert part.submitted == (
+                part.completed + part.failed + part.cancelled + running
+            ), name
+            assert part.in_flight >= running, name
+            assert part.waiting <= 3, name  # max_pending, per partition
+        assert stats.in_flight <= max(stats.peak_in_flight, stats.bound)
+
+    def teardown(self) -> None:
+        for tag in self.pending():
+            self.manual.by_tag[tag].set_result(tag)
+        for task in self.tasks:
+            task.cancel()
+
+        async def drain() -> None:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self.executor.aclose()
+
+        self.loop.run_until_complete(drain())
+        stats = self.executor.stats()
+        assert (stats.in_flight, stats.waiting) == (0, 0)
+        assert stats.submitted == stats.completed + stats.failed + stats.cancelled
+        for part in stats.partitions.values():
+            assert (part.in_flight, part.waiting) == (0, 0)
+            assert part.submitted == part.completed + part.failed + part.cancelled
+        for task in self.tasks:
+            if not task.cancelled() and task.exception() is not None:
+                error = task.exception()
+                assert isinstance(error, (ClosedError, OverloadedError, ValueError)), (
+                    error
+                )
+        self.loop.close()
+
+
+TestPartitionsOnAsyncio = PartitionsMachine.TestCase
+TestPartitionsOnAsyncio.settings = SETTINGS
+
+if new_uvloop is not None:
+
+    class UvloopPartitions(PartitionsMachine):
+        loop_factory = new_uvloop
+
+    TestPartitionsOnUvloop = UvloopPartitions.TestCase
+    TestPartitionsOnUvloop.settings = SETTINGS
+else:  # pragma: no cover - uvloop is in the test group
+    pytestmark = pytest.mark.skip("uvloop missing")
