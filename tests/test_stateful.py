@@ -13,7 +13,9 @@ The event loop is created by the machine and driven one step at a time with
 :class:`TestScheduleOnUvloop` run the same machine on both loops.
 
 Examples per run: a few dozen by default (seconds); many more with
-``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``).
+``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``); fewer, and the
+same ones on every run, with ``AIOBOUND_HYPOTHESIS_PROFILE=mutants`` (``nox -s
+mutants``, where a mutant must be killed or survive the same way every time).
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ settings.register_profile(
     "stress",
     max_examples=2000,
     stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[p for p in Phase if p is not Phase.explain],
+)
+settings.register_profile(
+    "mutants",
+    max_examples=20,
+    stateful_step_count=30,
+    derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     phases=[p for p in Phase if p is not Phase.explain],
