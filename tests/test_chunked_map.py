@@ -114,6 +114,8 @@ class TestAutomaticChunkSize:
             sizes.append(sizer.size)
         assert sizes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]
         assert MAX_AUTO_CHUNKSIZE == 256
+        sizer.measured(256, 1e-9)  # very fast, but not instant: still capped
+        assert sizer.size == 256
 
     def test_aims_at_the_target_time_per_chunk(self) -> None:
         sizer = ChunkSizer(None)

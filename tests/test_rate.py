@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aiobound import BoundedLoopExecutor, ClosedError
-from aiobound._rate import RateLimiter
+from aiobound._rate import _COMPACT_SLACK, _ROUNDING, RateLimiter
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
@@ -201,6 +201,29 @@ class TestRateLimiter:
         assert limiter.try_start()  # in the same step: the turn is free
         with pytest.raises(asyncio.CancelledError):
             await doomed
+
+    async def test_cancelled_waiters_do_not_pile_up(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        tasks = [asyncio.create_task(limiter.wait_turn()) for _ in range(200)]
+        await settle()
+        for task in reversed(tasks[1:]):
+            task.cancel()  # the head stays; the cancelled ones are not at it
+            # Memory stays in proportion to the live waiters.
+            assert len(limiter._waiters) <= 2 * limiter.waiting + _COMPACT_SLACK
+        assert limiter.waiting == 1
+        await clock.advance(0.1)
+        await tasks[0]
+        assert limiter.waiting == 0
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+
+    async def test_a_start_within_rounding_of_its_turn_is_on_time(self) -> None:
+        limiter, clock = fake_limiter(per_second=1, burst=1)
+        assert limiter.try_start()  # the next turn: t=1
+        clock.now = 1.0 - _ROUNDING  # float noise, not a rate
+        assert limiter.try_start()
+        clock.now = 2.0 - 2 * _ROUNDING
+        assert not limiter.try_start()
 
     async def test_woken_then_cancelled_gives_the_turn_to_the_next(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
