@@ -110,6 +110,27 @@ class TestIntrospection:
             await waiting
 
 
+class TestMemory:
+    async def test_an_unordered_map_keeps_no_finished_call(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        mapped = executor.map(double, range(20), ordered=False)
+        got = []
+        for n in range(20):
+            waiting = asyncio.create_task(mapped.__anext__())
+            await settle()
+            manual.by_tag[n].set_result(n)
+            got.append(await waiting)
+            # What the window holds stays within the bound, however long the map.
+            window = mapped._window
+            assert len(window.running) + len(window.done) <= 2
+        assert got == list(range(20))
+        await mapped.aclose()
+        assert_idle(executor)
+
+
 class TestLaziness:
     @pytest.mark.parametrize("ordered", [True, False])
     async def test_never_pulls_more_than_bound_ahead_of_the_consumer(
