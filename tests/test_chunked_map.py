@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
 
 import workers
 from aiobound import BoundedLoopExecutor, MapIterator
-from aiobound._chunks import MAX_AUTO_CHUNKSIZE
+from aiobound._chunks import (
+    MAX_AUTO_CHUNKSIZE,
+    TARGET_SECONDS,
+    ChunkCall,
+    ChunkSizer,
+    chunked,
+)
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle
-from sources import Boom, Source, agen, fail_on_three
+from sources import Boom, Source, agen, double, fail_on_three
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -82,6 +89,91 @@ class TestResults:
             assert type(it) is MapIterator
             assert it.chunksize == 1
             assert [r async for r in it] == [0, 1, 4]
+
+
+def test_a_chunk_call_shows_its_function() -> None:
+    assert repr(ChunkCall(double)) == f"<ChunkCall of {double!r}>"
+
+
+def test_a_chunk_call_returns_the_results_and_the_seconds_they_took() -> None:
+    before = time.perf_counter()
+    results, seconds = ChunkCall(double)([1, 2, 3])
+    elapsed = time.perf_counter() - before
+    assert results == [2, 4, 6]
+    assert 0.0 <= seconds <= elapsed
+
+
+class TestAutomaticChunkSize:
+    """Aim at TARGET_SECONDS per chunk; at most double; 1 to MAX_AUTO_CHUNKSIZE."""
+
+    def test_starts_at_one_and_at_most_doubles_up_to_the_cap(self) -> None:
+        sizer = ChunkSizer(None)
+        sizes = [sizer.size]
+        for _ in range(10):
+            sizer.measured(sizer.size, 0.0)  # instant calls: as big as allowed
+            sizes.append(sizer.size)
+        assert sizes == [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]
+        assert MAX_AUTO_CHUNKSIZE == 256
+        sizer.measured(256, 1e-9)  # very fast, but not instant: still capped
+        assert sizer.size == 256
+
+    def test_aims_at_the_target_time_per_chunk(self) -> None:
+        sizer = ChunkSizer(None)
+        sizer.size = 64
+        per_item = TARGET_SECONDS / 5  # five items fill the target
+        sizer.measured(64, 64 * per_item)
+        assert sizer.size == 5
+        sizer.measured(5, 5 * TARGET_SECONDS / 8)  # eight would: at most double
+        assert sizer.size == 8
+
+    def test_slow_items_go_one_by_one(self) -> None:
+        sizer = ChunkSizer(None)
+        sizer.size = 16
+        sizer.measured(16, 16 * 2 * TARGET_SECONDS)
+        assert sizer.size == 1
+
+    def test_an_empty_chunk_and_a_fixed_size_change_nothing(self) -> None:
+        sizer = ChunkSizer(None)
+        sizer.measured(0, 1.0)
+        assert sizer.size == 1
+        fixed = ChunkSizer(8)
+        fixed.measured(8, 0.0)
+        fixed.measured(8, 100.0)
+        assert fixed.size == 8
+
+
+class _Restarting:
+    """An async source that, once ended, would start over if asked again."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.i = 0
+        self.pulls_after_end = 0
+
+    def __aiter__(self) -> _Restarting:
+        return self
+
+    async def __anext__(self) -> int:
+        if self.i == self.n:
+            self.i = 0
+            self.pulls_after_end += 1
+            raise StopAsyncIteration
+        self.i += 1
+        return self.i - 1
+
+
+async def test_async_chunks_are_full_until_the_end_and_do_not_pull_past_it() -> None:
+    source = _Restarting(5)
+    chunks = chunked(source, ChunkSizer(2))
+    got = []
+    async for chunk in chunks:
+        got.append(chunk)
+        if len(got) > 3:
+            break  # it went on past the end
+    assert got == [[0, 1], [2, 3], [4]]
+    with pytest.raises(StopAsyncIteration):
+        await anext(chunks)
+    assert source.pulls_after_end == 1
 
 
 class TestWindow:

@@ -44,10 +44,18 @@ class TestCloseTimeout:
         gate = make_gate()
         futures = [await executor.submit(gate, n) for n in range(3)]
         await gate.started()
-        with pytest.raises(TimeoutError, match="1 calls still running; 2 calls"):
+        with pytest.raises(TimeoutError) as raised:
             await executor.aclose(timeout=0.01)
+        assert str(raised.value) == (
+            "aclose(timeout=0.01): 1 calls still running; 2 calls not yet "
+            "started were cancelled. Running calls cannot be interrupted; their "
+            "slots are freed when they end."
+        )
         assert executor.stats().in_flight == 1
         assert executor.stats().cancelled == 2
+        pool = executor.executor
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(noop, 9)  # the pool it owns is stopped, not waited for
         for fut in futures[1:]:  # dropped before they started: ClosedError
             with pytest.raises(ClosedError, match="before this call started"):
                 await fut
@@ -56,7 +64,6 @@ class TestCloseTimeout:
         assert gate.calls == [0]
         await executor.aclose()  # now it returns, and joins the pool's workers
         assert_idle(executor)
-        pool = executor.executor
         assert isinstance(pool, concurrent.futures.ThreadPoolExecutor)
         assert not any(thread.is_alive() for thread in pool._threads)
 

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pytest
@@ -98,6 +99,25 @@ class TestTheUnderlyingSubmitRaises:
         stats = executor.stats()
         assert (stats.completed, stats.failed) == (1, 4)
         assert not executor.closed
+
+    async def test_a_broken_wrapped_thread_pool_is_named_and_leaks_no_slot(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        def broken_initializer() -> None:
+            raise Refused("no worker")
+
+        pool = concurrent.futures.ThreadPoolExecutor(1, initializer=broken_initializer)
+        executor = make_executor(executor=pool, bound=1)
+        calls = [executor.run(identity, n) for n in range(3)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        # The first call breaks the pool; the others are refused at submit,
+        # with a message that says the pool is not ours to replace.
+        assert isinstance(results[0], BrokenThreadPool)
+        for refused in results[1:]:
+            assert isinstance(refused, BrokenThreadPool)
+            assert "the wrapped ThreadPoolExecutor is broken" in str(refused)
+        assert_idle(executor)
+        assert executor.stats().failed == 3
 
     async def test_every_nth_submit_failing_reaches_only_its_caller(
         self, make_executor: ExecutorFactory

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
 
 from aiobound import ClosedError, MapIterator
-from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle, settle
+from conftest import (
+    CountingExecutor,
+    ExecutorFactory,
+    GateFactory,
+    ManualExecutor,
+    SubmitRefused,
+    assert_idle,
+    settle,
+)
 from sources import Boom, Source, agen, double, fail_on_three
 
 if TYPE_CHECKING:
@@ -82,6 +91,46 @@ class TestResults:
         assert [r async for r in results] == [0]
 
 
+class TestIntrospection:
+    @pytest.mark.parametrize("ordered", [True, False])
+    async def test_repr_follows_the_state(
+        self, make_executor: ExecutorFactory, ordered: bool
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        mapped = executor.map(double, range(5), ordered=ordered)
+        name = f"<MapIterator ordered={ordered} chunksize=1"
+        assert repr(mapped) == f"{name} outstanding=0 open>"
+        waiting = asyncio.create_task(mapped.__anext__())
+        await settle()
+        assert repr(mapped) == f"{name} outstanding=2 open>"
+        await mapped.aclose()
+        assert repr(mapped) == f"{name} outstanding=0 finished>"
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+
+
+class TestMemory:
+    async def test_an_unordered_map_keeps_no_finished_call(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        mapped = executor.map(double, range(20), ordered=False)
+        got = []
+        for n in range(20):
+            waiting = asyncio.create_task(mapped.__anext__())
+            await settle()
+            manual.by_tag[n].set_result(n)
+            got.append(await waiting)
+            # What the window holds stays within the bound, however long the map.
+            window = mapped._window
+            assert len(window.running) + len(window.done) <= 2
+        assert got == list(range(20))
+        await mapped.aclose()
+        assert_idle(executor)
+
+
 class TestLaziness:
     @pytest.mark.parametrize("ordered", [True, False])
     async def test_never_pulls_more_than_bound_ahead_of_the_consumer(
@@ -142,6 +191,27 @@ class TestErrors:
             async for value in mapped:
                 results.append(value)
         assert results == [0, 1, 2]
+        assert [r async for r in mapped] == []  # finished for good
+        assert_idle(executor)
+
+    @pytest.mark.parametrize("source", ["sync", "async"])
+    @pytest.mark.parametrize("ordered", [True, False])
+    async def test_an_item_the_executor_refuses_raises_in_its_place(
+        self, make_executor: ExecutorFactory, source: str, ordered: bool
+    ) -> None:
+        manual = ManualExecutor()
+        manual.refuse.add(1)
+        executor = make_executor(executor=manual, bound=1)
+        items = range(3) if source == "sync" else agen(3)
+        mapped = executor.map(double, items, ordered=ordered)
+        first = asyncio.create_task(mapped.__anext__())
+        await settle()
+        assert manual.submit_log == [0]  # item 1 waits for the slot
+        manual.by_tag[0].set_result(0)
+        assert await first == 0
+        with pytest.raises(SubmitRefused, match="call 1 refused"):
+            await mapped.__anext__()
+        assert manual.submit_log == [0, 1]
         assert [r async for r in mapped] == []  # finished for good
         assert_idle(executor)
 
@@ -279,6 +349,43 @@ class TestCleanUp:
             async with mapped:
                 raise KeyError("consumer failed")
         await self._finish_and_check(counting)
+
+    @pytest.mark.parametrize("source", ["sync", "async"])
+    async def test_aclose_from_another_task_ends_the_waiting_anext(
+        self, make_executor: ExecutorFactory, source: str
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        items = range(5) if source == "sync" else agen(5)
+        mapped = executor.map(double, items)
+        waiting = asyncio.create_task(mapped.__anext__())
+        await settle()
+        assert manual.submits == 2  # waiting for the first result
+        await mapped.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await waiting
+        assert all(future.cancelled() for future in manual.futures)
+        assert_idle(executor)
+
+    @pytest.mark.skipif(
+        sys.version_info < (3, 11), reason="Task.cancelling(): Python 3.11+"
+    )
+    @pytest.mark.parametrize("source", ["sync", "async"])
+    async def test_a_consumer_cancelled_as_the_map_is_closed_stays_cancelled(
+        self, make_executor: ExecutorFactory, source: str
+    ) -> None:
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        items = range(5) if source == "sync" else agen(5)
+        mapped = executor.map(double, items)
+        waiting = asyncio.create_task(mapped.__anext__())
+        await settle()
+        waiting.cancel()  # the consumer's own cancellation...
+        await mapped.aclose()  # ...and a close, before the consumer resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert waiting.cancelled()
+        assert_idle(executor)
 
     async def test_aclose_closes_an_async_generator_source(
         self, make_executor: ExecutorFactory

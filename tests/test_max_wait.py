@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import types
 
 import pytest
 
-from aiobound import OverloadedError
+from aiobound import OverloadedError, _slots
 from conftest import (
     ExecutorFactory,
     GateFactory,
+    ManualExecutor,
     assert_idle,
     settle,
 )
@@ -93,3 +95,28 @@ class TestQueueWaitStats:
         assert stats.queue_wait_max > 0
         # Two grants, one of them immediate: the mean is half the one wait.
         assert stats.queue_wait_avg == pytest.approx(stats.queue_wait_max / 2)
+
+    async def test_the_mean_and_the_longest_wait_on_a_fake_clock(
+        self, make_executor: ExecutorFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        now = [100.0]
+        monkeypatch.setattr(
+            _slots, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+        )
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=2)
+        held = [await executor.submit(noop, n) for n in (0, 1)]  # waited 0 each
+        first = asyncio.create_task(executor.run(noop, 3))  # waits from 100
+        await settle()
+        now[0] = 110.0
+        second = asyncio.create_task(executor.run(noop, 4))  # waits from 110
+        await settle()
+        now[0] = 130.0
+        executor.resize(4)  # both granted at 130: waited 30 and 20
+        await settle()
+        for future in manual.futures:
+            future.set_result(None)
+        await asyncio.gather(*held, first, second)
+        stats = executor.stats()
+        assert stats.queue_wait_max == 30.0
+        assert stats.queue_wait_avg == pytest.approx(50.0 / 4)

@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aiobound import BoundedLoopExecutor, ClosedError
-from aiobound._rate import RateLimiter
+from aiobound._rate import _COMPACT_SLACK, _ROUNDING, RateLimiter
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
     GateFactory,
     ManualExecutor,
+    SubmitRefused,
     assert_idle,
     settle,
 )
+from sources import Source, double
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -200,6 +202,29 @@ class TestRateLimiter:
         with pytest.raises(asyncio.CancelledError):
             await doomed
 
+    async def test_cancelled_waiters_do_not_pile_up(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        tasks = [asyncio.create_task(limiter.wait_turn()) for _ in range(200)]
+        await settle()
+        for task in reversed(tasks[1:]):
+            task.cancel()  # the head stays; the cancelled ones are not at it
+            # Memory stays in proportion to the live waiters.
+            assert len(limiter._waiters) <= 2 * limiter.waiting + _COMPACT_SLACK
+        assert limiter.waiting == 1
+        await clock.advance(0.1)
+        await tasks[0]
+        assert limiter.waiting == 0
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+
+    async def test_a_start_within_rounding_of_its_turn_is_on_time(self) -> None:
+        limiter, clock = fake_limiter(per_second=1, burst=1)
+        assert limiter.try_start()  # the next turn: t=1
+        clock.now = 1.0 - _ROUNDING  # float noise, not a rate
+        assert limiter.try_start()
+        clock.now = 2.0 - 2 * _ROUNDING
+        assert not limiter.try_start()
+
     async def test_woken_then_cancelled_gives_the_turn_to_the_next(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
         assert limiter.try_start()
@@ -214,6 +239,74 @@ class TestRateLimiter:
             await first
         await asyncio.wait_for(second, timeout=5)  # served at 0.1, no timer
         assert limiter.waiting == 0
+
+    async def test_woken_then_cancelled_counts_out_only_itself(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        tasks = [asyncio.create_task(limiter.wait_turn()) for _ in range(3)]
+        await settle()
+        assert limiter.waiting == 3
+        clock.now = 0.1
+        clock.call_later(0, tasks[0].cancel)  # woken, then cancelled
+        await clock.advance(0)
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        await tasks[1]  # served at 0.1 in its place
+        assert limiter.waiting == 1
+        await clock.advance(0.1)
+        await tasks[2]
+        assert limiter.waiting == 0
+
+    async def test_a_wait_interrupted_by_an_exception_leaves_the_queue(self) -> None:
+        # Not a cancellation of the turn's future: an exception thrown into
+        # the waiting coroutine.
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        waiting = limiter.wait_turn()
+        turn = waiting.send(None)  # suspended on its turn's future
+        assert limiter.waiting == 1
+        with pytest.raises(KeyError):
+            waiting.throw(KeyError("interrupted"))
+        assert turn.cancelled()
+        assert limiter.waiting == 0
+        clock.now = 0.1
+        assert limiter.try_start()  # the turn was not taken
+
+    async def test_a_cancelled_lone_waiter_leaves_no_timer(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        doomed = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        handles = [entry[2] for entry in clock._timers]
+        assert len(handles) == 1  # the head's timer, for its turn at 0.1
+        doomed.cancel()
+        assert handles[0].cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+
+    async def test_a_turn_future_cancels_as_a_future_does_with_its_message(
+        self,
+    ) -> None:
+        limiter, _ = fake_limiter(per_second=10, burst=1)
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        turn = limiter._waiters[0]
+        assert turn.cancel("stop") is True
+        assert limiter.waiting == 0
+        assert turn.cancel() is False
+        assert limiter.waiting == 0  # counted out once only
+        with pytest.raises(asyncio.CancelledError, match="stop"):
+            await task
+
+    async def test_an_unbound_limiter_decides_on_the_monotonic_clock(self) -> None:
+        limiter = RateLimiter(per_second=0.001, burst=1)
+        assert limiter.try_start()
+        assert not limiter.try_start()  # the next turn: 1000 s from now
+        with pytest.raises(
+            AssertionError, match=r"^RateLimiter\.bind\(\) was not called$"
+        ):
+            await limiter.wait_turn()  # waiting needs the loop's timers
 
     async def test_close_wakes_waiters_and_refuses_new_ones(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
@@ -334,6 +427,80 @@ class TestExecutorRate:
             await clock.advance(0.1)
             assert counting.submits == expected
         assert await consumer == [0, 1, 2, 3, 4]
+
+    @pytest.mark.parametrize("ordered", [True, False])
+    async def test_a_map_starts_each_item_at_its_turn_and_yields_meanwhile(
+        self, make_executor: ExecutorFactory, ordered: bool
+    ) -> None:
+        manual = ManualExecutor(cap=lambda: 2)
+        executor = make_executor(executor=manual, bound=2, max_per_second=1)
+        clock = with_fake_clock(executor)
+        source = Source(5)
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for value in executor.map(double, source, ordered=ordered):
+                got.append(value)
+
+        consumer = asyncio.create_task(consume())
+        await settle()
+        assert manual.submit_log == [0]  # the turn of t=0
+        for n in range(1, 5):
+            manual.by_tag[n - 1].set_result(10 * (n - 1))
+            await settle()
+            assert got == [10 * k for k in range(n)]  # not held back by a turn
+            assert manual.submit_log == list(range(n))  # the next waits for t=n
+            assert source.pulled <= n + 2  # never more than bound ahead
+            await clock.advance(1)
+            assert manual.submit_log == list(range(n + 1))
+        manual.by_tag[4].set_result(40)
+        await consumer
+        assert got == [0, 10, 20, 30, 40]
+        assert manual.violations == []
+        assert executor.stats().rate_limited == 4
+        assert_idle(executor)
+
+    async def test_an_item_refused_at_its_turn_raises_in_its_place(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        manual = ManualExecutor()
+        manual.refuse.add(1)
+        executor = make_executor(executor=manual, bound=2, max_per_second=1)
+        clock = with_fake_clock(executor)
+        mapped = executor.map(double, range(3))
+        first = asyncio.create_task(mapped.__anext__())
+        await settle()
+        assert manual.submit_log == [0]
+        manual.by_tag[0].set_result(0)
+        assert await first == 0
+        second = asyncio.create_task(mapped.__anext__())
+        await clock.advance(1)  # item 1's turn: the executor refuses it
+        assert manual.submit_log == [0, 1]
+        with pytest.raises(SubmitRefused, match="call 1 refused"):
+            await second
+        assert_idle(executor)
+
+    async def test_a_map_with_no_free_slot_spends_no_turn(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # The map looks for a free slot before it takes a turn: a turn taken
+        # with no slot to start the call in would be lost, and the call would
+        # start one interval late once the slot comes back.
+        manual = ManualExecutor()
+        executor = make_executor(executor=manual, bound=1, max_per_second=1)
+        clock = with_fake_clock(executor)
+        holder = await executor.submit(noop, 0)  # the slot; the turn of t=0
+        await clock.advance(1)  # the turn of t=1 is free, the slot is not
+        consumer = asyncio.create_task(_collect(executor.map(noop, [1])))
+        await settle()
+        assert manual.submits == 1
+        manual.futures[0].set_result(0)  # the slot comes back at t=1
+        await settle()
+        assert manual.submit_log == [0, 1]  # started at once: its turn was kept
+        manual.futures[1].set_result(1)
+        assert await consumer == [1]
+        assert await holder == 0
+        assert_idle(executor)
 
     async def test_a_slot_handed_over_as_the_executor_closes_waits_for_no_turn(
         self, make_executor: ExecutorFactory

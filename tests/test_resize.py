@@ -102,6 +102,17 @@ class TestResize:
     ) -> None:
         executor = make_executor(max_workers=1)
         await executor.run(noop, 1)  # binds to this loop
-        with pytest.raises(RuntimeError, match="event loop's thread"):
+        with pytest.raises(RuntimeError) as raised:
             await asyncio.to_thread(executor.resize, 3)
+        assert str(raised.value) == (
+            "resize() must be called from the event loop's thread; use "
+            "loop.call_soon_threadsafe(executor.resize, n) from others"
+        )
         assert executor.bound == 2
+
+    async def test_a_bad_bound_is_named_in_full(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=1)
+        with pytest.raises(ValueError, match=r"^bound must be an int >= 1, got 0$"):
+            executor.resize(0)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from aiobound import ClosedError, OverloadedError
-from aiobound._slots import SlotGate
+from aiobound._slots import _COMPACT_SLACK, SlotGate
 
 
 def make_gate(bound: int, max_pending: int | None = None) -> SlotGate:
@@ -94,6 +94,35 @@ class TestCancellation:
         assert gate.in_use == 1
         assert gate.waiting == 0
 
+    async def test_waiter_with_max_wait_cancelled_after_handover_passes_it_on(
+        self,
+    ) -> None:
+        gate = SlotGate(1, None, max_wait=60.0)
+        gate.bind(asyncio.get_running_loop())
+        assert gate.try_acquire()
+        first = asyncio.create_task(gate.acquire())
+        second = asyncio.create_task(gate.acquire())
+        await settle()
+        gate.release()  # the slot goes to `first`, whose timer is disarmed...
+        first.cancel()  # ...which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await second
+        assert (gate.in_use, gate.waiting, gate.timed_out) == (1, 0, 0)
+
+    async def test_waiter_future_cancel_answers_as_a_future_does(self) -> None:
+        gate = make_gate(1)
+        assert gate.try_acquire()
+        task = asyncio.create_task(gate.acquire())
+        await settle()
+        waiter = gate._waiters[0]
+        assert waiter.cancel() is True
+        assert gate.waiting == 0
+        assert waiter.cancel() is False
+        assert gate.waiting == 0  # counted out once only
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
     async def test_handover_to_cancelled_waiter_with_nobody_behind_frees_slot(
         self,
     ) -> None:
@@ -126,6 +155,40 @@ class TestCancellation:
         await asyncio.wait_for(newcomer, timeout=5)
         assert gate.in_use == 1
         assert gate.waiting == 0
+
+    async def test_a_wait_interrupted_by_an_exception_leaves_the_count(
+        self,
+    ) -> None:
+        # Not a cancellation of the waiter's future: an exception thrown into
+        # the waiting coroutine (as a framework's own timeout may do).
+        gate = SlotGate(1, None, max_wait=60.0)
+        gate.bind(asyncio.get_running_loop())
+        assert gate.try_acquire()
+        acquiring = gate.acquire()
+        waiter = acquiring.send(None)  # suspended on its waiter future
+        assert gate.waiting == 1
+        with pytest.raises(KeyError):
+            acquiring.throw(KeyError("interrupted"))
+        assert waiter.cancelled()
+        assert (gate.waiting, gate.in_use) == (0, 1)
+        gate.release()
+        assert gate.in_use == 0
+        assert gate.try_acquire()
+
+    async def test_cancelled_waiters_do_not_pile_up(self) -> None:
+        gate = make_gate(1)
+        assert gate.try_acquire()
+        tasks = [asyncio.create_task(gate.acquire()) for _ in range(200)]
+        await settle()
+        for task in reversed(tasks[1:]):
+            task.cancel()  # the head stays; the cancelled ones are not at it
+            await settle()
+            # Memory stays in proportion to the live waiters.
+            assert len(gate._waiters) <= 2 * gate.waiting + _COMPACT_SLACK
+        assert gate.waiting == 1
+        gate.release()
+        await tasks[0]
+        assert (gate.in_use, gate.waiting) == (1, 0)
 
     async def test_many_cancelled_waiters_are_compacted_and_counts_stay_exact(
         self,

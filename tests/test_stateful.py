@@ -21,7 +21,9 @@ its source and its item arrives like any other caller. A waiter is also
 cancelled in the same step as another caller arrives, in either order.
 
 Examples per run: a few dozen by default (seconds); many more with
-``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``).
+``AIOBOUND_HYPOTHESIS_PROFILE=stress`` (``nox -s stress``); fewer, and the
+same ones on every run, with ``AIOBOUND_HYPOTHESIS_PROFILE=mutants`` (``nox -s
+mutants``, where a mutant must be killed or survive the same way every time).
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ settings.register_profile(
     "stress",
     max_examples=500,
     stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[p for p in Phase if p is not Phase.explain],
+)
+settings.register_profile(
+    "mutants",
+    max_examples=20,
+    stateful_step_count=30,
+    derandomize=True,
+    database=None,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     phases=[p for p in Phase if p is not Phase.explain],

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
+import threading
 
 import pytest
 
-from aiobound import BoundedLoopExecutor, OverloadedError
+from aiobound import BoundedLoopExecutor, ExecutorStats, OverloadedError
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
@@ -124,6 +126,18 @@ class TestBound:
         assert executor.bound == 6
         await executor.aclose()
 
+    @pytest.mark.parametrize(("cpus", "workers"), [(None, 5), (2, 6), (64, 32)])
+    async def test_default_pool_is_sized_as_the_stdlib_sizes_it(
+        self, monkeypatch: pytest.MonkeyPatch, cpus: int | None, workers: int
+    ) -> None:
+        # min(32, os.cpu_count() + 4), an unknown CPU count counting as one.
+        monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+        executor = BoundedLoopExecutor()
+        try:
+            assert executor.bound == 2 * workers
+        finally:
+            await executor.aclose()
+
     async def test_wrapped_stdlib_pool_size_is_read_for_the_default_bound(
         self,
     ) -> None:
@@ -196,6 +210,36 @@ class TestIntrospection:
         await executor.aclose()
         assert executor.stats().closed
         assert repr(executor).endswith("closed>")
+
+    async def test_stats_of_a_fresh_executor(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, bound=3, max_wait=5.0)
+        assert executor.stats() == ExecutorStats(
+            bound=3,
+            in_flight=0,
+            waiting=0,
+            max_pending=None,
+            max_wait=5.0,
+            max_per_second=None,
+            peak_in_flight=0,
+            submitted=0,
+            completed=0,
+            failed=0,
+            cancelled=0,
+            rejected=0,
+            timed_out=0,
+            rate_limited=0,
+            queue_wait_avg=0.0,
+            queue_wait_max=0.0,
+            closed=False,
+            pool_restarts=0,
+        )
+
+    async def test_the_pool_it_owns_names_its_threads(self) -> None:
+        async with BoundedLoopExecutor(max_workers=1) as executor:
+            name = await executor.run(lambda: threading.current_thread().name)
+        assert name.startswith("aiobound_")
 
     async def test_properties(self, make_executor: ExecutorFactory) -> None:
         pool = concurrent.futures.ThreadPoolExecutor(2)

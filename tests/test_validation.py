@@ -84,6 +84,47 @@ def test_bad_constructor_arguments_raise_at_construction(
         BoundedLoopExecutor(**kwargs)
 
 
+class _NamedRepr(concurrent.futures.Executor):
+    def __repr__(self) -> str:
+        return "<a pool>"
+
+
+class _NotAnExecutorNamed(NotAnExecutor):
+    def __repr__(self) -> str:
+        return "<not an executor>"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"max_workers": "4"},
+            "max_workers must be an int >= 1, got str '4'",
+            id="workers-str",
+        ),
+        pytest.param(
+            {"executor": _NotAnExecutorNamed(), "bound": 2},
+            "executor must be a concurrent.futures.Executor, got "
+            "_NotAnExecutorNamed <not an executor>",
+            id="executor-wrong-type",
+        ),
+        pytest.param(
+            {"executor": _NamedRepr()},
+            "bound is required when wrapping _NamedRepr: its worker count cannot "
+            "be read (a good bound is twice the number of calls it can run at "
+            "once)",
+            id="executor-without-bound",
+        ),
+    ],
+)
+def test_constructor_errors_say_what_was_wrong_in_full(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError) as raised:
+        BoundedLoopExecutor(**kwargs)
+    assert str(raised.value) == message
+
+
 def test_constructor_arguments_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         BoundedLoopExecutor(4)  # type: ignore[misc,unused-ignore]
@@ -111,6 +152,36 @@ async def test_map_of_a_non_iterable_raises_at_the_call(
     executor = make_executor(max_workers=1)
     with pytest.raises(TypeError, match="items must be an iterable"):
         executor.map(abs, items)
+
+
+class _Opaque:
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        if self.text is None:
+            raise RuntimeError("no repr")
+        return self.text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("x" * 80, "x" * 80),
+        ("y" * 81, "y" * 77 + "..."),
+        ("z" * 1000, "z" * 77 + "..."),
+        (None, "<_Opaque object>"),
+    ],
+)
+async def test_map_of_a_non_iterable_names_it_briefly(
+    make_executor: ExecutorFactory, text: str | None, shown: str
+) -> None:
+    executor = make_executor(max_workers=1)
+    with pytest.raises(TypeError) as raised:
+        executor.map(abs, _Opaque(text))  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        f"items must be an iterable or an async iterable, got _Opaque {shown}"
+    )
 
 
 async def test_map_ordered_must_be_a_bool(make_executor: ExecutorFactory) -> None:
