@@ -341,7 +341,11 @@ async def make_executor(make_gate: GateFactory) -> AsyncIterator[ExecutorFactory
     yield factory
     make_gate.open_all()
     for executor in made:
-        await executor.aclose()
+        # Bounded, so that a test that failed with calls left pending in a
+        # hand-completed executor errors at teardown instead of hanging
+        # (pytest-timeout does not watch teardown after a failure): calls
+        # not started are cancelled; running ones make this raise.
+        await executor.aclose(timeout=GATE_TIMEOUT)
     for pool in pools:
         pool.shutdown(wait=True)
 
