@@ -508,6 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loops", default=",".join(LOOPS), help="default: asyncio,uvloop"
     )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated subset of the cases (default: all), e.g. "
+        "sync_window,submit,map,map_unordered",
+    )
     parser.add_argument("--json", metavar="FILE", help="also save the records")
     parser.add_argument("--markdown", metavar="FILE", help="also save the tables")
     parser.add_argument(
@@ -528,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     loops = tuple(args.loops.split(","))
     wanted = args.workloads.split(",")
     jobs = {w: js for w, js in plan(args.quick, loops).items() if w in wanted}
+    if args.cases:
+        keep = set(args.cases.split(","))
+        jobs = {w: [j for j in js if j.case in keep] for w, js in jobs.items()}
     version = code_version()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"machine: {machine()}", file=sys.stderr)
