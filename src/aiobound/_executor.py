@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from functools import partial
@@ -20,7 +19,6 @@ from ._checks import (
     Limits,
     check_callable,
     check_int,
-    check_optional_int,
     check_optional_positive,
     is_async_function,
 )
@@ -40,7 +38,7 @@ from ._rate import RateLimiter
 from ._shared import LoopView, SharedBound, check_bound
 from ._slots import SlotGate
 from ._stats import ExecutorStats, PartitionStats
-from ._submit import handover_for
+from ._submit import handover_for, own_or_wrap
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -55,18 +53,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 A = TypeVar("A")
 R = TypeVar("R")
-
-# The stdlib pools whose worker count is read, for the default bound, from
-# their ``_max_workers`` attribute (present on 3.10 to 3.13; a test checks it).
-_POOLS_WITH_KNOWN_SIZE = (
-    concurrent.futures.ThreadPoolExecutor,
-    concurrent.futures.ProcessPoolExecutor,
-)
-
-
-def _default_max_workers() -> int:
-    """Return the worker count ``ThreadPoolExecutor`` picks by default."""
-    return min(32, (os.cpu_count() or 1) + 4)
 
 
 class BoundedLoopExecutor:
@@ -195,35 +181,9 @@ class BoundedLoopExecutor:
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
         limits = Limits(max_pending, max_wait, max_per_second, burst)
-        if executor is None:
-            workers = check_optional_int("max_workers", max_workers, 1)
-            if workers is None:
-                workers = _default_max_workers()
-            executor = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix="aiobound"
-            )
-            owned = True
-        else:
-            if max_workers is not None:
-                raise TypeError(
-                    "pass either executor= (to wrap a pool you own) or "
-                    "max_workers= (to have one made for you), not both"
-                )
-            if not isinstance(executor, concurrent.futures.Executor):
-                raise TypeError(
-                    "executor must be a concurrent.futures.Executor, got "
-                    f"{type(executor).__name__} {executor!r}"
-                )
-            owned = False
-            workers = None
-            if isinstance(executor, _POOLS_WITH_KNOWN_SIZE):
-                workers = getattr(executor, "_max_workers", None)
-            if bound is None and policy is None and not isinstance(workers, int):
-                raise TypeError(
-                    f"bound is required when wrapping {type(executor).__name__}: "
-                    "its worker count cannot be read (a good bound is twice the "
-                    "number of calls it can run at once)"
-                )
+        executor, owned, workers = own_or_wrap(
+            max_workers, executor, bound_given=bound is not None or policy is not None
+        )
         if policy is not None:
             bound = policy.attach(workers if isinstance(workers, int) else None)
         elif bound is None:

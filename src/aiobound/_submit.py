@@ -19,9 +19,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
+from ._checks import check_optional_int
+from ._pickling import safe_repr
 from ._process import (
     OwnedProcessPool,
     check_main_is_guarded,
@@ -29,7 +32,13 @@ from ._process import (
     run_unless_dropped,
 )
 
-__all__ = ("Explain", "Explainer", "Handover", "handover_for")
+__all__ = (
+    "Explain",
+    "Explainer",
+    "Handover",
+    "handover_for",
+    "own_or_wrap",
+)
 
 T = TypeVar("T")
 
@@ -127,3 +136,59 @@ def handover_for(
             context = getattr(executor, "_mp_context", None)
         return _ProcessHandover(context, owned is not None), _process_explainer(owned)
     return _plain, None
+
+
+# The stdlib pools whose worker count is read, for the default bound, from
+# their ``_max_workers`` attribute (present on 3.10 to 3.13; a test checks it).
+_POOLS_WITH_KNOWN_SIZE = (
+    concurrent.futures.ThreadPoolExecutor,
+    concurrent.futures.ProcessPoolExecutor,
+)
+
+
+def own_or_wrap(
+    max_workers: object,
+    executor: object,
+    *,
+    bound_given: bool,
+) -> tuple[concurrent.futures.Executor, bool, int | None]:
+    """Return ``(executor, owned, workers)`` for an executor's constructor.
+
+    Without *executor*, a ``ThreadPoolExecutor`` of ``max_workers`` threads
+    (default: ``min(32, os.cpu_count() + 4)``, as the stdlib's) is made and
+    owned. Otherwise *executor* is wrapped; its worker count is read when it
+    is a stdlib pool, else ``None``.
+
+    Raises:
+        TypeError: both are given, *executor* is not an Executor, or the
+            worker count is unknown and no bound was given (*bound_given*).
+        ValueError: ``max_workers`` is below 1.
+    """
+    if executor is None:
+        workers = check_optional_int("max_workers", max_workers, 1)
+        if workers is None:
+            workers = min(32, (os.cpu_count() or 1) + 4)
+        pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="aiobound"
+        )
+        return pool, True, workers
+    if max_workers is not None:
+        raise TypeError(
+            "pass either executor= (to wrap a pool you own) or "
+            "max_workers= (to have one made for you), not both"
+        )
+    if not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor, got "
+            f"{type(executor).__name__} {safe_repr(executor)}"
+        )
+    known = None
+    if isinstance(executor, _POOLS_WITH_KNOWN_SIZE):
+        known = getattr(executor, "_max_workers", None)
+    if not bound_given and not isinstance(known, int):
+        raise TypeError(
+            f"bound is required when wrapping {type(executor).__name__}: "
+            "its worker count cannot be read (a good bound is twice the "
+            "number of calls it can run at once)"
+        )
+    return executor, False, known if isinstance(known, int) else None

@@ -9,7 +9,6 @@ pieces of ``map``).
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 import time
 from collections import deque
@@ -32,9 +31,10 @@ from ._process import (
 )
 from ._shared import FAILED, UNUSED, SharedBound, ThreadView, check_bound
 from ._stats import ExecutorStats
+from ._submit import own_or_wrap
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Generator, Iterable, Iterator
     from multiprocessing.context import BaseContext
 
     from typing_extensions import Self
@@ -43,11 +43,6 @@ __all__ = ("BoundedExecutor",)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_POOLS_WITH_KNOWN_SIZE = (
-    concurrent.futures.ThreadPoolExecutor,
-    concurrent.futures.ProcessPoolExecutor,
-)
 
 
 class _Star(Generic[T]):
@@ -138,35 +133,9 @@ class BoundedExecutor(concurrent.futures.Executor):
         checked = check_bound(bound)
         pending = check_optional_int("max_pending", max_pending, 0)
         wait = check_optional_positive("max_wait", max_wait)
-        if executor is None:
-            workers = check_optional_int("max_workers", max_workers, 1)
-            if workers is None:
-                workers = min(32, (os.cpu_count() or 1) + 4)
-            executor = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix="aiobound"
-            )
-            owned = True
-        else:
-            if max_workers is not None:
-                raise TypeError(
-                    "pass either executor= (to wrap a pool you own) or "
-                    "max_workers= (to have one made for you), not both"
-                )
-            if not isinstance(executor, concurrent.futures.Executor):
-                raise TypeError(
-                    "executor must be a concurrent.futures.Executor, got "
-                    f"{type(executor).__name__} {executor!r}"
-                )
-            owned = False
-            workers = None
-            if isinstance(executor, _POOLS_WITH_KNOWN_SIZE):
-                workers = getattr(executor, "_max_workers", None)
-            if checked is None and not isinstance(workers, int):
-                raise TypeError(
-                    f"bound is required when wrapping {type(executor).__name__}: "
-                    "its worker count cannot be read (a good bound is twice the "
-                    "number of calls it can run at once)"
-                )
+        executor, owned, workers = own_or_wrap(
+            max_workers, executor, bound_given=checked is not None
+        )
         if checked is None:
             assert isinstance(workers, int)
             checked = 2 * workers
@@ -502,7 +471,12 @@ class BoundedExecutor(concurrent.futures.Executor):
         source: Iterator[Any],
         deadline: float | None,
         ahead: _Ahead,
-    ) -> Iterator[T]:
+    ) -> Generator[T, None, None]:
+        """One call per item of *source* (an item may be a chunk).
+
+        Results come in order, never more than the window ahead of the
+        consumer.
+        """
         window: deque[concurrent.futures.Future[T]] = deque()
         error: Exception | None = None
         try:
@@ -541,39 +515,14 @@ class BoundedExecutor(concurrent.futures.Executor):
         ahead: _Ahead,
         sizer: ChunkSizer,
     ) -> Iterator[T]:
-        chunks = chunked(source, sizer)
         run: ChunkCall[Any, T] = ChunkCall(fn)
-        window: deque[concurrent.futures.Future[tuple[list[T], float]]] = deque()
-        error: Exception | None = None
+        calls = self._map_items(run, chunked(source, sizer), deadline, ahead)
         try:
-            more = True
-            while True:
-                while more and self._reserve(window, deadline, ahead):
-                    try:
-                        chunk = next(chunks)
-                    except StopIteration:
-                        self._gate.release(UNUSED)
-                        more = False
-                        break
-                    except Exception as exc:
-                        # Raised once the results pulled before it are out.
-                        self._gate.release(UNUSED)
-                        more, error = False, exc
-                        break
-                    except BaseException:
-                        self._gate.release(UNUSED)
-                        raise
-                    window.append(self._start(run, (chunk,), {}))
-                if not window:
-                    if error is not None:
-                        raise error
-                    return
-                results, seconds = self._result(window.popleft(), deadline)
+            for results, seconds in calls:
                 sizer.measured(len(results), seconds)
                 yield from results
         finally:
-            for cfut in window:
-                cfut.cancel()
+            calls.close()  # cancels the chunks not started
 
     # -- closing -------------------------------------------------------------
 
