@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
 from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
+from ._readings import GateReadings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -298,7 +299,7 @@ class Part:
         return None
 
 
-class PartitionedGate:
+class PartitionedGate(GateReadings):
     """A gate of ``bound`` slots shared by partitions with guaranteed shares.
 
     Args:
@@ -401,31 +402,6 @@ class PartitionedGate:
     def bound(self) -> int:
         """Total number of slots."""
         return self._bound
-
-    @property
-    def max_pending(self) -> int | None:
-        """Most callers allowed to wait, per partition."""
-        return self._max_pending
-
-    @property
-    def max_wait(self) -> float | None:
-        """Seconds a caller may wait for a slot, per partition."""
-        return self._max_wait
-
-    @property
-    def in_use(self) -> int:
-        """Slots held, all partitions."""
-        return self._in_use
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting, all partitions."""
-        return self._waiting
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
 
     @property
     def rejected(self) -> int:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from ._checks import check_int
 from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
 from ._histogram import RECENT_WEIGHT, Recorder
+from ._readings import WaitReadings
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -405,7 +406,7 @@ class SharedBound:
             view._now_idle()
 
 
-class _View:
+class _View(WaitReadings):
     """One executor's share of a :class:`SharedBound`: its own limits and counts."""
 
     __slots__ = (
@@ -456,49 +457,6 @@ class _View:
     def bound(self) -> int:
         """The shared bound: most calls in flight across all its executors."""
         return self._shared._bound
-
-    @property
-    def max_pending(self) -> int | None:
-        """Most callers of this executor allowed to wait, or ``None``."""
-        return self._max_pending
-
-    @property
-    def max_wait(self) -> float | None:
-        """Seconds a caller may wait for a slot, or ``None``."""
-        return self._max_wait
-
-    @property
-    def in_use(self) -> int:
-        """Slots this executor holds."""
-        return self._in_use
-
-    @property
-    def waiting(self) -> int:
-        """Callers of this executor waiting for a slot."""
-        return self._waiting
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    @property
-    def wait_average(self) -> float:
-        """Mean seconds waited per slot granted to this executor."""
-        return self._wait_total / self._admitted if self._admitted else 0.0
-
-    @property
-    def wait_maximum(self) -> float:
-        """Longest wait of any caller of this executor granted a slot."""
-        return self._wait_max
-
-    @property
-    def wait_recent(self) -> float:
-        """Moving average of this executor's latest waits that ended in a slot.
-
-        As :attr:`SlotGate.wait_recent`: the newest counts 1/8.
-        """
-        return max(self._wait_recent, 0.0)
 
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per slot granted to this executor (at once: 0)."""

@@ -43,6 +43,7 @@ from ._errors import (
     closed_while_waiting,
 )
 from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
+from ._readings import WaitReadings
 
 __all__ = ("SlotGate",)
 
@@ -78,7 +79,7 @@ class _Waiter(asyncio.Future[None]):
         return True
 
 
-class SlotGate:
+class SlotGate(WaitReadings):
     """A counting gate of ``bound`` slots with a FIFO waiting room.
 
     Args:
@@ -143,56 +144,10 @@ class SlotGate:
         """Total number of slots."""
         return self._bound
 
-    @property
-    def max_pending(self) -> int | None:
-        """Most coroutines allowed to wait, or ``None``."""
-        return self._max_pending
-
-    @property
-    def max_wait(self) -> float | None:
-        """Seconds a coroutine may wait for a slot, or ``None``."""
-        return self._max_wait
-
-    @property
-    def in_use(self) -> int:
-        """Slots currently held."""
-        return self._in_use
-
-    @property
-    def waiting(self) -> int:
-        """Coroutines currently waiting for a slot."""
-        return self._waiting
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed
-
-    @property
-    def wait_average(self) -> float:
-        """Mean seconds waited per granted slot (immediate grants count 0)."""
-        return self._wait_total / self._admitted if self._admitted else 0.0
-
-    @property
-    def wait_maximum(self) -> float:
-        """Longest wait, in seconds, of any caller that was granted a slot."""
-        return self._wait_max
-
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per granted slot (immediate grants count 0)."""
         recorder = self._wait_histogram
         return recorder.snapshot(self._admitted - sum(recorder.buckets))
-
-    @property
-    def wait_recent(self) -> float:
-        """Moving average of the latest waits that ended with a slot.
-
-        Exponentially weighted (the newest counts 1/8), over the callers that
-        had to wait and were then granted a slot; immediate grants do not
-        count, and the value stays as it was while nobody waits. ``0.0``
-        before any wait. Updated in O(1) at each grant.
-        """
-        return max(self._wait_recent, 0.0)
 
     def has_free_slot(self) -> bool:
         """Whether :meth:`try_acquire` would succeed now (= :meth:`would_admit_now`)."""
