@@ -12,7 +12,7 @@ import concurrent.futures
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
 from ._checks import (
@@ -41,13 +41,22 @@ from ._stats import ExecutorStats, PartitionStats
 from ._submit import handover_for, own_or_wrap
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
     from typing_extensions import Self
 
 __all__ = ("BoundedLoopExecutor", "Partition")
+
+
+class _Admit(Protocol):
+    """How a call is admitted and handed over (plain, or observed)."""
+
+    def __call__(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], /
+    ) -> Coroutine[Any, Any, asyncio.Future[T]]: ...
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -327,7 +336,7 @@ class BoundedLoopExecutor:
         self._calls: dict[concurrent.futures.Future[Any], float] = {}
         self._run_histogram = Recorder()
         # The strategies an observer swaps (see add_observer).
-        self._admit = self._acquire_and_start
+        self._admit: _Admit = self._acquire_and_start
         # No rate limit and no observer: a free slot is taken in submit itself.
         self._plain_admission = self._rate is None
         self._on_end = (
@@ -557,48 +566,66 @@ class BoundedLoopExecutor:
         return await self._admit(fn, args, kwargs)
 
     async def _acquire_and_start(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        part: Part | None = None,
     ) -> asyncio.Future[T]:
-        """Take a slot (and a turn), then hand the call over."""
-        gate = self._gate
+        """Take a slot (and a turn), then hand the call over.
+
+        The slot is taken on *part*'s account if given, else on the gate's.
+        """
+        gate = self._gate if part is None else part
         if not gate.try_acquire():
             await gate.acquire()
         if self._rate is not None or gate.closed:
-            await self._wait_turn()
-        return self._start(fn, args, kwargs)
+            await self._wait_turn(part)
+        return self._start(fn, args, kwargs, part)
 
-    async def _wait_turn(self) -> None:
+    async def _wait_turn(self, part: Part | None = None) -> None:
         """Holding a slot: wait for the rate limit's turn; check the close.
 
-        On any error or cancellation the slot is released.
+        On any error or cancellation the slot (of *part*, if given) is
+        released.
         """
+        gate = self._gate if part is None else part
         try:
             # Not once closed: a slot handed over just as aclose() ran would
             # wait for a turn that the rate limiter's close no longer ends.
-            if self._rate is not None and not self._gate.closed:
+            if self._rate is not None and not gate.closed:
                 await self._rate.wait_turn()
-            if self._gate.closed:
+            if gate.closed:
                 raise closed_while_waiting()
         except BaseException:
-            self._gate.release()
+            gate.release()
             raise
 
     def _start(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        part: Part | None = None,
     ) -> asyncio.Future[T]:
         """Hand the call to the executor; the caller already holds a slot.
 
+        The slot is held on *part*'s account if given, else on the gate's.
         On the bound loop only. If the executor's ``submit`` raises, the slot
         is freed and the error propagates.
         """
         self._submitted += 1
+        if part is not None:
+            part.submitted += 1
         explainer = self._explainer
         explain = None if explainer is None else explainer(fn, args, kwargs)
         try:
             cfut = self._handover(self._executor, fn, args, kwargs)
         except BaseException as exc:
-            cfut = self._submit_failed(exc, fn, args, kwargs)
+            cfut = self._submit_failed(exc, fn, args, kwargs, part)
         self._calls[cfut] = time.monotonic()
+        if part is not None:
+            self._lanes[cfut] = part
         assert self._bridge is not None
         return self._bridge.chain(cfut, explain)
 
@@ -618,72 +645,8 @@ class BoundedLoopExecutor:
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
         if self._rate is None and part.try_acquire():
-            return self._start_in(part, fn, args, kwargs)
-        return await self._acquire_and_start_in(part, fn, args, kwargs)
-
-    async def _acquire_and_start_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        """:meth:`_acquire_and_start` on *part*'s account."""
-        if not part.try_acquire():
-            await part.acquire()
-        if self._rate is not None or part.closed:
-            await self._wait_turn_in(part)
-        return self._start_in(part, fn, args, kwargs)
-
-    async def _wait_turn_in(self, part: Part) -> None:
-        """:meth:`_wait_turn`, the slot held on *part*'s account."""
-        try:
-            if self._rate is not None and not part.closed:
-                await self._rate.wait_turn()
-            if part.closed:
-                raise closed_while_waiting()
-        except BaseException:
-            part.release()
-            raise
-
-    def _start_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        """:meth:`_start`, the slot held on *part*'s account."""
-        self._submitted += 1
-        part.submitted += 1
-        explainer = self._explainer
-        explain = None if explainer is None else explainer(fn, args, kwargs)
-        try:
-            cfut = self._handover(self._executor, fn, args, kwargs)
-        except BaseException as exc:
-            cfut = self._submit_failed(exc, fn, args, kwargs, part)
-        self._calls[cfut] = time.monotonic()
-        self._lanes[cfut] = part
-        assert self._bridge is not None
-        return self._bridge.chain(cfut, explain)
-
-    def _reserve_now_in(self, part: Part) -> bool:
-        if not part.has_free_slot():
-            return False
-        rate = self._rate
-        if rate is not None and not rate.try_start():
-            return False
-        return part.try_take()
-
-    async def _start_on_turn_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        await self._wait_turn_in(part)
-        return self._start_in(part, fn, args, kwargs)
+            return self._start(fn, args, kwargs, part)
+        return await self._acquire_and_start(fn, args, kwargs, part)
 
     def _map_in(
         self,
@@ -695,19 +658,7 @@ class BoundedLoopExecutor:
     ) -> MapIterator[T]:
         """:meth:`map` on *part*'s account."""
         chunksize = self._check_map(fn, ordered, chunksize)
-        port = MapPort(
-            bind=self._bind_running,
-            bound=self._current_bound,
-            reserve_now=part.try_take
-            if self._rate is None
-            else partial(self._reserve_now_in, part),
-            release=part.release,
-            start_reserved=partial(self._start_in, part),
-            start=partial(self._acquire_and_start_in, part),
-            rate_limited=self._rate is not None,
-            reserve_slot_now=part.try_take,
-            start_on_turn=partial(self._start_on_turn_in, part),
-        )
+        port = self._map_port(part)
         return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
 
     def _call_ended_partitioned(
@@ -952,19 +903,36 @@ class BoundedLoopExecutor:
             ValueError: ``chunksize`` is below 1.
         """
         chunksize = self._check_map(fn, ordered, chunksize)
-        gate = self._gate
-        port = MapPort(
+        port = self._map_port()
+        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
+
+    def _map_port(self, part: Part | None = None) -> MapPort:
+        """The map's way to this executor, on *part*'s account if given."""
+        gate = self._gate if part is None else part
+        rated = self._rate is not None
+        if part is None:
+            return MapPort(
+                bind=self._bind_running,
+                bound=self._current_bound,
+                reserve_now=self._reserve_now if rated else gate.try_take,
+                release=gate.release,
+                start_reserved=self._start,
+                start=self._acquire_and_start,
+                rate_limited=rated,
+                reserve_slot_now=gate.try_take,
+                start_on_turn=self._start_on_turn,
+            )
+        return MapPort(
             bind=self._bind_running,
             bound=self._current_bound,
-            reserve_now=gate.try_take if self._rate is None else self._reserve_now,
+            reserve_now=partial(self._reserve_now, part) if rated else gate.try_take,
             release=gate.release,
-            start_reserved=self._start,
-            start=self._acquire_and_start,
-            rate_limited=self._rate is not None,
+            start_reserved=partial(self._start, part=part),
+            start=partial(self._acquire_and_start, part=part),
+            rate_limited=rated,
             reserve_slot_now=gate.try_take,
-            start_on_turn=self._start_on_turn,
+            start_on_turn=partial(self._start_on_turn, part=part),
         )
-        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
 
     def _check_map(
         self, fn: object, ordered: object, chunksize: int | None
@@ -991,8 +959,8 @@ class BoundedLoopExecutor:
     def _current_bound(self) -> int:
         return self._gate.bound
 
-    def _reserve_now(self) -> bool:
-        gate = self._gate
+    def _reserve_now(self, part: Part | None = None) -> bool:
+        gate = self._gate if part is None else part
         if not gate.has_free_slot():
             return False
         rate = self._rate
@@ -1001,10 +969,14 @@ class BoundedLoopExecutor:
         return gate.try_take()
 
     async def _start_on_turn(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        part: Part | None = None,
     ) -> asyncio.Future[T]:
-        await self._wait_turn()
-        return self._start(fn, args, kwargs)
+        await self._wait_turn(part)
+        return self._start(fn, args, kwargs, part)
 
     # -- loop binding --------------------------------------------------------
 
