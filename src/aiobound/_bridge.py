@@ -35,7 +35,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import closed_before_start
+from ._errors import closed_before_start, safe_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -231,19 +231,7 @@ def deliverable(
     if isinstance(exc, (StopIteration, StopAsyncIteration)) or not isinstance(
         exc, Exception
     ):
-        wrapped = RuntimeError(f"the submitted call raised {_describe(exc)}")
+        wrapped = RuntimeError(f"the submitted call raised {safe_str(exc, 200)}")
         wrapped.__cause__ = exc
         return wrapped
     return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """``type: message`` of *exc*, never failing and never very long."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except Exception:
-        return name
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{name}: {text}" if text else name

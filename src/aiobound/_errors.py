@@ -15,6 +15,7 @@ __all__ = (
     "closed_before_start",
     "closed_on_arrival",
     "closed_while_waiting",
+    "safe_str",
 )
 
 
@@ -58,3 +59,19 @@ def closed_while_waiting() -> ClosedError:
 def closed_before_start() -> ClosedError:
     """A submitted call that the close dropped before it started."""
     return ClosedError("the executor was closed before this call started")
+
+
+def safe_str(exc: BaseException, limit: int = 240) -> str:
+    """``type: message`` of *exc*, never raising and never longer than *limit*.
+
+    For messages that quote an error a user's code raised: its ``__str__``
+    may fail or be huge.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        return name
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{name}: {text}" if text else name

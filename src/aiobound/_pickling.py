@@ -19,6 +19,7 @@ import reprlib
 from typing import TYPE_CHECKING, Any
 
 from ._chunks import Chunk, ChunkCall
+from ._errors import safe_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -68,18 +69,6 @@ def safe_repr(obj: object, limit: int = _QUOTE_LIMIT) -> str:
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
-
-
-def safe_str(exc: BaseException, limit: int = 2 * _QUOTE_LIMIT) -> str:
-    """``type: message`` of *exc*, never raising and never longer than *limit*."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except Exception:
-        return name
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{name}: {text}" if text else name
 
 
 class _Discard(io.RawIOBase):
