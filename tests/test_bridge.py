@@ -7,7 +7,9 @@ before the fast path could misread a result.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+from typing import Any
 
 import pytest
 
@@ -72,3 +74,64 @@ def test_explain_may_reword_and_its_own_failure_keeps_the_original() -> None:
         raise LookupError("explain failed")
 
     assert _bridge.deliverable(error, broken) is error
+
+
+class _Ends:
+    """An ``on_end`` that records what ended, and whether each was settled."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[int] = []
+
+    def __call__(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
+        self.outcomes.append(outcome)
+        return False
+
+
+async def test_on_settled_sees_each_future_once_already_settled_from_threads() -> None:
+    """Completions from worker threads: ``on_settled`` runs after delivery."""
+    loop = asyncio.get_running_loop()
+    ends = _Ends()
+    bridge = _bridge.Bridge(loop, ends)
+    seen: list[tuple[asyncio.Future[Any], bool]] = []
+    all_seen = asyncio.Event()
+    calls = 200
+
+    def on_settled(afut: asyncio.Future[Any]) -> None:
+        assert ends.outcomes, "on_end runs first"
+        seen.append((afut, afut.done()))
+        if len(seen) == calls:
+            all_seen.set()
+
+    def work(n: int) -> int:
+        if n % 7 == 0:
+            raise ValueError(n)
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [
+            bridge.chain(pool.submit(work, n), None, on_settled) for n in range(calls)
+        ]
+        await asyncio.wait_for(all_seen.wait(), 10)
+    assert sorted(map(id, (afut for afut, _ in seen))) == sorted(map(id, futures))
+    assert all(done for _, done in seen)
+    failed = [n for n, afut in enumerate(futures) if afut.exception() is not None]
+    assert failed == [n for n in range(calls) if n % 7 == 0]
+    assert ends.outcomes.count(_bridge.FAILED) == len(failed)
+
+
+async def test_on_settled_runs_at_once_for_a_call_that_ended_on_the_loop() -> None:
+    """Already done, or cancelled on the loop: settled before chain returns."""
+    loop = asyncio.get_running_loop()
+    bridge = _bridge.Bridge(loop, _Ends())
+    seen: list[asyncio.Future[Any]] = []
+    done: concurrent.futures.Future[int] = concurrent.futures.Future()
+    done.set_result(5)
+    afut = bridge.chain(done, None, seen.append)
+    assert seen == [afut]
+    assert afut.result() == 5
+    waiting: concurrent.futures.Future[int] = concurrent.futures.Future()
+    other = bridge.chain(waiting, None, seen.append)
+    assert seen == [afut]
+    assert other.cancel()  # not started: the call is cancelled right here
+    assert seen == [afut, other]
+    assert waiting.cancelled()

@@ -145,6 +145,24 @@ async def test_non_callable_fn_raises_at_the_call_and_takes_no_slot(
     assert executor.stats().submitted == 0
 
 
+async def test_every_new_function_is_checked_after_a_good_one(
+    make_executor: ExecutorFactory,
+) -> None:
+    """A function accepted once is not checked again; any other one is."""
+    executor = make_executor(max_workers=1)
+
+    async def coroutine_function() -> None: ...
+
+    assert await executor.run(abs, -1) == 1
+    for refused in (None, coroutine_function, 3):
+        for _ in range(2):  # refused again: a refusal is not remembered
+            with pytest.raises(TypeError, match="fn must"):
+                _ = await executor.submit(refused)  # type: ignore[arg-type]
+        assert await executor.run(abs, -2) == 2
+    assert executor.stats().submitted == 4  # the refused ones never count
+    assert_idle(executor)
+
+
 @pytest.mark.parametrize("items", [3, None, object()], ids=["int", "none", "object"])
 async def test_map_of_a_non_iterable_raises_at_the_call(
     make_executor: ExecutorFactory, items: Any

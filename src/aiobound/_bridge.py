@@ -80,12 +80,14 @@ class Bridge:
         self._loop = loop
         self._on_end = on_end
         self.loop_thread_id = threading.get_ident()
-        # (afut, cfut, explain) of calls that ended and are not settled yet.
+        # (afut, cfut, explain, on_settled) of calls that ended and are not
+        # settled yet.
         self._ended: deque[
             tuple[
                 asyncio.Future[Any],
                 concurrent.futures.Future[Any],
                 Callable[[BaseException], BaseException] | None,
+                Callable[[asyncio.Future[Any]], object] | None,
             ]
         ] = deque()
         self._drain_scheduled = False
@@ -100,6 +102,7 @@ class Bridge:
         self,
         cfut: concurrent.futures.Future[T],
         explain: Callable[[BaseException], BaseException] | None = None,
+        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
     ) -> asyncio.Future[T]:
         """Return an asyncio future on the loop that follows *cfut*.
 
@@ -107,25 +110,33 @@ class Bridge:
         then the outcome is copied into the returned future unless that was
         cancelled. ``explain``, if given, may replace the call's exception
         with a clearer one; if it raises, the original exception is
-        delivered. Cancelling the returned future cancels *cfut* if the call
-        has not started.
+        delivered. ``on_settled``, if given, is then called with the returned
+        future in the same step (no extra hop through the loop, unlike a done
+        callback); it may run before ``chain`` returns, when *cfut* is already
+        done. Cancelling the returned future cancels *cfut* if the call has
+        not started.
         """
         afut: _CallFuture[T] = _CallFuture(loop=self._loop)
         afut.underlying = cfut
-        cfut.add_done_callback(functools.partial(self._call_ended, afut, explain))
+        cfut.add_done_callback(
+            functools.partial(self._call_ended, afut, explain, on_settled)
+        )
         return afut
 
     def _call_ended(
         self,
         afut: asyncio.Future[Any],
         explain: Callable[[BaseException], BaseException] | None,
+        on_settled: Callable[[asyncio.Future[Any]], object] | None,
         cfut: concurrent.futures.Future[Any],
     ) -> None:
         """In whichever thread completed *cfut*: settle, or queue for the loop."""
         if threading.get_ident() == self.loop_thread_id:
             _settle(afut, cfut, self._on_end, explain)
+            if on_settled is not None:
+                on_settled(afut)
             return
-        self._ended.append((afut, cfut, explain))
+        self._ended.append((afut, cfut, explain, on_settled))
         if not self._drain_scheduled:
             self._schedule_drain()
 
@@ -136,14 +147,29 @@ class Bridge:
             self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        """On the loop: settle every call that ended, in the order they did."""
+        """On the loop: settle every call that ended, in the order they did.
+
+        The common case, a plain future that returned a result, is settled
+        here without a call to :func:`_settle`.
+        """
         self._drain_scheduled = False  # before taking: see the module docstring
         ended = self._ended
         on_end = self._on_end
         try:
             while ended:
-                afut, cfut, explain = ended.popleft()
-                _settle(afut, cfut, on_end, explain)
+                afut, cfut, explain, on_settled = ended.popleft()
+                if (
+                    type(cfut) is _PLAIN_FUTURE
+                    and cfut._state == _FINISHED
+                    and cfut._exception is None
+                ):
+                    on_end(cfut, COMPLETED)
+                    if not afut.done():
+                        afut.set_result(cfut._result)
+                else:
+                    _settle(afut, cfut, on_end, explain)
+                if on_settled is not None:
+                    on_settled(afut)
         finally:
             if ended and not self._drain_scheduled:
                 self._schedule_drain()  # an error stopped this drain early

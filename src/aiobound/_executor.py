@@ -63,6 +63,9 @@ T = TypeVar("T")
 A = TypeVar("A")
 R = TypeVar("R")
 
+# What submit() has checked before any function: no function is this object.
+_NOTHING_CHECKED = object()
+
 
 class BoundedLoopExecutor:
     """Awaitable submission to an executor, with at most ``bound`` calls in it.
@@ -147,6 +150,7 @@ class BoundedLoopExecutor:
         "_bridge",
         "_calls",
         "_cancelled",
+        "_checked_fn",
         "_completed",
         "_executor",
         "_explainer",
@@ -334,6 +338,9 @@ class BoundedLoopExecutor:
         # aclose(timeout=...) can cancel those that have not started), each
         # with its time.monotonic() at hand-off (for the run-time histogram).
         self._calls: dict[concurrent.futures.Future[Any], float] = {}
+        # The last function submit() checked: the next call of it is not
+        # checked again (a loop that submits one function pays the check once).
+        self._checked_fn: object = _NOTHING_CHECKED
         self._run_histogram = Recorder()
         # The strategies an observer swaps (see add_observer).
         self._admit: _Admit = self._acquire_and_start
@@ -558,12 +565,17 @@ class BoundedLoopExecutor:
         """
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
-        fn_object: object = fn
-        if not callable(fn_object) or is_async_function(fn_object):
-            check_callable("fn", fn_object)
+        if fn is not self._checked_fn:
+            self._check_fn(fn)
         if self._plain_admission and self._gate.try_acquire():
             return self._start(fn, args, kwargs)  # a slot free: no wait at all
         return await self._admit(fn, args, kwargs)
+
+    def _check_fn(self, fn: object) -> None:
+        """Refuse a *fn* that is not callable or is async; remember it if fine."""
+        if not callable(fn) or is_async_function(fn):
+            check_callable("fn", fn)
+        self._checked_fn = fn
 
     async def _acquire_and_start(
         self,
@@ -581,7 +593,7 @@ class BoundedLoopExecutor:
             await gate.acquire()
         if self._rate is not None or gate.closed:
             await self._wait_turn(part)
-        return self._start(fn, args, kwargs, part)
+        return self._start(fn, args, kwargs, part=part)
 
     async def _wait_turn(self, part: Part | None = None) -> None:
         """Holding a slot: wait for the rate limit's turn; check the close.
@@ -606,13 +618,17 @@ class BoundedLoopExecutor:
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
+        *,
         part: Part | None = None,
     ) -> asyncio.Future[T]:
         """Hand the call to the executor; the caller already holds a slot.
 
         The slot is held on *part*'s account if given, else on the gate's.
-        On the bound loop only. If the executor's ``submit`` raises, the slot
-        is freed and the error propagates.
+        ``on_settled``, if given, is called with the returned future, on the
+        loop, right after it is settled (see :meth:`Bridge.chain`). On the
+        bound loop only. If the executor's ``submit`` raises, the slot is
+        freed and the error propagates.
         """
         self._submitted += 1
         if part is not None:
@@ -627,7 +643,7 @@ class BoundedLoopExecutor:
         if part is not None:
             self._lanes[cfut] = part
         assert self._bridge is not None
-        return self._bridge.chain(cfut, explain)
+        return self._bridge.chain(cfut, explain, on_settled)
 
     # -- submission through a partition ----------------------------------------
 
@@ -641,11 +657,10 @@ class BoundedLoopExecutor:
         """:meth:`submit` on *part*'s account."""
         if asyncio.get_running_loop() is not self._loop:
             self._bind()
-        fn_object: object = fn
-        if not callable(fn_object) or is_async_function(fn_object):
-            check_callable("fn", fn_object)
+        if fn is not self._checked_fn:
+            self._check_fn(fn)
         if self._rate is None and part.try_acquire():
-            return self._start(fn, args, kwargs, part)
+            return self._start(fn, args, kwargs, part=part)
         return await self._acquire_and_start(fn, args, kwargs, part)
 
     def _map_in(
@@ -976,7 +991,7 @@ class BoundedLoopExecutor:
         part: Part | None = None,
     ) -> asyncio.Future[T]:
         await self._wait_turn(part)
-        return self._start(fn, args, kwargs, part)
+        return self._start(fn, args, kwargs, part=part)
 
     # -- loop binding --------------------------------------------------------
 
@@ -1071,6 +1086,7 @@ class BoundedLoopExecutor:
             self._bind()
         gate = self._gate
         gate.close()
+        self._checked_fn = _NOTHING_CHECKED
         if self._rate is not None:
             self._rate.close()
         if timeout is None:

@@ -31,8 +31,9 @@ __all__ = ("MapIterator", "MapPort", "close_source", "make_map", "open_source")
 
 T = TypeVar("T")
 
-# start(fn, args, kwargs) -> the call's future, at once or after a wait.
-_Start: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], asyncio.Future[Any]]"  # noqa: E501
+# start(fn, args, kwargs, on_settled) -> the call's future, submitted at once.
+_Start: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Callable[[asyncio.Future[Any]], object] | None], asyncio.Future[Any]]"  # noqa: E501
+# start(fn, args, kwargs) -> the call's future, after a wait.
 _StartLater: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[asyncio.Future[Any]]]"  # noqa: E501
 
 # The keyword arguments of every call a map makes: none (never mutated).
@@ -49,9 +50,12 @@ class MapPort:
         reserve_now: Take a slot (and, with a rate limit, a turn) if one is
             free at once; return whether one was taken. ``False`` once closed.
         release: Give back a slot taken by ``reserve_now`` and not used.
-        start_reserved: ``start_reserved(fn, args, kwargs)`` submits the call
-            on a reserved slot and returns the asyncio future of its result
-            (raises what the pool's ``submit`` raises, the slot freed).
+        start_reserved: ``start_reserved(fn, args, kwargs, on_settled)``
+            submits the call on a reserved slot and returns the asyncio future
+            of its result (raises what the pool's ``submit`` raises, the slot
+            freed). ``on_settled``, unless ``None``, is called with that future
+            on the loop as soon as it is settled, possibly before
+            ``start_reserved`` returns.
         start: ``start(fn, args, kwargs)`` waits for a slot and a turn, then
             submits; raises what ``submit`` raises. Cancellation: as
             ``submit``.
@@ -346,7 +350,12 @@ class _Window(Generic[T]):
             return
         start_reserved = port.start_reserved
         fn = self.fn
-        track = self.pending.append if self.ordered else self._track
+        if self.ordered:
+            track = self.pending.append
+            on_settled = None
+        else:
+            track = self._track_watched
+            on_settled = self._on_done
         bound = port.bound()
         while self.outstanding < bound and not self.exhausted:
             if not reserve_now():
@@ -359,14 +368,14 @@ class _Window(Generic[T]):
                 return
             self.outstanding += 1
             try:
-                fut = start_reserved(fn, (item,), _NO_KWARGS)
+                fut = start_reserved(fn, (item,), _NO_KWARGS, on_settled)
             except Exception as exc:
                 fut = self._failed(exc)
             track(fut)
 
     def _start_reserved(self, item: object) -> None:
         try:
-            fut = self.port.start_reserved(self.fn, (item,), _NO_KWARGS)
+            fut = self.port.start_reserved(self.fn, (item,), _NO_KWARGS, None)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -490,11 +499,25 @@ class _Window(Generic[T]):
             self.running.add(fut)
             fut.add_done_callback(self._on_done)
 
+    def _track_watched(self, fut: asyncio.Future[T]) -> None:
+        """Unordered: queue a future whose settling calls :meth:`_on_done`."""
+        if fut.done():  # settled before it could be tracked
+            self.done.append(fut)
+            self._wake()
+        else:
+            self.running.add(fut)
+
     def _on_done(self, fut: asyncio.Future[T]) -> None:
-        """Unordered: move a finished future to the done queue."""
+        """Unordered: move a finished future to the done queue.
+
+        A future not (or no longer) tracked as running is left alone.
+        """
         if self.finished:
             return
-        self.running.discard(fut)
+        try:
+            self.running.remove(fut)
+        except KeyError:
+            return
         self.done.append(fut)
         self._wake()
 
