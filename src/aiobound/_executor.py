@@ -416,7 +416,9 @@ class BoundedLoopExecutor:
         True otherwise. An accepted caller may still be refused later by
         ``max_wait``. O(1); takes no slot and changes nothing, so it is a
         cheap pre-filter (the web integrations' edge check): whenever
-        :meth:`would_admit_now` is true, so is this.
+        :meth:`would_admit_now` is true, so is this. With partitions, it
+        answers for a call made on the executor itself: the waiters counted
+        are the ``"default"`` partition's.
         """
         return self._gate.can_queue()
 
