@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aiobound import CallObserver, OverloadedError
+from aiobound import BoundedLoopExecutor, CallObserver, OverloadedError
 from conftest import assert_idle, settle
 
 if TYPE_CHECKING:
@@ -285,3 +285,26 @@ class TestPartitions:
         assert executor.stats().partitions["a"].failed == 1
         assert executor.stats().partitions["a"].in_flight == 0
         assert_idle(executor)
+
+    async def test_a_call_handed_to_a_replaced_pool_keeps_its_partition(
+        self,
+    ) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        import workers
+
+        executor = BoundedLoopExecutor.process(max_workers=1, partitions={"a": 0.5})
+        observer = InPartitions()
+        executor.add_observer(observer)
+        a = executor.partition("a")
+        try:
+            with pytest.raises(BrokenProcessPool):
+                await a.run(workers.die, 3)  # token 1
+            # The pool is broken: the hand-over fails (token 2), and the call
+            # goes to a new pool (token 3), still in partition "a".
+            assert await a.run(workers.square, 2) == 4
+        finally:
+            await executor.aclose()
+        assert executor.stats().pool_restarts == 1
+        assert partitions_of(observer) == {1: "a", 2: "a", 3: "a"}
+        assert outcomes(observer) == {1: "failed", 2: "failed", 3: "completed"}

@@ -901,10 +901,13 @@ class BoundedLoopExecutor:
             observer.refused(token, reason, exc)
             raise
         observed.current = token
+        # The partition of a second hand-over, to a replaced process pool.
+        observed.partition = None if part is None else part.name
         try:
             return self._start(fn, args, kwargs, part)
         finally:
             observed.current = None
+            observed.partition = None
 
     def _call_ended_observed(
         self, cfut: concurrent.futures.Future[Any], outcome: int
