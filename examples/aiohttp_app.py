@@ -8,22 +8,34 @@ Then try::
 
     curl 'http://127.0.0.1:8080/work?ms=50'     # time.sleep(0.05) in a worker
     curl http://127.0.0.1:8080/file/README.md  # size and sha256 of a file
+    curl 'http://127.0.0.1:8080/batch?n=100&ms=50'  # 100 sleeps, batch share
     curl http://127.0.0.1:8080/stats           # executor.stats() as JSON
     curl http://127.0.0.1:8080/metrics         # the same, for Prometheus
 
 The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
-twice that) through ``app.cleanup_ctx``. At most ``--max-pending`` requests
-wait for a slot; the next one gets ``503`` with ``Retry-After`` at once. A
-request that has waited ``--max-wait`` seconds for a slot gets the same 503,
-so accepted requests keep a short, bounded latency however much load arrives
-and however slow the blocking calls become.
+twice that, or ``--bound adaptive``) through ``app.cleanup_ctx``. At most
+``--max-pending`` requests wait for a slot; the next one gets ``503`` with
+``Retry-After`` at once. A request that has waited ``--max-wait`` seconds for
+a slot gets the same 503, so accepted requests keep a short, bounded latency
+however much load arrives and however slow the blocking calls become.
+
+Batch work does not crowd out the interactive handlers: ``/batch`` runs its
+items through the executor's ``"batch"`` partition (``--batch-share`` of the
+bound, 0.25 by default), and ``/work`` and ``/file`` are the ``"default"``
+partition's, with the rest. Alone, a batch borrows every idle slot; when
+interactive requests wait, each slot freed goes to them first until they
+hold their share, and the batch keeps its own share. Each partition has its
+own waiting room (``--max-pending`` and ``--max-wait`` apply to each): a
+flood of batches is refused with 503 while the interactive handlers are
+still served.
 
 Under a flood, refusing must cost less than serving: the edge check
 (``setup(..., edge_paths=...)`` on ``/work`` and ``/file``) answers the 503
 before the handler runs whenever the waiting room is full, with a
 ``Retry-After`` derived from the recent wait for a slot; the shedding
 middleware remains the exact fallback (``--no-edge`` turns the edge check
-off, for comparison).
+off, for comparison). ``/batch`` is left to the middleware: the edge check
+reads the executor's own waiting room, the interactive handlers' one.
 
 Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
 handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
@@ -35,6 +47,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -53,6 +66,15 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_SLEEP_MS = 10_000
+MAX_BATCH = 1000  # items of one /batch request
+
+# The batch partition's share of the bound; the interactive handlers (the
+# "default" partition) get the rest. 0.25 guarantees the batch 2 of the 8
+# slots of 4 workers (at least 1 of an adaptive bound), so it never starves,
+# and keeps 6 for the interactive requests, enough that one waits for a slot
+# only when 6 others hold one. Idle slots are borrowed either way.
+BATCH_SHARE = 0.25
+BATCH = "batch"
 
 # max_pending counts requests, not time: 16 waiting requests are 200 ms of
 # queue when a call takes 50 ms on 4 workers, but 4 s when the backend slows
@@ -63,7 +85,8 @@ MAX_SLEEP_MS = 10_000
 MAX_WAIT = 0.25
 DATA_DIR_KEY = web.AppKey("data_dir", Path)
 
-# The paths whose handlers use the executor: the edge check covers them.
+# The paths whose handlers use the executor's default partition: the edge
+# check covers them (it reads that partition's waiting room, not the batch's).
 EXECUTOR_PATHS = ("/work", "/file")
 
 
@@ -84,16 +107,47 @@ def file_digest(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def work(request: web.Request) -> web.Response:
-    """Sleep ``?ms=`` milliseconds (default 50) in a worker thread."""
+def query_ms(request: web.Request) -> float:
+    """``?ms=`` (default 50), or a 400 that says what is wrong."""
     try:
         ms = float(request.query.get("ms", "50"))
     except ValueError:
         raise web.HTTPBadRequest(text="ms must be a number") from None
     if not 0 <= ms <= MAX_SLEEP_MS:
         raise web.HTTPBadRequest(text=f"ms must be in [0, {MAX_SLEEP_MS}]")
+    return ms
+
+
+async def work(request: web.Request) -> web.Response:
+    """Sleep ``?ms=`` milliseconds (default 50) in a worker thread."""
+    ms = query_ms(request)
     slept = await get_executor(request).run(blocking_work, ms / 1000)
     return web.json_response({"slept_ms": slept * 1000})
+
+
+async def batch(request: web.Request) -> web.Response:
+    """Sleep ``?ms=`` milliseconds ``?n=`` times (default 10), batch partition.
+
+    A lazy map: at most the bound's worth of items in the pool at once. A
+    refusal (its waiting room full, or ``max_wait``) is a 503, even midway,
+    when some items have run.
+    """
+    text = request.query.get("n", "10")
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_BATCH:
+        raise web.HTTPBadRequest(
+            text=f"n must be an integer in [1, {MAX_BATCH}], got {text!r}"
+        )
+    items = itertools.repeat(query_ms(request) / 1000, n)
+    partition = get_executor(request).partition(BATCH)
+    slept = 0.0
+    async with partition.map(blocking_work, items) as results:
+        async for seconds in results:
+            slept += seconds
+    return web.json_response({"n": n, "slept_ms": slept * 1000})
 
 
 async def read_file(request: web.Request) -> web.Response:
@@ -126,6 +180,19 @@ def bound_argument(text: str) -> int | Literal["adaptive"]:
         ) from None
 
 
+def share_argument(text: str) -> float:
+    """Parse ``--batch-share``: a number in (0, 1)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 < share < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a share of the bound in (0, 1), got {text!r}"
+        )
+    return share
+
+
 def make_bound(bound: int | Literal["adaptive"] | None) -> int | Gradient | None:
     """A fresh policy for ``"adaptive"`` (one per executor), else *bound*."""
     return Gradient() if bound == "adaptive" else bound
@@ -139,8 +206,9 @@ def create_app(
     max_wait: float | None = MAX_WAIT,
     data_dir: Path = REPO,
     edge: bool = True,
+    batch_share: float = BATCH_SHARE,
 ) -> web.Application:
-    """Build the app: blocking work, file reads, stats and metrics.
+    """Build the app: blocking work, batches, file reads, stats and metrics.
 
     Args:
         workers: Threads in the executor's pool.
@@ -148,12 +216,15 @@ def create_app(
             ``"adaptive"``: a :class:`~aiobound.Gradient` policy that tunes
             it between 1 and ``workers`` from the calls' latencies, lower
             when the backend slows down.
-        max_pending: Requests allowed to wait for a slot before 503s.
+        max_pending: Requests allowed to wait for a slot before 503s, in
+            each partition.
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
         data_dir: The directory ``/file/{name}`` reads from.
         edge: Refuse at the edge (before the handler) when the waiting room
             is full.
+        batch_share: The share of the bound guaranteed to ``/batch`` (the
+            ``"batch"`` partition); the other handlers get the rest.
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
@@ -164,6 +235,7 @@ def create_app(
             bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
+            partitions={BATCH: batch_share},
         )
 
     setup(
@@ -185,6 +257,7 @@ def create_app(
 
     app.cleanup_ctx.append(track_executor)
     app.router.add_get("/work", work)
+    app.router.add_get("/batch", batch)
     app.router.add_get("/file/{name}", read_file)
     app.router.add_get("/stats", stats)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
@@ -203,7 +276,15 @@ def main() -> None:
         default=None,
         help="calls in the pool at once: a number, or 'adaptive'",
     )
-    parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument(
+        "--batch-share",
+        type=share_argument,
+        default=BATCH_SHARE,
+        help="share of the bound guaranteed to /batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pending", type=int, default=16, help="waiting requests per partition"
+    )
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
@@ -218,6 +299,7 @@ def main() -> None:
         max_pending=args.max_pending,
         max_wait=args.max_wait or None,
         edge=not args.no_edge,
+        batch_share=args.batch_share,
     )
     access_log = None if args.quiet else logging.getLogger("aiohttp.access")
     web.run_app(

@@ -8,6 +8,7 @@ Then try::
 
     curl 'http://127.0.0.1:8000/work?ms=50'     # time.sleep(0.05) in a worker
     curl http://127.0.0.1:8000/file/README.md  # size and sha256 of a file
+    curl 'http://127.0.0.1:8000/batch?n=100&ms=50'  # 100 sleeps, batch share
     curl http://127.0.0.1:8000/stats           # executor.stats() as JSON
     curl http://127.0.0.1:8000/metrics         # the same, for Prometheus
 
@@ -18,18 +19,29 @@ waited for a slot), and the worker's own span (a child of that one), all in
 one trace.
 
 The app owns one :class:`BoundedLoopExecutor` (``--workers`` threads, bound
-twice that) through its lifespan. At most ``--max-pending`` requests wait for
-a slot; the next one gets ``503`` with ``Retry-After`` at once. A request that
-has waited ``--max-wait`` seconds for a slot gets the same 503, so accepted
-requests keep a short, bounded latency however much load arrives and however
-slow the blocking calls become.
+twice that, or ``--bound adaptive``) through its lifespan. At most
+``--max-pending`` requests wait for a slot; the next one gets ``503`` with
+``Retry-After`` at once. A request that has waited ``--max-wait`` seconds for
+a slot gets the same 503, so accepted requests keep a short, bounded latency
+however much load arrives and however slow the blocking calls become.
+
+Batch work does not crowd out the interactive endpoints: ``/batch`` runs its
+items through the executor's ``"batch"`` partition (``--batch-share`` of the
+bound, 0.25 by default), and ``/work`` and ``/file`` are the ``"default"``
+partition's, with the rest. Alone, a batch borrows every idle slot; when
+interactive requests wait, each slot freed goes to them first until they
+hold their share, and the batch keeps its own share. Each partition has its
+own waiting room (``--max-pending`` and ``--max-wait`` apply to each): a
+flood of batches is refused with 503 while the interactive endpoints are
+still served.
 
 Under a flood, refusing must cost less than serving: the edge check
 (:class:`EdgeSheddingMiddleware` on ``/work`` and ``/file``) answers the 503
 before routing and dependencies whenever the waiting room is full, with a
 ``Retry-After`` derived from the recent wait for a slot; the exception
 handlers remain the exact fallback (``--no-edge`` turns the edge check off,
-for comparison).
+for comparison). ``/batch`` is left to the handlers: the edge check reads the
+executor's own waiting room, the interactive endpoints' one.
 
 Graceful shutdown: on Ctrl-C or SIGTERM uvicorn stops listening, lets the
 requests in flight finish (up to 30 s), then runs the lifespan's exit, which
@@ -41,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -71,6 +84,15 @@ Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_SLEEP_MS = 10_000
+MAX_BATCH = 1000  # items of one /batch request
+
+# The batch partition's share of the bound; the interactive endpoints (the
+# "default" partition) get the rest. 0.25 guarantees the batch 2 of the 8
+# slots of 4 workers (at least 1 of an adaptive bound), so it never starves,
+# and keeps 6 for the interactive requests, enough that one waits for a slot
+# only when 6 others hold one. Idle slots are borrowed either way.
+BATCH_SHARE = 0.25
+BATCH = "batch"
 
 # max_pending counts requests, not time: 16 waiting requests are 200 ms of
 # queue when a call takes 50 ms on 4 workers, but 4 s when the backend slows
@@ -80,7 +102,8 @@ MAX_SLEEP_MS = 10_000
 # with Retry-After, than answered after its client has given up.
 MAX_WAIT = 0.25
 
-# The paths whose endpoints use the executor: the edge check covers them.
+# The paths whose endpoints use the executor's default partition: the edge
+# check covers them (it reads that partition's waiting room, not the batch's).
 EXECUTOR_PATHS = ("/work", "/file")
 
 
@@ -129,6 +152,19 @@ def bound_argument(text: str) -> int | Literal["adaptive"]:
         ) from None
 
 
+def share_argument(text: str) -> float:
+    """Parse ``--batch-share``: a number in (0, 1)."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0.0 < share < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a share of the bound in (0, 1), got {text!r}"
+        )
+    return share
+
+
 def make_bound(bound: int | Literal["adaptive"] | None) -> int | Gradient | None:
     """A fresh policy for ``"adaptive"`` (one per executor), else *bound*."""
     return Gradient() if bound == "adaptive" else bound
@@ -144,8 +180,9 @@ def create_app(
     work: Callable[[float], float] = blocking_work,
     tracer_provider: TracerProvider | None = None,
     edge: bool = True,
+    batch_share: float = BATCH_SHARE,
 ) -> FastAPI:
-    """Build the app: blocking work, file reads, stats and metrics.
+    """Build the app: blocking work, batches, file reads, stats and metrics.
 
     Every endpoint that uses the executor declares the 503 it may answer
     (``REFUSAL_RESPONSES``) in the OpenAPI schema.
@@ -156,17 +193,20 @@ def create_app(
             ``"adaptive"``: a :class:`~aiobound.Gradient` policy that tunes
             it between 1 and ``workers`` from the calls' latencies, lower
             when the backend slows down.
-        max_pending: Requests allowed to wait for a slot before 503s.
+        max_pending: Requests allowed to wait for a slot before 503s, in
+            each partition.
         max_wait: Seconds a request may wait for a slot before a 503
             (``None``: no limit).
         data_dir: The directory ``/file/{name}`` reads from.
-        work: What ``/work`` runs in the executor, given seconds (tests
-            pass one that does not sleep).
+        work: What ``/work`` runs in the executor, given seconds, and
+            ``/batch`` for each item (tests pass one that does not sleep).
         tracer_provider: Trace with it (OpenTelemetry): a span per request,
             the executor instrumented (:mod:`aiobound.opentelemetry`), and a
             span of the worker's own around ``work``. ``None``: no tracing.
         edge: Refuse at the edge (:class:`EdgeSheddingMiddleware`) when
             the waiting room is full.
+        batch_share: The share of the bound guaranteed to ``/batch`` (the
+            ``"batch"`` partition); the other endpoints get the rest.
     """
     registry = CollectorRegistry()
     collector = ExecutorCollector()
@@ -179,6 +219,7 @@ def create_app(
             bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
+            partitions={BATCH: batch_share},
         )
         if tracer_provider is not None:
             from aiobound.opentelemetry import instrument
@@ -208,6 +249,25 @@ def create_app(
         """Sleep ``ms`` milliseconds in a worker thread."""
         slept = await executor.run(work, ms / 1000)
         return {"slept_ms": slept * 1000}
+
+    @app.get("/batch")
+    async def batch_endpoint(
+        executor: Executor,
+        n: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 10,
+        ms: Annotated[float, Query(ge=0, le=MAX_SLEEP_MS)] = 50,
+    ) -> dict[str, int | float]:
+        """Sleep ``ms`` milliseconds ``n`` times, in the batch partition.
+
+        A lazy map: at most the bound's worth of items in the pool at once.
+        A refusal (its waiting room full, or ``max_wait``) is a 503, even
+        midway, when some items have run.
+        """
+        items = itertools.repeat(ms / 1000, n)
+        slept = 0.0
+        async with executor.partition(BATCH).map(work, items) as results:
+            async for seconds in results:
+                slept += seconds
+        return {"n": n, "slept_ms": slept * 1000}
 
     @app.get("/file/{name}", responses=NOT_FOUND)
     async def read_file(executor: Executor, name: str) -> dict[str, int | str]:
@@ -287,7 +347,15 @@ def main() -> None:
         default=None,
         help="calls in the pool at once: a number, or 'adaptive'",
     )
-    parser.add_argument("--max-pending", type=int, default=16)
+    parser.add_argument(
+        "--batch-share",
+        type=share_argument,
+        default=BATCH_SHARE,
+        help="share of the bound guaranteed to /batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pending", type=int, default=16, help="waiting requests per partition"
+    )
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
@@ -306,6 +374,7 @@ def main() -> None:
         max_wait=args.max_wait or None,
         tracer_provider=_console_tracer_provider() if args.trace else None,
         edge=not args.no_edge,
+        batch_share=args.batch_share,
     )
     uvicorn.run(
         app,

@@ -7,16 +7,18 @@ Worker threads block on gates (``conftest.Gate``) until the test opens them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import hashlib
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp_app import create_app
+from aiohttp_app import create_app, share_argument
 
 from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
 from aiobound.aiohttp import (
@@ -26,10 +28,11 @@ from aiobound.aiohttp import (
     setup,
     shedding_middleware,
 )
+from batch_helpers import Gates, first_started, until, waiting
 from conftest import Arrivals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
     from aiohttp.typedefs import Handler, Middleware
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 # A guard against a hang in a broken test, never a timing assumption.
 CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=30)
+OVERLOADED = {"detail": "Service overloaded; retry later"}
 
 
 class Server:
@@ -197,6 +201,168 @@ class TestExampleApp:
             assert 'aiobound_bound{executor="default"} 4.0' in metrics
             assert 'aiobound_max_wait_seconds{executor="default"} 0.25' in metrics
             assert 'aiobound_timed_out_total{executor="default"} 0.0' in metrics
+
+
+def stats_of(http: aiohttp.ClientSession, url: str) -> Callable[[], Awaitable[Any]]:
+    """A reader of the app's ``/stats``."""
+
+    async def read() -> Any:
+        return (await get_json(http, f"{url}/stats"))[1]
+
+    return read
+
+
+@pytest.fixture
+async def gates(make_gate: GateFactory, monkeypatch: pytest.MonkeyPatch) -> Gates:
+    """The example's blocking work, replaced by gates (one per ``ms``)."""
+    import aiohttp_app
+
+    made = Gates(make_gate, 1, 2, 3, 4)
+    monkeypatch.setattr(aiohttp_app, "blocking_work", made)
+    return made
+
+
+class TestBatchPartition:
+    """The example's /batch runs in its own partition of the executor."""
+
+    async def test_an_interactive_request_takes_the_first_slot_freed(
+        self, gates: Gates, make_gate: GateFactory
+    ) -> None:
+        # Bound 4: the batch is guaranteed 1 slot, the interactive calls 3.
+        app = create_app(workers=4, bound=4, max_pending=8, max_wait=None)
+        async with serve(app) as server, session() as http:
+            url, stats_now = server.url, stats_of(http, server.url)
+            try:
+                one = asyncio.create_task(get_json(http, f"{url}/batch?n=1&ms=1"))
+                await gates[1].started(1)
+                three = asyncio.create_task(get_json(http, f"{url}/batch?n=3&ms=2"))
+                await gates[2].started(3)  # batches hold every slot, 3 borrowed
+                older = asyncio.create_task(get_json(http, f"{url}/batch?n=1&ms=3"))
+                await until(stats_now, "a batch waiting", waiting(1))
+                interactive = asyncio.create_task(get_json(http, f"{url}/work?ms=4"))
+                stats = await until(
+                    stats_now, "a request waiting", waiting(2, interactive)
+                )
+                assert not interactive.done()
+                assert stats["in_flight"] == 4
+
+                gates[1].open()  # one slot freed: to the interactive request
+                assert await first_started(gates[3], gates[4]) is gates[4]
+                assert gates[3].calls == []
+                parts = (await stats_now())["partitions"]
+                batch, default = parts["batch"], parts["default"]
+                assert (batch["guaranteed"], default["guaranteed"]) == (1, 3)
+                assert (batch["in_flight"], default["in_flight"]) == (3, 1)
+                assert (batch["waiting"], default["waiting"]) == (1, 0)
+            finally:
+                make_gate.open_all()
+            responses = await asyncio.gather(one, three, older, interactive)
+            assert [r[:2] for r in responses] == [
+                (200, {"n": 1, "slept_ms": 1.0}),
+                (200, {"n": 3, "slept_ms": 6.0}),
+                (200, {"n": 1, "slept_ms": 3.0}),
+                (200, {"slept_ms": 4.0}),
+            ]
+            stats = await stats_now()
+            parts = stats["partitions"]
+            assert (parts["batch"]["completed"], parts["default"]["completed"]) == (
+                5,
+                1,
+            )
+            assert (stats["in_flight"], stats["waiting"]) == (0, 0)
+
+    async def test_a_flood_of_batches_is_refused_while_interactive_is_served(
+        self, gates: Gates, make_gate: GateFactory
+    ) -> None:
+        app = create_app(workers=4, bound=4, max_pending=2, max_wait=None)
+        async with serve(app) as server, session() as http:
+            url, stats_now = server.url, stats_of(http, server.url)
+            try:
+                held = [asyncio.create_task(get_json(http, f"{url}/batch?n=1&ms=1"))]
+                await gates[1].started(1)
+                held.append(
+                    asyncio.create_task(get_json(http, f"{url}/batch?n=3&ms=2"))
+                )
+                await gates[2].started(3)
+                queued = [
+                    asyncio.create_task(get_json(http, f"{url}/batch?n=1&ms=3"))
+                    for _ in range(2)
+                ]
+                await until(stats_now, "a full batch waiting room", waiting(2))
+
+                flood = await asyncio.gather(
+                    *(get_json(http, f"{url}/batch?n=5&ms=3") for _ in range(10))
+                )
+                assert flood == [(503, OVERLOADED, "1")] * 10
+                # The interactive waiting room is the default partition's.
+                interactive = [
+                    asyncio.create_task(get_json(http, f"{url}/work?ms=4"))
+                    for _ in range(2)
+                ]
+                stats = await until(
+                    stats_now, "interactive waiting", waiting(4, *interactive)
+                )
+                assert not any(task.done() for task in interactive)  # not refused
+                parts = stats["partitions"]
+                assert (parts["batch"]["rejected"], parts["default"]["rejected"]) == (
+                    10,
+                    0,
+                )
+                gates[1].open()  # a slot freed: to an interactive request
+                assert await first_started(gates[3], gates[4]) is gates[4]
+                gates[4].open()
+                served = await asyncio.gather(*interactive)
+                assert [r[0] for r in served] == [200, 200]
+            finally:
+                make_gate.open_all()
+            batches = await asyncio.gather(*held, *queued)
+            assert [r[0] for r in batches] == [200] * 4
+            assert len(gates[3].calls) == 2  # nothing refused reached a worker
+
+    async def test_batch_size_is_checked(self) -> None:
+        app = create_app(workers=1)
+        async with serve(app) as server, session() as http:
+            for query in ("n=0", "n=1001", "n=x", "n=2&ms=-1"):
+                async with http.get(f"{server.url}/batch?{query}") as response:
+                    assert response.status == 400
+                    assert ("ms" if "ms" in query else "n must be") in (
+                        await response.text()
+                    )
+            ok = await get_json(http, f"{server.url}/batch?n=1000&ms=0")
+            assert ok == (200, {"n": 1000, "slept_ms": 0.0}, None)
+
+    async def test_an_adaptive_bound_with_partitions(self) -> None:
+        app = create_app(workers=3, bound="adaptive", max_pending=8)
+        async with serve(app) as server, session() as http:
+            url = server.url
+            for _ in range(6):
+                assert (await get_json(http, f"{url}/work?ms=0"))[0] == 200
+                batch = await get_json(http, f"{url}/batch?n=5&ms=0")
+                assert batch == (200, {"n": 5, "slept_ms": 0.0}, None)
+            _, stats, _ = await get_json(http, f"{url}/stats")
+            bound = stats["bound"]
+            assert isinstance(bound, int)
+            assert 1 <= bound <= 3  # Gradient, capped at the workers
+            assert stats["latency_short"] is not None
+            parts: Any = stats["partitions"]
+            assert (parts["batch"]["completed"], parts["default"]["completed"]) == (
+                30,
+                6,
+            )
+            assert parts["batch"]["guaranteed"] == 1  # ceil(0.25 x 3), at least 1
+            assert parts["default"]["guaranteed"] == math.ceil(0.75 * bound)
+            async with http.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+            assert (
+                'aiobound_partition_completed_total{executor="default",'
+                'partition="batch"} 30.0'
+            ) in metrics
+
+    def test_the_batch_share_option(self) -> None:
+        assert share_argument("0.4") == 0.4
+        for text in ("0", "1", "-0.5", "half"):
+            with pytest.raises(argparse.ArgumentTypeError, match=r"\(0, 1\)"):
+                share_argument(text)
 
 
 class TestShedding:

@@ -13,17 +13,18 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import math
 import socket
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import pytest
 import uvicorn
 from fastapi import Depends, FastAPI
-from fastapi_app import bound_argument, create_app
+from fastapi_app import bound_argument, create_app, share_argument
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +39,7 @@ from aiobound.starlette import (
     executor_state,
     get_executor,
 )
+from batch_helpers import Gates, first_started, until, waiting
 from conftest import Arrivals
 
 if TYPE_CHECKING:
@@ -223,6 +225,173 @@ class TestExampleApp:
         assert work.parent is not None
         assert call.parent.span_id == request.context.span_id
         assert work.parent.span_id == call.context.span_id
+        provider.shutdown()
+
+
+def stats_of(http: httpx.AsyncClient) -> Callable[[], Awaitable[Any]]:
+    """A reader of the app's ``/stats``."""
+
+    async def read() -> Any:
+        return (await http.get("/stats")).json()
+
+    return read
+
+
+class TestBatchPartition:
+    """The example's /batch runs in its own partition of the executor."""
+
+    async def test_an_interactive_request_takes_the_first_slot_freed(
+        self, make_gate: GateFactory
+    ) -> None:
+        gates = Gates(make_gate, 1, 2, 3, 4)
+        # Bound 4: the batch is guaranteed 1 slot, the interactive calls 3.
+        app = create_app(workers=4, bound=4, max_pending=8, max_wait=None, work=gates)
+        async with serve(app) as (_, url), client(url) as http:
+            try:
+                one = asyncio.create_task(http.get("/batch?n=1&ms=1"))
+                await gates[1].started(1)
+                three = asyncio.create_task(http.get("/batch?n=3&ms=2"))
+                await gates[2].started(3)  # batches hold every slot, 3 borrowed
+                older = asyncio.create_task(http.get("/batch?n=1&ms=3"))
+                await until(stats_of(http), "a batch waiting", waiting(1))
+                interactive = asyncio.create_task(http.get("/work?ms=4"))
+                stats = await until(
+                    stats_of(http), "a request waiting", waiting(2, interactive)
+                )
+                assert not interactive.done()
+                assert stats["in_flight"] == 4
+
+                gates[1].open()  # one slot freed: to the interactive request
+                assert await first_started(gates[3], gates[4]) is gates[4]
+                assert gates[3].calls == []
+                parts = (await http.get("/stats")).json()["partitions"]
+                batch, default = parts["batch"], parts["default"]
+                assert (batch["guaranteed"], default["guaranteed"]) == (1, 3)
+                assert (batch["in_flight"], default["in_flight"]) == (3, 1)
+                assert (batch["waiting"], default["waiting"]) == (1, 0)
+            finally:
+                make_gate.open_all()
+            responses = await asyncio.gather(one, three, older, interactive)
+            assert [r.status_code for r in responses] == [200] * 4
+            assert [r.json() for r in responses] == [
+                {"n": 1, "slept_ms": 1.0},
+                {"n": 3, "slept_ms": 6.0},
+                {"n": 1, "slept_ms": 3.0},
+                {"slept_ms": 4.0},
+            ]
+            stats = (await http.get("/stats")).json()
+            parts = stats["partitions"]
+            assert (parts["batch"]["completed"], parts["default"]["completed"]) == (
+                5,
+                1,
+            )
+            assert (stats["in_flight"], stats["waiting"]) == (0, 0)
+
+    async def test_a_flood_of_batches_is_refused_while_interactive_is_served(
+        self, make_gate: GateFactory
+    ) -> None:
+        gates = Gates(make_gate, 1, 2, 3, 4)
+        app = create_app(workers=4, bound=4, max_pending=2, max_wait=None, work=gates)
+        async with serve(app) as (_, url), client(url) as http:
+            try:
+                held = [asyncio.create_task(http.get("/batch?n=1&ms=1"))]
+                await gates[1].started(1)
+                held.append(asyncio.create_task(http.get("/batch?n=3&ms=2")))
+                await gates[2].started(3)
+                queued = [
+                    asyncio.create_task(http.get("/batch?n=1&ms=3")) for _ in range(2)
+                ]
+                await until(stats_of(http), "a full batch waiting room", waiting(2))
+
+                flood = await asyncio.gather(
+                    *(http.get("/batch?n=5&ms=3") for _ in range(10))
+                )
+                for response in flood:
+                    assert response.status_code == 503
+                    assert response.headers["Retry-After"] == "1"
+                    assert response.json() == {
+                        "detail": "Service overloaded; retry later"
+                    }
+                # The interactive waiting room is the default partition's.
+                interactive = [
+                    asyncio.create_task(http.get("/work?ms=4")) for _ in range(2)
+                ]
+                stats = await until(
+                    stats_of(http), "interactive waiting", waiting(4, *interactive)
+                )
+                assert not any(task.done() for task in interactive)  # not refused
+                parts = stats["partitions"]
+                assert (parts["batch"]["rejected"], parts["default"]["rejected"]) == (
+                    10,
+                    0,
+                )
+                gates[1].open()  # a slot freed: to an interactive request
+                assert await first_started(gates[3], gates[4]) is gates[4]
+                gates[4].open()
+                served = await asyncio.gather(*interactive)
+                assert [r.status_code for r in served] == [200, 200]
+            finally:
+                make_gate.open_all()
+            batches = await asyncio.gather(*held, *queued)
+            assert [r.status_code for r in batches] == [200] * 4
+            assert len(gates[3].calls) == 2  # nothing refused reached a worker
+
+    async def test_batch_size_is_checked(self) -> None:
+        app = create_app(workers=1, work=float)
+        async with serve(app) as (_, url), client(url) as http:
+            for query in ("n=0", "n=1001", "n=x", "n=2&ms=-1"):
+                assert (await http.get(f"/batch?{query}")).status_code == 422
+            ok = await http.get("/batch?n=1000&ms=0")
+            assert ok.json() == {"n": 1000, "slept_ms": 0.0}
+
+    async def test_an_adaptive_bound_with_partitions(self) -> None:
+        app = create_app(workers=3, bound="adaptive", max_pending=8, work=float)
+        async with serve(app) as (_, url), client(url) as http:
+            for _ in range(6):
+                assert (await http.get("/work?ms=0")).status_code == 200
+                batch = await http.get("/batch?n=5&ms=0")
+                assert batch.json() == {"n": 5, "slept_ms": 0.0}
+            stats = (await http.get("/stats")).json()
+            assert 1 <= stats["bound"] <= 3  # Gradient, capped at the workers
+            assert stats["latency_short"] is not None
+            parts = stats["partitions"]
+            assert (parts["batch"]["completed"], parts["default"]["completed"]) == (
+                30,
+                6,
+            )
+            assert parts["batch"]["guaranteed"] == 1  # ceil(0.25 x 3), at least 1
+            assert parts["default"]["guaranteed"] == math.ceil(0.75 * stats["bound"])
+            metrics = (await http.get("/metrics")).text
+            assert (
+                'aiobound_partition_completed_total{executor="default",'
+                'partition="batch"} 30.0'
+            ) in metrics
+
+    def test_the_batch_share_option(self) -> None:
+        assert share_argument("0.4") == 0.4
+        for text in ("0", "1", "-0.5", "half"):
+            with pytest.raises(argparse.ArgumentTypeError, match=r"\(0, 1\)"):
+                share_argument(text)
+
+    async def test_traces_name_the_partition(self) -> None:
+        sdk = pytest.importorskip("opentelemetry.sdk.trace")
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+
+        spans = InMemorySpanExporter()
+        provider = sdk.TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+        app = create_app(workers=1, tracer_provider=provider)
+        async with serve(app) as (_, url), client(url) as http:
+            assert (await http.get("/batch?n=2&ms=0")).status_code == 200
+            assert (await http.get("/work?ms=0")).status_code == 200
+        calls = [s for s in spans.get_finished_spans() if s.name == "aiobound.call"]
+        partitions = sorted(
+            str((s.attributes or {}).get("aiobound.executor.partition")) for s in calls
+        )
+        assert partitions == ["batch", "batch", "default"]
         provider.shutdown()
 
 

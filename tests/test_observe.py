@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aiobound import CallObserver
+from aiobound import BoundedLoopExecutor, CallObserver, OverloadedError
 from conftest import assert_idle, settle
 
 if TYPE_CHECKING:
@@ -164,3 +164,147 @@ async def test_calls_dropped_unstarted_by_aclose_end_cancelled() -> None:
     ended = sorted(e[1:3] for e in observer.events if e[0] == "ended")
     assert ended == [(1, "completed"), (2, "cancelled"), (3, "cancelled")]
     assert executor.stats().cancelled == 2
+
+
+class InPartitions(Recording):
+    """Records the partition each call arrived in."""
+
+    def arrived_in(self, partition: str) -> object:
+        token = self.arrived()
+        self.events.append(("in", token, partition))
+        return token
+
+
+def partitions_of(observer: Recording) -> dict[object, str]:
+    return {e[1]: e[2] for e in observer.events if e[0] == "in"}
+
+
+def outcomes(observer: Recording) -> dict[object, str]:
+    return {e[1]: e[2] for e in observer.events if e[0] in ("ended", "refused")}
+
+
+class TestPartitions:
+    async def test_every_call_of_every_partition_is_reported_with_its_name(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(max_workers=2, bound=2, partitions={"a": 0.5})
+        observer = InPartitions()
+        executor.add_observer(observer)
+        a = executor.partition("a")
+        assert await a.run(abs, -1) == 1  # token 1
+        assert [x async for x in a.map(abs, [-2, -3])] == [2, 3]  # 2, 3
+        assert await executor.run(abs, -4) == 4  # 4
+        assert [x async for x in executor.map(abs, [-5])] == [5]  # 5
+        # A map item that waits for its slot: both slots held by the gate.
+        held = [await a.submit(gate, n) for n in (6, 7)]  # 6, 7
+        waiting = asyncio.create_task(anext(a.map(abs, [-8])))
+        await settle()
+        assert executor.stats().partitions["a"].waiting == 1
+        gate.open()
+        assert await asyncio.gather(*held, waiting) == [6, 7, 8]  # 8
+        assert partitions_of(observer) == {
+            1: "a",
+            2: "a",
+            3: "a",
+            4: "default",
+            5: "default",
+            6: "a",
+            7: "a",
+            8: "a",
+        }
+        assert set(outcomes(observer).values()) == {"completed"}
+        assert len(outcomes(observer)) == 8
+        stats = executor.stats()
+        assert (stats.partitions["a"].completed, stats.completed) == (6, 8)
+        assert_idle(executor)
+
+    async def test_refusals_in_a_partition_are_reported_and_counted_there(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(
+            max_workers=1, bound=1, max_pending=1, partitions={"a": 0.5, "b": 0.5}
+        )
+        observer = InPartitions()
+        executor.add_observer(observer)
+        a, b = executor.partition("a"), executor.partition("b")
+        running = await a.submit(gate, 1)  # token 1
+        waiting = asyncio.create_task(b.run(gate, 2))  # 2
+        await settle()
+        with pytest.raises(OverloadedError, match="'b'"):
+            await b.run(abs, -3)  # 3: b's waiting room is full
+        cancelled = asyncio.create_task(a.run(abs, -4))  # 4: a's room is not
+        await settle()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        gate.open()
+        assert (await running, await waiting) == (1, 2)
+        assert partitions_of(observer) == {1: "a", 2: "b", 3: "b", 4: "a"}
+        assert outcomes(observer) == {
+            1: "completed",
+            2: "completed",
+            3: "max_pending",
+            4: "cancelled",
+        }
+        parts = executor.stats().partitions
+        assert (parts["a"].rejected, parts["b"].rejected) == (0, 1)
+        assert (parts["a"].completed, parts["b"].completed) == (1, 1)
+        assert_idle(executor)
+
+    async def test_an_observer_of_arrived_alone_sees_partitioned_calls(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(
+            max_workers=2, partitions={"a": 0.5}, max_per_second=1000.0, burst=1
+        )
+        observer = Recording()
+        executor.add_observer(observer)
+        a = executor.partition("a")
+        assert await a.run(abs, -1) == 1
+        assert [x async for x in a.map(abs, [-2, -3, -4])] == [2, 3, 4]
+        ended = [e[1:3] for e in observer.events if e[0] == "ended"]
+        assert sorted(ended) == [(n, "completed") for n in (1, 2, 3, 4)]
+        assert executor.stats().partitions["a"].completed == 4
+        assert_idle(executor)
+
+    async def test_a_failing_hand_over_in_a_partition_frees_its_slot(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        class Broken(InPartitions):
+            def handing_over(self, *args: Any) -> Any:
+                raise LookupError("observer bug")
+
+        executor = make_executor(max_workers=1, bound=1, partitions={"a": 0.5})
+        observer = Broken()
+        executor.add_observer(observer)
+        with pytest.raises(LookupError, match="observer bug"):
+            await executor.partition("a").run(abs, -1)
+        assert observer.events[-1] == ("ended", 1, "failed", "LookupError")
+        assert executor.stats().partitions["a"].failed == 1
+        assert executor.stats().partitions["a"].in_flight == 0
+        assert_idle(executor)
+
+    async def test_a_call_handed_to_a_replaced_pool_keeps_its_partition(
+        self,
+    ) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        import workers
+
+        executor = BoundedLoopExecutor.process(max_workers=1, partitions={"a": 0.5})
+        observer = InPartitions()
+        executor.add_observer(observer)
+        a = executor.partition("a")
+        try:
+            with pytest.raises(BrokenProcessPool):
+                await a.run(workers.die, 3)  # token 1
+            # The pool is broken: the hand-over fails (token 2), and the call
+            # goes to a new pool (token 3), still in partition "a".
+            assert await a.run(workers.square, 2) == 4
+        finally:
+            await executor.aclose()
+        assert executor.stats().pool_restarts == 1
+        assert partitions_of(observer) == {1: "a", 2: "a", 3: "a"}
+        assert outcomes(observer) == {1: "failed", 2: "failed", 3: "completed"}

@@ -264,6 +264,50 @@ class TestThreadPool:
         assert len(otel.finished("aiobound.call")) == 3
         assert otel.value("aiobound.executor.call.completed") == 3
 
+    async def test_partitioned_calls_carry_their_partition(
+        self,
+        make_executor: ExecutorFactory,
+        make_gate: GateFactory,
+        otel: Telemetry,
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(
+            max_workers=1, bound=1, max_pending=0, partitions={"batch": 0.5}
+        )
+        otel.instrument(executor)
+        batch = executor.partition("batch")
+        assert [r async for r in batch.map(abs, [-1, -2])] == [1, 2]
+        running = await executor.submit(gate, 3)
+        with pytest.raises(OverloadedError, match="'batch'"):
+            await batch.run(abs, -4)
+        gate.open()
+        assert await running == 3
+        spans = otel.finished("aiobound.call")
+        assert len(spans) == 4
+        seen = [
+            dict(s.attributes or {}).get("aiobound.executor.partition") for s in spans
+        ]
+        assert sorted(map(str, seen)) == ["batch", "batch", "batch", "default"]
+        partition = "aiobound.executor.partition"
+        completed = "aiobound.executor.call.completed"
+        assert otel.value(completed, **{partition: "batch"}) == 2
+        assert otel.value(completed, **{partition: "default"}) == 1
+        assert otel.value(completed) is None  # every point names its partition
+        rejected = {
+            partition: "batch",
+            "aiobound.executor.rejection.reason": "max_pending",
+        }
+        assert otel.value("aiobound.executor.call.rejected", **rejected) == 1
+
+    async def test_unpartitioned_calls_carry_no_partition(
+        self, make_executor: ExecutorFactory, otel: Telemetry
+    ) -> None:
+        executor = make_executor(max_workers=1)
+        otel.instrument(executor)
+        assert await executor.run(abs, -1) == 1
+        [call] = otel.finished("aiobound.call")
+        assert "aiobound.executor.partition" not in dict(call.attributes or {})
+
     async def test_instrumenting_twice_is_refused(
         self, make_executor: ExecutorFactory, otel: Telemetry
     ) -> None:

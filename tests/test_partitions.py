@@ -480,15 +480,6 @@ class TestExecutor:
         assert stats.partitions["a"].guaranteed == guaranteed_slots(0.5, stats.bound)
         assert stats.partitions["b"].guaranteed == guaranteed_slots(0.25, stats.bound)
 
-    async def test_observers_are_refused_with_partitions(
-        self, make_executor: ExecutorFactory
-    ) -> None:
-        from aiobound import CallObserver
-
-        executor = make_executor(max_workers=1, partitions={"a": 0.5})
-        with pytest.raises(RuntimeError, match="partitions"):
-            executor.add_observer(CallObserver())
-
     async def test_a_process_pool_with_partitions(self) -> None:
         executor = BoundedLoopExecutor.process(
             max_workers=1, partitions={"a": 0.5, "b": 0.5}

@@ -131,10 +131,16 @@ def test_every_answer_matches_the_schema(
 
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert {op.path for op in operations} == {"/work", "/file/{name}", "/stats"}
+    assert {op.path for op in operations} == {
+        "/work",
+        "/batch",
+        "/file/{name}",
+        "/stats",
+    }
     if mode is GenerationMode.NEGATIVE:
         # Invalid input needs a constrained parameter: a path segment is any
-        # string, so only operations with query parameters qualify (/work).
+        # string, so only operations with query parameters qualify (/work,
+        # /batch).
         operations = [
             op
             for op in operations
@@ -164,6 +170,6 @@ def test_every_answer_matches_the_schema(
         check()
     assert calls >= len(operations)
     if mode is GenerationMode.POSITIVE:
-        # Valid requests to /work and /file reach the executor: refused
+        # Valid requests to /work, /batch and /file reach the executor: refused
         # when it is saturated, never when it is idle.
         assert (refused > 0) == saturated

@@ -54,7 +54,12 @@ class _Admit(Protocol):
     """How a call is admitted and handed over (plain, or observed)."""
 
     def __call__(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], /
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        part: Part | None = None,
+        /,
     ) -> Coroutine[Any, Any, asyncio.Future[T]]: ...
 
 
@@ -418,7 +423,9 @@ class BoundedLoopExecutor:
         True otherwise. An accepted caller may still be refused later by
         ``max_wait``. O(1); takes no slot and changes nothing, so it is a
         cheap pre-filter (the web integrations' edge check): whenever
-        :meth:`would_admit_now` is true, so is this.
+        :meth:`would_admit_now` is true, so is this. With partitions, it
+        answers for a call made on the executor itself: the waiters counted
+        are the ``"default"`` partition's.
         """
         return self._gate.can_queue()
 
@@ -659,9 +666,56 @@ class BoundedLoopExecutor:
             self._bind()
         if fn is not self._checked_fn:
             self._check_fn(fn)
-        if self._rate is None and part.try_acquire():
+        if self._plain_admission and part.try_acquire():
             return self._start(fn, args, kwargs, part=part)
-        return await self._acquire_and_start(fn, args, kwargs, part)
+        return await self._admit(fn, args, kwargs, part)
+
+    def _start_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
+    ) -> asyncio.Future[T]:
+        """:meth:`_start` of an item of *part*'s map.
+
+        Tells an observer, if any, the item's partition (on the loop, with
+        no await in between).
+        """
+        observed = self._observed
+        if observed is None:
+            return self._start(fn, args, kwargs, on_settled, part=part)
+        observed.partition = part.name
+        try:
+            return self._start(fn, args, kwargs, on_settled, part=part)
+        finally:
+            observed.partition = None
+
+    async def _acquire_and_start_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        """:meth:`_acquire_and_start` of an item of *part*'s map."""
+        if not part.try_acquire():
+            await part.acquire()
+        if self._rate is not None or part.closed:
+            await self._wait_turn(part)
+        return self._start_in(part, fn, args, kwargs)
+
+    async def _start_on_turn_in(
+        self,
+        part: Part,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> asyncio.Future[T]:
+        """:meth:`_start_on_turn` of an item of *part*'s map."""
+        await self._wait_turn(part)
+        return self._start_in(part, fn, args, kwargs)
 
     def _map_in(
         self,
@@ -798,6 +852,9 @@ class BoundedLoopExecutor:
         executor (:mod:`aiobound.opentelemetry` installs one); an executor
         never given one pays nothing for the feature: this method swaps the
         way calls are admitted, handed over and ended for observed ones.
+        With partitions, the calls of every partition are reported, each
+        arrival through :meth:`CallObserver.arrived_in` with the call's
+        partition name.
 
         Call it from the event loop's thread, or before the executor is used.
 
@@ -811,11 +868,12 @@ class BoundedLoopExecutor:
             )
         if self._observed is not None:
             raise RuntimeError(f"{self!r} already has an observer")
-        if self._partitions is not None:
-            raise RuntimeError(
-                f"{self!r} has partitions: observers are not supported with them"
-            )
-        observed = Observed(observer, self._handover)
+        partitions = self._partitions
+        observed = Observed(
+            observer,
+            self._handover,
+            None if partitions is None else partitions.default.name,
+        )
         self._observed = observed
         self._handover = observed.handover
         self._on_end = self._call_ended_observed
@@ -825,14 +883,21 @@ class BoundedLoopExecutor:
         self._plain_admission = False
 
     async def _acquire_and_start_observed(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        part: Part | None = None,
     ) -> asyncio.Future[T]:
-        """:meth:`_acquire_and_start`, telling the observer."""
+        """:meth:`_acquire_and_start`, telling the observer.
+
+        The slot is taken on *part*'s account if given, else on the gate's.
+        """
         observed = self._observed
         assert observed is not None
         observer = observed.observer
-        token = observer.arrived()
-        gate = self._gate
+        token = observed.arrived(None if part is None else part.name)
+        gate = self._gate if part is None else part
         refused_at_once = False
         try:
             if not gate.try_acquire():
@@ -841,7 +906,7 @@ class BoundedLoopExecutor:
                 refused_at_once = not gate.can_queue()
                 await gate.acquire()
             if self._rate is not None or gate.closed:
-                await self._wait_turn()
+                await self._wait_turn(part)
         except BaseException as exc:
             if isinstance(exc, OverloadedError):
                 reason = "max_pending" if refused_at_once else "max_wait"
@@ -852,17 +917,23 @@ class BoundedLoopExecutor:
             observer.refused(token, reason, exc)
             raise
         observed.current = token
+        # The partition of a second hand-over, to a replaced process pool.
+        observed.partition = None if part is None else part.name
         try:
-            return self._start(fn, args, kwargs)
+            return self._start(fn, args, kwargs, part=part)
         finally:
             observed.current = None
+            observed.partition = None
 
     def _call_ended_observed(
         self, cfut: concurrent.futures.Future[Any], outcome: int
     ) -> bool:
         """:meth:`_call_ended`, then the observer's ``ended``."""
         cancelled = self._cancelled
-        closed = self._call_ended(cfut, outcome)
+        if self._partitions is None:
+            closed = self._call_ended(cfut, outcome)
+        else:
+            closed = self._call_ended_partitioned(cfut, outcome)
         if self._cancelled != cancelled:
             outcome = CANCELLED  # a failure that was a drop before it started
         assert self._observed is not None
@@ -942,11 +1013,11 @@ class BoundedLoopExecutor:
             bound=self._current_bound,
             reserve_now=partial(self._reserve_now, part) if rated else gate.try_take,
             release=gate.release,
-            start_reserved=partial(self._start, part=part),
-            start=partial(self._acquire_and_start, part=part),
+            start_reserved=partial(self._start_in, part),
+            start=partial(self._acquire_and_start_in, part),
             rate_limited=rated,
             reserve_slot_now=gate.try_take,
-            start_on_turn=partial(self._start_on_turn, part=part),
+            start_on_turn=partial(self._start_on_turn_in, part),
         )
 
     def _check_map(

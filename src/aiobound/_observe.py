@@ -45,6 +45,12 @@ class CallObserver:
     got a slot) or :meth:`handing_over` and, once it ended, :meth:`ended`.
     An item of ``map`` (a chunk, when chunking) starts at
     :meth:`handing_over`, where :meth:`arrived` is called just before.
+
+    On an executor made with ``partitions=``, every call of every partition
+    goes through the same hooks, except that :meth:`arrived_in` is called
+    instead of :meth:`arrived`, with the call's partition name (its default
+    calls :meth:`arrived`, so an observer that does not care about
+    partitions overrides :meth:`arrived` alone).
     """
 
     def arrived(self) -> object:
@@ -55,6 +61,17 @@ class CallObserver:
         to the caller.
         """
         return None
+
+    def arrived_in(self, partition: str) -> object:
+        """:meth:`arrived`, for a call of the partition named *partition*.
+
+        Called instead of :meth:`arrived` on an executor made with
+        ``partitions=``: *partition* is the name given to
+        :meth:`~aiobound.BoundedLoopExecutor.partition`, or ``"default"`` for
+        a call made on the executor itself. The default returns
+        ``self.arrived()``.
+        """
+        return self.arrived()
 
     def refused(self, token: object, reason: str, error: BaseException) -> None:
         """The call ended without a slot; *error* is what the caller gets.
@@ -97,17 +114,36 @@ class Observed:
     Args:
         observer: The observer told of each call.
         handover: The executor's own hand-over, wrapped by :meth:`handover`.
+        default_partition: The partition of the calls made on the executor
+            itself, for an executor with partitions (``None``: it has none,
+            and :meth:`CallObserver.arrived` is used).
     """
 
-    __slots__ = ("_calls", "_handover", "current", "observer")
+    __slots__ = (
+        "_calls",
+        "_default_partition",
+        "_handover",
+        "current",
+        "observer",
+        "partition",
+    )
 
-    def __init__(self, observer: CallObserver, handover: Handover) -> None:
+    def __init__(
+        self,
+        observer: CallObserver,
+        handover: Handover,
+        default_partition: str | None = None,
+    ) -> None:
         self.observer = observer
         self._handover = handover
+        self._default_partition = default_partition
         # The token of the call being handed over, set by the observed
         # admission just before it hands the call over (on the loop, with no
         # await in between); None for a map item.
         self.current: object = None
+        # The partition of the map item being handed over, set likewise by
+        # a partition's map; None for the executor's own map.
+        self.partition: str | None = None
         self._calls: dict[concurrent.futures.Future[Any], object] = {}
 
     def handover(
@@ -122,7 +158,7 @@ class Observed:
         token = self.current
         self.current = None
         if token is None:
-            token = observer.arrived()
+            token = self.arrived(self.partition)
         try:
             fn, args, kwargs = observer.handing_over(token, fn, args, kwargs)
             cfut = self._handover(executor, fn, args, kwargs)
@@ -131,6 +167,18 @@ class Observed:
             raise
         self._calls[cfut] = token
         return cfut
+
+    def arrived(self, partition: str | None) -> object:
+        """Tell the observer a call arrived, in *partition* if given.
+
+        Without a partition, the call is the default partition's on an
+        executor with partitions, else :meth:`CallObserver.arrived` is used.
+        """
+        if partition is None:
+            partition = self._default_partition
+            if partition is None:
+                return self.observer.arrived()
+        return self.observer.arrived_in(partition)
 
     def ended(
         self,

@@ -28,6 +28,12 @@ conventions:
   ``aiobound.executor.call.duration`` (from the hand-off until the end is
   seen on the loop): histograms in seconds.
 
+On an executor made with ``partitions=``, the per-call metrics (the two
+counters and the two histograms) and the spans also carry the attribute
+``aiobound.executor.partition``: the call's partition (``default`` for calls
+made on the executor itself). The observable counters stay the executor's
+totals.
+
 Traces: a span ``aiobound.call`` per call, a child of the caller's current
 span, from ``submit`` until the call ends, with an event ``handed over`` at
 the hand-off (attribute ``aiobound.wait``, seconds). A call that raised or
@@ -71,6 +77,7 @@ __all__ = ("instrument", "run_in_carried_context", "run_in_context")
 
 PREFIX = "aiobound.executor"
 NAME_ATTRIBUTE = "aiobound.executor.name"
+PARTITION_ATTRIBUTE = "aiobound.executor.partition"
 REASON_ATTRIBUTE = "aiobound.executor.rejection.reason"
 SPAN_NAME = "aiobound.call"
 
@@ -104,14 +111,15 @@ def run_in_context(
 
 
 class _Call:
-    """What the observer keeps of one call: its span and its instants."""
+    """What the observer keeps of one call: its span, instants and attributes."""
 
-    __slots__ = ("arrived", "handed_over", "span")
+    __slots__ = ("arrived", "attributes", "handed_over", "span")
 
-    def __init__(self, span: Span, arrived: float) -> None:
+    def __init__(self, span: Span, arrived: float, attributes: dict[str, str]) -> None:
         self.span = span
         self.arrived = arrived
         self.handed_over = arrived
+        self.attributes = attributes
 
 
 class _Observer(CallObserver):
@@ -150,16 +158,22 @@ class _Observer(CallObserver):
         )
 
     def arrived(self) -> object:
+        return self._start(self._attributes)
+
+    def arrived_in(self, partition: str) -> object:
+        return self._start({**self._attributes, PARTITION_ATTRIBUTE: partition})
+
+    def _start(self, attributes: dict[str, str]) -> _Call:
         span = self._tracer.start_span(
-            SPAN_NAME, kind=SpanKind.INTERNAL, attributes=self._attributes
+            SPAN_NAME, kind=SpanKind.INTERNAL, attributes=attributes
         )
-        return _Call(span, time.monotonic())
+        return _Call(span, time.monotonic(), attributes)
 
     def refused(self, token: object, reason: str, error: BaseException) -> None:
         assert isinstance(token, _Call)
         span = token.span
         if reason != "cancelled":
-            self._rejected.add(1, {**self._attributes, REASON_ATTRIBUTE: reason})
+            self._rejected.add(1, {**token.attributes, REASON_ATTRIBUTE: reason})
             span.set_attribute(REASON_ATTRIBUTE, reason)
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"refused: {reason}"))
@@ -178,7 +192,7 @@ class _Observer(CallObserver):
         now = time.monotonic()
         token.handed_over = now
         waited = now - token.arrived
-        self._wait.record(waited, self._attributes)
+        self._wait.record(waited, token.attributes)
         span = token.span
         span.set_attribute("code.function.name", _qualname(fn))
         span.add_event("handed over", {"aiobound.wait": waited})
@@ -196,12 +210,13 @@ class _Observer(CallObserver):
             span.add_event("cancelled before it started")
             span.end()
             return
-        self._run.record(time.monotonic() - token.handed_over, self._attributes)
+        attributes = token.attributes
+        self._run.record(time.monotonic() - token.handed_over, attributes)
         if error is None:
-            self._completed.add(1, self._attributes)
+            self._completed.add(1, attributes)
         else:
             error_type = _qualname(type(error))
-            self._completed.add(1, {**self._attributes, "error.type": error_type})
+            self._completed.add(1, {**attributes, "error.type": error_type})
             span.set_attribute("error.type", error_type)
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {error}"))
