@@ -337,16 +337,18 @@ class TestExecutor:
         future = await batch.submit(abs, -4)
         assert await future == 4
         assert [x async for x in batch.map(abs, range(-5, 0))] == [5, 4, 3, 2, 1]
+        unordered = batch.map(abs, range(-40, 0), ordered=False)
+        assert sorted([x async for x in unordered]) == list(range(1, 41))
         assert await executor.partition("interactive").run(abs, -1) == 1
         assert await executor.run(abs, -2) == 2  # the "default" partition
         stats = executor.stats()
         assert set(stats.partitions) == {"interactive", "batch", "default"}
-        assert stats.partitions["batch"].submitted == 7
-        assert stats.partitions["batch"].completed == 7
+        assert stats.partitions["batch"].submitted == 47
+        assert stats.partitions["batch"].completed == 47
         assert stats.partitions["interactive"].completed == 1
         assert stats.partitions["default"].submitted == 1
         assert stats.partitions["default"].completed == 1
-        assert stats.submitted == stats.completed == 9
+        assert stats.submitted == stats.completed == 49
         assert batch.stats() == stats.partitions["batch"]
         assert isinstance(batch.stats(), PartitionStats)
         assert stats.partitions["batch"].run_time.count == 7
