@@ -351,7 +351,7 @@ class TestExecutor:
         assert stats.submitted == stats.completed == 49
         assert batch.stats() == stats.partitions["batch"]
         assert isinstance(batch.stats(), PartitionStats)
-        assert stats.partitions["batch"].run_time.count == 7
+        assert stats.partitions["batch"].run_time.count == 47
         assert stats.partitions["default"].share == pytest.approx(0.0)
         assert stats.partitions["default"].guaranteed == 0
 
