@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any
+import gc
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aiobound import _bridge
+from aiobound import BoundedLoopExecutor, _bridge
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def test_a_finished_future_keeps_state_result_and_exception_where_we_read_them() -> (
@@ -135,3 +139,54 @@ async def test_on_settled_runs_at_once_for_a_call_that_ended_on_the_loop() -> No
     assert other.cancel()  # not started: the call is cancelled right here
     assert seen == [afut, other]
     assert waiting.cancelled()
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off: only reference counts free objects."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_settled_calls_leave_no_cycles_for_the_collector() -> None:
+    """A call that ended is freed by reference counting, not by the collector."""
+    loop = asyncio.get_running_loop()
+    bridge = _bridge.Bridge(loop, _Ends())
+    calls = 300
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        gc.collect()
+        for n in range(calls):
+            afut = bridge.chain(pool.submit(abs, -n))
+            assert await afut == n
+        del afut
+        await _drained(bridge)
+        assert gc.collect() <= 10  # (each call left about 10 objects in cycles)
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_calls_through_the_executor_leave_no_cycles_either() -> None:
+    calls = 300
+    async with BoundedLoopExecutor(max_workers=4) as executor:
+        await executor.run(abs, -1)
+        gc.collect()
+        for n in range(calls):
+            assert await executor.run(abs, -n) == n
+        assert [x async for x in executor.map(abs, range(-calls, 0))][-1] == 1
+        unordered = executor.map(abs, range(calls), ordered=False)
+        assert len([x async for x in unordered]) == calls
+        assert gc.collect() <= 10
+
+
+async def _drained(bridge: _bridge.Bridge) -> None:
+    """Let the loop run until the bridge has no call left to settle."""
+    for _ in range(1000):
+        if not bridge._ended and not bridge._drain_scheduled:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the bridge never drained")

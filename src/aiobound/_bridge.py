@@ -84,7 +84,7 @@ class Bridge:
         # settled yet.
         self._ended: deque[
             tuple[
-                asyncio.Future[Any],
+                _CallFuture[Any],
                 concurrent.futures.Future[Any],
                 Callable[[BaseException], BaseException] | None,
                 Callable[[asyncio.Future[Any]], object] | None,
@@ -125,7 +125,7 @@ class Bridge:
 
     def _call_ended(
         self,
-        afut: asyncio.Future[Any],
+        afut: _CallFuture[Any],
         explain: Callable[[BaseException], BaseException] | None,
         on_settled: Callable[[asyncio.Future[Any]], object] | None,
         cfut: concurrent.futures.Future[Any],
@@ -133,6 +133,7 @@ class Bridge:
         """In whichever thread completed *cfut*: settle, or queue for the loop."""
         if threading.get_ident() == self.loop_thread_id:
             _settle(afut, cfut, self._on_end, explain)
+            afut.underlying = None
             if on_settled is not None:
                 on_settled(afut)
             return
@@ -168,6 +169,7 @@ class Bridge:
                         afut.set_result(cfut._result)
                 else:
                     _settle(afut, cfut, on_end, explain)
+                afut.underlying = None
                 if on_settled is not None:
                     on_settled(afut)
         finally:
@@ -187,12 +189,16 @@ class _CallFuture(asyncio.Future[T]):
 
     __slots__ = ("underlying",)
 
-    underlying: concurrent.futures.Future[T]
+    # None once settled: the underlying future keeps its done callbacks, one
+    # of which refers to this future; dropping the way back breaks that cycle,
+    # so a finished call is freed at once rather than by the garbage collector.
+    underlying: concurrent.futures.Future[T] | None
 
     def cancel(self, msg: Any | None = None) -> bool:
         if not super().cancel(msg):
             return False
-        self.underlying.cancel()
+        if self.underlying is not None:
+            self.underlying.cancel()
         return True
 
 
