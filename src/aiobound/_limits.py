@@ -162,7 +162,10 @@ class AIMD(LimitPolicy):
         increase: Added per round of calls without a drop (default 1).
         backoff: Factor applied on a drop, between 0 and 1 (default 0.9).
         latency_threshold: Seconds of own latency above which a call counts
-            as a drop (default ``None``: latency never does).
+            as a drop (default ``None``: latency never does). The limit
+            grows until calls pass it, so calls run at about this latency:
+            pass about 1.25 times a call's latency on the healthy downstream,
+            not the worst latency you accept.
         drop_on: Exception classes that count as drops besides
             ``TimeoutError`` (default none).
 
