@@ -16,7 +16,7 @@ The case users have: a blocking driver (psycopg 3) with its connection pool
 thread per pooled connection, so a call that holds a worker holds a
 connection, and its bound is an :class:`~aiobound.AIMD` policy between 1 and
 the pool's size: each call whose own latency (the query, not the wait for a
-slot) exceeds ``--latency-slo``, or that failed with a statement timeout,
+slot) exceeds ``--latency-threshold``, or that failed with a statement timeout,
 takes 25% off the bound, once per round (a database behind a lock needs
 relief within a few rounds, not a few dozen); calls within it add about one per
 round. When the database slows down (a lock held by another transaction, a
@@ -85,7 +85,7 @@ def create_app(
     *,
     connections: int = 8,
     bound: int | Literal["adaptive"] = "adaptive",
-    latency_slo: float = 0.1,
+    latency_threshold: float = 0.1,
     max_wait: float = 0.1,
     statement_timeout_ms: int = 2000,
 ) -> FastAPI:
@@ -96,8 +96,9 @@ def create_app(
         connections: Connections in the pool, and worker threads.
         bound: ``"adaptive"`` (an :class:`~aiobound.AIMD` policy between 1
             and ``connections``) or a fixed bound.
-        latency_slo: Seconds of a query's own latency above which the
-            adaptive bound backs off.
+        latency_threshold: Seconds of a query's own latency above which the
+            adaptive bound backs off: about 1.25 times a query's latency on a
+            healthy database (the bound climbs until queries take about this).
         max_wait: Seconds a request may wait for a slot before a 503.
         statement_timeout_ms: The server cancels a statement running longer
             (a drop for the adaptive bound).
@@ -124,7 +125,7 @@ def create_app(
                 AIMD(
                     max=connections,
                     initial=connections,
-                    latency_threshold=latency_slo,
+                    latency_threshold=latency_threshold,
                     backoff=0.75,
                     drop_on=(psycopg.errors.QueryCanceled, PoolTimeout),
                 )
@@ -189,7 +190,7 @@ def main() -> None:
     parser.add_argument(
         "--bound", default="adaptive", help="'adaptive' (default) or a number"
     )
-    parser.add_argument("--latency-slo", type=float, default=0.1)
+    parser.add_argument("--latency-threshold", type=float, default=0.1)
     parser.add_argument("--max-wait", type=float, default=0.1)
     args = parser.parse_args()
     bound: int | Literal["adaptive"] = (
@@ -199,7 +200,7 @@ def main() -> None:
         args.dsn,
         connections=args.connections,
         bound=bound,
-        latency_slo=args.latency_slo,
+        latency_threshold=args.latency_threshold,
         max_wait=args.max_wait,
     )
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)

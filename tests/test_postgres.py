@@ -112,7 +112,9 @@ class TestPostgresExample:
 
         from test_fastapi import serve
 
-        app = create_app(postgres_dsn, connections=4, latency_slo=0.05, max_wait=0.05)
+        app = create_app(
+            postgres_dsn, connections=4, latency_threshold=0.05, max_wait=0.05
+        )
         async with (
             serve(app) as (_, url),
             httpx.AsyncClient(base_url=url, timeout=DEADLINE) as http,
