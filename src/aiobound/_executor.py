@@ -123,10 +123,10 @@ class BoundedLoopExecutor:
             the share left over). Under contention a partition gets at least
             ``ceil(share x bound)`` slots (at least 1): each slot freed goes
             first to the oldest waiter of a partition below its guarantee,
-            else to the oldest waiter overall, so idle capacity is borrowed
-            by whoever waits, up to a partition's ceiling
-            (``Share(max_share=)``, none by default): a partition at its
-            ceiling takes no more slots, and its waiters are skipped. FIFO
+            else to the oldest waiter of a partition below its ceiling, so
+            idle capacity is borrowed by whoever waits, up to a partition's
+            ceiling (``Share(max_share=)``, none by default): a partition at
+            its ceiling takes no more slots, and its waiters are skipped. FIFO
             within a partition; ``max_pending`` and ``max_wait`` apply to
             each partition separately (the :class:`Share`'s own, where it
             gives them). Works with an int bound or a limit policy (the
@@ -397,10 +397,12 @@ class BoundedLoopExecutor:
         """Whether a call submitted now would be handed over without waiting.
 
         True when the executor is open, a slot is free, nobody waits for one
-        (a new call overtakes no one) and, with ``max_per_second``, the rate
-        allows a start at this instant with nobody waiting for a turn. O(1);
-        takes no slot and changes nothing. The answer can change at the next
-        await; :meth:`submit` still decides.
+        who could take it (a new call overtakes no one; with partitions, the
+        ``"default"`` partition is below its ceiling) and, with
+        ``max_per_second``, the rate allows a start at this instant with
+        nobody waiting for a turn. O(1); takes no slot and changes nothing.
+        The answer can change at the next await; :meth:`submit` still
+        decides.
         """
         if not self._gate.would_admit_now():
             return False
@@ -1158,8 +1160,9 @@ class Partition:
 
     Its :meth:`submit`, :meth:`run` and :meth:`map` behave as the
     executor's, with the wait for a slot in this partition's FIFO queue and
-    the slot counted against its share. Closing, resizing and the other
-    settings are the executor's.
+    the slot counted against its share and ceiling, and this partition's
+    ``max_pending`` and ``max_wait`` (see :class:`Share`). Closing, resizing
+    and the other settings are the executor's.
     """
 
     __slots__ = ("_executor", "_part")
