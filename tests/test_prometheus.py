@@ -10,7 +10,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiobound import ExecutorStats, LatencyHistogram, OverloadedError, PartitionStats
+from aiobound import (
+    ExecutorStats,
+    LatencyHistogram,
+    OverloadedError,
+    PartitionStats,
+    Share,
+)
 from aiobound.prometheus import UNEXPORTED_FIELDS, ExecutorCollector
 
 if TYPE_CHECKING:
@@ -287,7 +293,11 @@ class TestPartitions:
         self, make_executor: ExecutorFactory
     ) -> None:
         executor = make_executor(
-            max_workers=2, partitions={"interactive": 0.75, "batch": 0.25}
+            max_workers=2,
+            partitions={
+                "interactive": 0.75,
+                "batch": Share(0.25, max_share=0.5, max_pending=7),
+            },
         )
         await executor.partition("batch").run(abs, -1)
         await executor.partition("batch").run(abs, -2)
@@ -306,5 +316,9 @@ class TestPartitions:
         assert part("aiobound_partition_guaranteed", "interactive") == 3
         assert part("aiobound_partition_share", "batch") == 0.25
         assert part("aiobound_partition_run_time_seconds_count", "batch") == 2
-        assert part("aiobound_partition_max_pending", "batch") is None
+        assert part("aiobound_partition_max_pending", "batch") == 7
+        assert part("aiobound_partition_max_pending", "interactive") is None
+        assert part("aiobound_partition_max_share", "batch") == 0.5
+        assert part("aiobound_partition_ceiling", "batch") == 2
+        assert part("aiobound_partition_ceiling", "interactive") == 4
         assert sample(registry, "aiobound_completed_total", "e") == 3

@@ -39,3 +39,16 @@ def test_package_is_typed() -> None:
 
 def test_version() -> None:
     assert isinstance(aiobound.__version__, str)
+
+
+def test_partition_terms_are_public_and_documented() -> None:
+    assert {"Partition", "PartitionStats", "Share"} <= set(aiobound.__all__)
+    params = inspect.signature(aiobound.Share).parameters
+    assert list(params) == ["share", "max_share", "max_pending", "max_wait"]
+    assert [p.kind for p in params.values()][1:] == [inspect.Parameter.KEYWORD_ONLY] * 3
+    doc = inspect.getdoc(aiobound.Share)
+    assert doc is not None
+    for name in params:
+        assert f"{name}:" in doc, name
+    for name in ("would_admit_now", "can_admit", "submit", "run", "map", "stats"):
+        assert inspect.getdoc(getattr(aiobound.Partition, name)), name

@@ -2,17 +2,21 @@
 
 Hypothesis drives an executor with three partitions (two declared, and the
 ``"default"`` one of calls made on the executor itself), a per-partition
-``max_pending`` and either a fixed bound it resizes or a limit policy whose
+``max_pending`` (the executor's, or the batch's own through a
+:class:`~aiobound.Share`), optionally a borrowing ceiling on the batch
+partition, and either a fixed bound it resizes or a limit policy whose
 limits it picks, through submissions to each partition, completions,
 failures, cancellations (waiting and submitted), resizes and close, on a
 :class:`ManualExecutor`. After every step it checks: never more calls in the
-pool than the bound at their admission; FIFO within each partition; no slot
-idle while anyone waits; each slot freed goes to the oldest waiter of a
-partition below its guarantee, else to the oldest waiter; each partition's
-guarantee is ``ceil(share x
-bound)`` (at least 1); and every call accounted for exactly once, per
-partition and in total. Profiles as in ``test_stateful.py`` (``nox -s
-stress`` runs many more).
+pool than the bound at their admission, nor more calls of a partition than
+its ceiling at theirs; FIFO within each partition; no slot idle while anyone
+of a partition below its ceiling waits; each slot freed goes to the oldest
+waiter of a partition below its guarantee, else to the oldest waiter of a
+partition below its ceiling; each partition's guarantee is ``ceil(share x
+bound)`` (at least 1) and its ceiling ``floor(max_share x bound)`` (at least
+the guarantee); each partition's ``max_pending``; and every call accounted
+for exactly once, per partition and in total. Profiles as in
+``test_stateful.py`` (``nox -s stress`` runs many more).
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from aiobound import (
     BoundedLoopExecutor,
@@ -32,8 +42,9 @@ from aiobound import (
     LimitPolicy,
     OverloadedError,
     Partition,
+    Share,
 )
-from aiobound._partitions import guaranteed_slots
+from aiobound._partitions import ceiling_slots, guaranteed_slots
 from conftest import ManualExecutor, new_uvloop
 
 STRESS = os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE") == "stress"
@@ -44,8 +55,14 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-SHARES = {"interactive": 0.5, "batch": 0.25}
+SHARES: dict[str, float | Share] = {"interactive": 0.5, "batch": 0.25}
+# The batch capped at half the bound, with a waiting room of its own.
+CAPPED: dict[str, float | Share] = {
+    "interactive": 0.5,
+    "batch": Share(0.25, max_share=0.5, max_pending=2),
+}
 NAMES = ("interactive", "batch", "default")
+MAX_PENDING = 3
 
 
 class Chosen(LimitPolicy):
@@ -80,14 +97,12 @@ class PartitionsMachine(RuleBasedStateMachine):
         self.loop = type(self).loop_factory()
         self.policy: Chosen | None = None
         self.manual = ManualExecutor(cap=lambda: self.executor.bound)
-        self.executor = BoundedLoopExecutor(
-            executor=self.manual, bound=3, max_pending=3, partitions=SHARES
-        )
+        self.shares = SHARES
+        self.executor = self.build()
         self.tasks: list[asyncio.Task[Any]] = []
         self.partition_of: dict[int, str] = {}
         self.next_tag = 0
         self.closing: asyncio.Task[None] | None = None
-        self.started = False
 
     def step(self) -> None:
         self.loop.run_until_complete(_settle())
@@ -95,17 +110,36 @@ class PartitionsMachine(RuleBasedStateMachine):
     def pending(self) -> list[int]:
         return sorted(t for t in self.manual.pending if isinstance(t, int))
 
-    @precondition(lambda self: not self.started)
-    @rule()
-    def use_a_limit_policy(self) -> None:
-        self.policy = Chosen()
-        self.executor = BoundedLoopExecutor(
-            executor=self.manual, bound=self.policy, max_pending=3, partitions=SHARES
+    def build(self) -> BoundedLoopExecutor:
+        return BoundedLoopExecutor(
+            executor=self.manual,
+            bound=3 if self.policy is None else self.policy,
+            max_pending=MAX_PENDING,
+            partitions=self.shares,
         )
+
+    @initialize(adaptive=st.booleans(), capped=st.booleans())
+    def configure(self, adaptive: bool, capped: bool) -> None:
+        if adaptive:
+            self.policy = Chosen()
+        if capped:
+            self.shares = CAPPED
+        self.executor = self.build()
+
+    def check_admissions_within_ceilings(self, logged: int) -> None:
+        """Each partition given a call in this step is within its ceiling.
+
+        Within one step a partition's calls only end before its admissions,
+        so its count after the step is its count at its last admission.
+        """
+        stats = self.executor.stats()
+        handed = self.manual.submit_log[logged:]
+        for name in {self.partition_of[t] for t in handed if isinstance(t, int)}:
+            part = stats.partitions[name]
+            assert part.in_flight <= part.ceiling, name
 
     @rule(name=st.sampled_from(NAMES), n=st.integers(1, 4))
     def arrive(self, name: str, n: int) -> None:
-        self.started = True
         target: BoundedLoopExecutor | Partition = (
             self.executor if name == "default" else self.executor.partition(name)
         )
@@ -114,11 +148,13 @@ class PartitionsMachine(RuleBasedStateMachine):
             future = await target.submit(abs, tag)
             return await future
 
+        logged = len(self.manual.submit_log)
         for _ in range(n):
             self.partition_of[self.next_tag] = name
             self.tasks.append(self.loop.create_task(call(self.next_tag)))
             self.next_tag += 1
         self.step()
+        self.check_admissions_within_ceilings(logged)
 
     @precondition(lambda self: self.policy is not None)
     @rule(limits=st.lists(st.integers(1, 6), min_size=1, max_size=3))
@@ -129,9 +165,10 @@ class PartitionsMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.policy is None and self.closing is None)
     @rule(bound=st.integers(1, 6))
     def resize(self, bound: int) -> None:
-        self.started = True
+        logged = len(self.manual.submit_log)
         self.executor.resize(bound)
         self.step()
+        self.check_admissions_within_ceilings(logged)
 
     def waiting_tags(self) -> list[int]:
         """Tags of the callers waiting for a slot, oldest first."""
@@ -164,33 +201,43 @@ class PartitionsMachine(RuleBasedStateMachine):
         # Replay the gate's rule: the policy's new bound (set at the sample,
         # before the release) hands out the slots it adds, then the freed
         # slot is handed on unless over the bound. Each goes to the oldest
-        # waiter of a partition below its guarantee, else to the oldest.
+        # waiter of a partition below its guarantee, else to the oldest
+        # waiter of a partition below its ceiling; a capped partition's
+        # waiters are skipped.
         after = self.executor.stats()
         bound = after.bound
         held = {name: before.partitions[name].in_flight for name in NAMES}
         in_use = before.in_flight
         expected: list[int] = []
 
-        def pick() -> None:
-            below = [
+        def pick() -> bool:
+            parts = after.partitions
+            eligible = [
                 t
                 for t in waiting
-                if held[self.partition_of[t]]
-                < after.partitions[self.partition_of[t]].guaranteed
+                if held[self.partition_of[t]] < parts[self.partition_of[t]].ceiling
             ]
-            chosen = below[0] if below else waiting[0]
+            below = [
+                t
+                for t in eligible
+                if held[self.partition_of[t]] < parts[self.partition_of[t]].guaranteed
+            ]
+            if not eligible:
+                return False
+            chosen = below[0] if below else eligible[0]
             waiting.remove(chosen)
             held[self.partition_of[chosen]] += 1
             expected.append(chosen)
+            return True
 
         if bound != before.bound:
-            while in_use < bound and waiting:
-                pick()
+            while in_use < bound and pick():
                 in_use += 1
         held[self.partition_of[tag]] -= 1
-        if in_use <= bound and waiting:
+        if in_use <= bound:
             pick()
         assert handed == expected
+        self.check_admissions_within_ceilings(logged)
 
     @precondition(lambda self: any(not t.done() for t in self.tasks))
     @rule(data=st.data())
@@ -202,7 +249,6 @@ class PartitionsMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.closing is None)
     @rule()
     def close(self) -> None:
-        self.started = True
         self.closing = self.loop.create_task(self.executor.aclose())
         self.step()
 
@@ -218,18 +264,27 @@ class PartitionsMachine(RuleBasedStateMachine):
             assert mine == sorted(mine), name
 
     @invariant()
-    def no_slot_idle_while_anyone_waits(self) -> None:
+    def no_slot_idle_while_anyone_below_a_ceiling_waits(self) -> None:
         stats = self.executor.stats()
-        if stats.waiting:
+        if any(
+            p.waiting and p.in_flight < p.ceiling for p in stats.partitions.values()
+        ):
+            assert stats.in_flight >= stats.bound
+        if self.shares is SHARES and stats.waiting:  # no ceiling: anyone
             assert stats.in_flight >= stats.bound
 
     @invariant()
-    def guarantees_follow_the_bound(self) -> None:
+    def guarantees_and_ceilings_follow_the_bound(self) -> None:
         stats = self.executor.stats()
-        for name, share in SHARES.items():
-            assert stats.partitions[name].guaranteed == guaranteed_slots(
-                share, stats.bound
+        for name, value in self.shares.items():
+            share = value if isinstance(value, Share) else Share(value)
+            part = stats.partitions[name]
+            assert part.guaranteed == guaranteed_slots(share.share, stats.bound)
+            assert part.ceiling == ceiling_slots(
+                share.max_share, share.share, stats.bound
             )
+            assert part.max_share == share.max_share
+        assert stats.partitions["default"].ceiling == stats.bound
         if self.policy is not None and not stats.closed:
             assert stats.bound == self.policy.limit
 
@@ -257,7 +312,10 @@ class PartitionsMachine(RuleBasedStateMachine):
                 part.completed + part.failed + part.cancelled + running
             ), name
             assert part.in_flight >= running, name
-            assert part.waiting <= 3, name  # max_pending, per partition
+            assert part.waiting <= (part.max_pending or 0), name
+            assert part.max_pending == (
+                2 if self.shares is CAPPED and name == "batch" else MAX_PENDING
+            ), name
         assert stats.in_flight <= max(stats.peak_in_flight, stats.bound)
 
     def teardown(self) -> None:

@@ -21,6 +21,7 @@ from ._limits import Gradient as Gradient
 from ._limits import LimitPolicy as LimitPolicy
 from ._map import MapIterator as MapIterator
 from ._observe import CallObserver as CallObserver
+from ._partitions import Share as Share
 from ._shared import SharedBound as SharedBound
 from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
@@ -43,6 +44,7 @@ __all__ = (
     "OverloadedError",
     "Partition",
     "PartitionStats",
+    "Share",
     "SharedBound",
     "SharedBoundStats",
 )

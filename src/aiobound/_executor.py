@@ -27,7 +27,7 @@ from ._histogram import Recorder
 from ._limits import LimitPolicy
 from ._map import MapIterator, MapPort, make_map
 from ._observe import CallObserver, Observed
-from ._partitions import Part, PartitionedGate, check_partitions
+from ._partitions import Part, PartitionedGate, Share, check_partitions
 from ._process import (
     OwnedProcessPool,
     explain_broken_pool,
@@ -124,17 +124,22 @@ class BoundedLoopExecutor:
             Refused without ``max_per_second``, where it would mean nothing.
         partitions: Guaranteed shares of the bound, by partition name (for
             example ``{"interactive": 0.8, "batch": 0.2}``; each share in
-            ``(0, 1]``, their sum at most 1). Calls go to a partition
-            through :meth:`partition`; calls made on the executor itself
-            belong to ``"default"`` (declared, or else implicit with the
-            share left over). Under contention a partition gets at least
+            ``(0, 1]``, their sum at most 1), each a number or a
+            :class:`Share` (a number ``x`` is ``Share(x)``). Calls go to a
+            partition through :meth:`partition`; calls made on the executor
+            itself belong to ``"default"`` (declared, or else implicit with
+            the share left over). Under contention a partition gets at least
             ``ceil(share x bound)`` slots (at least 1): each slot freed goes
             first to the oldest waiter of a partition below its guarantee,
-            else to the oldest waiter overall, so idle capacity is borrowed
-            by whoever waits. FIFO within a partition; ``max_pending`` and
-            ``max_wait`` apply to each partition separately. Works with an
-            int bound or a limit policy (the guarantees follow the bound),
-            not with a :class:`SharedBound`. ``None`` (default): none.
+            else to the oldest waiter of a partition below its ceiling, so
+            idle capacity is borrowed by whoever waits, up to a partition's
+            ceiling (``Share(max_share=)``, none by default): a partition at
+            its ceiling takes no more slots, and its waiters are skipped. FIFO
+            within a partition; ``max_pending`` and ``max_wait`` apply to
+            each partition separately (the :class:`Share`'s own, where it
+            gives them). Works with an int bound or a limit policy (the
+            guarantees and ceilings follow the bound), not with a
+            :class:`SharedBound`. ``None`` (default): none.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
@@ -189,7 +194,7 @@ class BoundedLoopExecutor:
         max_wait: float | None = None,
         max_per_second: float | None = None,
         burst: int | None = None,
-        partitions: Mapping[str, float] | None = None,
+        partitions: Mapping[str, float | Share] | None = None,
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound)
@@ -222,7 +227,7 @@ class BoundedLoopExecutor:
         mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
-        partitions: Mapping[str, float] | None = None,
+        partitions: Mapping[str, float | Share] | None = None,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -298,7 +303,7 @@ class BoundedLoopExecutor:
         limits: Limits,
         copy_context: bool | None = None,
         policy: LimitPolicy | None = None,
-        shares: dict[str, float] | None = None,
+        shares: dict[str, Share] | None = None,
     ) -> None:
         """Assemble the pieces; the arguments are already checked."""
         to_processes = isinstance(executor, ProcessPoolExecutor)
@@ -404,10 +409,12 @@ class BoundedLoopExecutor:
         """Whether a call submitted now would be handed over without waiting.
 
         True when the executor is open, a slot is free, nobody waits for one
-        (a new call overtakes no one) and, with ``max_per_second``, the rate
-        allows a start at this instant with nobody waiting for a turn. O(1);
-        takes no slot and changes nothing. The answer can change at the next
-        await; :meth:`submit` still decides.
+        who could take it (a new call overtakes no one; with partitions, the
+        ``"default"`` partition is below its ceiling) and, with
+        ``max_per_second``, the rate allows a start at this instant with
+        nobody waiting for a turn. O(1); takes no slot and changes nothing.
+        The answer can change at the next await; :meth:`submit` still
+        decides.
         """
         if not self._gate.would_admit_now():
             return False
@@ -485,6 +492,8 @@ class BoundedLoopExecutor:
             part.name: PartitionStats(
                 share=part.share,
                 guaranteed=part.guaranteed,
+                max_share=part.max_share,
+                ceiling=part.ceiling,
                 in_flight=part.in_use,
                 waiting=part.waiting,
                 max_pending=part.max_pending,
@@ -1221,7 +1230,7 @@ class BoundedLoopExecutor:
 
 def _check_partitions(
     partitions: object, bound: int | SharedBound | None
-) -> dict[str, float] | None:
+) -> dict[str, Share] | None:
     """Check ``partitions=`` against the kind of bound it is given with."""
     if partitions is None:
         return None
@@ -1238,8 +1247,9 @@ class Partition:
 
     Its :meth:`submit`, :meth:`run` and :meth:`map` behave as the
     executor's, with the wait for a slot in this partition's FIFO queue and
-    the slot counted against its share. Closing, resizing and the other
-    settings are the executor's.
+    the slot counted against its share and ceiling, and this partition's
+    ``max_pending`` and ``max_wait`` (see :class:`Share`). Closing, resizing
+    and the other settings are the executor's.
     """
 
     __slots__ = ("_executor", "_part")
@@ -1262,9 +1272,29 @@ class Partition:
         part = self._part
         return (
             f"<Partition {part.name!r} of {self._executor!r} "
-            f"guaranteed={part.guaranteed} in_flight={part.in_use} "
-            f"waiting={part.waiting}>"
+            f"guaranteed={part.guaranteed} ceiling={part.ceiling} "
+            f"in_flight={part.in_use} waiting={part.waiting}>"
         )
+
+    def would_admit_now(self) -> bool:
+        """Whether a call submitted now would be handed over without waiting.
+
+        As :meth:`BoundedLoopExecutor.would_admit_now`, for this partition:
+        also false while the partition holds its ceiling, even with slots
+        free. O(1); takes no slot and changes nothing.
+        """
+        if not self._part.would_admit_now():
+            return False
+        rate = self._executor._rate
+        return rate is None or rate.would_start_now()
+
+    def can_admit(self) -> bool:
+        """Whether a call submitted now would be accepted, at once or to wait.
+
+        As :meth:`BoundedLoopExecutor.can_admit`, with this partition's
+        ``max_pending``. O(1); takes no slot and changes nothing.
+        """
+        return self._part.can_queue()
 
     def stats(self) -> PartitionStats:
         """This partition's stats (as in ``executor.stats().partitions``)."""

@@ -2,32 +2,42 @@
 
 A :class:`PartitionedGate` owns the total bound and one :class:`Part` per
 partition. Each part has a guaranteed number of slots, ``ceil(share x
-bound)`` and at least 1 (recomputed when the bound changes), its own FIFO
-waiting room, ``max_pending`` and ``max_wait``, and its own counters.
+bound)`` and at least 1, a ceiling, ``floor(max_share x bound)`` and at least
+the guarantee (the bound when ``max_share`` is 1, the default), both
+recomputed when the bound changes, its own FIFO waiting room,
+``max_pending`` and ``max_wait``, and its own counters.
 
 Who gets a slot:
 
 * at once (:meth:`Part.try_acquire`), when fewer than ``bound`` slots are
-  held in total and nobody waits in any partition: idle capacity goes to
-  whoever asks, so a partition may hold more than its guarantee (it
-  *borrows*);
+  held in total and the partition holds fewer than its ceiling: idle
+  capacity goes to whoever asks, so a partition may hold more than its
+  guarantee (it *borrows*), up to its ceiling;
 * when a slot is released (or the bound grows), it is handed over directly
   to the oldest waiter of a partition that holds fewer slots than its
   guarantee, if any (oldest first among those partitions); otherwise to the
-  oldest waiter overall. Within a partition the order is always FIFO.
+  oldest waiter of a partition below its ceiling. Within a partition the
+  order is always FIFO. The waiters of a partition at its ceiling are
+  skipped: the slot goes to another partition's waiter, or stays free.
 
-So never more than ``bound`` slots are held in total (or the old bound,
-after a shrink, as :class:`~aiobound._slots.SlotGate` does), and nothing is
-taken back from a call that holds a slot: a partition below its guarantee
-reaches it as calls of the borrowers end, each freed slot going to it first.
-When the guarantees add up to more than the bound (rounding up, or very
-small bounds), the partitions below theirs are served oldest first.
+So a slot is left free while someone waits only when every waiter belongs
+to a partition at its ceiling; that is why taking a slot at once needs only
+the two counts above (and the gate open): a waiter it could overtake would
+have been handed that slot already.
+
+Never more than ``bound`` slots are held in total (or the old bound, after a
+shrink, as :class:`~aiobound._slots.SlotGate` does), nor more than a
+partition's ceiling by that partition (or its ceiling before a shrink), and
+nothing is taken back from a call that holds a slot: a partition below its
+guarantee reaches it as calls of the borrowers end, each freed slot going to
+it first. When the guarantees add up to more than the bound (rounding up, or
+very small bounds), the partitions below theirs are served oldest first.
 
 Cancellation is exact and immediate, as in the slot gate: the waiter's
 future tells the gate from inside its ``cancel()``. Calls made on the
 executor itself belong to the partition named ``"default"``: one declared
 with that name, or else an implicit one with the share left over (none when
-the shares add up to 1: it then only borrows).
+the shares add up to 1: it then only borrows) and no ceiling.
 
 The gate never touches threads: every method must be called from its loop.
 """
@@ -39,8 +49,10 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
+from ._checks import check_optional_int, check_optional_positive
 from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
 from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
 from ._readings import GateReadings
@@ -48,7 +60,15 @@ from ._readings import GateReadings
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ("DEFAULT", "Part", "PartitionedGate", "check_partitions")
+__all__ = (
+    "DEFAULT",
+    "Part",
+    "PartitionedGate",
+    "Share",
+    "ceiling_slots",
+    "check_partitions",
+    "guaranteed_slots",
+)
 
 DEFAULT = "default"
 """The partition of the calls made on the executor itself."""
@@ -56,11 +76,82 @@ DEFAULT = "default"
 _COMPACT_SLACK = 32
 
 
-def check_partitions(partitions: object) -> dict[str, float]:
-    """Return *partitions* as a dict of shares, or raise naming the argument.
+def _fraction(name: str, value: object) -> float:
+    """Return *value* as a float if it is a real number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a number in (0, 1], got {type(value).__name__} {value!r}"
+        )
+    if not (0.0 < value <= 1.0):
+        raise ValueError(
+            f"{name} must be a fraction of the bound in (0, 1], got {value!r}"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One partition's terms, given in ``partitions=`` in place of a bare share.
+
+    ``partitions={"interactive": 0.75, "batch": Share(0.25, max_share=0.75)}``
+    guarantees the batch a quarter of the bound under contention and never
+    lets it hold more than three quarters, even while the rest is idle; a
+    bare number ``x`` means ``Share(x)``. Every argument is checked when the
+    object is made (``TypeError`` or ``ValueError`` naming the field).
+
+    Attributes:
+        share: The guaranteed share of the bound, in ``(0, 1]``: under
+            contention the partition gets at least ``ceil(share x bound)``
+            slots, at least 1.
+        max_share: The borrowing ceiling, a fraction of the bound in
+            ``[share, 1]``: the partition never holds more than
+            ``floor(max_share x bound)`` slots (but at least its guarantee),
+            even when every other slot is idle, so that much stays free for
+            the other partitions' calls. Default ``1.0``: no ceiling, idle
+            capacity is borrowed up to the whole bound. Recomputed when the
+            bound changes, as the guarantee is.
+        max_pending: Most of this partition's callers allowed to wait for a
+            slot (``0``: never wait). ``None`` (default): the executor's
+            ``max_pending`` applies to this partition (which may be no limit).
+        max_wait: Seconds one of this partition's callers may wait for a
+            slot. ``None`` (default): the executor's ``max_wait`` applies.
 
     Raises:
-        TypeError: not a mapping of str names to real shares.
+        TypeError: a field has the wrong type.
+        ValueError: ``share`` or ``max_share`` is outside ``(0, 1]``,
+            ``max_share`` is below ``share``, ``max_pending`` is negative or
+            ``max_wait`` is not a finite number > 0.
+    """
+
+    share: float
+    _: KW_ONLY
+    max_share: float = 1.0
+    max_pending: int | None = None
+    max_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        share = _fraction("Share.share", self.share)
+        max_share = _fraction("Share.max_share", self.max_share)
+        if max_share < share:
+            raise ValueError(
+                f"Share.max_share must be at least the share {share!r}, got "
+                f"{self.max_share!r}"
+            )
+        max_pending = check_optional_int("Share.max_pending", self.max_pending, 0)
+        max_wait = check_optional_positive("Share.max_wait", self.max_wait)
+        object.__setattr__(self, "share", share)
+        object.__setattr__(self, "max_share", max_share)
+        object.__setattr__(self, "max_pending", max_pending)
+        object.__setattr__(self, "max_wait", max_wait)
+
+
+def check_partitions(partitions: object) -> dict[str, Share]:
+    """Return *partitions* as a dict of :class:`Share`, or raise naming it.
+
+    A bare number ``x`` becomes ``Share(x)``.
+
+    Raises:
+        TypeError: not a mapping of str names to real shares or Shares.
         ValueError: empty, a name is empty, a share is outside (0, 1], or the
             shares add up to more than 1.
     """
@@ -71,7 +162,7 @@ def check_partitions(partitions: object) -> dict[str, float]:
         )
     if not partitions:
         raise ValueError("partitions must name at least one partition, got {}")
-    shares: dict[str, float] = {}
+    shares: dict[str, Share] = {}
     for name, share in partitions.items():
         if not isinstance(name, str):
             raise TypeError(
@@ -80,9 +171,12 @@ def check_partitions(partitions: object) -> dict[str, float]:
             )
         if not name:
             raise ValueError("partitions: a name must not be empty")
+        if isinstance(share, Share):
+            shares[name] = share
+            continue
         if isinstance(share, bool) or not isinstance(share, (int, float)):
             raise TypeError(
-                f"partitions[{name!r}] must be a number in (0, 1], got "
+                f"partitions[{name!r}] must be a number in (0, 1] or a Share, got "
                 f"{type(share).__name__} {share!r}"
             )
         if not (0.0 < share <= 1.0):
@@ -90,11 +184,12 @@ def check_partitions(partitions: object) -> dict[str, float]:
                 f"partitions[{name!r}] must be a share of the bound in (0, 1], "
                 f"got {share!r}"
             )
-        shares[name] = float(share)
-    total = math.fsum(shares.values())
+        shares[name] = Share(float(share))
+    total = math.fsum(s.share for s in shares.values())
     if total > 1.0 + 1e-9:
+        listed = {name: s.share for name, s in shares.items()}
         raise ValueError(
-            f"partitions: the shares add up to {total:g}, more than 1 ({shares!r})"
+            f"partitions: the shares add up to {total:g}, more than 1 ({listed!r})"
         )
     return shares
 
@@ -105,6 +200,14 @@ def guaranteed_slots(share: float, bound: int) -> int:
         return 0
     # Rounded first, so that 0.7 x 10 (7.000000000000001) guarantees 7.
     return max(1, math.ceil(round(share * bound, 9)))
+
+
+def ceiling_slots(max_share: float, share: float, bound: int) -> int:
+    """``floor(max_share x bound)``, at least the guarantee of *share*."""
+    # Rounded first, so that 0.7 x 10 (7.000000000000001) is 7 and 0.29 x
+    # 100 (28.999999999999996) is 29.
+    ceiling = math.floor(round(max_share * bound, 9))
+    return max(guaranteed_slots(share, bound), ceiling)
 
 
 class _Waiter(asyncio.Future[None]):
@@ -130,7 +233,7 @@ class _Waiter(asyncio.Future[None]):
 
 
 class Part:
-    """One partition: its guarantee, its waiting room, its counters.
+    """One partition: its guarantee and ceiling, its waiting room, its counters.
 
     It has the acquisition interface of :class:`~aiobound._slots.SlotGate`
     (``try_acquire``, ``try_take``, ``acquire``, ``release``,
@@ -143,12 +246,14 @@ class Part:
     __slots__ = (
         "admitted",
         "cancelled",
+        "ceiling",
         "completed",
         "failed",
         "gate",
         "guaranteed",
         "in_use",
         "max_pending",
+        "max_share",
         "max_wait",
         "name",
         "peak_in_use",
@@ -170,13 +275,16 @@ class Part:
         gate: PartitionedGate,
         name: str,
         share: float,
+        max_share: float,
         max_pending: int | None,
         max_wait: float | None,
     ) -> None:
         self.gate = gate
         self.name = name
         self.share = share
+        self.max_share = max_share
         self.guaranteed = 0
+        self.ceiling = 0
         self.max_pending = max_pending
         self.max_wait = max_wait
         self.in_use = 0
@@ -200,7 +308,7 @@ class Part:
     def __repr__(self) -> str:
         return (
             f"<Part {self.name!r} share={self.share:g} guaranteed={self.guaranteed} "
-            f"in_use={self.in_use} waiting={self.waiting}>"
+            f"ceiling={self.ceiling} in_use={self.in_use} waiting={self.waiting}>"
         )
 
     # -- the SlotGate interface, on this partition's account -------------------
@@ -217,23 +325,25 @@ class Part:
 
     def has_free_slot(self) -> bool:
         """Whether :meth:`try_acquire` would succeed now."""
-        return self.gate.would_admit_now()
+        return self.gate.admits(self)
 
     def would_admit_now(self) -> bool:
         """Whether a caller of this partition would get a slot at once."""
-        return self.gate.would_admit_now()
+        return self.gate.admits(self)
 
     def can_queue(self) -> bool:
         """Whether a caller of this partition would not be refused at once."""
         gate = self.gate
         if gate.closed:
             return False
-        if gate.would_admit_now():
+        if gate.admits(self):
             return True
         return self.max_pending is None or self.waiting < self.max_pending
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting (never overtaking a waiter).
+
+        Refused while the partition holds its ceiling, even with slots free.
 
         Raises:
             ClosedError: the gate is closed.
@@ -304,11 +414,14 @@ class PartitionedGate(GateReadings):
 
     Args:
         bound: Total number of slots (>= 1).
-        shares: Partition names and their shares (checked by
-            :func:`check_partitions`). Without a ``"default"`` partition,
-            one is added with the share left over.
-        max_pending: Most callers allowed to wait, per partition.
-        max_wait: Seconds a caller may wait, per partition.
+        shares: Partition names and their terms (checked by
+            :func:`check_partitions`; a bare number is ``Share(x)``).
+            Without a ``"default"`` partition, one is added with the share
+            left over and no ceiling.
+        max_pending: Most callers allowed to wait, per partition, where its
+            :class:`Share` does not say.
+        max_wait: Seconds a caller may wait, per partition, where its
+            :class:`Share` does not say.
 
     Reported totals (``in_use``, ``waiting``, ``rejected``, ...) add up the
     partitions. Acquisition through the gate itself (``try_acquire``,
@@ -335,22 +448,38 @@ class PartitionedGate(GateReadings):
     def __init__(
         self,
         bound: int,
-        shares: Mapping[str, float],
+        shares: Mapping[str, Share | float],
         max_pending: int | None,
         max_wait: float | None = None,
     ) -> None:
         self._bound = bound
         self._max_pending = max_pending
         self._max_wait = max_wait
-        shares = dict(shares)
-        if DEFAULT not in shares:
-            shares[DEFAULT] = max(0.0, 1.0 - math.fsum(shares.values()))
-            if shares[DEFAULT] < 1e-9:
-                shares[DEFAULT] = 0.0
-        self._parts: dict[str, Part] = {
-            name: Part(self, name, share, max_pending, max_wait)
-            for name, share in shares.items()
+        terms = {
+            name: value if isinstance(value, Share) else Share(value)
+            for name, value in shares.items()
         }
+        self._parts: dict[str, Part] = {
+            name: Part(
+                self,
+                name,
+                term.share,
+                term.max_share,
+                max_pending if term.max_pending is None else term.max_pending,
+                max_wait if term.max_wait is None else term.max_wait,
+            )
+            for name, term in terms.items()
+        }
+        if DEFAULT not in self._parts:
+            left = 1.0 - math.fsum(term.share for term in terms.values())
+            self._parts[DEFAULT] = Part(
+                self,
+                DEFAULT,
+                left if left >= 1e-9 else 0.0,
+                1.0,
+                max_pending,
+                max_wait,
+            )
         self._default = self._parts[DEFAULT]
         self._in_use = 0
         self._waiting = 0  # live waiters, all partitions
@@ -364,8 +493,10 @@ class PartitionedGate(GateReadings):
         self._set_guarantees()
 
     def _set_guarantees(self) -> None:
+        bound = self._bound
         for part in self._parts.values():
-            part.guaranteed = guaranteed_slots(part.share, self._bound)
+            part.guaranteed = guaranteed_slots(part.share, bound)
+            part.ceiling = ceiling_slots(part.max_share, part.share, bound)
 
     # -- partitions ------------------------------------------------------------
 
@@ -439,12 +570,26 @@ class PartitionedGate(GateReadings):
     # -- the default partition's acquisition -----------------------------------
 
     def has_free_slot(self) -> bool:
-        """Whether a slot is free and nobody waits."""
-        return self.would_admit_now()
+        """Whether a caller of the default partition would get a slot at once."""
+        return self.admits(self._default)
 
     def would_admit_now(self) -> bool:
-        """Whether a caller arriving now would get a slot at once."""
-        return not self._closed and self._in_use < self._bound and not self._waiting
+        """Whether a caller of the default partition would get a slot at once."""
+        return self.admits(self._default)
+
+    def admits(self, part: Part) -> bool:
+        """Whether a caller of *part* arriving now would get a slot at once.
+
+        True when the gate is open, fewer than ``bound`` slots are held and
+        *part* holds fewer than its ceiling. Then nobody it could overtake
+        waits: a slot is free while someone waits only when every waiter's
+        partition is at its ceiling (see the module's docstring).
+        """
+        return (
+            self._in_use < self._bound
+            and part.in_use < part.ceiling
+            and not self._closed
+        )
 
     def can_queue(self) -> bool:
         """Whether a caller of the default partition would not be refused."""
@@ -462,8 +607,10 @@ class PartitionedGate(GateReadings):
         """Give back a slot held on *part*'s account (default: ``"default"``).
 
         The slot goes to the oldest waiter of a partition below its
-        guarantee, else to the oldest waiter overall; while more slots are
-        held than the bound allows (after a shrink), it is retired instead.
+        guarantee, else to the oldest waiter of a partition below its
+        ceiling; while more slots are held than the bound allows (after a
+        shrink), or when every waiter's partition is at its ceiling, it is
+        left free instead.
         """
         if part is None:
             part = self._default
@@ -513,8 +660,12 @@ class PartitionedGate(GateReadings):
     # -- the machinery ---------------------------------------------------------
 
     def take(self, part: Part) -> bool:
-        """Take a free slot for *part* if one is free and nobody waits."""
-        if self._in_use < self._bound and not self._waiting and not self._closed:
+        """Take a free slot for *part* if :meth:`admits` says so."""
+        if (
+            self._in_use < self._bound
+            and part.in_use < part.ceiling
+            and not self._closed
+        ):
             self._in_use += 1
             part.in_use += 1
             part.admitted += 1
@@ -526,10 +677,15 @@ class PartitionedGate(GateReadings):
         return False
 
     def _pick(self) -> _Waiter | None:
-        """Pop the waiter the next slot goes to, or return ``None``."""
+        """Pop the waiter the next slot goes to, or return ``None``.
+
+        Partitions at their ceiling are skipped (their waiters keep waiting).
+        """
         oldest: _Waiter | None = None
         oldest_below: _Waiter | None = None
         for part in self._parts.values():
+            if part.in_use >= part.ceiling:
+                continue
             head = part._head()
             if head is None:
                 continue
@@ -636,10 +792,12 @@ class PartitionedGate(GateReadings):
             part.waiters = deque(w for w in part.waiters if not w.done())
 
     def resize(self, bound: int) -> None:
-        """Change the total bound; the guarantees follow.
+        """Change the total bound; the guarantees and ceilings follow.
 
         As :meth:`SlotGate.resize`: growing hands the new slots to waiters
-        at once (by the release rule), shrinking takes no slot away.
+        at once (by the release rule), shrinking takes no slot away (a
+        partition may then hold more than its new ceiling until its calls
+        end).
         """
         self._bound = bound
         self._set_guarantees()

@@ -23,11 +23,20 @@ class PartitionStats:
             implicit ``"default"`` partition, the share left over, possibly 0).
         guaranteed: Slots guaranteed under contention now:
             ``ceil(share x bound)``, at least 1 (0 for a share of 0).
+        max_share: The borrowing ceiling declared for this partition, as a
+            fraction of the bound (its :class:`Share`'s ``max_share``; 1.0
+            when it has none).
+        ceiling: Most slots this partition may hold now, even while others
+            are idle: ``floor(max_share x bound)``, at least ``guaranteed``
+            (the bound when ``max_share`` is 1). After the bound shrinks,
+            ``in_flight`` may exceed it until calls end.
         in_flight: Slots held by this partition's calls right now (more than
-            ``guaranteed`` when it borrows idle capacity).
+            ``guaranteed`` when it borrows idle capacity, up to ``ceiling``).
         waiting: This partition's callers waiting for a slot.
-        max_pending: Most callers allowed to wait in this partition.
-        max_wait: Seconds a caller may wait for a slot in this partition.
+        max_pending: Most callers allowed to wait in this partition (its
+            :class:`Share`'s, else the executor's).
+        max_wait: Seconds a caller may wait for a slot in this partition
+            (its :class:`Share`'s, else the executor's).
         peak_in_flight: Highest ``in_flight`` of this partition.
         submitted: This partition's calls handed to the underlying executor.
         completed: This partition's calls that returned a value.
@@ -43,6 +52,8 @@ class PartitionStats:
 
     share: float
     guaranteed: int
+    max_share: float
+    ceiling: int
     in_flight: int
     waiting: int
     max_pending: int | None

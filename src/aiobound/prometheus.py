@@ -40,7 +40,8 @@ With ``partitions=`` (see :meth:`~aiobound.BoundedLoopExecutor.partition`),
 each partition's stats are exported too, under the same names with
 ``partition_`` after the namespace and the labels ``executor`` and
 ``partition``: gauges ``aiobound_partition_share``,
-``aiobound_partition_guaranteed``, ``aiobound_partition_in_flight``,
+``aiobound_partition_guaranteed``, ``aiobound_partition_max_share``,
+``aiobound_partition_ceiling``, ``aiobound_partition_in_flight``,
 ``aiobound_partition_waiting``, ``aiobound_partition_max_pending``,
 ``aiobound_partition_max_wait_seconds``, ``aiobound_partition_peak_in_flight``,
 ``aiobound_partition_queue_wait_avg_seconds`` and
@@ -167,6 +168,12 @@ _HISTOGRAMS = (
 _PARTITION_GAUGES = (
     ("share", "share", "The partition's declared share of the bound."),
     ("guaranteed", "guaranteed", "Slots guaranteed to the partition under contention."),
+    (
+        "max_share",
+        "max_share",
+        "The partition's borrowing ceiling, a share of the bound.",
+    ),
+    ("ceiling", "ceiling", "Most slots the partition may hold, even when others idle."),
     ("in_flight", "in_flight", "The partition's calls holding a slot."),
     ("waiting", "waiting", "The partition's coroutines waiting for a slot."),
     ("max_pending", "max_pending", "Most coroutines allowed to wait, per partition."),
