@@ -130,6 +130,11 @@ def plan(quick: bool, loops: tuple[str, ...]) -> dict[str, list[Job]]:
             jobs["process"].append(
                 Job("process", case, loop, process_calls, 2, 4, case)
             )
+        # A window deep enough to cover the pool's round trip for a no-op call.
+        for case in ("submit", "map_chunksize_1"):
+            jobs["process"].append(
+                Job("process", case, loop, process_calls, 2, 16, case + " b16")
+            )
     # The synchronous ceilings use no loop: once per repetition.
     jobs["sleep"].append(Job("sleep", "sync", "-", sleep_calls, 10, 10, "sync map"))
     jobs["noop"].append(
@@ -233,7 +238,7 @@ def summarize(records: list[dict[str, Any]], loops: tuple[str, ...]) -> str:
         "noop": "no-op calls, 10 threads, bound 20",
         "sleep": "10 ms sleeps, 10 threads",
         "rss": "no-op calls, 10 threads (bound 20 where bounded): memory",
-        "process": "no-op calls, process pool of 2, bound 4",
+        "process": "no-op calls, process pool of 2, bound 4 (b16: bound 16)",
     }
     for workload, title in titles.items():
         keys = [k for k in table if k[0] == workload]
@@ -397,10 +402,10 @@ def targets(
         process = {
             c: ("process", c, loop) for c in ("raw", "submit", "map_chunksize_1")
         }
-        for case in ("submit", "map_chunksize_1"):
+        for case in ("submit", "map_chunksize_1", "submit b16", "map_chunksize_1 b16"):
             speed(
                 f"process pool, {case} / raw, {loop} (>= 1.00)",
-                process[case],
+                ("process", case, loop),
                 process["raw"],
                 1.0,
             )
