@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import pytest
@@ -161,6 +163,34 @@ async def test_every_new_function_is_checked_after_a_good_one(
         assert await executor.run(abs, -2) == 2
     assert executor.stats().submitted == 4  # the refused ones never count
     assert_idle(executor)
+
+
+async def test_a_submitted_callable_is_not_kept_alive_after_its_call(
+    make_executor: ExecutorFactory,
+) -> None:
+    """Bound methods, closures and callable objects go when the call is done."""
+    executor = make_executor(max_workers=1)
+
+    class Holder:
+        def method(self) -> int:
+            return 1
+
+        def __call__(self) -> int:
+            return 2
+
+    holder = Holder()
+    data = [3]
+
+    def closure() -> int:
+        return data[0]
+
+    refs = [weakref.ref(holder), weakref.ref(closure)]
+    assert await executor.run(holder.method) == 1
+    assert await executor.run(holder) == 2
+    assert await executor.run(closure) == 3
+    del holder, closure
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 @pytest.mark.parametrize("items", [3, None, object()], ids=["int", "none", "object"])

@@ -12,6 +12,7 @@ import concurrent.futures
 import time
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from functools import partial
+from types import BuiltinFunctionType, FunctionType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
@@ -348,8 +349,8 @@ class BoundedLoopExecutor:
         # aclose(timeout=...) can cancel those that have not started), each
         # with its time.monotonic() at hand-off (for the run-time histogram).
         self._calls: dict[concurrent.futures.Future[Any], float] = {}
-        # The last function submit() checked: the next call of it is not
-        # checked again (a loop that submits one function pays the check once).
+        # The last stateless function submit() checked: the next call of it
+        # is not checked again (a loop that submits one function pays once).
         self._checked_fn: object = _NOTHING_CHECKED
         self._run_histogram = Recorder()
         # The strategies an observer swaps (see add_observer).
@@ -588,10 +589,18 @@ class BoundedLoopExecutor:
         return await self._admit(fn, args, kwargs)
 
     def _check_fn(self, fn: object) -> None:
-        """Refuse a *fn* that is not callable or is async; remember it if fine."""
+        """Refuse a *fn* that is not callable or is async.
+
+        A fine *fn* that holds no state (a builtin, or a function without a
+        closure) is remembered: holding on to it keeps nothing else alive.
+        """
         if not callable(fn) or is_async_function(fn):
             check_callable("fn", fn)
-        self._checked_fn = fn
+        kind = type(fn)
+        if kind is BuiltinFunctionType or (
+            kind is FunctionType and fn.__closure__ is None  # type: ignore[attr-defined]
+        ):
+            self._checked_fn = fn
 
     async def _acquire_and_start(
         self,
