@@ -603,6 +603,12 @@ class MapIterator(Generic[T]):
     :func:`contextlib.aclosing` would); other iterators are left as they are.
     ``aclose()`` is idempotent; called while another task awaits
     ``__anext__``, that ``__anext__`` raises ``StopAsyncIteration``.
+
+    With uvloop in debug mode on Python 3.12 and later, prefer ``async
+    with`` or ``aclose()`` to a bare ``break``: finishing a collected
+    iterator schedules callbacks, and uvloop's debug mode can crash the
+    interpreter when a callback is scheduled while a frame is being torn
+    down (uvloop issues 730 and 756; asyncio's own loop is not affected).
     """
 
     __slots__ = ("__weakref__", "_buffer", "_next", "_sizer", "_source", "_window")
