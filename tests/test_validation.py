@@ -184,7 +184,7 @@ async def test_a_submitted_callable_is_not_kept_alive_after_its_call(
     def closure() -> int:
         return data[0]
 
-    refs = [weakref.ref(holder), weakref.ref(closure)]
+    refs: list[weakref.ref[Any]] = [weakref.ref(holder), weakref.ref(closure)]
     assert await executor.run(holder.method) == 1
     assert await executor.run(holder) == 2
     assert await executor.run(closure) == 3
