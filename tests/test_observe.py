@@ -269,6 +269,25 @@ class TestPartitions:
         assert executor.stats().partitions["a"].completed == 4
         assert_idle(executor)
 
+    async def test_a_call_waiting_when_the_observer_came_keeps_its_partition(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(max_workers=1, bound=1, partitions={"a": 0.5})
+        a = executor.partition("a")
+        running = await a.submit(gate, 1)
+        waiting = asyncio.create_task(a.run(abs, -2))
+        await settle()
+        assert executor.stats().partitions["a"].waiting == 1
+        observer = InPartitions()
+        executor.add_observer(observer)
+        gate.open()
+        assert (await running, await waiting) == (1, 2)
+        # Reported from its hand-over on (it arrived unobserved), in "a".
+        assert partitions_of(observer) == {1: "a"}
+        assert outcomes(observer) == {1: "completed"}
+        assert_idle(executor)
+
     async def test_a_failing_hand_over_in_a_partition_frees_its_slot(
         self, make_executor: ExecutorFactory
     ) -> None:

@@ -15,15 +15,27 @@ waiter of a partition below its guarantee, else to the oldest waiter of a
 partition below its ceiling; each partition's guarantee is ``ceil(share x
 bound)`` (at least 1) and its ceiling ``floor(max_share x bound)`` (at least
 the guarantee); each partition's ``max_pending``; and every call accounted
-for exactly once, per partition and in total. Profiles as in
-``test_stateful.py`` (``nox -s stress`` runs many more).
+for exactly once, per partition and in total.
+
+An observer is added to some executors, before the first call or at a
+step chosen by hypothesis (callers waiting, calls running). After every step
+it must have been told exactly once of each call not yet handed over when it
+came, as the machine expects: arrived in the call's partition, then refused
+(with its reason) or handed over and, once it ended, ended with its outcome;
+and per partition, since it came, calls arrived = handed over + refused +
+still waiting, refusals by reason and endings by outcome equal to the
+partition's counters in ``stats()``, calls handed over and not ended equal
+to its ``in_flight``.
+Profiles as in ``test_stateful.py`` (``nox -s stress`` runs many more).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,6 +50,7 @@ from hypothesis.stateful import (
 
 from aiobound import (
     BoundedLoopExecutor,
+    CallObserver,
     ClosedError,
     LimitPolicy,
     OverloadedError,
@@ -46,6 +59,11 @@ from aiobound import (
 )
 from aiobound._partitions import ceiling_slots, guaranteed_slots
 from conftest import ManualExecutor, new_uvloop
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aiobound import PartitionStats
 
 STRESS = os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE") == "stress"
 SETTINGS = settings(
@@ -84,6 +102,75 @@ class Chosen(LimitPolicy):
         return self.limit
 
 
+# The tag of the call a task makes, set in the task's own context: the
+# observer reads it in arrived_in (which runs in the caller's context).
+TAG: contextvars.ContextVar[int] = contextvars.ContextVar("TAG")
+OUTCOMES = ("completed", "failed", "cancelled")
+REASONS = ("max_pending", "max_wait", "closed", "cancelled")
+
+
+class Watching(CallObserver):
+    """Records each call's life by its tag, and anything reported out of turn.
+
+    The token of a call is its tag. ``errors`` lists every report that breaks
+    a call's life (arrived, then refused once or handed over once and ended
+    at most once).
+    """
+
+    def __init__(self) -> None:
+        self.arrivals: dict[int, str] = {}  # tag -> partition
+        self.handed: set[int] = set()
+        self.refusals: dict[int, str] = {}  # tag -> reason
+        self.endings: dict[int, str] = {}  # tag -> outcome
+        self.errors: list[str] = []
+
+    def arrived(self) -> object:
+        self.errors.append(f"arrived() without a partition, tag {TAG.get(None)}")
+        return None
+
+    def arrived_in(self, partition: str) -> object:
+        tag = TAG.get()
+        if tag in self.arrivals:
+            self.errors.append(f"{tag} arrived twice")
+        self.arrivals[tag] = partition
+        return tag
+
+    def refused(self, token: object, reason: str, error: BaseException) -> None:
+        assert isinstance(token, int)
+        if token not in self.arrivals or token in self.handed:
+            self.errors.append(f"{token} refused out of turn")
+        if token in self.refusals:
+            self.errors.append(f"{token} refused twice")
+        self.refusals[token] = reason
+
+    def handing_over(
+        self,
+        token: object,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        assert isinstance(token, int)
+        if args != (token,):
+            self.errors.append(f"{token} handed over with {args}")
+        if token not in self.arrivals or token in self.refusals:
+            self.errors.append(f"{token} handed over out of turn")
+        if token in self.handed:
+            self.errors.append(f"{token} handed over twice")
+        self.handed.add(token)
+        return fn, args, kwargs
+
+    def ended(self, token: object, outcome: str, error: BaseException | None) -> None:
+        assert isinstance(token, int)
+        if token not in self.handed:
+            self.errors.append(f"{token} ended without a hand-over")
+        if token in self.endings:
+            self.errors.append(f"{token} ended twice")
+        if (outcome == "failed") != isinstance(error, ValueError):
+            self.errors.append(f"{token} ended {outcome} with {error!r}")
+        self.endings[token] = outcome
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -103,6 +190,14 @@ class PartitionsMachine(RuleBasedStateMachine):
         self.partition_of: dict[int, str] = {}
         self.next_tag = 0
         self.closing: asyncio.Task[None] | None = None
+        # The observer, once added: whether it is to be added by a rule, and
+        # what the executor had done before it was added.
+        self.watching: Watching | None = None
+        self.watch_later = False
+        self.watched_from = 0  # the first tag to arrive under the observer
+        self.unwatched: set[int] = set()  # tags handed over before it
+        self.running_unwatched: set[int] = set()  # of those, running then
+        self.baseline: dict[str, PartitionStats] = {}
 
     def step(self) -> None:
         self.loop.run_until_complete(_settle())
@@ -118,13 +213,35 @@ class PartitionsMachine(RuleBasedStateMachine):
             partitions=self.shares,
         )
 
-    @initialize(adaptive=st.booleans(), capped=st.booleans())
-    def configure(self, adaptive: bool, capped: bool) -> None:
+    @initialize(
+        adaptive=st.booleans(),
+        capped=st.booleans(),
+        observer=st.sampled_from(["none", "first", "later"]),
+    )
+    def configure(self, adaptive: bool, capped: bool, observer: str) -> None:
         if adaptive:
             self.policy = Chosen()
         if capped:
             self.shares = CAPPED
         self.executor = self.build()
+        if observer == "first":
+            self.watch()
+        self.watch_later = observer == "later"
+
+    def watch(self) -> None:
+        self.watching = Watching()
+        self.executor.add_observer(self.watching)
+        self.watched_from = self.next_tag
+        self.unwatched = {t for t in self.manual.submit_log if isinstance(t, int)}
+        self.running_unwatched = set(self.pending())
+        self.baseline = self.executor.stats().partitions
+
+    @precondition(lambda self: self.watch_later and self.watching is None)
+    @rule()
+    def add_the_observer(self) -> None:
+        """Added mid-run: running calls are never reported, waiting callers
+        from their hand-over on."""
+        self.watch()
 
     def check_admissions_within_ceilings(self, logged: int) -> None:
         """Each partition given a call in this step is within its ceiling.
@@ -145,6 +262,7 @@ class PartitionsMachine(RuleBasedStateMachine):
         )
 
         async def call(tag: int) -> Any:
+            TAG.set(tag)
             future = await target.submit(abs, tag)
             return await future
 
@@ -318,6 +436,107 @@ class PartitionsMachine(RuleBasedStateMachine):
             ), name
         assert stats.in_flight <= max(stats.peak_in_flight, stats.bound)
 
+    def expected_report(self, tag: int) -> tuple[str | None, str | None]:
+        """What the observer must have said of *tag*: (refused, ended).
+
+        ``None`` for neither yet; raises LookupError when *tag* must not
+        have been reported at all.
+        """
+        if tag in self.unwatched:
+            raise LookupError(tag)
+        if tag in self.manual.by_tag:  # handed over
+            outcome = self.outcome_of(tag)
+            return None, None if outcome == "running" else outcome
+        if tag < self.watched_from:  # waited unobserved, never handed over
+            raise LookupError(tag)
+        task = self.tasks[tag]
+        if not task.done():
+            return None, None
+        if task.cancelled():
+            return "cancelled", None
+        error = task.exception()
+        if isinstance(error, ClosedError):
+            return "closed", None
+        assert isinstance(error, OverloadedError), error
+        return "max_pending", None
+
+    @invariant()
+    def the_observer_saw_each_call_once_in_its_partition(self) -> None:
+        watching = self.watching
+        if watching is None:
+            return
+        assert watching.errors == []
+        reported = (
+            watching.arrivals.keys()
+            | watching.refusals.keys()
+            | watching.endings.keys()
+        )
+        for tag in range(self.next_tag):
+            try:
+                refused, ended = self.expected_report(tag)
+            except LookupError:
+                assert tag not in reported, tag
+                continue
+            assert watching.arrivals.get(tag) == self.partition_of[tag], tag
+            assert watching.refusals.get(tag) == refused, tag
+            assert watching.endings.get(tag) == ended, tag
+            assert (tag in watching.handed) == (tag in self.manual.by_tag), tag
+
+    @invariant()
+    def the_observer_agrees_with_the_stats_per_partition(self) -> None:
+        """Arrived = handed over + refused + waiting, and ended per outcome,
+        against each partition's counters since the observer came."""
+        watching = self.watching
+        if watching is None:
+            return
+        parts = self.executor.stats().partitions
+        for name in NAMES:
+            now, then = parts[name], self.baseline[name]
+            mine = {t for t, p in watching.arrivals.items() if p == name}
+            refused = Counter(
+                watching.refusals[t] for t in mine & watching.refusals.keys()
+            )
+            ended = Counter(watching.endings[t] for t in mine & watching.endings.keys())
+            # Calls the observer does not see: running when it came (by how
+            # they ended since), and waiting when it came and still waiting.
+            unseen = Counter(
+                self.outcome_of(t)
+                for t in self.running_unwatched
+                if self.partition_of[t] == name
+            )
+            still_waiting_unseen = sum(
+                1
+                for t in range(self.watched_from)
+                if self.partition_of[t] == name
+                and t not in self.manual.by_tag
+                and not self.tasks[t].done()
+            )
+            assert set(refused) <= set(REASONS), refused
+            assert refused["max_pending"] == now.rejected - then.rejected, name
+            assert refused["max_wait"] == now.timed_out - then.timed_out, name
+            assert len(mine) == (
+                now.submitted
+                - then.submitted
+                + sum(refused.values())
+                + now.waiting
+                - still_waiting_unseen
+            ), name
+            for outcome in OUTCOMES:
+                assert ended[outcome] + unseen[outcome] == (
+                    getattr(now, outcome) - getattr(then, outcome)
+                ), (name, outcome)
+            running = len(mine & watching.handed) - sum(ended.values())
+            assert running + unseen["running"] == now.in_flight, name
+
+    def outcome_of(self, tag: int) -> str:
+        """How the call handed over with *tag* ended, or ``"running"``."""
+        future = self.manual.by_tag[tag]
+        if not future.done():
+            return "running"
+        if future.cancelled():
+            return "cancelled"
+        return "completed" if future.exception() is None else "failed"
+
     def teardown(self) -> None:
         for tag in self.pending():
             self.manual.by_tag[tag].set_result(tag)
@@ -329,6 +548,15 @@ class PartitionsMachine(RuleBasedStateMachine):
             await self.executor.aclose()
 
         self.loop.run_until_complete(drain())
+        if self.watching is not None:
+            self.the_observer_saw_each_call_once_in_its_partition()
+            self.the_observer_agrees_with_the_stats_per_partition()
+            watching = self.watching
+            assert watching.handed == watching.endings.keys()
+            assert watching.arrivals.keys() == (
+                watching.refusals.keys() | watching.endings.keys()
+            )
+            assert not watching.refusals.keys() & watching.endings.keys()
         stats = self.executor.stats()
         assert (stats.in_flight, stats.waiting) == (0, 0)
         assert stats.submitted == stats.completed + stats.failed + stats.cancelled

@@ -612,13 +612,17 @@ class BoundedLoopExecutor:
         """Take a slot (and a turn), then hand the call over.
 
         The slot is taken on *part*'s account if given, else on the gate's.
+        An observer added while the caller waited hears of the call at its
+        hand-over, in *part*.
         """
         gate = self._gate if part is None else part
         if not gate.try_acquire():
             await gate.acquire()
         if self._rate is not None or gate.closed:
             await self._wait_turn(part)
-        return self._start(fn, args, kwargs, part=part)
+        if part is None:
+            return self._start(fn, args, kwargs)
+        return self._start_in(part, fn, args, kwargs)
 
     async def _wait_turn(self, part: Part | None = None) -> None:
         """Holding a slot: wait for the rate limit's turn; check the close.
@@ -866,10 +870,13 @@ class BoundedLoopExecutor:
     def add_observer(self, observer: CallObserver) -> None:
         """Tell *observer* of the life of every call from now on.
 
-        Calls already handed over are not reported. One observer per
-        executor (:mod:`aiobound.opentelemetry` installs one); an executor
-        never given one pays nothing for the feature: this method swaps the
-        way calls are admitted, handed over and ended for observed ones.
+        Calls already handed over are not reported; a caller already
+        waiting for a slot is reported from its hand-over on (its
+        :meth:`~CallObserver.arrived` just before, in its partition), and not
+        at all if it is refused. One observer per executor
+        (:mod:`aiobound.opentelemetry` installs one); an executor never given
+        one pays nothing for the feature: this method swaps the way calls are
+        admitted, handed over and ended for observed ones.
         With partitions, the calls of every partition are reported, each
         arrival through :meth:`CallObserver.arrived_in` with the call's
         partition name.
