@@ -236,9 +236,16 @@ class TestCancellation:
             touches[victim].cancel()
             with pytest.raises(asyncio.CancelledError):
                 await touches[victim]
-            # Its slot is freed once the scheduler has cancelled the task (the
-            # executor's settle hop was queued before the one awaited here).
-            await asyncio.wait([asyncio.wrap_future(recording.made[2 + victim])])
+            # Its slot is freed once the scheduler has cancelled the task: a
+            # call that needs a slot (all 12 are taken) is handed over then.
+            # (Awaiting the underlying future is no such signal: wrapped on
+            # the loop while the client's thread has marked it cancelled but
+            # not yet run its callbacks, it can settle before the executor
+            # hears of it.)
+            extra_path = str(tmp_path / "touched-extra")
+            extra = await asyncio.wait_for(
+                executor.submit(dask_calls.touch, extra_path), 60
+            )
             assert recording.made[2 + victim].cancelled()
             assert executor.stats().cancelled == 1
 
@@ -246,9 +253,10 @@ class TestCancellation:
             assert await asyncio.gather(*held.calls) == [0, 1]
             others = [t for n, t in enumerate(touches) if n != victim]
             assert await asyncio.gather(*others) == paths[:victim] + paths[victim + 1 :]
+            assert await extra == extra_path
         stats = executor.stats()
-        assert (stats.completed, stats.failed, stats.cancelled) == (11, 0, 1)
-        assert stats.submitted == 12
+        assert (stats.completed, stats.failed, stats.cancelled) == (12, 0, 1)
+        assert stats.submitted == 13
         assert not ran(paths[victim])  # it never ran
         assert_idle(executor)
 
