@@ -714,31 +714,6 @@ class BoundedLoopExecutor:
         finally:
             observed.partition = None
 
-    async def _acquire_and_start_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        """:meth:`_acquire_and_start` of an item of *part*'s map."""
-        if not part.try_acquire():
-            await part.acquire()
-        if self._rate is not None or part.closed:
-            await self._wait_turn(part)
-        return self._start_in(part, fn, args, kwargs)
-
-    async def _start_on_turn_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        """:meth:`_start_on_turn` of an item of *part*'s map."""
-        await self._wait_turn(part)
-        return self._start_in(part, fn, args, kwargs)
-
     def _map_in(
         self,
         part: Part,
@@ -1039,10 +1014,10 @@ class BoundedLoopExecutor:
             reserve_now=partial(self._reserve_now, part) if rated else gate.try_take,
             release=gate.release,
             start_reserved=partial(self._start_in, part),
-            start=partial(self._acquire_and_start_in, part),
+            start=partial(self._acquire_and_start, part=part),
             rate_limited=rated,
             reserve_slot_now=gate.try_take,
-            start_on_turn=partial(self._start_on_turn_in, part),
+            start_on_turn=partial(self._start_on_turn, part=part),
         )
 
     def _check_map(
@@ -1087,7 +1062,9 @@ class BoundedLoopExecutor:
         part: Part | None = None,
     ) -> asyncio.Future[T]:
         await self._wait_turn(part)
-        return self._start(fn, args, kwargs, part=part)
+        if part is None:
+            return self._start(fn, args, kwargs)
+        return self._start_in(part, fn, args, kwargs)
 
     # -- loop binding --------------------------------------------------------
 
