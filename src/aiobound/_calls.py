@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import BrokenExecutor
 from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._bridge import Bridge
+from ._bridge import Bridge, thread_id
 from ._checks import check_callable, is_async_function
 from ._errors import closed_while_waiting
-from ._stats import CANCELLED, FAILED, CallCounts
+from ._stats import CANCELLED, COMPLETED, FAILED, CallCounts
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -68,12 +69,11 @@ class CallPath:
     """
 
     __slots__ = (
-        "bridge",
         "calls",
-        "checked_fn",
         "gate",
         "lanes",
         "loop",
+        "loop_thread_id",
         "observed",
         "policy",
         "rate",
@@ -96,14 +96,11 @@ class CallPath:
         self.policy = policy
         self.releases_anywhere = releases_anywhere
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.bridge: Bridge | None = None
+        self.loop_thread_id: int | None = None
         # Underlying futures of calls handed over and not yet ended, each
         # with its time.monotonic() at hand-off (for the run time, and so
         # that aclose(timeout=...) can cancel those not started).
         self.calls: dict[concurrent.futures.Future[Any], float] = {}
-        # The last stateless function checked: its next call is not checked
-        # again (a loop that submits one function pays once).
-        self.checked_fn: object = _NOTHING_CHECKED
         self.observed: Observed | None = None
         self.lanes: list[Lane] = []
 
@@ -124,12 +121,15 @@ class CallPath:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
+            self.loop_thread_id = thread_id()
             gate = self.gate
-            release = gate.release if self.releases_anywhere else None
-            self.bridge = Bridge(loop, release)
             gate.bind(loop)
             if self.rate is not None:
                 self.rate.bind(loop)
+            for lane in self.lanes:
+                release = lane.gate.release if self.releases_anywhere else None
+                lane.bridge = Bridge(loop, lane.ended, release)
+                lane.loop = loop
         elif self.loop is not loop:
             raise RuntimeError(
                 "this executor is bound to a different event loop; create one "
@@ -139,34 +139,17 @@ class CallPath:
 
     def forget_checked_fn(self) -> None:
         """Check the next function again (and hold on to none meanwhile)."""
-        self.checked_fn = _NOTHING_CHECKED
+        for lane in self.lanes:
+            lane.checked_fn = _NOTHING_CHECKED
 
     def set_observer(self, observed: Observed) -> None:
         """Tell *observed* of every call of every lane from now on."""
         self.observed = observed
         for lane in self.lanes:
+            lane.observed = observed
             lane.plain = False
 
     # -- the function --------------------------------------------------------------
-
-    def check_fn(self, fn: object) -> None:
-        """Refuse a *fn* that is not callable or is async.
-
-        A fine *fn* that holds no state (a builtin function of a module, or a
-        function without a closure) is remembered: holding on to it keeps
-        nothing else alive. A builtin bound to an object (``file.write``) is
-        not: remembering it would keep the object alive.
-        """
-        if not callable(fn) or is_async_function(fn):
-            check_callable("fn", fn)
-        kind = type(fn)
-        if kind is FunctionType:
-            if fn.__closure__ is None:  # type: ignore[attr-defined]
-                self.checked_fn = fn
-        elif kind is BuiltinFunctionType:
-            owner = fn.__self__  # type: ignore[attr-defined]
-            if owner is None or type(owner) is ModuleType:
-                self.checked_fn = fn
 
     # -- the end of a call -----------------------------------------------------------
 
@@ -202,16 +185,28 @@ class Lane:
     Every method runs on the executor's loop.
     """
 
+    bridge: Bridge  # made by CallPath.bind: no call starts before it
+
     __slots__ = (
+        "bridge",
+        "calls",
         "can_reserve_now",
         "can_reserve_slot_now",
+        "checked_fn",
         "counts",
         "gate",
+        "loop",
         "name",
+        "observed",
         "path",
         "plain",
+        "policy",
+        "rate",
+        "releases_on_end",
         "reserve_now",
         "reserve_slot_now",
+        "submitter",
+        "whole",
     )
 
     def __init__(self, path: CallPath, gate: Gate, name: str | None) -> None:
@@ -219,6 +214,19 @@ class Lane:
         self.gate = gate
         self.name = name  # the partition's, for observers; None without
         self.counts = CallCounts()
+        # What every call reads, kept here rather than looked up on the path.
+        self.whole = path.gate
+        self.submitter = path.submitter
+        self.calls = path.calls
+        self.rate = path.rate
+        self.policy = path.policy
+        self.observed = path.observed  # set again by CallPath.set_observer
+        self.loop = path.loop  # set by CallPath.bind, with self.bridge
+        # The last stateless function checked: its next call is not checked
+        # again (a loop that submits one function pays once).
+        self.checked_fn: object = _NOTHING_CHECKED
+        # Else the bridge frees each slot in the thread where its call ended.
+        self.releases_on_end = not path.releases_anywhere
         # No rate limit and no observer: a free slot is taken in submit.
         self.plain = path.rate is None and path.observed is None
         # The map's port, chosen once (see aiobound._map.MapPort).
@@ -233,18 +241,22 @@ class Lane:
 
     # -- submit --------------------------------------------------------------------
 
-    async def submit(
+    def submit_now(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> asyncio.Future[T]:
-        """Wait for a slot (and a turn), hand the call over; see ``submit``."""
-        path = self.path
-        if asyncio.get_running_loop() is not path.loop:
-            path.bind()
-        if fn is not path.checked_fn:
-            path.check_fn(fn)
+    ) -> asyncio.Future[T] | None:
+        """``submit``'s first step: check, then hand over if a slot is free.
+
+        Returns the call's future, or ``None`` when the caller must wait
+        (then :meth:`admit_and_start`). A plain function, not a coroutine: a
+        call that finds a slot free costs no coroutine of its own.
+        """
+        if asyncio.get_running_loop() is not self.loop:
+            self.path.bind()
+        if fn is not self.checked_fn:
+            self.check_fn(fn)
         if self.plain and self.gate.try_acquire():
             return self.start(fn, args, kwargs)  # a slot free: no wait at all
-        return await self.admit_and_start(fn, args, kwargs)
+        return None
 
     async def admit_and_start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -254,7 +266,7 @@ class Lane:
         An observer added while the caller waited hears of the call at its
         hand-over.
         """
-        observed = self.path.observed
+        observed = self.observed
         if observed is None:
             await self.admit()
             return self.start(fn, args, kwargs)
@@ -282,7 +294,7 @@ class Lane:
         gate = self.gate
         if not gate.try_acquire():
             await gate.acquire()
-        if self.path.rate is not None or gate.closed:
+        if self.rate is not None or gate.closed:
             await self.take_turn()
 
     async def take_turn(self) -> None:
@@ -291,7 +303,7 @@ class Lane:
         On any error or cancellation the slot is released.
         """
         gate = self.gate
-        rate = self.path.rate
+        rate = self.rate
         try:
             # Not once closed: a slot handed over just as aclose() ran would
             # wait for a turn that the rate limiter's close no longer ends.
@@ -319,29 +331,30 @@ class Lane:
         ``submit`` raises), the slot is freed, the call counts as failed and
         the error propagates.
         """
-        path = self.path
         self.counts.submitted += 1
-        explainer = path.submitter.explainer
+        submitter = self.submitter
+        explainer = submitter.explainer
         explain = None if explainer is None else explainer(fn, args, kwargs)
-        observed = path.observed
+        observed = self.observed
         try:
             if observed is not None:
                 if token is _UNSEEN:
                     token = observed.arrived(self.name)
                 fn, args, kwargs = observed.handing_over(token, fn, args, kwargs)
-            cfut = path.submitter.submit(fn, args, kwargs)
+            try:  # Submitter.submit, inlined: the hot path
+                cfut = submitter.handover(submitter.executor, fn, args, kwargs)
+            except BrokenExecutor as broken:
+                cfut = submitter.resubmit(broken, fn, args, kwargs)
         except BaseException as exc:
             self.counts.failed += 1
             self.gate.release()
             if observed is not None and token is not _UNSEEN:
                 observed.failed(token, exc)
             raise
-        path.calls[cfut] = time.monotonic()
+        self.calls[cfut] = time.monotonic()
         if observed is not None:
             observed.track(cfut, token)
-        bridge = path.bridge
-        assert bridge is not None
-        return bridge.chain(cfut, self.ended, explain, on_settled)
+        return self.bridge.chain(cfut, explain, on_settled)
 
     def ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
         """On the loop, once a call ended: free its slot, count it, tell.
@@ -349,20 +362,45 @@ class Lane:
         Returns whether the executor is closed (the bridge then tells a
         caller whose call was dropped before it started).
         """
-        path = self.path
-        started = path.calls.pop(cfut, None)
-        outcome = path.submitter.outcome(cfut, outcome)
-        if path.policy is not None and started is not None and outcome != CANCELLED:
-            path.sample(cfut, outcome, started)
-        if not path.releases_anywhere:
+        started = self.calls.pop(cfut, None)
+        if outcome == FAILED:
+            outcome = self.submitter.outcome(cfut, outcome)
+        if self.policy is not None and started is not None and outcome != CANCELLED:
+            self.path.sample(cfut, outcome, started)
+        if self.releases_on_end:
             self.gate.release()
-        self.counts.ended(
-            outcome, None if started is None else time.monotonic() - started
-        )
-        observed = path.observed
+        counts = self.counts
+        if outcome == COMPLETED:  # CallCounts.ended, inlined: the hot path
+            counts.completed += 1
+            if started is not None:
+                counts.run_time.record(time.monotonic() - started)
+        else:
+            counts.ended(
+                outcome, None if started is None else time.monotonic() - started
+            )
+        observed = self.observed
         if observed is not None:
-            observed.ended(cfut, outcome, path.loop)
-        return path.gate.closed
+            observed.ended(cfut, outcome, self.path.loop)
+        return self.whole.closed
+
+    def check_fn(self, fn: object) -> None:
+        """Refuse a *fn* that is not callable or is async.
+
+        A fine *fn* that holds no state (a builtin function of a module, or a
+        function without a closure) is remembered: holding on to it keeps
+        nothing else alive. A builtin bound to an object (``file.write``) is
+        not: remembering it would keep the object alive.
+        """
+        if not callable(fn) or is_async_function(fn):
+            check_callable("fn", fn)
+        kind = type(fn)
+        if kind is FunctionType:
+            if fn.__closure__ is None:  # type: ignore[attr-defined]
+                self.checked_fn = fn
+        elif kind is BuiltinFunctionType:
+            owner = fn.__self__  # type: ignore[attr-defined]
+            if owner is None or type(owner) is ModuleType:
+                self.checked_fn = fn
 
     # -- the edge check ------------------------------------------------------------
 
@@ -371,7 +409,7 @@ class Lane:
         if self.gate.can_queue():
             return False
         self.counts.shed += 1
-        observed = self.path.observed
+        observed = self.observed
         if observed is not None:
             observed.refused_at_edge(self.name)
         return True
@@ -380,17 +418,16 @@ class Lane:
         """Whether a call made now would be handed over without waiting."""
         if not self.gate.would_admit_now():
             return False
-        rate = self.path.rate
+        rate = self.rate
         return rate is None or rate.would_start_now()
 
     # -- the map's port ----------------------------------------------------------------
 
     def bind(self) -> asyncio.AbstractEventLoop:
         """Bind the executor to the running loop; return it."""
-        path = self.path
         loop = asyncio.get_running_loop()
-        if loop is not path.loop:
-            path.bind()
+        if loop is not self.loop:
+            self.path.bind()
         return loop
 
     def bound(self) -> int:
@@ -400,12 +437,12 @@ class Lane:
     @property
     def rate_limited(self) -> bool:
         """Whether calls wait for turns (``max_per_second``)."""
-        return self.path.rate is not None
+        return self.rate is not None
 
     def _reserve_with_turn(self) -> bool:
         """Take a slot and a turn if both are free at once; ``False`` once closed."""
         gate = self.gate
-        rate = self.path.rate
+        rate = self.rate
         assert rate is not None
         if not gate.would_admit_now() or not rate.try_start():
             return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import thread_id
 from ._calls import CallPath, Lane
@@ -495,7 +495,11 @@ class BoundedLoopExecutor:
         returned future cancels a call that has not started (it never runs
         and its slot is freed); a running call keeps its slot until it ends.
         """
-        return await self._lane.submit(fn, args, kwargs)
+        lane = self._lane
+        fut = lane.submit_now(fn, args, kwargs)
+        if fut is not None:
+            return fut
+        return await lane.admit_and_start(fn, args, kwargs)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
@@ -508,9 +512,7 @@ class BoundedLoopExecutor:
         it runs, the caller is released at once but the call goes on and
         keeps its slot until it ends.
         """
-        # No name for the future: a failed call's traceback would keep it,
-        # and it the exception (a cycle, freed only by the collector).
-        return await (await self._lane.submit(fn, args, kwargs))
+        return await _run(self._lane, fn, args, kwargs)
 
     def map(
         self,
@@ -575,8 +577,8 @@ class BoundedLoopExecutor:
                 f"the bound of {self!r} is set by its limit policy "
                 f"{path.policy!r}; resize() would fight it"
             )
-        bridge = path.bridge
-        if bridge is not None and thread_id() != bridge.loop_thread_id:
+        owner = path.loop_thread_id
+        if owner is not None and thread_id() != owner:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
@@ -733,6 +735,21 @@ def _check_partitions(
     return check_partitions(partitions)
 
 
+async def _run(
+    lane: Lane, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    """``run``: submit, then await the result."""
+    fut = lane.submit_now(fn, args, kwargs)
+    try:
+        if fut is None:
+            fut = await lane.admit_and_start(fn, args, kwargs)
+        return await fut
+    finally:
+        # A failed call's traceback keeps this frame: it must not keep the
+        # future, which keeps the exception (a cycle only the collector ends).
+        fut = None
+
+
 def _map(
     lane: Lane,
     fn: object,
@@ -831,7 +848,11 @@ class Partition:
         is submitted and no slot is held, and the caller stops counting as a
         waiter of this partition at once.
         """
-        return await self._lane.submit(fn, args, kwargs)
+        lane = self._lane
+        fut = lane.submit_now(fn, args, kwargs)
+        if fut is not None:
+            return fut
+        return await lane.admit_and_start(fn, args, kwargs)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """:meth:`BoundedLoopExecutor.run`, in this partition.
@@ -839,7 +860,7 @@ class Partition:
         Raises what :meth:`submit` raises, then whatever ``fn`` raised.
         Cancellation: as the executor's ``run``.
         """
-        return await (await self._lane.submit(fn, args, kwargs))
+        return await _run(self._lane, fn, args, kwargs)
 
     def map(
         self,

@@ -389,7 +389,6 @@ class PartitionedGate(GateReadings):
 
     __slots__ = (
         "_bound",
-        "_closed",
         "_default",
         "_idle",
         "_in_use",
@@ -398,6 +397,7 @@ class PartitionedGate(GateReadings):
         "_parts",
         "_recent",
         "_seq",
+        "closed",
         "peak_in_use",
     )
 
@@ -439,7 +439,7 @@ class PartitionedGate(GateReadings):
         self._default = self._parts[DEFAULT]
         self._in_use = 0
         self._seq = 0  # the order of arrival, across partitions
-        self._closed = False
+        self.closed = False
         self._idle: asyncio.Event | None = None
         self._recent = -1.0  # moving average of every partition's waits
         self.peak_in_use = 0
@@ -528,7 +528,7 @@ class PartitionedGate(GateReadings):
         return (
             self._in_use < self._bound
             and part._in_use < part.ceiling
-            and not self._closed
+            and not self.closed
         )
 
     # -- acquisition, on a partition's account -----------------------------------
@@ -538,7 +538,7 @@ class PartitionedGate(GateReadings):
         if (
             self._in_use < self._bound
             and part._in_use < part.ceiling
-            and not self._closed
+            and not self.closed
         ):
             self._in_use += 1
             part._in_use += 1
@@ -555,7 +555,7 @@ class PartitionedGate(GateReadings):
 
         Raises and cancellation: see :meth:`Part.acquire`.
         """
-        if self._closed:
+        if self.closed:
             raise closed_on_arrival()
         if self.take(part):
             return
@@ -648,9 +648,9 @@ class PartitionedGate(GateReadings):
 
     def close(self) -> None:
         """Refuse new acquisitions; wake every partition's waiters (ClosedError)."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         for part in self._parts.values():
             part.room.close(closed_while_waiting)
 

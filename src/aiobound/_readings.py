@@ -199,7 +199,6 @@ class GateReadings:
     _max_pending: int | None
     _max_wait: float | None
     _in_use: int
-    _closed: bool
     waits: WaitStats
 
     @property
@@ -216,11 +215,6 @@ class GateReadings:
     def in_use(self) -> int:
         """Slots held."""
         return self._in_use
-
-    @property
-    def closed(self) -> bool:
-        """Whether the gate was closed."""
-        return self._closed
 
     @property
     def wait_recent(self) -> float:

@@ -354,7 +354,7 @@ class SharedBound:
         slot is retired instead.
         """
         view._in_use -= 1
-        if view._in_use == 0 and view._closed:
+        if view._in_use == 0 and view.closed:
             view._now_idle()
         if self._in_use <= self._bound and self._grant_next():
             return
@@ -362,7 +362,7 @@ class SharedBound:
 
     def _take_free(self, view: _View) -> bool:
         """Take a free slot for *view* if no one waits; return whether taken."""
-        if view._closed:
+        if view.closed:
             raise closed_on_arrival()
         if self._in_use < self._bound and not self._waiting:
             self._in_use += 1
@@ -405,7 +405,7 @@ class SharedBound:
 
     def _close(self, view: _View) -> list[_Record]:
         """Refuse *view*'s waiters (under the lock); return their records."""
-        view._closed = True
+        view.closed = True
         refused = []
         for record in self._waiters:
             if record.view is view and record.state == _WAITING:
@@ -422,12 +422,12 @@ class _View(GateReadings):
     """One executor's share of a :class:`SharedBound`: its own limits and counts."""
 
     __slots__ = (
-        "_closed",
         "_in_use",
         "_max_pending",
         "_max_wait",
         "_shared",
         "_waiting",
+        "closed",
         "peak_in_use",
         "rejected",
         "timed_out",
@@ -442,7 +442,7 @@ class _View(GateReadings):
         self._max_wait = max_wait
         self._in_use = 0
         self._waiting = 0
-        self._closed = False
+        self.closed = False
         # Under the shared lock: the waits of the slots granted to this view.
         self.waits = WaitStats()
         self.peak_in_use = 0
@@ -480,12 +480,12 @@ class _View(GateReadings):
         """Whether a caller arriving now would get a slot at once (a hint)."""
         shared = self._shared
         return (
-            not self._closed and shared._in_use < shared._bound and not shared._waiting
+            not self.closed and shared._in_use < shared._bound and not shared._waiting
         )
 
     def can_queue(self) -> bool:
         """Whether a caller arriving now would not be refused at once (a hint)."""
-        if self._closed:
+        if self.closed:
             return False
         if self.would_admit_now():
             return True
@@ -493,7 +493,7 @@ class _View(GateReadings):
 
     def try_take(self) -> bool:
         """Like :meth:`try_acquire`, but a closed executor answers ``False``."""
-        if self._closed:
+        if self.closed:
             return False
         return self.try_acquire()
 
@@ -507,7 +507,7 @@ class _View(GateReadings):
         """
         shared = self._shared
         with shared._lock:  # _take_free, inlined: the hot path
-            if self._closed:
+            if self.closed:
                 raise closed_on_arrival()
             if shared._in_use < shared._bound and not shared._waiting:
                 shared._in_use += 1
@@ -611,7 +611,7 @@ class LoopView(_View):
         """Refuse new acquisitions; wake this executor's waiters with ClosedError."""
         shared = self._shared
         with shared._lock:
-            if self._closed:
+            if self.closed:
                 return
             refused = shared._close(self)
         room = self._room
@@ -755,7 +755,7 @@ class ThreadView(_View):
         """
         shared = self._shared
         with shared._lock:
-            if not self._closed:
+            if not self.closed:
                 for record in shared._close(self):
                     record.wake(closed_while_waiting())
 

@@ -59,12 +59,12 @@ class SlotGate(GateReadings):
 
     __slots__ = (
         "_bound",
-        "_closed",
         "_idle",
         "_in_use",
         "_max_pending",
         "_max_wait",
         "_room",
+        "closed",
         "peak_in_use",
         "rejected",
         "timed_out",
@@ -78,7 +78,7 @@ class SlotGate(GateReadings):
         self._max_pending = max_pending
         self._max_wait = max_wait
         self._in_use = 0
-        self._closed = False
+        self.closed = False
         self._idle: asyncio.Event | None = None
         self.waits = WaitStats()
         self._room = WaitingRoom(self, max_wait, self.waits)
@@ -111,9 +111,7 @@ class SlotGate(GateReadings):
         caller would overtake no one). Takes no slot and changes nothing; the
         answer holds until the next release, acquisition, resize or close.
         """
-        return (
-            self._in_use < self._bound and not self._room.waiting and not self._closed
-        )
+        return self._in_use < self._bound and not self._room.waiting and not self.closed
 
     def can_queue(self) -> bool:
         """Whether a caller arriving now would not be refused at once.
@@ -124,7 +122,7 @@ class SlotGate(GateReadings):
         (it may still be refused later by ``max_wait``). Takes no slot and
         changes nothing.
         """
-        if self._closed:
+        if self.closed:
             return False
         waiting = self._room.waiting
         if self._in_use < self._bound and not waiting:
@@ -139,13 +137,19 @@ class SlotGate(GateReadings):
         Raises:
             ClosedError: the gate is closed.
         """
-        if self._closed:
+        if self.closed:
             raise closed_on_arrival()
-        return self.try_take()
+        if self._in_use < self._bound and not self._room.waiting:  # the hot path
+            self._in_use += 1
+            self.waits.admitted += 1
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
+            return True
+        return False
 
     def try_take(self) -> bool:
         """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
-        if self._in_use < self._bound and not self._room.waiting and not self._closed:
+        if self._in_use < self._bound and not self._room.waiting and not self.closed:
             self._in_use += 1
             self.waits.admitted += 1
             if self._in_use > self.peak_in_use:
@@ -184,7 +188,8 @@ class SlotGate(GateReadings):
         While more slots are held than the bound allows (after a shrink), the
         slot is retired instead of handed over.
         """
-        if self._in_use <= self._bound and self._room.admit_first() is not None:
+        room = self._room
+        if room.waiting and self._in_use <= self._bound and room.admit_first():
             return  # the slot changed hands; in_use unchanged
         self._in_use -= 1
         if self._in_use == 0 and self._idle is not None:
@@ -207,9 +212,9 @@ class SlotGate(GateReadings):
 
     def close(self) -> None:
         """Refuse new acquisitions and wake every waiter with ClosedError."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
+        self.closed = True
         self._room.close(closed_while_waiting)
 
     async def wait_idle(self) -> None:

@@ -39,6 +39,7 @@ bound's view lets waiters in from other threads by scheduling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -94,11 +95,15 @@ class Waiter(asyncio.Future[None]):
         self.timer: asyncio.TimerHandle | None = None
 
     def cancel(self, msg: object | None = None) -> bool:
-        """Cancel the wait and take it out of the room's count at once."""
-        if not super().cancel(msg):
+        """Cancel the wait and take it out of the room's count at once.
+
+        The count comes first: on a closed loop (a coroutine collected while
+        it waited) the future's own ``cancel`` raises ``RuntimeError``.
+        """
+        if self.done():
             return False
         self.room._left(self)
-        return True
+        return super().cancel(msg)
 
 
 class WaitingRoom:
@@ -159,9 +164,10 @@ class WaitingRoom:
         except BaseException:
             if not waiter.done():
                 # Interrupted by something other than a cancellation of the
-                # future itself (an exception thrown into the coroutine):
-                # cancelling it takes it out of the count.
-                waiter.cancel()
+                # future itself (an exception thrown into the coroutine, or
+                # its collection): cancelling it takes it out of the count.
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    waiter.cancel()
             elif not waiter.cancelled() and waiter.exception() is None:
                 self.keeper.admitted_but_left(waiter)
             raise
