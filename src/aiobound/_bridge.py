@@ -39,6 +39,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import closed_before_start, safe_str
+from ._stats import CANCELLED, COMPLETED, FAILED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,11 +60,6 @@ thread_id = threading.get_ident
 # supported Python).
 _PLAIN_FUTURE = concurrent.futures.Future
 _FINISHED = "FINISHED"
-
-# How a call ended, as reported to the executor's ``on_end``.
-COMPLETED = 0
-FAILED = 1
-CANCELLED = 2
 
 
 class Bridge:
@@ -138,17 +134,11 @@ class Bridge:
         cfut.add_done_callback(functools.partial(self._done, afut, explain, on_settled))
         return afut
 
-    def _release_first(
-        self,
-        afut: _CallFuture[Any],
-        explain: Callable[[BaseException], BaseException] | None,
-        on_settled: Callable[[asyncio.Future[Any]], object] | None,
-        cfut: concurrent.futures.Future[Any],
-    ) -> None:
+    def _release_first(self, *ended: Any) -> None:
         """:meth:`_call_ended`, after freeing the slot in this thread."""
         assert self._release is not None
         self._release()
-        self._call_ended(afut, explain, on_settled, cfut)
+        self._call_ended(*ended)
 
     def _call_ended(
         self,

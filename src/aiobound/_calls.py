@@ -254,7 +254,8 @@ class Lane:
             self.path.bind()
         if fn is not self.checked_fn:
             self.check_fn(fn)
-        if self.plain and self.gate.try_acquire():
+        # A closed gate takes nothing: admit_and_start() then raises.
+        if self.plain and self.gate.try_take():
             return self.start(fn, args, kwargs)  # a slot free: no wait at all
         return None
 
@@ -456,7 +457,7 @@ class Lane:
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Future[T]:
         """Wait for a slot and a turn, then hand over (as ``submit``)."""
-        if self.plain and self.gate.try_acquire():
+        if self.plain and self.gate.try_take():
             return self.start(fn, args, kwargs)
         return await self.admit_and_start(fn, args, kwargs)
 

@@ -44,7 +44,6 @@ The gate never touches threads: every method must be called from its loop.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -59,10 +58,11 @@ from ._errors import (
     overloaded_at_once,
 )
 from ._histogram import RECENT_WEIGHT
-from ._readings import GateReadings, WaitStats
+from ._readings import CountingGate, GateReadings, WaitStats
 from ._waiting import WaitingRoom
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Iterator
 
     from ._errors import OverloadedError
@@ -369,7 +369,7 @@ class Part(GateReadings):
         self.gate.release(self)
 
 
-class PartitionedGate(GateReadings):
+class PartitionedGate(CountingGate):
     """A gate of ``bound`` slots shared by partitions with guaranteed shares.
 
     Args:
@@ -388,17 +388,12 @@ class PartitionedGate(GateReadings):
     """
 
     __slots__ = (
-        "_bound",
         "_default",
-        "_idle",
-        "_in_use",
         "_max_pending",
         "_max_wait",
         "_parts",
         "_recent",
         "_seq",
-        "closed",
-        "peak_in_use",
     )
 
     def __init__(
@@ -408,7 +403,7 @@ class PartitionedGate(GateReadings):
         max_pending: int | None,
         max_wait: float | None = None,
     ) -> None:
-        self._bound = bound
+        super().__init__(bound)
         self._max_pending = max_pending
         self._max_wait = max_wait
         terms = {
@@ -437,12 +432,8 @@ class PartitionedGate(GateReadings):
                 max_wait,
             )
         self._default = self._parts[DEFAULT]
-        self._in_use = 0
         self._seq = 0  # the order of arrival, across partitions
-        self.closed = False
-        self._idle: asyncio.Event | None = None
         self._recent = -1.0  # moving average of every partition's waits
-        self.peak_in_use = 0
         self._set_guarantees()
 
     def _set_guarantees(self) -> None:
@@ -482,11 +473,6 @@ class PartitionedGate(GateReadings):
         """Attach every partition's room to *loop*."""
         for part in self._parts.values():
             part.room.bind(loop)
-
-    @property
-    def bound(self) -> int:
-        """Total number of slots."""
-        return self._bound
 
     @property
     def waiting(self) -> int:
@@ -628,39 +614,14 @@ class PartitionedGate(GateReadings):
         part.room.admit(chosen)
         return True
 
-    def resize(self, bound: int) -> None:
-        """Change the total bound; the guarantees and ceilings follow.
+    def _bound_changed(self) -> None:
+        """The guarantees and ceilings follow the bound (see :meth:`resize`).
 
-        As :meth:`SlotGate.resize`: growing hands the new slots to waiters
-        at once (by the release rule), shrinking takes no slot away (a
-        partition may then hold more than its new ceiling until its calls
-        end).
+        As :meth:`SlotGate.resize`, shrinking takes no slot away: a partition
+        may then hold more than its new ceiling until its calls end.
         """
-        self._bound = bound
         self._set_guarantees()
-        while self._in_use < self._bound:
-            self._in_use += 1
-            if not self._hand_over_one():
-                self._in_use -= 1
-                return
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
 
-    def close(self) -> None:
-        """Refuse new acquisitions; wake every partition's waiters (ClosedError)."""
-        if self.closed:
-            return
-        self.closed = True
+    def _close_rooms(self) -> None:
         for part in self._parts.values():
             part.room.close(closed_while_waiting)
-
-    async def wait_idle(self) -> None:
-        """Wait until no slot is held, in any partition.
-
-        Cancellation: only the wait is cancelled; the slots are unaffected.
-        """
-        if self._in_use == 0:
-            return
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        await self._idle.wait()

@@ -506,20 +506,8 @@ class _View(GateReadings):
             ClosedError: this executor is closed.
         """
         shared = self._shared
-        with shared._lock:  # _take_free, inlined: the hot path
-            if self.closed:
-                raise closed_on_arrival()
-            if shared._in_use < shared._bound and not shared._waiting:
-                shared._in_use += 1
-                if shared._in_use > shared._peak:
-                    shared._peak = shared._in_use
-                shared._admitted += 1
-                self._in_use += 1
-                if self._in_use > self.peak_in_use:
-                    self.peak_in_use = self._in_use
-                self.waits.admitted += 1
-                return True
-            return False
+        with shared._lock:
+            return shared._take_free(self)
 
     def release(self) -> None:
         """Give a slot back, from any thread; the first live waiter gets it."""

@@ -26,7 +26,6 @@ is bound to. Cross-thread completion is :mod:`aiobound._bridge`'s business.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from ._errors import (
@@ -35,10 +34,12 @@ from ._errors import (
     overloaded_after_wait,
     overloaded_at_once,
 )
-from ._readings import GateReadings, WaitStats
+from ._readings import CountingGate, WaitStats
 from ._waiting import WaitingRoom
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ._errors import OverloadedError
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 __all__ = ("SlotGate",)
 
 
-class SlotGate(GateReadings):
+class SlotGate(CountingGate):
     """A counting gate of ``bound`` slots with a FIFO waiting room.
 
     Args:
@@ -58,14 +59,9 @@ class SlotGate(GateReadings):
     """
 
     __slots__ = (
-        "_bound",
-        "_idle",
-        "_in_use",
         "_max_pending",
         "_max_wait",
         "_room",
-        "closed",
-        "peak_in_use",
         "rejected",
         "timed_out",
         "waits",
@@ -74,26 +70,17 @@ class SlotGate(GateReadings):
     def __init__(
         self, bound: int, max_pending: int | None, max_wait: float | None = None
     ) -> None:
-        self._bound = bound
+        super().__init__(bound)
         self._max_pending = max_pending
         self._max_wait = max_wait
-        self._in_use = 0
-        self.closed = False
-        self._idle: asyncio.Event | None = None
         self.waits = WaitStats()
         self._room = WaitingRoom(self, max_wait, self.waits)
-        self.peak_in_use = 0
         self.rejected = 0  # refused at once: max_pending reached
         self.timed_out = 0  # refused after waiting max_wait
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the gate to *loop*; waiter futures are created on it."""
         self._room.bind(loop)
-
-    @property
-    def bound(self) -> int:
-        """Total number of slots."""
-        return self._bound
 
     @property
     def waiting(self) -> int:
@@ -139,16 +126,13 @@ class SlotGate(GateReadings):
         """
         if self.closed:
             raise closed_on_arrival()
-        if self._in_use < self._bound and not self._room.waiting:  # the hot path
-            self._in_use += 1
-            self.waits.admitted += 1
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
-            return True
-        return False
+        return self.try_take()
 
     def try_take(self) -> bool:
-        """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
+        """Like :meth:`try_acquire`, but a closed gate answers ``False``.
+
+        The hot path of every call (``submit`` and ``map`` with a free slot).
+        """
         if self._in_use < self._bound and not self._room.waiting and not self.closed:
             self._in_use += 1
             self.waits.admitted += 1
@@ -195,42 +179,11 @@ class SlotGate(GateReadings):
         if self._in_use == 0 and self._idle is not None:
             self._idle.set()
 
-    def resize(self, bound: int) -> None:
-        """Change the number of slots.
+    def _hand_over_one(self) -> bool:
+        return self._room.admit_first() is not None
 
-        Growing hands the new slots to waiters at once. Shrinking takes no
-        slot away: calls holding one keep it, and no waiter is admitted until
-        fewer than ``bound`` slots are held. Never more than the larger of
-        the old and new bound are held.
-        """
-        self._bound = bound
-        room = self._room
-        while self._in_use < self._bound and room.admit_first() is not None:
-            self._in_use += 1
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
-
-    def close(self) -> None:
-        """Refuse new acquisitions and wake every waiter with ClosedError."""
-        if self.closed:
-            return
-        self.closed = True
+    def _close_rooms(self) -> None:
         self._room.close(closed_while_waiting)
-
-    async def wait_idle(self) -> None:
-        """Wait until no slot is held.
-
-        Meant for after :meth:`close`: then no slot can be taken any more, so
-        "no slot held" lasts. On an open gate it returns at an instant when
-        no slot was held, and new acquisitions may start right after it.
-
-        Cancellation: only the wait is cancelled; the slots are unaffected.
-        """
-        if self._in_use == 0:
-            return
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        await self._idle.wait()
 
     # -- the room's keeper -------------------------------------------------------
 

@@ -216,34 +216,34 @@ class WaitingRoom:
 
         Does nothing if it is gone already.
         """
-        if waiter.done():
-            return
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        self.waiting -= 1
-        waits = self.waits
-        if waits is not None:
-            # time.monotonic, not loop.time: uvloop's clock ticks in ms.
-            waits.record(time.monotonic() - waiter.since)
-        waiter.set_result(None)
-        waiters = self._waiters
-        if waiters and waiters[0] is waiter:
-            del waiters[0]
+        if self._settle(waiter):
+            waits = self.waits
+            if waits is not None:
+                # time.monotonic, not loop.time: uvloop's clock ticks in ms.
+                waits.record(time.monotonic() - waiter.since)
+            waiter.set_result(None)
+            waiters = self._waiters
+            if waiters and waiters[0] is waiter:
+                del waiters[0]
 
     def reject(self, waiter: Waiter, error: BaseException) -> None:
         """End *waiter*'s wait with *error* (its gate refused it elsewhere).
 
         Does nothing if it is gone already.
         """
+        if self._settle(waiter):
+            waiter.set_exception(error)
+            self._maybe_compact()
+
+    def _settle(self, waiter: Waiter) -> bool:
+        """Take live *waiter* out of the count, timer off; ``False`` if gone."""
         if waiter.done():
-            return
+            return False
         if waiter.timer is not None:
             waiter.timer.cancel()
             waiter.timer = None
         self.waiting -= 1
-        waiter.set_exception(error)
-        self._maybe_compact()
+        return True
 
     def close(self, error: Callable[[], BaseException]) -> None:
         """Wake every live waiter with a new ``error()``; empty the room."""
@@ -286,11 +286,8 @@ class WaitingRoom:
         return True
 
     def _left(self, waiter: Waiter) -> None:
-        """*waiter*'s future was just cancelled while it waited: let it go."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        self.waiting -= 1
+        """*waiter*'s future is being cancelled while it waits: let it go."""
+        self._settle(waiter)
         self._maybe_compact()
         self.keeper.waiter_left(waiter)
 
