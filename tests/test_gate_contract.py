@@ -138,6 +138,7 @@ class TestAdmission:
             with pytest.raises(StopIteration):
                 step.send(None)  # done in its first step
         assert (gate.in_use, gate.waiting) == (2, 0)
+        assert gate.peak_in_use == 2  # type: ignore[attr-defined]
         assert not gate.would_admit_now()
         assert not gate.try_acquire()
 
@@ -208,6 +209,86 @@ async def _probe_after_the_cancel(gate: Gate) -> tuple[int, bool]:
 
     loop.call_soon(probe)
     return await seen
+
+
+class TestAdmissionQuestions:
+    """``would_admit_now`` and ``can_queue`` tell what ``acquire`` would do."""
+
+    async def test_an_open_gate_with_a_free_slot(self, make: Maker) -> None:
+        gate = make(2, 0, None).gate
+        assert gate.would_admit_now()
+        assert gate.can_queue()
+        assert gate.try_acquire()
+        assert gate.would_admit_now()  # one slot left
+        assert gate.in_use == 1  # the checks took nothing
+        gate.release()
+
+    async def test_a_full_gate(self, make: Maker) -> None:
+        gate = make(1, 1, None).gate
+        assert gate.try_acquire()
+        assert not gate.would_admit_now()
+        assert gate.can_queue()  # room to wait
+        waiter_task = asyncio.create_task(gate.acquire())
+        await settle()
+        assert not gate.would_admit_now()
+        assert not gate.can_queue()  # max_pending reached
+        with pytest.raises(OverloadedError):
+            await gate.acquire()
+        gate.release()  # handed to the waiter
+        assert not gate.would_admit_now()
+        await waiter_task
+        gate.release()
+        assert gate.would_admit_now()
+
+    async def test_no_waiting_room_never_waits(self, make: Maker) -> None:
+        gate = make(1, 0, None).gate
+        await gate.acquire()
+        assert not gate.can_queue()
+        with pytest.raises(OverloadedError):
+            await gate.acquire()
+        gate.release()
+
+    async def test_a_shrunk_gate_admits_no_one(self, make: Maker) -> None:
+        subject = make(2, None, None)
+        assert subject.gate.try_acquire()
+        subject.whole.resize(1)
+        assert not subject.gate.would_admit_now()
+        assert subject.gate.can_queue()
+        subject.gate.release()
+
+    async def test_a_closed_gate(self, make: Maker) -> None:
+        subject = make(1, None, None)
+        subject.whole.close()
+        assert not subject.gate.would_admit_now()
+        assert not subject.gate.can_queue()
+        with pytest.raises(ClosedError):
+            await subject.gate.acquire()
+
+    @pytest.mark.parametrize("max_pending", [None, 0, 1, 2])
+    @pytest.mark.parametrize("bound", [1, 2])
+    async def test_the_questions_agree_with_acquire(
+        self, make: Maker, bound: int, max_pending: int | None
+    ) -> None:
+        subject = make(bound, max_pending, None)
+        gate = subject.gate
+        tasks: list[asyncio.Task[None]] = []
+        for _ in range(bound + 3):
+            admit, queue = gate.would_admit_now(), gate.can_queue()
+            in_use, waiting = gate.in_use, gate.waiting
+            task = asyncio.create_task(gate.acquire())
+            tasks.append(task)
+            await settle()
+            if admit:
+                assert task.done()
+                assert task.exception() is None
+                assert gate.in_use == in_use + 1
+            elif queue:
+                assert not task.done()
+                assert gate.waiting == waiting + 1
+            else:
+                assert isinstance(task.exception(), OverloadedError)
+        subject.whole.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class TestCancellation:
@@ -328,7 +409,7 @@ class TestCancellation:
     async def test_a_slot_handed_to_a_waiter_that_left_is_passed_on(
         self, make: Maker
     ) -> None:
-        gate = make(1, None, None).gate
+        gate = make(1, None, 60.0).gate  # its max_wait timer is disarmed too
         assert gate.try_acquire()
         log: list[int] = []
         first, second = waiter(gate, log, 1), waiter(gate, log, 2)
@@ -339,8 +420,25 @@ class TestCancellation:
             await first
         await second  # so it was passed on
         assert (log, gate.in_use, gate.waiting) == ([2], 1, 0)
+        assert gate.timed_out == 0  # type: ignore[attr-defined]
         gate.release()
         assert gate.in_use == 0
+
+    async def test_a_newcomer_queued_behind_a_cancelled_waiter_is_not_stranded(
+        self, make: Maker
+    ) -> None:
+        gate = make(1, None, None).gate
+        assert gate.try_acquire()
+        doomed = asyncio.create_task(gate.acquire())
+        await settle()
+        newcomer = asyncio.create_task(gate.acquire())  # its first step runs...
+        doomed.cancel()  # ...before doomed's clean-up step
+        gate.release()  # skips the cancelled waiter
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await newcomer
+        assert (gate.in_use, gate.waiting) == (1, 0)
+        gate.release()
 
     async def test_a_slot_handed_to_the_last_waiter_that_left_is_freed(
         self, make: Maker
@@ -458,6 +556,21 @@ class TestClose:
         await subject.whole.wait_idle()
         assert gate.in_use == 0
 
+    async def test_wait_idle_returns_when_the_last_slot_is_released(
+        self, make: Maker
+    ) -> None:
+        subject = make(2, None, None)
+        gate = subject.gate
+        assert gate.try_acquire()
+        assert gate.try_acquire()
+        subject.whole.close()
+        idle = asyncio.create_task(subject.whole.wait_idle())
+        gate.release()
+        await settle()
+        assert not idle.done()
+        gate.release()
+        await idle
+
 
 class TestResize:
     async def test_growing_admits_waiters_at_once_in_fifo_order(
@@ -563,4 +676,3 @@ class TestSyncView:
                 early.append(waited)
         assert not early
         view.release()
-

@@ -430,8 +430,9 @@ class TestRoundThree:
 
         async def main() -> None:
             executor = BoundedLoopExecutor(executor=pool, bound=shared)
-            await executor.submit(latch, "running")
+            running = await executor.submit(latch, "running")
             latch.wait_started(1)
+            assert not running.done()
             # Returns with the call running: asyncio.run closes the loop.
 
         try:

@@ -329,8 +329,10 @@ class TestNothingKeptAlive:
         cached = wrap(fetch)
         executor = make_executor(max_workers=1)
         with pytest.raises(TypeError, match="async function"):
-            await executor.submit(cached, 1)
-        with BoundedExecutor(max_workers=1) as sync:
-            with pytest.raises(TypeError, match="async function"):
-                sync.submit(cached, 1)
+            _ = await executor.submit(cached, 1)
+        with (
+            BoundedExecutor(max_workers=1) as sync,
+            pytest.raises(TypeError, match="async function"),
+        ):
+            sync.submit(cached, 1)
         assert executor.stats().submitted == 0

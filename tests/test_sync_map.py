@@ -205,9 +205,11 @@ class TestArguments:
             assert list(executor.map(abs, [-1], chunksize=sys.maxsize)) == [1]
 
     def test_a_timeout_no_thread_can_wait_for_is_refused(self) -> None:
-        with BoundedExecutor(max_workers=1) as executor:
-            with pytest.raises(ValueError, match="timeout must be at most"):
-                executor.map(abs, [1], timeout=threading.TIMEOUT_MAX * 2)
+        with (
+            BoundedExecutor(max_workers=1) as executor,
+            pytest.raises(ValueError, match="timeout must be at most"),
+        ):
+            executor.map(abs, [1], timeout=threading.TIMEOUT_MAX * 2)
 
 
 class TestOverloadStillHolds:

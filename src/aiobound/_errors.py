@@ -27,7 +27,8 @@ class OverloadedError(RuntimeError):
     Two limits raise it: ``max_pending``, when that many callers already wait
     for a slot (the call is refused at once, without waiting), and
     ``max_wait``, when the call waited that many seconds without getting a
-    slot (it is refused then, never earlier).
+    slot (it is refused then, never earlier; a caller whose ``max_wait`` has
+    passed is refused rather than admitted late).
 
     This is load shedding, not a fault: the executor is healthy but every slot
     is taken, so the call is refused instead of queueing without limit.

@@ -60,7 +60,27 @@ class BoundedLoopExecutor:
     waits (FIFO) for one of ``bound`` slots, then hands the call to the
     underlying executor; the slot is freed when that call has really ended. A
     producer therefore runs at most ``bound`` calls ahead of the workers, and
-    memory stays flat however many calls it makes.
+    memory stays flat however many calls it makes::
+
+        import asyncio, time
+        from aiobound import BoundedLoopExecutor, OverloadedError
+
+        def fetch(n: int) -> int:
+            time.sleep(0.01)  # a blocking driver call
+            return n
+
+        async def main() -> None:
+            # 8 threads, at most 16 calls in the pool, refuse past 50 waiting.
+            async with BoundedLoopExecutor(max_workers=8, max_pending=50) as ex:
+                print(await ex.run(fetch, 1))  # wait for a slot, run, await
+                async for n in ex.map(fetch, range(100)):  # lazy and bounded
+                    pass
+                try:
+                    await ex.run(fetch, 2)
+                except OverloadedError:  # 50 callers already wait
+                    ...  # shed: answer 503, retry later
+
+        asyncio.run(main())
 
     Args:
         max_workers: Size of the thread pool this executor creates and owns
@@ -94,7 +114,13 @@ class BoundedLoopExecutor:
         max_wait: Seconds a coroutine may wait for a slot; one that has
             waited this long is refused with :class:`OverloadedError`
             (queue-delay shedding: accepted calls keep a bounded wait even
-            when ``max_pending`` is large). ``None`` (default): no limit.
+            when ``max_pending`` is large). Never refused earlier (measured
+            on :func:`time.monotonic`, on every loop), and never granted a
+            slot later: a waiter the loop reaches only after its
+            ``max_wait`` (a busy loop runs timers late) is refused then,
+            instead of admitted, so every admitted call waited at most
+            ``max_wait`` for its slot. The refusal itself reaches the caller
+            when the loop gets to it. ``None`` (default): no limit.
         max_per_second: Most calls *started* per second, spaced evenly
             (``1 / max_per_second`` apart). A call waits for a slot, then
             for its turn, holding the slot meanwhile. ``None``: no limit.
