@@ -170,9 +170,19 @@ class Held:
             )
             assert await asyncio.to_thread(event.wait, 60)
 
+    async def submit(self, executor: BoundedLoopExecutor, indexes: range) -> None:
+        """Submit more ``hold`` tasks (they start once released)."""
+        for index in indexes:
+            self.calls.append(await executor.submit(dask_calls.hold, self.name, index))
+
     async def release(self) -> None:
         event = distributed.Event(f"{self.name}-go", client=self.client)
         await asyncio.to_thread(event.set)
+
+    def ran(self, index: int) -> bool:
+        """Whether the ``hold`` task of *index* started (the events stay)."""
+        event = distributed.Event(f"{self.name}-started-{index}", client=self.client)
+        return bool(event.is_set())
 
 
 @contextlib.asynccontextmanager
@@ -320,6 +330,47 @@ class TestCancellation:
         assert stats.cancelled == queued
         assert stats.completed == 12 - queued
         assert stats.failed == 0
+        assert_idle(executor)
+
+    async def test_aclose_timeout_does_not_count_calls_their_callers_cancelled(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Issue 29: two callers cancel queued calls and aclose gives up at
+        # once, while the scheduler's answers to those callers may still be
+        # on their way: they are cancelled calls, not running ones.
+        executor = from_client(client, bound=8)
+        recording = RecordingPool(executor, monkeypatch)
+        async with holding(client) as held:
+            await held.start(executor)
+            await held.submit(executor, range(2, 8))
+            # One task group: the scheduler sends each single-threaded worker
+            # the first two (one runs, one waits behind it), then queues the
+            # rest (worker-saturation 1.1, once the group outgrows the
+            # cluster's threads twice).
+            states = recording.states(client)
+            assert states == ["processing"] * 4 + ["queued"] * 4, states
+            for victim in (6, 7):
+                held.calls[victim].cancel()
+            with pytest.raises(
+                TimeoutError,
+                match="4 calls still running; 2 calls not yet started were cancelled",
+            ):
+                await executor.aclose(timeout=0.001)
+            stats = executor.stats()
+            assert (stats.cancelled, stats.in_flight) == (4, 4)
+
+            await held.release()
+            assert await asyncio.gather(*held.calls[:4]) == [0, 1, 2, 3]
+            for fut in held.calls[4:6]:
+                with pytest.raises(ClosedError):
+                    await fut
+            for fut in held.calls[6:]:
+                with pytest.raises(asyncio.CancelledError):
+                    await fut
+        await executor.aclose()
+        assert [held.ran(index) for index in range(8)] == [True] * 4 + [False] * 4
+        stats = executor.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (4, 0, 4)
         assert_idle(executor)
 
 
