@@ -1,9 +1,16 @@
-"""A real Dask cluster (LocalCluster, 2 worker processes on 127.0.0.1)."""
+"""A real Dask cluster (LocalCluster, 2 worker processes on 127.0.0.1).
+
+The tests of a dying scheduler start their own: a scheduler and two workers,
+each in its own process, so that the scheduler can be killed by its PID.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,6 +23,7 @@ distributed = pytest.importorskip(
 )
 
 import dask  # noqa: E402 - after the skip
+from distributed.client import ClosedClientError, FutureCancelledError  # noqa: E402
 
 import dask_calls  # noqa: E402
 from aiobound import BoundedLoopExecutor, ClosedError  # noqa: E402
@@ -164,7 +172,11 @@ class Held:
     async def start(self, executor: BoundedLoopExecutor, workers: int = 2) -> None:
         for index in range(workers):
             self.calls.append(await executor.submit(dask_calls.hold, self.name, index))
-        for index in range(workers):
+        await self.started(range(workers))
+
+    async def started(self, indexes: range) -> None:
+        """Wait until the ``hold`` tasks of *indexes* have started."""
+        for index in indexes:
             event = distributed.Event(
                 f"{self.name}-started-{index}", client=self.client
             )
@@ -372,6 +384,127 @@ class TestCancellation:
         stats = executor.stats()
         assert (stats.completed, stats.failed, stats.cancelled) == (4, 0, 4)
         assert_idle(executor)
+
+
+class TestClientNotRunning:
+    async def test_a_closing_client_refuses_calls_at_once_and_ends_those_it_had(
+        self, client: Client, closing_client: tuple[Client, dask_calls.ClosingGate]
+    ) -> None:
+        # Issue 29: a closing client takes a task and drops it; the executor
+        # refuses the call instead, and the calls the client had end.
+        second, gate = closing_client
+        executor = from_client(second, bound=2)
+        async with holding(client) as held:
+            in_flight = await executor.submit(dask_calls.hold, held.name, 0)
+            await held.started(range(1))
+            closed = asyncio.ensure_future(asyncio.to_thread(second.close))
+            assert await asyncio.to_thread(gate.entered.wait, 60)
+            assert second.status == "closing"  # held there by the gate
+            with pytest.raises(ClosedClientError, match="the Dask client is closed"):
+                await asyncio.wait_for(executor.run(dask_calls.square, 2), 30)
+            assert not in_flight.done()
+            gate.open()
+            await closed
+            with pytest.raises(FutureCancelledError):
+                await asyncio.wait_for(in_flight, 30)  # a guard against a hang
+        await executor.aclose()
+        stats = executor.stats()
+        assert (stats.submitted, stats.failed) == (2, 2)
+        assert_idle(executor)
+
+
+TESTS = Path(__file__).parent
+
+
+@contextlib.contextmanager
+def own_processes(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A scheduler and two single-threaded workers, each in its own process.
+
+    Yields the scheduler's process and its scheduler file; kills them all on
+    the way out.
+    """
+    scheduler_file = str(tmp_path / "scheduler.json")
+    path = [str(TESTS), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+
+    def start(cli: str, *args: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", f"distributed.cli.{cli}", *args]
+        command += ["--host", "127.0.0.1", "--no-dashboard"]
+        command += ["--scheduler-file", scheduler_file]
+        return subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    processes = [start("dask_scheduler", "--port", "0")]
+    try:
+        for _ in range(2):
+            processes.append(start("dask_worker", "--no-nanny", "--nthreads", "1"))
+        yield processes[0], scheduler_file
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait(30)
+
+
+@pytest.fixture
+def lone_scheduler(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Client]]:
+    """A client of :func:`own_processes`' cluster, and its scheduler's process."""
+    with (
+        own_processes(tmp_path) as (scheduler, scheduler_file),
+        distributed.Client(scheduler_file=scheduler_file, timeout=10) as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        yield scheduler, client
+
+
+@pytest.fixture
+def closing_client(client: Client) -> Iterator[tuple[Client, dask_calls.ClosingGate]]:
+    """A second client of the module's cluster, held "closing" when it closes."""
+    assert client.scheduler is not None
+    with dask.config.set({"distributed.client.preload": ["dask_calls"]}):
+        second = distributed.Client(client.scheduler.address)
+    gate = dask_calls.ClosingGate(second)
+    try:
+        yield second, gate
+    finally:
+        gate.open()
+        second.close()
+
+
+class TestLostScheduler:
+    async def test_every_call_ends_when_the_scheduler_dies(
+        self, lone_scheduler: tuple[subprocess.Popen[bytes], Client]
+    ) -> None:
+        # Issue 29: the client cancels the tasks it had and tries to
+        # reconnect; the calls waiting for a slot meanwhile must be refused
+        # at once (a client reconnecting, then closing, drops what it takes).
+        scheduler, client = lone_scheduler
+        executor = from_client(client, bound=2)
+        held = Held(client)
+        calls = [
+            asyncio.ensure_future(executor.run(dask_calls.hold, held.name, index))
+            for index in range(6)
+        ]
+        await held.started(range(2))
+        scheduler.kill()
+        await asyncio.to_thread(scheduler.wait, 30)
+        calls[0].cancel()  # (a no-op if the client has noticed already)
+        _, pending = await asyncio.wait(calls, timeout=30)  # a guard against a hang
+        assert not pending
+        for call in calls[:2]:  # the client's own error, for the tasks it had
+            assert call.cancelled() or isinstance(
+                call.exception(), FutureCancelledError
+            )
+        assert not calls[1].cancelled()
+        for call in calls[2:]:
+            assert isinstance(call.exception(), ClosedClientError)
+        stats = executor.stats()
+        assert (stats.submitted, stats.failed) == (6, 6)
+        assert_idle(executor)
+        await executor.aclose(timeout=2)  # nothing runs: no TimeoutError
+        with pytest.raises(ClosedClientError, match="the Dask client"):
+            await from_client(client, bound=1).run(dask_calls.square, 1)
 
 
 class TestGetExecutor:

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from distributed import Client
+from distributed.client import ClosedClientError
 
 from aiobound import BoundedLoopExecutor
 
@@ -52,6 +54,9 @@ _UNKNOWN_RETRY_DELAY = 0.005
 # guard against an unresponsive scheduler: the task is then left to run, and
 # may still be cancelled when the answer comes).
 _CANCEL_ANSWER_TIMEOUT = 10.0
+# The client states in which a task it accepted is either sent to the
+# scheduler or, if the client gives up, cancelled by the client itself.
+_LISTENING = ("running", "connecting")
 
 
 def from_client(
@@ -78,6 +83,16 @@ def from_client(
     workers (up to ``distributed.scheduler.allowed-failures`` times), then
     fail with ``KilledWorker``, which reaches the caller.
 
+    So is a scheduler that dies, or a client that closes: the client cancels
+    the tasks it had, and their callers get its ``FutureCancelledError``
+    (``distributed.client.ClosedClientError`` for a task it took as it began
+    to close). A call made while the client is not running (reconnecting to
+    a lost scheduler, closing, closed), which the client would take and
+    drop, is refused at once with ``ClosedClientError``, and its slot is
+    freed; a client that reconnects takes calls again. Nothing waits for a
+    scheduler that is gone: once the client has noticed the loss, every
+    call has ended and :meth:`~BoundedLoopExecutor.aclose` returns.
+
     Cancellation (a caller cancelling its call, or
     :meth:`~BoundedLoopExecutor.aclose` giving up after its ``timeout``) asks
     the scheduler, in one atomic step on its loop, to cancel the task *if no
@@ -103,7 +118,7 @@ def from_client(
     cancelled (they count in ``stats().cancelled``), and counts as running
     every call a worker had when it gave up, as on a thread pool. If the
     scheduler cannot be asked (``distributed.scheduler.pickle`` is off, the
-    connection failed), the task is left to run.
+    client is not running, the connection failed), the task is left to run.
     :meth:`~BoundedLoopExecutor.aclose` without a timeout waits for the
     calls in flight and leaves the client open.
 
@@ -166,7 +181,7 @@ class _TaskFuture(concurrent.futures.Future[T]):
     cancelled (``cancelled()`` is true), on the event loop of whoever asked
     (so the executor in front frees the slot in that same step) or on the
     thread that waits for the answer; otherwise with the task's result or
-    error.
+    error, or with ``ClosedClientError`` if the client closes first.
     """
 
     def __init__(self, owner: _ClientExecutor, task: DaskFuture[T]) -> None:
@@ -242,6 +257,31 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def _not_running(
+    client: Client, *, taken: bool = False, cause: BaseException | None = None
+) -> Exception:
+    """The error for a call that *client*, not running, refuses (or dropped).
+
+    With a *cause* (the client's loop cancelled the call's follower) while
+    the client still runs, it says just that.
+    """
+    status = client.status
+    if status == "running" and cause is not None:
+        error = RuntimeError(f"the Dask task was cancelled: {cause!r}")
+        error.__cause__ = cause
+        return error
+    if status in ("closing", "closed"):
+        state = "is closed"
+    elif status == "connecting":
+        state = "lost its scheduler and is closed unless it reconnects"
+    else:
+        state = "is not running"
+    fate = "dropped the call it had taken" if taken else "cannot take the call"
+    return ClosedClientError(
+        f"the Dask client {state} (status {status!r}): it {fate}; {client!r}"
+    )
+
+
 def _make_scheduler_canceller() -> Callable[..., str]:
     """Return the function run on the scheduler to cancel a task not started.
 
@@ -283,6 +323,8 @@ class _ClientExecutor(concurrent.futures.Executor):
             raise ValueError(f"client has no event loop (is it closed?): {client!r}")
         self._client = client
         self._loop: IOLoop = loop
+        # Tornado's IOLoop runs on an asyncio loop (tornado >= 5).
+        self._asyncio_loop: asyncio.AbstractEventLoop = loop.asyncio_loop  # type: ignore[attr-defined]
         self._lock = threading.Lock()
         self._futures: set[_TaskFuture[Any]] = set()
         self._shutdown = False
@@ -296,16 +338,24 @@ class _ClientExecutor(concurrent.futures.Executor):
         return self._shutdown or (front is not None and front.closed)
 
     def _on_client_loop(self) -> bool:
-        return _running_loop() is getattr(self._loop, "asyncio_loop", None)
+        return _running_loop() is self._asyncio_loop
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
-        """Submit ``fn(*args, **kwargs)`` as one task."""
+        """Submit ``fn(*args, **kwargs)`` as one task.
+
+        Raises:
+            ClosedClientError: the client is not running (closed, closing,
+                or reconnecting to a lost scheduler).
+        """
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         client = self._client
+        if client.status != "running":
+            # A closing client would accept the task and drop it.
+            raise _not_running(client)
         # Keyword arguments travel inside the call, where they cannot clash
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
@@ -314,8 +364,21 @@ class _ClientExecutor(concurrent.futures.Executor):
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)
-        self._loop.add_callback(self._follow, task, cfut)
+        if not self._soon(self._follow, task, cfut):
+            task.release()
+            _end_with(cfut, (False, _not_running(client, taken=True)))
         return cfut
+
+    def _soon(self, fn: Callable[..., Any], /, *args: Any) -> bool:
+        """Run ``fn(*args)`` on the client's loop; ``False`` if it has stopped.
+
+        (The loop of a closed synchronous client stops, and then drops the
+        callbacks it is given.)
+        """
+        if not self._asyncio_loop.is_running():
+            return False
+        self._loop.add_callback(fn, *args)
+        return True
 
     def _forget(self, cfut: concurrent.futures.Future[Any]) -> None:
         with self._lock:
@@ -323,16 +386,33 @@ class _ClientExecutor(concurrent.futures.Executor):
 
     async def _follow(self, task: DaskFuture[T], cfut: _TaskFuture[T]) -> None:
         """On the client's loop: wait for the task, release it, then report."""
+        client = self._client
+        if client.status not in _LISTENING:
+            # Taken as the client began to close: the client drops it.
+            task.release()
+            _end_with(cfut, (False, _not_running(client, taken=True)))
+            return
         try:
-            result = await self._client.gather(task, asynchronous=True)
+            result = await client.gather(task, asynchronous=True)
+        except asyncio.CancelledError as exc:
+            # The client's loop is stopping (the client was closed): nobody
+            # else will end the call.
+            _end_with(cfut, (False, _not_running(client, taken=True, cause=exc)))
+            raise
         except BaseException as exc:
             outcome: tuple[bool, Any] | None = (False, exc)
         else:
             outcome = (True, result)
         cfut._outcome_known = True
         try:
-            if cfut._decision is not None and await cfut._decision:
+            # The answer to a cancellation asked, unless the client lost its
+            # scheduler (no answer may come; the task is lost with it).
+            decision = cfut._decision
+            if decision is not None and client.status == "running" and await decision:
                 outcome = None  # cancelled before it started: _answer ends it
+        except asyncio.CancelledError as exc:
+            _end_with(cfut, (False, _not_running(client, taken=True, cause=exc)))
+            raise
         finally:
             try:
                 # release() queues its message to the scheduler ahead of the
@@ -344,7 +424,10 @@ class _ClientExecutor(concurrent.futures.Executor):
 
     def _ask_to_cancel(self, cfut: _TaskFuture[Any]) -> None:
         """Have the client's loop ask the scheduler to cancel *cfut*'s task."""
-        self._loop.add_callback(self._cancel_if_not_started, cfut)
+        if self._client.status != "running" or not self._soon(
+            self._cancel_if_not_started, cfut
+        ):
+            self._answer(cfut, False)  # no scheduler to ask: it is left to run
 
     async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> None:
         """On the client's loop: have the scheduler cancel the task if it can.
@@ -400,6 +483,8 @@ class _ClientExecutor(concurrent.futures.Executor):
         key = cfut._task.key
         client = self._client
         for _ in range(_UNKNOWN_RETRIES):
+            if client.status != "running":
+                return False
             answer = await asyncio.wait_for(
                 client.run_on_scheduler(
                     self._canceller, key, client.id, asynchronous=True
@@ -427,14 +512,19 @@ class _ClientExecutor(concurrent.futures.Executor):
 
 
 def _end_with(cfut: _TaskFuture[Any], outcome: tuple[bool, Any]) -> None:
-    """Complete *cfut* with ``(True, result)`` or ``(False, error)``."""
+    """Complete *cfut* with ``(True, result)`` or ``(False, error)``.
+
+    Unless it has ended already (cancelled, or ended because the client
+    closed).
+    """
     ok, value = outcome
     if not ok and isinstance(value, asyncio.CancelledError):
         # concurrent.futures would treat it as a cancellation marker.
         error = RuntimeError(f"the Dask task was cancelled: {value!r}")
         error.__cause__ = value
         value = error
-    if ok:
-        cfut.set_result(value)
-    else:
-        cfut.set_exception(value)
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if ok:
+            cfut.set_result(value)
+        else:
+            cfut.set_exception(value)
