@@ -7,6 +7,7 @@ each in its own process, so that the scheduler can be killed by its PID.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -383,6 +384,44 @@ class TestCancellation:
         assert [held.ran(index) for index in range(8)] == [True] * 4 + [False] * 4
         stats = executor.stats()
         assert (stats.completed, stats.failed, stats.cancelled) == (4, 0, 4)
+        assert_idle(executor)
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="core: aclose(timeout=) counts as running a call whose underlying "
+        "future is done but whose settlement is still queued for the loop",
+    )
+    async def test_aclose_timeout_does_not_count_a_call_that_ended_as_it_gave_up(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Issue 29, the core's part: while aclose(timeout=...) gives up, it
+        # blocks the loop (each cancel() waits for the scheduler's answer); a
+        # call that ends meanwhile is done, and its slot is freed at the next
+        # turn of the loop. It no longer runs: 1 call runs, not 2.
+        executor = from_client(client, bound=2)
+        recording = RecordingPool(executor, monkeypatch)
+        async with holding(client) as first, holding(client) as second:
+            await first.start(executor, workers=1)
+            await second.start(executor, workers=1)  # on the other worker
+            first_task, second_task = recording.made
+            cancel = second_task.cancel
+
+            def cancel_once_the_first_ended() -> bool:
+                distributed.Event(f"{first.name}-go", client=client).set()
+                concurrent.futures.wait([first_task], timeout=60)
+                assert first_task.done()
+                return bool(cancel())
+
+            monkeypatch.setattr(second_task, "cancel", cancel_once_the_first_ended)
+            with pytest.raises(
+                TimeoutError,
+                match="1 calls still running; 0 calls not yet started were cancelled",
+            ):
+                await executor.aclose(timeout=0.001)
+            await second.release()
+            assert await asyncio.gather(*first.calls, *second.calls) == [0, 0]
+        await executor.aclose()
+        assert executor.stats().completed == 2
         assert_idle(executor)
 
 
