@@ -390,11 +390,6 @@ class TestCancellation:
         assert (stats.completed, stats.failed, stats.cancelled) == (4, 0, 4)
         assert_idle(executor)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core: aclose(timeout=) counts as running a call whose underlying "
-        "future is done but whose settlement is still queued for the loop",
-    )
     async def test_aclose_timeout_does_not_count_a_call_that_ended_as_it_gave_up(
         self, client: Client, monkeypatch: pytest.MonkeyPatch
     ) -> None:
