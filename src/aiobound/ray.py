@@ -30,7 +30,9 @@ import concurrent.futures
 import functools
 import signal
 import threading
+import time
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import ray
@@ -40,7 +42,7 @@ from ray.exceptions import TaskCancelledError
 from aiobound import BoundedExecutor, BoundedLoopExecutor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable
     from types import FrameType
 
 __all__ = ("RayDisconnectedError", "RayExecutor", "from_ray", "from_ray_sync")
@@ -162,9 +164,9 @@ def _lost() -> RayDisconnectedError:
 def _check_options(options: object) -> dict[str, Any]:
     if options is None:
         return {}
-    if not isinstance(options, dict):
+    if not isinstance(options, Mapping):
         raise TypeError(
-            "options must be a dict of ray.remote options or None, got "
+            "options must be a mapping of ray.remote options or None, got "
             f"{type(options).__name__}"
         )
     for key in options:
@@ -281,7 +283,6 @@ class RayExecutor(concurrent.futures.Executor):
         self._pending: set[_TaskFuture[Any]] = set()
         self._shutdown = False
         self._watchdog: threading.Thread | None = None
-        self._quiet = threading.Event()  # set to stop the watchdog early
         # Once closed: whether the calls then unfinished were all asked to
         # cancel (and answered, or given up on), as one batch.
         self._close_batch_done = False
@@ -483,7 +484,7 @@ class RayExecutor(concurrent.futures.Executor):
             if _session() != self._session:
                 self._end_all_lost()
                 continue
-            self._quiet.wait(_WATCH_INTERVAL)
+            time.sleep(_WATCH_INTERVAL)
 
     def _end_all_lost(self) -> None:
         with self._lock:
