@@ -81,7 +81,6 @@ class RecordingPool:
 
     def __init__(self, executor: Any, mp: pytest.MonkeyPatch) -> None:
         self.made: list[Any] = []
-        self.refs: list[Any] = []
         self.unfinished: list[Any] = []
         self.peak_unfinished = 0
         pool: RayExecutor = executor.executor
@@ -91,8 +90,8 @@ class RecordingPool:
             cfut = submit(*args, **kwargs)
             self.made.append(cfut)
             ref = cfut._ref  # type: ignore[attr-defined]
-            self.refs.append(ref)
-            self.unfinished.append(ref)
+            if ref is not None:  # None: Ray already reported its end
+                self.unfinished.append(ref)
             _, self.unfinished = ray.wait(
                 self.unfinished,
                 num_returns=len(self.unfinished),
