@@ -49,9 +49,13 @@ EXAMPLES = TESTS.parent / "examples"
 CPUS = 2
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
-    """One local Ray for the session: 2 CPUs, no dashboard, 127.0.0.1 only."""
+    """One local Ray for all the Ray tests: 2 CPUs, no dashboard, 127.0.0.1.
+
+    Module-scoped (every test that uses Ray is here): its processes are
+    gone before the rest of the suite runs.
+    """
     ray.init(
         num_cpus=CPUS,
         include_dashboard=False,
