@@ -7,6 +7,7 @@ Without ``ray`` the tests are skipped with the reason, except under CI
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import subprocess
@@ -365,6 +366,36 @@ class TestSynchronous:
             stats = executor.stats()
         assert stats.peak_in_flight == 3
         assert stats.completed == 31
+
+    def test_shutdown_cancel_futures_cancels_the_calls_not_started(
+        self, tmp_path: Path
+    ) -> None:
+        held = Held(tmp_path)
+        executor = from_ray_sync(bound=4)
+        try:
+            calls = [
+                executor.submit(ray_calls.hold, held.started, held.go, index)
+                for index in range(CPUS)
+            ]
+            lines = b""
+            while lines.count(b"\n") < CPUS:  # both workers are held
+                lines += os.read(held._started_fd, 64)
+            path = str(tmp_path / "touched")
+            queued = executor.submit(ray_calls.touch, path)
+            executor.shutdown(wait=False, cancel_futures=True)
+            # Cancelled, and seen so by concurrent.futures.wait (a guard of
+            # 30 s against a hang; it returns as soon as the future ends).
+            done, _ = concurrent.futures.wait([queued], timeout=30)
+            assert done == {queued}
+            assert queued.cancelled()
+        finally:
+            held.release()
+            held.close()
+        assert [call.result(timeout=60) for call in calls] == [0, 1]
+        executor.shutdown()
+        assert not ran(path)  # it never ran
+        stats = executor.stats()
+        assert (stats.completed, stats.cancelled, stats.in_flight) == (2, 1, 0)
 
 
 class TestTelemetry:

@@ -220,8 +220,15 @@ class _TaskFuture(concurrent.futures.Future[T]):
         return not self._claimed
 
     def _end_cancelled(self) -> None:
-        """Cancel for good (fn never started); runs the done callbacks."""
-        concurrent.futures.Future.cancel(self)
+        """Cancel for good (fn never started); runs the done callbacks.
+
+        Then moves the future on to the state an executor's worker gives a
+        cancelled future it takes (``set_running_or_notify_cancel``):
+        ``concurrent.futures.wait`` and ``as_completed`` count only that one
+        as done.
+        """
+        if concurrent.futures.Future.cancel(self):
+            self.set_running_or_notify_cancel()
 
 
 class RayExecutor(concurrent.futures.Executor):
