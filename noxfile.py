@@ -307,3 +307,11 @@ def partitions(session: nox.Session) -> None:
     """Interactive calls' wait next to a saturating batch, with, without partitions."""
     _install(session)
     session.run("python", "benchmarks/partitions.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench_ray(session: nox.Session) -> None:
+    """A bounded map through a local Ray against ray.wait and submit-all (#27)."""
+    _install(session, extras="ray")
+    session.install("psutil>=5.9")
+    session.run("python", "benchmarks/ray_bench.py", *session.posargs)
