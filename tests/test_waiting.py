@@ -27,7 +27,7 @@ class Keeper:
         self.admitted_but_left_: list[Waiter] = []
         self.refused: list[Waiter] = []
 
-    def refusal(self, waiter: Waiter) -> BaseException | None:
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException | None:
         self.refused.append(waiter)
         return OverloadedError("waited max_wait")
 
@@ -128,7 +128,7 @@ class TestMaxWaitTimer:
 
     async def test_a_keeper_that_says_no_keeps_the_waiter_waiting(self) -> None:
         room, keeper = make_room(max_wait=60.0)
-        keeper.refusal = lambda waiter: None  # type: ignore[method-assign]
+        keeper.refusal = lambda waiter, deadline: None  # type: ignore[method-assign]
         task = waiting(room)
         await settle()
         waiter = room.first()

@@ -11,10 +11,13 @@ one job each.
 
 from __future__ import annotations
 
+from ._deadlines import remaining as remaining
 from ._errors import ClosedError as ClosedError
+from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
 from ._executor import Partition as Partition
+from ._executor import TimeLimited as TimeLimited
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._limits import AIMD as AIMD
 from ._limits import Gradient as Gradient
@@ -36,6 +39,7 @@ __all__ = (
     "BoundedLoopExecutor",
     "CallObserver",
     "ClosedError",
+    "DeadlineExceeded",
     "ExecutorStats",
     "Gradient",
     "LatencyHistogram",
@@ -47,6 +51,8 @@ __all__ = (
     "Share",
     "SharedBound",
     "SharedBoundStats",
+    "TimeLimited",
+    "remaining",
 )
 
 # Show the public path in reprs, tracebacks and docs.

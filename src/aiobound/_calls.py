@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._bridge import Bridge, thread_id
 from ._checks import check_callable, is_async_function
-from ._errors import closed_while_waiting
+from ._deadlines import Deadline, run_within
+from ._errors import DeadlineExceeded, closed_while_waiting
 from ._stats import CANCELLED, COMPLETED, FAILED, CallCounts
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from ._readings import ExecutorGate, Gate
     from ._submit import Submitter
 
-__all__ = ("CallPath", "Lane")
+__all__ = ("CallPath", "Lane", "TimedPort")
 
 T = TypeVar("T")
 
@@ -50,6 +51,8 @@ T = TypeVar("T")
 _NOTHING_CHECKED = object()
 # The token of a call the observer has not heard of yet.
 _UNSEEN = object()
+# In Lane.timers: the deadline of this call has passed.
+_MISSED: Any = object()
 
 
 class CallPath:
@@ -66,9 +69,12 @@ class CallPath:
         releases_anywhere: The gate takes slots back from any thread (a
             shared bound's view): the bridge frees each slot in the thread
             where its call ended, not on the loop.
+        call_timeout: The time limit of every call made on the executor
+            itself (``submit``, ``run``, each ``map`` item), or ``None``.
     """
 
     __slots__ = (
+        "call_timeout",
         "calls",
         "gate",
         "lanes",
@@ -89,12 +95,14 @@ class CallPath:
         policy: LimitPolicy | None,
         *,
         releases_anywhere: bool = False,
+        call_timeout: float | None = None,
     ) -> None:
         self.gate = gate
         self.submitter = submitter
         self.rate = rate
         self.policy = policy
         self.releases_anywhere = releases_anywhere
+        self.call_timeout = call_timeout
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread_id: int | None = None
         # Underlying futures of calls handed over and not yet ended, each
@@ -170,6 +178,16 @@ class CallPath:
         if limit != gate.bound and not gate.closed:
             gate.resize(limit)
 
+    def sample_drop(self, started: float) -> None:
+        """Feed the policy a call whose deadline passed: a drop, now."""
+        policy = self.policy
+        assert policy is not None
+        now = time.monotonic()
+        gate = self.gate
+        limit = policy.on_sample(now, now - started, gate.in_use, True)
+        if limit != gate.bound and not gate.closed:
+            gate.resize(limit)
+
     def running(self) -> int:
         """Calls handed over whose underlying future has not ended."""
         return sum(1 for cfut in self.calls if not cfut.done())
@@ -206,6 +224,8 @@ class Lane:
         "reserve_now",
         "reserve_slot_now",
         "submitter",
+        "timeout",
+        "timers",
         "whole",
     )
 
@@ -229,6 +249,10 @@ class Lane:
         self.releases_on_end = not path.releases_anywhere
         # No rate limit and no observer: a free slot is taken in submit.
         self.plain = path.rate is None and path.observed is None
+        # The executor's call_timeout, and the deadline timers of the calls
+        # handed over with one (_MISSED once their deadline passed).
+        self.timeout = path.call_timeout
+        self.timers: dict[concurrent.futures.Future[Any], asyncio.TimerHandle] = {}
         # The map's port, chosen once (see aiobound._map.MapPort).
         self.can_reserve_slot_now: Callable[[], bool] = gate.would_admit_now
         self.reserve_slot_now: Callable[[], bool] = gate.try_take
@@ -259,8 +283,29 @@ class Lane:
             return self.start(fn, args, kwargs)  # a slot free: no wait at all
         return None
 
+    async def submit_within(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> asyncio.Future[T]:
+        """``submit`` with a time limit of *timeout* seconds from now."""
+        deadline = Deadline(timeout)
+        if asyncio.get_running_loop() is not self.loop:
+            self.path.bind()
+        if fn is not self.checked_fn:
+            self.check_fn(fn)
+        if self.plain and self.gate.try_take():
+            return self.start(fn, args, kwargs, None, _UNSEEN, deadline)
+        return await self.admit_and_start(fn, args, kwargs, deadline)
+
     async def admit_and_start(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deadline: Deadline | None = None,
     ) -> asyncio.Future[T]:
         """Take a slot and a turn, telling the observer; then hand over.
 
@@ -269,39 +314,45 @@ class Lane:
         """
         observed = self.observed
         if observed is None:
-            await self.admit()
-            return self.start(fn, args, kwargs)
+            await self.admit(deadline)
+            return self.start(fn, args, kwargs, None, _UNSEEN, deadline)
         token = observed.arrived(self.name)
         gate = self.gate
         # Open, no free slot: acquire() refuses at once (max_pending)
         # exactly when the caller may not queue.
         at_once = not gate.would_admit_now() and not gate.can_queue()
         try:
-            await self.admit()
+            await self.admit(deadline)
         except BaseException as exc:
             observed.refused(token, exc, at_once)
             raise
-        return self.start(fn, args, kwargs, None, token)
+        return self.start(fn, args, kwargs, None, token, deadline)
 
-    async def admit(self) -> None:
+    async def admit(self, deadline: Deadline | None = None) -> None:
         """Take a slot, then a turn under a rate limit.
 
         Raises:
             ClosedError, OverloadedError: as the gate's ``acquire`` (and a
                 close while waiting for the turn).
+            DeadlineExceeded: *deadline* passed first (stage ``"waiting"``).
 
         Cancellation: nothing is held once it propagates.
         """
         gate = self.gate
-        if not gate.try_acquire():
-            await gate.acquire()
-        if self.rate is not None or gate.closed:
-            await self.take_turn()
+        try:
+            if not gate.try_acquire():
+                await gate.acquire(deadline)
+            if self.rate is not None or gate.closed or deadline is not None:
+                await self.take_turn(deadline)
+        except DeadlineExceeded:
+            self.counts.deadline_waiting += 1
+            raise
 
-    async def take_turn(self) -> None:
+    async def take_turn(self, deadline: Deadline | None = None) -> None:
         """Holding a slot: wait for the rate limit's turn; check the close.
 
-        On any error or cancellation the slot is released.
+        A call whose deadline passed meanwhile is not handed over. On any
+        error or cancellation the slot is released.
         """
         gate = self.gate
         rate = self.rate
@@ -309,9 +360,11 @@ class Lane:
             # Not once closed: a slot handed over just as aclose() ran would
             # wait for a turn that the rate limiter's close no longer ends.
             if rate is not None and not gate.closed:
-                await rate.wait_turn()
+                await rate.wait_turn(deadline)
             if gate.closed:
                 raise closed_while_waiting()
+            if deadline is not None and deadline.passed():
+                raise deadline.exceeded("waiting")
         except BaseException:
             gate.release()
             raise
@@ -323,6 +376,7 @@ class Lane:
         kwargs: dict[str, Any],
         on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
         token: object = _UNSEEN,
+        deadline: Deadline | None = None,
     ) -> asyncio.Future[T]:
         """Hand the call over; the caller holds a slot of this lane.
 
@@ -330,7 +384,8 @@ class Lane:
         loop, right after it is settled (see :meth:`Bridge.chain`). If the
         hand-over fails (the observer's ``handing_over`` or the executor's
         ``submit`` raises), the slot is freed, the call counts as failed and
-        the error propagates.
+        the error propagates. With a *deadline*, the call carries it to its
+        worker (:func:`aiobound.remaining`) and is watched until it ends.
         """
         self.counts.submitted += 1
         submitter = self.submitter
@@ -342,6 +397,9 @@ class Lane:
                 if token is _UNSEEN:
                     token = observed.arrived(self.name)
                 fn, args, kwargs = observed.handing_over(token, fn, args, kwargs)
+            if deadline is not None:
+                args = (*deadline.for_worker(submitter.same_clock), fn, *args)
+                fn = run_within
             try:  # Submitter.submit, inlined: the hot path
                 cfut = submitter.handover(submitter.executor, fn, args, kwargs)
             except BrokenExecutor as broken:
@@ -355,7 +413,59 @@ class Lane:
         self.calls[cfut] = time.monotonic()
         if observed is not None:
             observed.track(cfut, token)
-        return self.bridge.chain(cfut, explain, on_settled)
+        afut = self.bridge.chain(cfut, explain, on_settled)
+        if deadline is not None and not afut.done():  # else it ended at once
+            self.timers[cfut] = self.loop.call_later(  # type: ignore[union-attr]
+                deadline.due - time.monotonic(),
+                self._deadline_passed,
+                afut,
+                cfut,
+                token,
+                deadline,
+            )
+        return afut
+
+    def _deadline_passed(
+        self,
+        afut: asyncio.Future[Any],
+        cfut: concurrent.futures.Future[Any],
+        token: object,
+        deadline: Deadline,
+    ) -> None:
+        """On the loop, at a handed-over call's deadline: release its caller.
+
+        A call not started is cancelled (it never runs, its slot is freed);
+        a running one is stopped where the pool can (a process pool made
+        with ``kill_on_timeout=True``), else left to run on, holding its
+        slot until it ends (abandoned). Either way the limit policy hears a
+        drop now, and the observer hears of the miss.
+        """
+        timers = self.timers
+        if afut.done():  # ended, or its caller left first
+            timers.pop(cfut, None)
+            return
+        counts = self.counts
+        running = cfut.running()
+        stops = self.submitter.stops_running
+        stage = ("stopped" if stops else "running") if running else "queued"
+        # The caller's error first: cancelling the call settles it at once.
+        afut.set_exception(deadline.exceeded(stage))
+        started = self.calls.get(cfut)
+        if self.policy is not None and started is not None:
+            self.path.sample_drop(started)
+        timers[cfut] = _MISSED  # its end feeds the policy no more
+        if cfut.cancel():
+            if running:
+                counts.deadline_running += 1
+            else:
+                counts.deadline_queued += 1
+        else:  # started meanwhile, or a thread: it runs on
+            stage = "running"
+            counts.deadline_running += 1
+            counts.abandoned += 1
+        observed = self.observed
+        if observed is not None:
+            observed.deadline_exceeded(token, stage)
 
     def ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
         """On the loop, once a call ended: free its slot, count it, tell.
@@ -366,6 +476,13 @@ class Lane:
         started = self.calls.pop(cfut, None)
         if outcome == FAILED:
             outcome = self.submitter.outcome(cfut, outcome)
+        timers = self.timers
+        if timers:
+            timer = timers.pop(cfut, None)
+            if timer is _MISSED:
+                started = None  # its miss fed the policy, and its end ran late
+            elif timer is not None:
+                timer.cancel()
         if self.policy is not None and started is not None and outcome != CANCELLED:
             self.path.sample(cfut, outcome, started)
         if self.releases_on_end:
@@ -467,3 +584,71 @@ class Lane:
         """Holding a slot from :meth:`reserve_slot_now`: wait for the turn, start."""
         await self.take_turn()
         return self.start(fn, args, kwargs)
+
+
+class TimedPort:
+    """A lane as a map's port, each item's call with a deadline of its own.
+
+    See :class:`aiobound._map.MapPort`. The deadline of an item starts when
+    the map hands the item on: to the pool at once, or to wait for its slot.
+    """
+
+    __slots__ = (
+        "can_reserve_now",
+        "can_reserve_slot_now",
+        "lane",
+        "reserve_now",
+        "reserve_slot_now",
+        "timeout",
+    )
+
+    def __init__(self, lane: Lane, timeout: float) -> None:
+        self.lane = lane
+        self.timeout = timeout
+        self.can_reserve_now = lane.can_reserve_now
+        self.reserve_now = lane.reserve_now
+        self.can_reserve_slot_now = lane.can_reserve_slot_now
+        self.reserve_slot_now = lane.reserve_slot_now
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether calls wait for turns (``max_per_second``)."""
+        return self.lane.rate is not None
+
+    def bind(self) -> asyncio.AbstractEventLoop:
+        """Bind the executor to the running loop; return it."""
+        return self.lane.bind()
+
+    def bound(self) -> int:
+        """The bound now: a map's window."""
+        return self.lane.gate.bound
+
+    def release(self) -> None:
+        """Give back a slot reserved and not used."""
+        self.lane.gate.release()
+
+    def start(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
+    ) -> asyncio.Future[T]:
+        """Hand the item's call over on a reserved slot, with its deadline."""
+        return self.lane.start(
+            fn, args, kwargs, on_settled, _UNSEEN, Deadline(self.timeout)
+        )
+
+    async def start_later(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """Wait for a slot and a turn within the deadline, then hand over."""
+        return await self.lane.submit_within(fn, args, kwargs, self.timeout)
+
+    async def start_on_turn(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[T]:
+        """Holding a reserved slot: wait for the turn, then hand over."""
+        deadline = Deadline(self.timeout)
+        await self.lane.take_turn(deadline)
+        return self.lane.start(fn, args, kwargs, None, _UNSEEN, deadline)

@@ -206,7 +206,7 @@ class Limits:
             for ``burst`` without ``max_per_second``.
     """
 
-    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
+    __slots__ = ("burst", "call_timeout", "max_pending", "max_per_second", "max_wait")
 
     def __init__(
         self,
@@ -214,9 +214,11 @@ class Limits:
         max_wait: object,
         max_per_second: object,
         burst: object,
+        call_timeout: object = None,
     ) -> None:
         self.max_pending = check_optional_int("max_pending", max_pending, 0)
         self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.call_timeout = check_optional_positive("call_timeout", call_timeout)
         self.max_per_second = check_optional_positive("max_per_second", max_per_second)
         if burst is None:
             self.burst = 1

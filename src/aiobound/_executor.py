@@ -13,7 +13,7 @@ import concurrent.futures
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._bridge import thread_id
-from ._calls import CallPath, Lane
+from ._calls import CallPath, Lane, TimedPort
 from ._checks import (
     Limits,
     check_callable,
@@ -40,11 +40,12 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._map import MapPort
     from ._partitions import Part
     from ._process import OwnedProcessPool
     from ._readings import ExecutorGate
 
-__all__ = ("BoundedLoopExecutor", "Partition")
+__all__ = ("BoundedLoopExecutor", "Partition", "TimeLimited")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -146,6 +147,12 @@ class BoundedLoopExecutor:
             gives them). Works with an int bound or a limit policy (the
             guarantees and ceilings follow the bound), not with a
             :class:`SharedBound`. ``None`` (default): none.
+        call_timeout: A time limit for every call made on this executor
+            (and its partitions): ``submit``, ``run`` and each item of
+            ``map``, over the wait for a slot and the run, as
+            :meth:`with_timeout` gives one to the calls of a view (which
+            overrides it). At the deadline the caller gets
+            :class:`~aiobound.DeadlineExceeded`. ``None`` (default): none.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
@@ -182,6 +189,7 @@ class BoundedLoopExecutor:
         max_per_second: float | None = None,
         burst: int | None = None,
         partitions: Mapping[str, float | Share] | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
@@ -190,7 +198,7 @@ class BoundedLoopExecutor:
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
-        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
         executor, owned, workers = own_or_wrap(
             max_workers, executor, bound_given=bound is not None or policy is not None
         )
@@ -225,6 +233,7 @@ class BoundedLoopExecutor:
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
         partitions: Mapping[str, float | Share] | None = None,
+        call_timeout: float | None = None,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -249,6 +258,7 @@ class BoundedLoopExecutor:
             initializer: Called with ``*initargs`` in each worker at start.
             initargs: Arguments for ``initializer`` (only with it).
             partitions: As in the constructor.
+            call_timeout: As in the constructor.
 
         Functions and arguments are pickled: functions must be defined at
         the top level of an importable module. Calls run in the worker's own
@@ -270,7 +280,7 @@ class BoundedLoopExecutor:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
         shares = _check_partitions(partitions, bound)
-        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         try:
             if policy is not None:
@@ -324,6 +334,7 @@ class BoundedLoopExecutor:
             rate,
             policy,
             releases_anywhere=isinstance(gate, LoopView),
+            call_timeout=limits.call_timeout,
         )
         if self._parts is None:
             self._lane = path.lane(gate, None)  # type: ignore[arg-type]
@@ -522,6 +533,8 @@ class BoundedLoopExecutor:
         and its slot is freed); a running call keeps its slot until it ends.
         """
         lane = self._lane
+        if lane.timeout is not None:
+            return await lane.submit_within(fn, args, kwargs, lane.timeout)
         fut = lane.submit_now(fn, args, kwargs)
         if fut is not None:
             return fut
@@ -538,7 +551,7 @@ class BoundedLoopExecutor:
         it runs, the caller is released at once but the call goes on and
         keeps its slot until it ends.
         """
-        return await _run(self._lane, fn, args, kwargs)
+        return await _run(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -574,7 +587,25 @@ class BoundedLoopExecutor:
                 ``chunksize`` is not an int.
             ValueError: ``chunksize`` is below 1.
         """
-        return _map(self._lane, fn, items, ordered, chunksize)
+        return _map(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+
+    def with_timeout(self, seconds: float | None) -> TimeLimited:
+        """A view whose calls each have a time limit of *seconds*.
+
+        Its :meth:`~TimeLimited.submit`, :meth:`~TimeLimited.run` and
+        :meth:`~TimeLimited.map` are the executor's, with a deadline
+        *seconds* after each call is made (for ``map``, after each item is
+        pulled) over its wait for a slot and its run; see
+        :class:`~aiobound.DeadlineExceeded` for what happens at the deadline
+        and :func:`aiobound.remaining` for the function's side. ``None``:
+        no limit (even over the executor's ``call_timeout``). The view is
+        cheap and may be kept.
+
+        Raises:
+            TypeError, ValueError: *seconds* is not a finite number > 0 or
+                ``None``.
+        """
+        return TimeLimited(self._lane, check_optional_positive("seconds", seconds))
 
     # -- tuning --------------------------------------------------------------
 
@@ -762,12 +793,18 @@ def _check_partitions(
 
 
 async def _run(
-    lane: Lane, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    lane: Lane,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
 ) -> T:
-    """``run``: submit, then await the result."""
-    fut = lane.submit_now(fn, args, kwargs)
+    """``run``: submit (within *timeout*, if given), then await the result."""
+    fut = None if timeout is not None else lane.submit_now(fn, args, kwargs)
     try:
-        if fut is None:
+        if timeout is not None:
+            fut = await lane.submit_within(fn, args, kwargs, timeout)
+        elif fut is None:
             fut = await lane.admit_and_start(fn, args, kwargs)
         return await fut
     finally:
@@ -782,8 +819,12 @@ def _map(
     items: Iterable[A] | AsyncIterable[A],
     ordered: object,
     chunksize: object,
+    timeout: float | None,
 ) -> MapIterator[T]:
-    """Check ``map``'s arguments and build the iterator over *lane*."""
+    """Check ``map``'s arguments and build the iterator over *lane*.
+
+    With a *timeout*, each item's call has its own deadline.
+    """
     check_callable("fn", fn)
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be a bool, got {ordered!r}")
@@ -791,7 +832,8 @@ def _map(
         size = None if lane.path.submitter.to_processes else 1
     else:
         size = check_chunksize(chunksize)
-    return make_map(lane, fn, items, ordered=ordered, chunksize=size)  # type: ignore[arg-type]
+    port: MapPort = lane if timeout is None else TimedPort(lane, timeout)
+    return make_map(port, fn, items, ordered=ordered, chunksize=size)  # type: ignore[arg-type]
 
 
 class Partition:
@@ -875,6 +917,8 @@ class Partition:
         waiter of this partition at once.
         """
         lane = self._lane
+        if lane.timeout is not None:
+            return await lane.submit_within(fn, args, kwargs, lane.timeout)
         fut = lane.submit_now(fn, args, kwargs)
         if fut is not None:
             return fut
@@ -886,7 +930,7 @@ class Partition:
         Raises what :meth:`submit` raises, then whatever ``fn`` raised.
         Cancellation: as the executor's ``run``.
         """
-        return await _run(self._lane, fn, args, kwargs)
+        return await _run(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -905,4 +949,90 @@ class Partition:
         Raises:
             TypeError, ValueError: as the executor's ``map``.
         """
-        return _map(self._lane, fn, items, ordered, chunksize)
+        return _map(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+
+    def with_timeout(self, seconds: float | None) -> TimeLimited:
+        """:meth:`BoundedLoopExecutor.with_timeout`, in this partition."""
+        return TimeLimited(self._lane, check_optional_positive("seconds", seconds))
+
+
+class TimeLimited:
+    """Calls with a time limit each, from ``with_timeout()``.
+
+    Made by :meth:`BoundedLoopExecutor.with_timeout` or
+    :meth:`Partition.with_timeout`: its :meth:`submit`, :meth:`run` and
+    :meth:`map` are those of the executor (or partition) it came from, with
+    a deadline :attr:`timeout` seconds after each call is made, over its
+    wait for a slot and its run. At the deadline the caller gets
+    :class:`~aiobound.DeadlineExceeded`: a call still waiting for a slot
+    leaves the queue and never runs; one queued in the pool is cancelled and
+    never runs; one running goes on in its thread, holding its slot until it
+    ends (``stats().abandoned``), unless the pool can stop it
+    (``BoundedLoopExecutor.process(kill_on_timeout=True)``). Inside the
+    call, :func:`aiobound.remaining` gives the seconds left.
+    """
+
+    __slots__ = ("_lane", "_timeout")
+
+    def __init__(self, lane: Lane, timeout: float | None) -> None:
+        self._lane = lane
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds each call may take, wait included (``None``: no limit)."""
+        return self._timeout
+
+    def __repr__(self) -> str:
+        where = "" if self._lane.name is None else f" in {self._lane.name!r}"
+        return f"<TimeLimited timeout={self._timeout}{where}>"
+
+    async def submit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[R]:
+        """:meth:`BoundedLoopExecutor.submit`, with this view's deadline.
+
+        Raises:
+            DeadlineExceeded: the deadline passed while the call waited for a
+                slot (it was not handed over and never runs).
+            OverloadedError, ClosedError, TypeError, RuntimeError: as the
+                executor's ``submit``.
+
+        The returned future raises :class:`~aiobound.DeadlineExceeded` at the
+        deadline if the call has not ended by then. Cancellation: as the
+        executor's ``submit``.
+        """
+        lane = self._lane
+        if self._timeout is not None:
+            return await lane.submit_within(fn, args, kwargs, self._timeout)
+        fut = lane.submit_now(fn, args, kwargs)
+        if fut is not None:
+            return fut
+        return await lane.admit_and_start(fn, args, kwargs)
+
+    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """:meth:`BoundedLoopExecutor.run`, with this view's deadline.
+
+        Raises what :meth:`submit` raises, then whatever ``fn`` raised, or
+        :class:`~aiobound.DeadlineExceeded` at the deadline.
+        """
+        return await _run(self._lane, fn, args, kwargs, self._timeout)
+
+    def map(
+        self,
+        fn: Callable[[A], R],
+        items: Iterable[A] | AsyncIterable[A],
+        /,
+        *,
+        ordered: bool = True,
+        chunksize: int | None = None,
+    ) -> MapIterator[R]:
+        """:meth:`BoundedLoopExecutor.map`, each item with this view's deadline.
+
+        Each item's deadline starts when it is pulled and taken up for a
+        call (with chunks, each chunk's, when the chunk is); an item that
+        misses it raises :class:`~aiobound.DeadlineExceeded` in its place,
+        which ends the iteration as an error from ``fn`` does (the calls not
+        started are cancelled).
+        """
+        return _map(self._lane, fn, items, ordered, chunksize, self._timeout)

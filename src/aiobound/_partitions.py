@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Iterator
 
-    from ._errors import OverloadedError
+    from ._deadlines import Deadline
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
 
@@ -324,20 +324,21 @@ class Part(GateReadings):
         """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
         return self.gate.take(self)
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in this partition's FIFO queue if none is free.
 
         Raises:
             ClosedError: the gate is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` callers of this partition already
                 wait, or this one waited ``max_wait`` seconds.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: as :meth:`SlotGate.acquire`: the waiter stops counting
         at the instant it is cancelled, and a slot handed over in that same
         instant is passed on before :class:`asyncio.CancelledError`
         propagates.
         """
-        await self.gate.acquire(self)
+        await self.gate.acquire(self, deadline)
 
     def release(self) -> None:
         """Give back a slot held on this partition's account."""
@@ -349,8 +350,11 @@ class Part(GateReadings):
 
     # -- the room's keeper -----------------------------------------------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError:
-        """A waiter waited ``max_wait``: count it and say why it is refused."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException:
+        """A waiter's time is up: count it and say why it is refused."""
+        if deadline:
+            assert waiter.deadline is not None
+            return waiter.deadline.exceeded("waiting")
         self.timed_out += 1
         gate = self.gate
         return overloaded_after_wait(
@@ -536,7 +540,7 @@ class PartitionedGate(CountingGate):
             return True
         return False
 
-    async def acquire(self, part: Part) -> None:
+    async def acquire(self, part: Part, deadline: Deadline | None = None) -> None:
         """Take a slot on *part*'s account, waiting in its FIFO queue.
 
         Raises and cancellation: see :meth:`Part.acquire`.
@@ -557,7 +561,7 @@ class PartitionedGate(CountingGate):
                 f" of partition {part.name!r}",
             )
         self._seq += 1
-        await room.wait(room.join(self._seq))
+        await room.wait(room.join(self._seq, deadline))
 
     def release(self, part: Part | None = None) -> None:
         """Give back a slot held on *part*'s account (default: ``"default"``).

@@ -25,6 +25,8 @@ from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._deadlines import Deadline
+
 __all__ = (
     "Counted",
     "CountingGate",
@@ -91,7 +93,7 @@ class Gate(Counted, Protocol):
     def try_take(self) -> bool:
         """:meth:`try_acquire`, answering ``False`` once closed."""
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in FIFO order; see each gate's docstring."""
 
     def would_admit_now(self) -> bool:

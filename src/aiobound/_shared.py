@@ -57,6 +57,7 @@ from ._readings import GateReadings, WaitStats
 from ._waiting import COMPACT_SLACK, WaitingRoom
 
 if TYPE_CHECKING:
+    from ._deadlines import Deadline
     from ._errors import OverloadedError
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
@@ -140,11 +141,14 @@ def check_bound(value: object, *, policies: bool) -> int | SharedBound | None:
 class _Record:
     """One caller waiting for a slot, in the shared FIFO queue."""
 
-    __slots__ = ("since", "state", "view")
+    __slots__ = ("deadline", "since", "state", "view")
 
-    def __init__(self, view: _View, since: float) -> None:
+    def __init__(
+        self, view: _View, since: float, deadline: Deadline | None = None
+    ) -> None:
         self.view = view
         self.since = since
+        self.deadline = deadline
         self.state = _WAITING
 
     def wake(self, error: BaseException | None) -> bool:  # pragma: no cover
@@ -161,8 +165,10 @@ class _ThreadRecord(_Record):
 
     __slots__ = ("lock",)
 
-    def __init__(self, view: _View, since: float) -> None:
-        super().__init__(view, since)
+    def __init__(
+        self, view: _View, since: float, deadline: Deadline | None = None
+    ) -> None:
+        super().__init__(view, since, deadline)
         self.lock = threading.Lock()
         self.lock.acquire()
 
@@ -327,7 +333,14 @@ class SharedBound:
             if record.state != _WAITING:
                 continue
             view = record.view
-            waited = time.monotonic() - record.since
+            now = time.monotonic()
+            waited = now - record.since
+            deadline = record.deadline
+            if deadline is not None and now >= deadline.due:
+                self._leave(record, timed_out=False)
+                record.state = _EXPIRED
+                record.wake(deadline.exceeded("waiting"))
+                continue
             max_wait = view._max_wait
             if max_wait is not None and waited >= max_wait:
                 self._leave(record, timed_out=True)
@@ -559,7 +572,7 @@ class LoopView(_View):
         self._thread_id = threading.get_ident()
         self._room.bind(loop)
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in the shared FIFO order if none is free.
 
         Does not yield when a slot is free and no one waits.
@@ -568,6 +581,7 @@ class LoopView(_View):
             ClosedError: the executor is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` coroutines of this executor
                 already wait, or this one waited ``max_wait`` seconds.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: while waiting, the caller holds no slot and stops
         counting as a waiter at the instant it is cancelled. If a slot was
@@ -581,8 +595,8 @@ class LoopView(_View):
             if shared._take_free(self):
                 return
             shared._check_room(self)
-            waiter = room.join()
-            record = _LoopRecord(self, waiter.since)
+            waiter = room.join(None, deadline)
+            record = _LoopRecord(self, waiter.since, deadline)
             record.waiter = waiter
             waiter.tag = record
             shared._enqueue(record)
@@ -632,15 +646,18 @@ class LoopView(_View):
 
     # -- the room's keeper: every decision is taken under the lock -------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError | None:
-        """``max_wait`` passed: refuse, unless a slot was just handed over."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException | None:
+        """Time is up: refuse, unless a slot was just handed over."""
         shared = self._shared
         record = waiter.tag
         assert isinstance(record, _LoopRecord)
         with shared._lock:
             if record.state != _WAITING:
                 return None  # granted from another thread: on its way
-            shared._leave(record, timed_out=True)
+            shared._leave(record, timed_out=not deadline)
+            if deadline:
+                assert waiter.deadline is not None
+                return waiter.deadline.exceeded("waiting")
             return shared._overloaded(self)
 
     def waiter_left(self, waiter: Waiter) -> None:

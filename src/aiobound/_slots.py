@@ -40,7 +40,7 @@ from ._waiting import WaitingRoom
 if TYPE_CHECKING:
     import asyncio
 
-    from ._errors import OverloadedError
+    from ._deadlines import Deadline
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
 
@@ -141,7 +141,7 @@ class SlotGate(CountingGate):
             return True
         return False
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in FIFO order if none is free.
 
         Does not yield when a slot is free.
@@ -150,6 +150,7 @@ class SlotGate(CountingGate):
             ClosedError: the gate is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` coroutines already wait, or this
                 one waited ``max_wait`` seconds without getting a slot.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: while waiting, the caller holds no slot and stops
         counting as a waiter at the instant it is cancelled; if a slot was
@@ -164,7 +165,7 @@ class SlotGate(CountingGate):
             raise overloaded_at_once(
                 room.waiting, self._max_pending, self._bound, self._in_use
             )
-        await room.wait(room.join())
+        await room.wait(room.join(None, deadline))
 
     def release(self) -> None:
         """Give a slot back, handing it to the first live waiter if any.
@@ -187,8 +188,11 @@ class SlotGate(CountingGate):
 
     # -- the room's keeper -------------------------------------------------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError:
-        """A waiter waited ``max_wait``: count it and say why it is refused."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException:
+        """A waiter's time is up: count it and say why it is refused."""
+        if deadline:
+            assert waiter.deadline is not None
+            return waiter.deadline.exceeded("waiting")
         self.timed_out += 1
         return overloaded_after_wait(
             self._max_wait, self._bound, self._in_use, self._room.waiting - 1

@@ -168,7 +168,16 @@ class Submitter:
     lock is taken only to replace a broken pool.
     """
 
-    __slots__ = ("_lock", "_pool", "executor", "explainer", "handover", "to_processes")
+    __slots__ = (
+        "_lock",
+        "_pool",
+        "executor",
+        "explainer",
+        "handover",
+        "same_clock",
+        "stops_running",
+        "to_processes",
+    )
 
     def __init__(
         self,
@@ -185,6 +194,10 @@ class Submitter:
             )
         self.executor = executor
         self.to_processes = to_processes
+        # Whether the workers read this process's time.monotonic (threads).
+        self.same_clock = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        # Whether cancelling a running call stops it (its worker is replaced).
+        self.stops_running = False
         self._pool = owned_pool
         self._lock = threading.Lock()
         self.handover, self.explainer = handover_for(
