@@ -175,7 +175,8 @@ class TestWhereTheLimitComesFrom:
         assert 0 < left <= 30
         fut = await executor.submit(time_left)
         assert await fut is not None
-        assert [x async for x in executor.map(time_left, [1])][0] is not None
+        (mapped,) = [x async for x in executor.map(time_left, [1])]
+        assert mapped is not None
         assert await executor.with_timeout(None).run(time_left) is None
         short = await executor.with_timeout(5).run(time_left)
         assert short is not None
