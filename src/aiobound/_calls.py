@@ -22,8 +22,9 @@ executor's event loop.
 from __future__ import annotations
 
 import asyncio
-import time
+from asyncio import get_running_loop
 from concurrent.futures import BrokenExecutor
+from time import monotonic
 from types import BuiltinFunctionType, FunctionType, ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -126,7 +127,7 @@ class CallPath:
         Raises:
             RuntimeError: bound to another loop already.
         """
-        loop = asyncio.get_running_loop()
+        loop = get_running_loop()
         if self.loop is None:
             self.loop = loop
             self.loop_thread_id = thread_id()
@@ -136,7 +137,12 @@ class CallPath:
                 self.rate.bind(loop)
             for lane in self.lanes:
                 release = lane.gate.release if self.releases_anywhere else None
-                lane.bridge = Bridge(loop, lane.ended, release)
+                on_end = (
+                    lane.ended_in_processes
+                    if self.submitter.to_processes
+                    else lane.ended
+                )
+                lane.bridge = Bridge(loop, on_end, release)
                 lane.loop = loop
         elif self.loop is not loop:
             raise RuntimeError(
@@ -171,7 +177,7 @@ class CallPath:
         """
         policy = self.policy
         assert policy is not None
-        now = time.monotonic()
+        now = monotonic()
         dropped = outcome == FAILED and isinstance(cfut.exception(), policy.drop_on)
         gate = self.gate
         limit = policy.on_sample(now, now - started, gate.in_use, dropped)
@@ -182,7 +188,7 @@ class CallPath:
         """Feed the policy a call whose deadline passed: a drop, now."""
         policy = self.policy
         assert policy is not None
-        now = time.monotonic()
+        now = monotonic()
         gate = self.gate
         limit = policy.on_sample(now, now - started, gate.in_use, True)
         if limit != gate.bound and not gate.closed:
@@ -274,7 +280,7 @@ class Lane:
         (then :meth:`admit_and_start`). A plain function, not a coroutine: a
         call that finds a slot free costs no coroutine of its own.
         """
-        if asyncio.get_running_loop() is not self.loop:
+        if get_running_loop() is not self.loop:
             self.path.bind()
         if fn is not self.checked_fn:
             self.check_fn(fn)
@@ -292,7 +298,7 @@ class Lane:
     ) -> asyncio.Future[T]:
         """``submit`` with a time limit of *timeout* seconds from now."""
         deadline = Deadline(timeout)
-        if asyncio.get_running_loop() is not self.loop:
+        if get_running_loop() is not self.loop:
             self.path.bind()
         if fn is not self.checked_fn:
             self.check_fn(fn)
@@ -410,13 +416,13 @@ class Lane:
             if observed is not None and token is not _UNSEEN:
                 observed.failed(token, exc)
             raise
-        self.calls[cfut] = time.monotonic()
+        self.calls[cfut] = monotonic()
         if observed is not None:
             observed.track(cfut, token)
         afut = self.bridge.chain(cfut, explain, on_settled)
         if deadline is not None and not afut.done():  # else it ended at once
             self.timers[cfut] = self.loop.call_later(  # type: ignore[union-attr]
-                deadline.due - time.monotonic(),
+                deadline.due - monotonic(),
                 self._deadline_passed,
                 afut,
                 cfut,
@@ -467,6 +473,17 @@ class Lane:
         if observed is not None:
             observed.deadline_exceeded(token, stage)
 
+    def ended_in_processes(
+        self, cfut: concurrent.futures.Future[Any], outcome: int
+    ) -> bool:
+        """:meth:`ended`, for a process pool: a drop before start is a cancel.
+
+        See :meth:`Submitter.outcome` (it also watches a broken pool).
+        """
+        if outcome == FAILED:
+            outcome = self.submitter.outcome(cfut, outcome)
+        return self.ended(cfut, outcome)
+
     def ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
         """On the loop, once a call ended: free its slot, count it, tell.
 
@@ -474,8 +491,6 @@ class Lane:
         caller whose call was dropped before it started).
         """
         started = self.calls.pop(cfut, None)
-        if outcome == FAILED:
-            outcome = self.submitter.outcome(cfut, outcome)
         timers = self.timers
         if timers:
             timer = timers.pop(cfut, None)
@@ -491,11 +506,9 @@ class Lane:
         if outcome == COMPLETED:  # CallCounts.ended, inlined: the hot path
             counts.completed += 1
             if started is not None:
-                counts.run_time.record(time.monotonic() - started)
+                counts.run_time.record(monotonic() - started)
         else:
-            counts.ended(
-                outcome, None if started is None else time.monotonic() - started
-            )
+            counts.ended(outcome, None if started is None else monotonic() - started)
         observed = self.observed
         if observed is not None:
             observed.ended(cfut, outcome, self.path.loop)
@@ -543,7 +556,7 @@ class Lane:
 
     def bind(self) -> asyncio.AbstractEventLoop:
         """Bind the executor to the running loop; return it."""
-        loop = asyncio.get_running_loop()
+        loop = get_running_loop()
         if loop is not self.loop:
             self.path.bind()
         return loop
