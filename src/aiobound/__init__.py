@@ -17,7 +17,6 @@ from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
 from ._executor import Partition as Partition
-from ._executor import TimeLimited as TimeLimited
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._limits import AIMD as AIMD
 from ._limits import Gradient as Gradient
@@ -30,6 +29,7 @@ from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
 from ._stats import PartitionStats as PartitionStats
 from ._sync import BoundedExecutor as BoundedExecutor
+from ._views import TimeLimited as TimeLimited
 
 __version__ = "0.1.0"
 

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._bridge import thread_id
-from ._calls import CallPath, Lane, TimedPort
+from ._calls import CallPath
 from ._checks import (
     Limits,
-    check_callable,
-    check_chunksize,
     check_int,
     check_optional_positive,
 )
 from ._limits import LimitPolicy
-from ._map import MapIterator, make_map
 from ._observe import CallObserver, Observed
 from ._partitions import PartitionedGate, Share, check_partitions
 from ._process import owned_process_pool
@@ -32,6 +29,7 @@ from ._slots import SlotGate
 from ._stats import CallCounts, ExecutorStats, PartitionStats, executor_stats
 from ._stats import partition_stats as _partition_stats
 from ._submit import Submitter, own_or_wrap
+from ._views import TimeLimited, map_in, run_in
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -40,12 +38,13 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from ._map import MapPort
+    from ._calls import Lane
+    from ._map import MapIterator
     from ._partitions import Part
     from ._process import OwnedProcessPool
     from ._readings import ExecutorGate
 
-__all__ = ("BoundedLoopExecutor", "Partition", "TimeLimited")
+__all__ = ("BoundedLoopExecutor", "Partition")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -193,7 +192,7 @@ class BoundedLoopExecutor:
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
-        shares = _check_partitions(partitions, bound)
+        shares = check_partitions(partitions, shared=isinstance(bound, SharedBound))
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
@@ -279,7 +278,7 @@ class BoundedLoopExecutor:
         """
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
-        shares = _check_partitions(partitions, bound)
+        shares = check_partitions(partitions, shared=isinstance(bound, SharedBound))
         limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         try:
@@ -551,7 +550,7 @@ class BoundedLoopExecutor:
         it runs, the caller is released at once but the call goes on and
         keeps its slot until it ends.
         """
-        return await _run(self._lane, fn, args, kwargs, self._lane.timeout)
+        return await run_in(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -587,7 +586,7 @@ class BoundedLoopExecutor:
                 ``chunksize`` is not an int.
             ValueError: ``chunksize`` is below 1.
         """
-        return _map(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+        return map_in(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
 
     def with_timeout(self, seconds: float | None) -> TimeLimited:
         """A view whose calls each have a time limit of *seconds*.
@@ -778,64 +777,6 @@ class BoundedLoopExecutor:
         await self.aclose()
 
 
-def _check_partitions(
-    partitions: object, bound: int | SharedBound | None
-) -> dict[str, Share] | None:
-    """Check ``partitions=`` against the kind of bound it is given with."""
-    if partitions is None:
-        return None
-    if isinstance(bound, SharedBound):
-        raise TypeError(
-            "partitions cannot be used with a SharedBound: give an int bound "
-            "or a limit policy"
-        )
-    return check_partitions(partitions)
-
-
-async def _run(
-    lane: Lane,
-    fn: Callable[..., T],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    timeout: float | None,
-) -> T:
-    """``run``: submit (within *timeout*, if given), then await the result."""
-    fut = None if timeout is not None else lane.submit_now(fn, args, kwargs)
-    try:
-        if timeout is not None:
-            fut = await lane.submit_within(fn, args, kwargs, timeout)
-        elif fut is None:
-            fut = await lane.admit_and_start(fn, args, kwargs)
-        return await fut
-    finally:
-        # A failed call's traceback keeps this frame: it must not keep the
-        # future, which keeps the exception (a cycle only the collector ends).
-        fut = None
-
-
-def _map(
-    lane: Lane,
-    fn: object,
-    items: Iterable[A] | AsyncIterable[A],
-    ordered: object,
-    chunksize: object,
-    timeout: float | None,
-) -> MapIterator[T]:
-    """Check ``map``'s arguments and build the iterator over *lane*.
-
-    With a *timeout*, each item's call has its own deadline.
-    """
-    check_callable("fn", fn)
-    if not isinstance(ordered, bool):
-        raise TypeError(f"ordered must be a bool, got {ordered!r}")
-    if chunksize is None:
-        size = None if lane.path.submitter.to_processes else 1
-    else:
-        size = check_chunksize(chunksize)
-    port: MapPort = lane if timeout is None else TimedPort(lane, timeout)
-    return make_map(port, fn, items, ordered=ordered, chunksize=size)  # type: ignore[arg-type]
-
-
 class Partition:
     """One partition of a :class:`BoundedLoopExecutor`, from its ``partition()``.
 
@@ -930,7 +871,7 @@ class Partition:
         Raises what :meth:`submit` raises, then whatever ``fn`` raised.
         Cancellation: as the executor's ``run``.
         """
-        return await _run(self._lane, fn, args, kwargs, self._lane.timeout)
+        return await run_in(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -949,90 +890,8 @@ class Partition:
         Raises:
             TypeError, ValueError: as the executor's ``map``.
         """
-        return _map(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+        return map_in(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
 
     def with_timeout(self, seconds: float | None) -> TimeLimited:
         """:meth:`BoundedLoopExecutor.with_timeout`, in this partition."""
         return TimeLimited(self._lane, check_optional_positive("seconds", seconds))
-
-
-class TimeLimited:
-    """Calls with a time limit each, from ``with_timeout()``.
-
-    Made by :meth:`BoundedLoopExecutor.with_timeout` or
-    :meth:`Partition.with_timeout`: its :meth:`submit`, :meth:`run` and
-    :meth:`map` are those of the executor (or partition) it came from, with
-    a deadline :attr:`timeout` seconds after each call is made, over its
-    wait for a slot and its run. At the deadline the caller gets
-    :class:`~aiobound.DeadlineExceeded`: a call still waiting for a slot
-    leaves the queue and never runs; one queued in the pool is cancelled and
-    never runs; one running goes on in its thread, holding its slot until it
-    ends (``stats().abandoned``), unless the pool can stop it
-    (``BoundedLoopExecutor.process(kill_on_timeout=True)``). Inside the
-    call, :func:`aiobound.remaining` gives the seconds left.
-    """
-
-    __slots__ = ("_lane", "_timeout")
-
-    def __init__(self, lane: Lane, timeout: float | None) -> None:
-        self._lane = lane
-        self._timeout = timeout
-
-    @property
-    def timeout(self) -> float | None:
-        """Seconds each call may take, wait included (``None``: no limit)."""
-        return self._timeout
-
-    def __repr__(self) -> str:
-        where = "" if self._lane.name is None else f" in {self._lane.name!r}"
-        return f"<TimeLimited timeout={self._timeout}{where}>"
-
-    async def submit(
-        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
-    ) -> asyncio.Future[R]:
-        """:meth:`BoundedLoopExecutor.submit`, with this view's deadline.
-
-        Raises:
-            DeadlineExceeded: the deadline passed while the call waited for a
-                slot (it was not handed over and never runs).
-            OverloadedError, ClosedError, TypeError, RuntimeError: as the
-                executor's ``submit``.
-
-        The returned future raises :class:`~aiobound.DeadlineExceeded` at the
-        deadline if the call has not ended by then. Cancellation: as the
-        executor's ``submit``.
-        """
-        lane = self._lane
-        if self._timeout is not None:
-            return await lane.submit_within(fn, args, kwargs, self._timeout)
-        fut = lane.submit_now(fn, args, kwargs)
-        if fut is not None:
-            return fut
-        return await lane.admit_and_start(fn, args, kwargs)
-
-    async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """:meth:`BoundedLoopExecutor.run`, with this view's deadline.
-
-        Raises what :meth:`submit` raises, then whatever ``fn`` raised, or
-        :class:`~aiobound.DeadlineExceeded` at the deadline.
-        """
-        return await _run(self._lane, fn, args, kwargs, self._timeout)
-
-    def map(
-        self,
-        fn: Callable[[A], R],
-        items: Iterable[A] | AsyncIterable[A],
-        /,
-        *,
-        ordered: bool = True,
-        chunksize: int | None = None,
-    ) -> MapIterator[R]:
-        """:meth:`BoundedLoopExecutor.map`, each item with this view's deadline.
-
-        Each item's deadline starts when it is pulled and taken up for a
-        call (with chunks, each chunk's, when the chunk is); an item that
-        misses it raises :class:`~aiobound.DeadlineExceeded` in its place,
-        which ends the iteration as an error from ``fn`` does (the calls not
-        started are cancelled).
-        """
-        return _map(self._lane, fn, items, ordered, chunksize, self._timeout)

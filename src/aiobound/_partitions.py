@@ -152,16 +152,25 @@ class Share:
         object.__setattr__(self, "max_wait", max_wait)
 
 
-def check_partitions(partitions: object) -> dict[str, Share]:
-    """Return *partitions* as a dict of :class:`Share`, or raise naming it.
+def check_partitions(partitions: object, *, shared: bool) -> dict[str, Share] | None:
+    """Return *partitions* as a dict of :class:`Share` (``None`` passes).
 
-    A bare number ``x`` becomes ``Share(x)``.
+    A bare number ``x`` becomes ``Share(x)``. *shared*: the bound is a
+    :class:`~aiobound.SharedBound`, which partitions cannot split.
 
     Raises:
-        TypeError: not a mapping of str names to real shares or Shares.
+        TypeError: not a mapping of str names to real shares or Shares, or
+            given with a shared bound.
         ValueError: empty, a name is empty, a share is outside (0, 1], or the
             shares add up to more than 1.
     """
+    if partitions is None:
+        return None
+    if shared:
+        raise TypeError(
+            "partitions cannot be used with a SharedBound: give an int bound "
+            "or a limit policy"
+        )
     if not isinstance(partitions, Mapping):
         raise TypeError(
             "partitions must be a mapping of names to shares of the bound, got "
