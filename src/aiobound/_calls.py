@@ -272,52 +272,44 @@ class Lane:
     # -- submit --------------------------------------------------------------------
 
     def submit_now(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
     ) -> asyncio.Future[T] | None:
         """``submit``'s first step: check, then hand over if a slot is free.
 
         Returns the call's future, or ``None`` when the caller must wait
         (then :meth:`admit_and_start`). A plain function, not a coroutine: a
-        call that finds a slot free costs no coroutine of its own.
+        call that finds a slot free costs no coroutine of its own. With a
+        *timeout*, the call's deadline is that many seconds from now.
         """
         if get_running_loop() is not self.loop:
             self.path.bind()
         if fn is not self.checked_fn:
             self.check_fn(fn)
         # A closed gate takes nothing: admit_and_start() then raises.
-        if self.plain and self.gate.try_take():
-            return self.start(fn, args, kwargs)  # a slot free: no wait at all
+        if self.plain and self.gate.try_take():  # a slot free: no wait at all
+            if timeout is None:
+                return self.start(fn, args, kwargs)
+            return self.start(fn, args, kwargs, None, _UNSEEN, Deadline(timeout))
         return None
-
-    async def submit_within(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float,
-    ) -> asyncio.Future[T]:
-        """``submit`` with a time limit of *timeout* seconds from now."""
-        deadline = Deadline(timeout)
-        if get_running_loop() is not self.loop:
-            self.path.bind()
-        if fn is not self.checked_fn:
-            self.check_fn(fn)
-        if self.plain and self.gate.try_take():
-            return self.start(fn, args, kwargs, None, _UNSEEN, deadline)
-        return await self.admit_and_start(fn, args, kwargs, deadline)
 
     async def admit_and_start(
         self,
         fn: Callable[..., T],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        deadline: Deadline | None = None,
+        timeout: float | None = None,
     ) -> asyncio.Future[T]:
         """Take a slot and a turn, telling the observer; then hand over.
 
-        An observer added while the caller waited hears of the call at its
-        hand-over.
+        With a *timeout*, the call's deadline is that many seconds from now,
+        over the wait and the run. An observer added while the caller waited
+        hears of the call at its hand-over.
         """
+        deadline = None if timeout is None else Deadline(timeout)
         observed = self.observed
         if observed is None:
             await self.admit(deadline)
@@ -584,12 +576,17 @@ class Lane:
         self.gate.release()
 
     async def start_later(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
     ) -> asyncio.Future[T]:
-        """Wait for a slot and a turn, then hand over (as ``submit``)."""
-        if self.plain and self.gate.try_take():
-            return self.start(fn, args, kwargs)
-        return await self.admit_and_start(fn, args, kwargs)
+        """``submit``: wait for a slot and a turn, then hand over."""
+        fut = self.submit_now(fn, args, kwargs, timeout)
+        if fut is not None:
+            return fut
+        return await self.admit_and_start(fn, args, kwargs, timeout)
 
     async def start_on_turn(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -656,7 +653,7 @@ class TimedPort:
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> asyncio.Future[T]:
         """Wait for a slot and a turn within the deadline, then hand over."""
-        return await self.lane.submit_within(fn, args, kwargs, self.timeout)
+        return await self.lane.start_later(fn, args, kwargs, self.timeout)
 
     async def start_on_turn(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]

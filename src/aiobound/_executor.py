@@ -532,12 +532,10 @@ class BoundedLoopExecutor:
         and its slot is freed); a running call keeps its slot until it ends.
         """
         lane = self._lane
-        if lane.timeout is not None:
-            return await lane.submit_within(fn, args, kwargs, lane.timeout)
-        fut = lane.submit_now(fn, args, kwargs)
+        fut = lane.submit_now(fn, args, kwargs, lane.timeout)
         if fut is not None:
             return fut
-        return await lane.admit_and_start(fn, args, kwargs)
+        return await lane.admit_and_start(fn, args, kwargs, lane.timeout)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
@@ -857,13 +855,7 @@ class Partition:
         is submitted and no slot is held, and the caller stops counting as a
         waiter of this partition at once.
         """
-        lane = self._lane
-        if lane.timeout is not None:
-            return await lane.submit_within(fn, args, kwargs, lane.timeout)
-        fut = lane.submit_now(fn, args, kwargs)
-        if fut is not None:
-            return fut
-        return await lane.admit_and_start(fn, args, kwargs)
+        return await self._lane.start_later(fn, args, kwargs, self._lane.timeout)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """:meth:`BoundedLoopExecutor.run`, in this partition.

@@ -37,12 +37,10 @@ async def run_in(
     timeout: float | None,
 ) -> T:
     """``run``: submit (within *timeout*, if given), then await the result."""
-    fut = None if timeout is not None else lane.submit_now(fn, args, kwargs)
+    fut = lane.submit_now(fn, args, kwargs, timeout)
     try:
-        if timeout is not None:
-            fut = await lane.submit_within(fn, args, kwargs, timeout)
-        elif fut is None:
-            fut = await lane.admit_and_start(fn, args, kwargs)
+        if fut is None:
+            fut = await lane.admit_and_start(fn, args, kwargs, timeout)
         return await fut
     finally:
         # A failed call's traceback keeps this frame: it must not keep the
@@ -119,13 +117,7 @@ class TimeLimited:
         deadline if the call has not ended by then. Cancellation: as the
         executor's ``submit``.
         """
-        lane = self._lane
-        if self._timeout is not None:
-            return await lane.submit_within(fn, args, kwargs, self._timeout)
-        fut = lane.submit_now(fn, args, kwargs)
-        if fut is not None:
-            return fut
-        return await lane.admit_and_start(fn, args, kwargs)
+        return await self._lane.start_later(fn, args, kwargs, self._timeout)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """:meth:`BoundedLoopExecutor.run`, with this view's deadline.
