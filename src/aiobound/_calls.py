@@ -9,9 +9,9 @@ tells the observer. A lane is also what ``map`` talks to (its port), and
 what the front doors (:class:`~aiobound.BoundedLoopExecutor`,
 :class:`~aiobound.Partition`) wrap.
 
-What the lanes of one executor share (the loop, the bridge, the submitter,
-the rate limit, the policy, the observer, the calls in flight) is its
-:class:`CallPath`.
+What the lanes of one executor share (the loop, the submitter, the rate
+limit, the policy, the observer, the calls in flight) is its
+:class:`CallPath`; each lane has a bridge of its own back to the loop.
 
 Features not in use cost nothing but a test of ``None``: no rate limit, no
 observer, no policy is chosen at construction (or, for the observer, when
@@ -163,34 +163,21 @@ class CallPath:
             lane.observed = observed
             lane.plain = False
 
-    # -- the function --------------------------------------------------------------
-
     # -- the end of a call -----------------------------------------------------------
 
-    def sample(
-        self, cfut: concurrent.futures.Future[Any], outcome: int, started: float
-    ) -> None:
-        """Feed the limit policy the call that ended; resize to its answer.
+    def sample(self, started: float, dropped: bool) -> None:
+        """Feed the limit policy a call that ended (or missed its deadline).
 
-        Runs before the call's slot is released, so that a lower limit
-        retires the slot instead of handing it to a waiter.
+        Its latency runs from *started* (its hand-off) to now; *dropped*:
+        it failed with one of the policy's ``drop_on`` errors, or missed its
+        deadline. Runs before the call's slot is released, so that a lower
+        limit retires the slot instead of handing it to a waiter.
         """
         policy = self.policy
         assert policy is not None
         now = monotonic()
-        dropped = outcome == FAILED and isinstance(cfut.exception(), policy.drop_on)
         gate = self.gate
         limit = policy.on_sample(now, now - started, gate.in_use, dropped)
-        if limit != gate.bound and not gate.closed:
-            gate.resize(limit)
-
-    def sample_drop(self, started: float) -> None:
-        """Feed the policy a call whose deadline passed: a drop, now."""
-        policy = self.policy
-        assert policy is not None
-        now = monotonic()
-        gate = self.gate
-        limit = policy.on_sample(now, now - started, gate.in_use, True)
         if limit != gate.bound and not gate.closed:
             gate.resize(limit)
 
@@ -450,7 +437,7 @@ class Lane:
         afut.set_exception(deadline.exceeded(stage))
         started = self.calls.get(cfut)
         if self.policy is not None and started is not None:
-            self.path.sample_drop(started)
+            self.path.sample(started, True)
         timers[cfut] = _MISSED  # its end feeds the policy no more
         if cfut.cancel():
             if running:
@@ -483,15 +470,17 @@ class Lane:
         caller whose call was dropped before it started).
         """
         started = self.calls.pop(cfut, None)
+        policy = self.policy
         timers = self.timers
         if timers:
             timer = timers.pop(cfut, None)
             if timer is _MISSED:
-                started = None  # its miss fed the policy, and its end ran late
+                policy = None  # its miss fed the policy already
             elif timer is not None:
                 timer.cancel()
-        if self.policy is not None and started is not None and outcome != CANCELLED:
-            self.path.sample(cfut, outcome, started)
+        if policy is not None and started is not None and outcome != CANCELLED:
+            exc = None if outcome == COMPLETED else cfut.exception()
+            self.path.sample(started, isinstance(exc, policy.drop_on))
         if self.releases_on_end:
             self.gate.release()
         counts = self.counts
