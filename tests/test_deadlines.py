@@ -108,6 +108,7 @@ class TestWhereTheCallIs:
         await executor.aclose()
         stats = executor.stats()
         assert (stats.in_flight, stats.completed, stats.abandoned) == (0, 1, 1)
+        assert stats.run_time.count == 1  # its end is timed as any other
 
     async def test_a_call_that_ends_in_time_leaves_no_timer(
         self, make_executor: ExecutorFactory
