@@ -562,6 +562,30 @@ class TestPartitionsAndRouters:
         assert parts is not None
         assert (parts["reports"].completed, parts["default"].completed) == (1, 0)
 
+    async def test_a_router_included_twice_is_bounded_under_both_prefixes(
+        self,
+    ) -> None:
+        made: list[BoundedLoopExecutor] = []
+        app = FastAPI(
+            lifespan=executor_lifespan(
+                functools.partial(make_executor, made, max_workers=1)
+            )
+        )
+        router = APIRouter()
+
+        @router.get("/where")
+        def where() -> str:
+            return threading.current_thread().name
+
+        app.include_router(router, prefix="/a")
+        app.include_router(router, prefix="/b")
+        # One route kept whole (FastAPI 0.137 on) or two copies (before).
+        assert bound_sync_endpoints(app) in (1, 2)
+        async with serve(app) as (_, url), client(url) as http:
+            for prefix in ("/a", "/b"):
+                assert (await http.get(f"{prefix}/where")).json() == f"{POOL}_0"
+        assert made[-1].stats().completed == 2
+
     async def test_sync_and_async_endpoints_share_the_bound(
         self, make_gate: GateFactory
     ) -> None:

@@ -812,7 +812,8 @@ def _routes_in(root: Starlette | Router) -> list[Any]:
                 visit(route)
             elif isinstance(included, Router):
                 visit(included)
-            else:
+            elif id(route) not in seen:
+                seen.add(id(route))
                 found.append(route)
 
     visit(root)
@@ -831,12 +832,15 @@ def _left_in_threads(root: Starlette | Router, routing: types.ModuleType) -> lis
     if iter_route_contexts is None:
         return []
     left: list[str] = []
+    seen: set[int] = set()
 
     def visit(routes: Iterable[Any]) -> None:
         for context in iter_route_contexts(list(routes)):
             route = context.original_route
             if isinstance(route, (Mount, Host)):
-                visit(route.routes)
+                if id(route) not in seen:
+                    seen.add(id(route))
+                    visit(route.routes)
                 continue
             if isinstance(route, routing.APIRoute):
                 called = context.dependant.call
