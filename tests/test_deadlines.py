@@ -265,3 +265,25 @@ class TestItComposes:
         assert executor.bound < 8  # cut at the miss, not when the call ends
         gate.open()
         await settle()
+
+
+class TestWithARateLimit:
+    async def test_a_call_waiting_for_its_turn_leaves_at_its_deadline(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, max_per_second=0.01)
+        assert await executor.run(noop, 0) == 0  # takes the only turn for 100 s
+        with pytest.raises(DeadlineExceeded) as info:
+            await executor.with_timeout(SHORT).run(noop, 1)
+        assert info.value.stage == "waiting"
+        stats = executor.stats()
+        assert (stats.in_flight, stats.deadline_waiting, stats.submitted) == (0, 1, 1)
+
+    async def test_a_timed_map_under_a_rate_limit_gives_each_item_its_deadline(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, max_per_second=1000, burst=4)
+        view = executor.with_timeout(30)
+        left = [x async for x in view.map(time_left, range(6))]
+        assert all(value is not None and 0 < value <= 30 for value in left)
+        assert executor.stats().completed == 6

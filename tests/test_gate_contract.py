@@ -18,7 +18,8 @@ The promises:
   (``Task.cancel``, ``asyncio.wait_for``, ``asyncio.timeout``, anyio);
 * a slot handed to a waiter that left before resuming is passed on;
 * ``max_wait`` never refuses early, on any loop; a waiter reached after its
-  ``max_wait`` has passed is refused, not admitted late;
+  ``max_wait`` has passed is refused, not admitted late; the same for a
+  call's deadline, which refuses with ``DeadlineExceeded``;
 * close wakes every waiter with ``ClosedError`` and refuses newcomers;
 * resize never lets more than the larger of the old and new bound in.
 """
@@ -37,7 +38,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from aiobound import ClosedError, OverloadedError, SharedBound, _shared, _waiting
+from aiobound import (
+    ClosedError,
+    DeadlineExceeded,
+    OverloadedError,
+    SharedBound,
+    _deadlines,
+    _shared,
+    _waiting,
+)
+from aiobound._deadlines import Deadline
 from aiobound._partitions import PartitionedGate
 from aiobound._shared import LoopView, ThreadView
 from aiobound._slots import SlotGate
@@ -124,6 +134,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     stand_in = types.SimpleNamespace(monotonic=fake.monotonic)
     monkeypatch.setattr(_waiting, "time", stand_in)
     monkeypatch.setattr(_shared, "time", stand_in)
+    monkeypatch.setattr(_deadlines, "time", stand_in)
     return fake
 
 
@@ -527,6 +538,69 @@ class TestMaxWait:
         gate.release()
         await task
         assert (log, gate.timed_out) == ([1], 0)  # type: ignore[attr-defined]
+        gate.release()
+
+
+class TestDeadline:
+    """A waiter with a deadline leaves at it, never early, never admitted late."""
+
+    async def test_a_waiter_is_refused_at_its_deadline_not_counted_as_max_wait(
+        self, make: Maker
+    ) -> None:
+        gate = make(1, None, None).gate
+        assert gate.try_acquire()
+        deadline = Deadline(0.002)
+        with pytest.raises(DeadlineExceeded) as info:
+            await gate.acquire(deadline)
+        assert time.monotonic() >= deadline.due  # never early
+        assert (info.value.stage, info.value.timeout) == ("waiting", 0.002)
+        assert (gate.waiting, gate.timed_out) == (0, 0)  # type: ignore[attr-defined]
+        gate.release()
+        assert gate.in_use == 0
+
+    async def test_the_earlier_of_deadline_and_max_wait_refuses(
+        self, make: Maker, clock: FakeClock
+    ) -> None:
+        gate = make(1, None, 60.0).gate
+        assert gate.try_acquire()
+        early = asyncio.create_task(gate.acquire(Deadline(30.0, clock.now)))
+        late = asyncio.create_task(gate.acquire(Deadline(90.0, clock.now)))
+        await settle()
+        clock.now += 61.0  # past the first's deadline and both max_waits
+        gate.release()  # reached late: each is refused by what passed first
+        with pytest.raises(DeadlineExceeded):
+            await early
+        with pytest.raises(OverloadedError, match="max_wait"):
+            await late
+        assert (gate.in_use, gate.waiting) == (0, 0)
+        assert gate.timed_out == 1  # type: ignore[attr-defined]
+
+    async def test_a_waiter_reached_after_its_deadline_is_refused_not_admitted(
+        self, make: Maker, clock: FakeClock
+    ) -> None:
+        gate = make(1, None, None).gate
+        assert gate.try_acquire()
+        log: list[int] = []
+        doomed = asyncio.create_task(gate.acquire(Deadline(10.0, clock.now)))
+        in_time = waiter(gate, log, 2)
+        await settle()
+        clock.now += 10.0
+        gate.release()  # its timer has not run: refused here instead
+        with pytest.raises(DeadlineExceeded):
+            await doomed
+        await in_time
+        assert log == [2]
+        gate.release()
+        assert (gate.in_use, gate.waiting) == (0, 0)
+
+    async def test_a_deadline_far_off_lets_the_waiter_in(self, make: Maker) -> None:
+        gate = make(1, None, None).gate
+        assert gate.try_acquire()
+        task = asyncio.create_task(gate.acquire(Deadline(3600.0)))
+        await settle()
+        gate.release()
+        await task
+        assert (gate.in_use, gate.waiting) == (1, 0)
         gate.release()
 
 
