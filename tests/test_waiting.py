@@ -14,7 +14,8 @@ import gc
 
 import pytest
 
-from aiobound import OverloadedError
+from aiobound import DeadlineExceeded, OverloadedError
+from aiobound._deadlines import Deadline
 from aiobound._waiting import COMPACT_SLACK, Waiter, WaitingRoom
 from conftest import settle
 
@@ -106,6 +107,21 @@ class TestTheWaiterFuture:
         assert keeper.left == []
 
 
+class TestLettingIn:
+    async def test_a_waiter_gone_already_is_not_let_in(self) -> None:
+        room, _ = make_room()
+        task = waiting(room)
+        await settle()
+        waiter = room.first()
+        assert waiter is not None
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        room.admit(waiter)  # a late delivery, as a shared bound's may be
+        assert waiter.cancelled()
+        assert room.waiting == 0
+
+
 class TestMaxWaitTimer:
     async def test_a_timer_that_fires_early_refuses_no_one(self) -> None:
         room, keeper = make_room(max_wait=60.0)
@@ -125,6 +141,15 @@ class TestMaxWaitTimer:
         room.admit_first()
         await task  # let in: the timer is cancelled with it
         assert waiter.timer is None
+
+    async def test_a_deadline_before_max_wait_times_the_waiter(self) -> None:
+        room, keeper = make_room(max_wait=3600.0)
+        keeper.refusal = lambda waiter, deadline: (  # type: ignore[method-assign]
+            DeadlineExceeded("deadline", "waiting", 0.002) if deadline else None
+        )
+        with pytest.raises(DeadlineExceeded):
+            await room.wait(room.join(None, Deadline(0.002)))
+        assert room.waiting == 0
 
     async def test_a_keeper_that_says_no_keeps_the_waiter_waiting(self) -> None:
         room, keeper = make_room(max_wait=60.0)
