@@ -79,18 +79,27 @@ class Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[tuple[Server, str]]:
+async def serve(
+    app: ASGIApp, *, root_path: str = ""
+) -> AsyncIterator[tuple[Server, str]]:
     """Serve *app* on an ephemeral port of 127.0.0.1; stop it on exit.
 
     The listening socket is made here, so clients can connect at once (the
     kernel queues them until uvicorn accepts): no polling for readiness.
+    *root_path* is uvicorn's ``--root-path``: the prefix a proxy in front
+    strips, which uvicorn puts back into ``scope["path"]``.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan="on", log_config=None, log_level="warning", access_log=False
+        app,
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        root_path=root_path,
     )
     server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

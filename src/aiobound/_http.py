@@ -31,6 +31,7 @@ __all__ = (
     "refusal_body",
     "refusal_headers",
     "retry_after_for",
+    "route_path",
 )
 
 R = TypeVar("R")
@@ -87,6 +88,25 @@ def retry_after_for(wait: float, lowest: int, highest: int) -> int:
     if wait >= highest:
         return highest
     return math.ceil(wait)
+
+
+def route_path(path: str, root_path: str) -> str:
+    """*path* as a router matches it: without the *root_path* it starts with.
+
+    ``scope["path"]`` holds the whole path, ``root_path`` included: uvicorn
+    puts a proxy's prefix (``--root-path``) back in front of it, and a
+    ``Mount`` passes the whole path to its sub-app with the mount point in
+    ``root_path``. Starlette's router strips ``root_path`` when the path
+    starts with it and goes on with "/" (or ends there), and keeps the path
+    whole otherwise; so does this function. aiohttp's sub-apps are matched
+    the same way, with the sub-app's prefix as *root_path*.
+    """
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if not rest or rest[0] == "/":
+        return rest
+    return path
 
 
 def check_paths(paths: object) -> tuple[str, ...]:
@@ -158,8 +178,9 @@ class EdgeCheck(Generic[R]):
             min_retry_after, max_retry_after
         )
         stripped = {p.rstrip("/") for p in prefixes}
-        # "/" (stripped to "") covers everything: every path starts with "/".
-        self._exact = frozenset(stripped - {""})
+        # "/" (stripped to "") covers everything: every path starts with "/",
+        # and "" is the route path of a request for the root path itself.
+        self._exact = frozenset(stripped)
         self._under = tuple(sorted(p + "/" for p in stripped))
         self._build = build
         self._answers: dict[tuple[bool, int], R] = {}
@@ -170,7 +191,11 @@ class EdgeCheck(Generic[R]):
         return self._lowest, self._highest
 
     def covers(self, path: str) -> bool:
-        """Whether the check applies to a request for *path*."""
+        """Whether the check applies to a request for *path*.
+
+        *path* is the route path, as the router matches it (see
+        :func:`route_path`).
+        """
         return path in self._exact or path.startswith(self._under)
 
     def refusal(self, executor: BoundedLoopExecutor) -> R | None:

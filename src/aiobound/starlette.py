@@ -55,6 +55,7 @@ from ._http import (
     check_retry_after,
     refusal_body,
     refusal_headers,
+    route_path,
 )
 
 if TYPE_CHECKING:
@@ -389,9 +390,12 @@ class EdgeSheddingMiddleware:
     Args:
         app: The ASGI app to wrap (passed by ``add_middleware``).
         paths: Path prefixes of the routes that use the executor, matched
-            against the request path (``scope["path"]``): ``/work`` covers
-            ``/work`` and ``/work/...``, not ``/workers``; ``/`` covers every
-            path.
+            as the router matches routes: against ``scope["path"]`` without
+            ``scope["root_path"]``, so the prefixes are the ones the routes
+            are declared with, behind a proxy's prefix (uvicorn's
+            ``--root-path``) and in a sub-app (``app.mount``) alike.
+            ``/work`` covers ``/work`` and ``/work/...``, not ``/workers``;
+            ``/`` covers every path.
         key: The lifespan-state key of the executor (default
             :data:`STATE_KEY`).
         min_retry_after: Lowest ``Retry-After``, in seconds (default 1).
@@ -426,7 +430,9 @@ class EdgeSheddingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a covered HTTP request the executor cannot admit; else pass."""
-        if scope["type"] == "http" and self._check.covers(scope["path"]):
+        if scope["type"] == "http" and self._check.covers(
+            route_path(scope["path"], scope.get("root_path", ""))
+        ):
             state: MutableMapping[str, Any] | None = scope.get("state")
             executor = None if state is None else state.get(self._key)
             if not isinstance(executor, BoundedLoopExecutor):
