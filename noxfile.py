@@ -1,4 +1,4 @@
-"""Sessions: tests (3.10-3.13), lint, typecheck, examples, docs; more on demand.
+"""Sessions: tests (3.10-3.13), lint, typecheck, examples, snippets, docs; more too.
 
 Run ``nox`` for the default sessions, ``nox -s release`` to build and test
 the wheel, ``nox -s bench`` for benchmarks. Interpreters installed with pyenv
@@ -17,7 +17,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "lint", "typecheck", "examples", "docs"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "snippets", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -63,6 +63,20 @@ def examples(session: nox.Session) -> None:
     """Smoke-run the examples that need nothing but the library."""
     _install(session)
     session.run("python", "examples/quickstart.py")
+
+
+@nox.session
+def snippets(session: nox.Session) -> None:
+    """Every Python block of README.md and docs/ from the ``examples`` extra.
+
+    Only what runs the blocks is added (pytest and its plugins, Sybil), none
+    of the test group's packages: a block that imports something the extra
+    lacks fails here.
+    """
+    session.install(
+        "-e", ".[examples]", "pytest", "pytest-asyncio", "pytest-timeout", "sybil"
+    )
+    session.run("pytest", "README.md", "docs", "-p", "no:cacheprovider")
 
 
 @nox.session(default=False)

@@ -2,7 +2,7 @@
 
 Run it from a clone of the repo with one command::
 
-    pip install -e '.[aiohttp,prometheus]' && python examples/aiohttp_app.py
+    pip install -e '.[examples]' && python examples/aiohttp_app.py
 
 Then try::
 

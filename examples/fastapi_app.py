@@ -2,7 +2,7 @@
 
 Run it from a clone of the repo with one command::
 
-    pip install -e '.[fastapi,prometheus]' uvicorn && python examples/fastapi_app.py
+    pip install -e '.[examples]' && python examples/fastapi_app.py
 
 Then try::
 
@@ -12,7 +12,7 @@ Then try::
     curl http://127.0.0.1:8000/stats           # executor.stats() as JSON
     curl http://127.0.0.1:8000/metrics         # the same, for Prometheus
 
-With ``--trace`` (``pip install opentelemetry-sdk``) every request prints its
+With ``--trace`` (the SDK is in the ``examples`` extra) every request prints its
 spans on the console: the request's span, the ``aiobound.call`` span of its
 call in the executor (a child; its ``handed over`` event says how long it
 waited for a slot), and the worker's own span (a child of that one), all in
