@@ -40,15 +40,23 @@ reads the executor's own waiting room, the interactive handlers' one.
 Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
 handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
 close the executor and its pool.
+
+The HTTP stack: aiohttp's own C parser (in its wheels; the environment
+variable ``AIOHTTP_NO_EXTENSIONS=1`` turns it off) and uvloop when it is
+installed (the ``uvloop`` or ``examples`` extra), else asyncio; ``--loop``
+chooses, and the first line printed says which runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import hashlib
+import importlib.util
 import itertools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -264,6 +272,31 @@ def create_app(
     return app
 
 
+def http_stack(loop: str = "auto") -> tuple[str, str]:
+    """The HTTP parser of aiohttp (``"C"`` or ``"Python"``) and the event loop.
+
+    *loop*: ``"auto"`` (uvloop when installed), ``"uvloop"`` or
+    ``"asyncio"``.
+    """
+    from aiohttp import http_parser
+
+    pure = http_parser.HttpRequestParser.__module__ == "aiohttp.http_parser"
+    parser = "Python" if pure else "C"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return parser, loop
+
+
+def new_event_loop(loop: str) -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's for ``"uvloop"``, else asyncio's."""
+    if loop == "uvloop":
+        import uvloop
+
+        new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return new_loop
+    return asyncio.new_event_loop()
+
+
 def main() -> None:
     """Parse the command line and serve the app."""
     parser = argparse.ArgumentParser(description="aiobound aiohttp example")
@@ -292,7 +325,15 @@ def main() -> None:
         "--no-edge", action="store_true", help="no edge check: refuse in handlers"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop (default: uvloop when installed, else asyncio)",
+    )
     args = parser.parse_args()
+    http, loop = http_stack(args.loop)
+    print(f"HTTP parser {http}, event loop {loop}", file=sys.stderr, flush=True)
     app = create_app(
         workers=args.workers,
         bound=args.bound,
@@ -308,6 +349,7 @@ def main() -> None:
         port=args.port,
         shutdown_timeout=30,
         access_log=access_log,
+        loop=new_event_loop(loop),
     )
 
 

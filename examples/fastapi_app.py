@@ -46,6 +46,13 @@ executor's own waiting room, the interactive endpoints' one.
 Graceful shutdown: on Ctrl-C or SIGTERM uvicorn stops listening, lets the
 requests in flight finish (up to 30 s), then runs the lifespan's exit, which
 closes the executor and its pool.
+
+The HTTP stack: uvicorn's C parser (httptools) and uvloop when they are
+installed (``uvicorn[standard]``, which the ``examples`` extra holds), else
+its pure-Python parser (h11) and asyncio; ``--http`` and ``--loop`` choose,
+and the first line printed says which runs. Under a flood the C stack
+answers about 1.7 times as many requests per second (see the benchmarks
+page).
 """
 
 from __future__ import annotations
@@ -53,7 +60,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -335,6 +344,18 @@ def _console_tracer_provider() -> TracerProvider:
     return provider
 
 
+def http_stack(http: str = "auto", loop: str = "auto") -> tuple[str, str]:
+    """The HTTP parser and event loop of uvicorn for *http* and *loop*.
+
+    ``"auto"`` is what uvicorn picks: httptools and uvloop when installed.
+    """
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return http, loop
+
+
 def main() -> None:
     """Parse the command line and serve the app with uvicorn."""
     parser = argparse.ArgumentParser(description="aiobound FastAPI example")
@@ -366,7 +387,21 @@ def main() -> None:
     parser.add_argument(
         "--trace", action="store_true", help="print OpenTelemetry spans"
     )
+    parser.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="HTTP parser (default: httptools when installed, else h11)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop (default: uvloop when installed, else asyncio)",
+    )
     args = parser.parse_args()
+    http, loop = http_stack(args.http, args.loop)
+    print(f"HTTP parser {http}, event loop {loop}", file=sys.stderr, flush=True)
     app = create_app(
         workers=args.workers,
         bound=args.bound,
@@ -382,6 +417,8 @@ def main() -> None:
         port=args.port,
         access_log=not args.quiet,
         timeout_graceful_shutdown=30,
+        http=http,
+        loop=loop,
     )
 
 
