@@ -89,8 +89,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(default=False)
 def overload(session: nox.Session) -> None:
     """The example services at 5x capacity: usual pattern against aiobound."""
-    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
-    session.install("uvicorn>=0.30")
+    _install(session, extras="examples")
     session.run("python", "benchmarks/overload.py", *session.posargs)
 
 
@@ -118,8 +117,7 @@ def _ensure_wrk(session: nox.Session) -> None:
 def flood(session: nox.Session) -> None:
     """The example services under a wrk flood, with and without the edge check."""
     _ensure_wrk(session)
-    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
-    session.install("uvicorn>=0.30")
+    _install(session, extras="examples")
     session.run("python", "benchmarks/flood.py", *session.posargs)
 
 

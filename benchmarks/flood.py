@@ -20,6 +20,12 @@ else. Cases:
   own limit set to ``--limit-concurrency`` (default ``bound + max_pending``,
   what the executor admits).
 
+Each case runs on two HTTP stacks (``--stacks``): ``c``, the production one,
+with the HTTP parser in C and uvloop (uvicorn's httptools, from
+``uvicorn[standard]``; aiohttp's own C parser), and ``python``, with the
+pure-Python parser and asyncio (uvicorn's h11; aiohttp with
+``AIOHTTP_NO_EXTENSIONS=1``).
+
 Per case it measures, against the same server process:
 
 1. ``wrk -t1 -c200 -d<duration>s --latency`` on ``/work?ms=50`` (closed
@@ -45,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -87,6 +94,15 @@ CASE_NAMES = {
     "limit": "uvicorn --limit-concurrency, no edge check",
 }
 SERVER_NAMES = {"fastapi": "FastAPI (uvicorn)", "aiohttp": "aiohttp"}
+STACKS = ("c", "python")
+STACK_NAMES = {
+    ("fastapi", "c"): "httptools + uvloop",
+    ("fastapi", "python"): "h11 + asyncio",
+    ("aiohttp", "c"): "C parser + uvloop",
+    ("aiohttp", "python"): "Python parser + asyncio",
+}
+# uvicorn's http= and loop= for each stack.
+UVICORN_STACKS = {"c": ("httptools", "uvloop"), "python": ("h11", "asyncio")}
 MB = 1024 * 1024
 MAX_DURATION = 60.0
 
@@ -121,7 +137,7 @@ end
 # -- the servers ---------------------------------------------------------------
 
 
-def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
+def serve(framework: str, mode: str, stack: str, options: argparse.Namespace) -> None:
     """Serve the example with a ``/bare503`` route added (in this process)."""
     sys.path.insert(0, str(REPO / "examples"))
     edge = mode == "edge"
@@ -142,6 +158,7 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
             return Response(status_code=503, headers={"Retry-After": "1"})
 
         limit = options.limit_concurrency if mode == "limit" else None
+        http, loop = UVICORN_STACKS[stack]
         uvicorn.run(
             app,
             host=HOST,
@@ -149,10 +166,17 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
             access_log=False,
             log_level="warning",
             limit_concurrency=limit,
+            http=http,
+            loop=loop,
         )
         return
     from aiohttp import web
     from aiohttp_app import create_app as create_aiohttp_app
+    from aiohttp_app import http_stack, new_event_loop
+
+    parser, _ = http_stack()
+    if parser != {"c": "C", "python": "Python"}[stack]:
+        raise RuntimeError(f"aiohttp runs its {parser} parser, not the {stack} one")
 
     aio_app = create_aiohttp_app(
         workers=options.workers,
@@ -165,11 +189,25 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
         return web.Response(status=503, headers={"Retry-After": "1"})
 
     aio_app.router.add_get("/bare503", bare)
-    web.run_app(aio_app, host=HOST, port=options.port, access_log=None, print=None)
+    web.run_app(
+        aio_app,
+        host=HOST,
+        port=options.port,
+        access_log=None,
+        print=None,
+        loop=new_event_loop("uvloop" if stack == "c" else "asyncio"),
+    )
+
+
+def server_env(framework: str, stack: str) -> dict[str, str]:
+    """The environment a server needs for *stack* (aiohttp's parser)."""
+    if framework == "aiohttp" and stack == "python":
+        return {"AIOHTTP_NO_EXTENSIONS": "1"}
+    return {}
 
 
 def server_command(
-    framework: str, mode: str, port: int, options: argparse.Namespace
+    framework: str, mode: str, stack: str, port: int, options: argparse.Namespace
 ) -> list[str]:
     return [
         sys.executable,
@@ -177,6 +215,7 @@ def server_command(
         "serve",
         framework,
         mode,
+        stack,
         "--port",
         str(port),
         "--workers",
@@ -270,6 +309,7 @@ class Outcome:
 
     framework: str
     mode: str
+    stack: str
     round: int
     flood: Wrk
     bare: Wrk
@@ -282,14 +322,19 @@ class Outcome:
 
 
 def run_case(
-    framework: str, mode: str, rnd: int, options: argparse.Namespace, script: Path
+    framework: str,
+    mode: str,
+    stack: str,
+    rnd: int,
+    options: argparse.Namespace,
+    script: Path,
 ) -> Outcome:
     """Start the server, flood it, measure the bare 503, then the open loop."""
     port = free_port()
-    command = server_command(framework, mode, port, options)
+    command = server_command(framework, mode, stack, port, options)
     base = f"http://{HOST}:{port}"
     capacity = options.workers / 0.05
-    with running_server(command, port) as proc:
+    with running_server(command, port, server_env(framework, stack)) as proc:
         flood = run_wrk(
             f"{base}/work?ms=50",
             options.duration,
@@ -319,6 +364,7 @@ def run_case(
     return Outcome(
         framework=framework,
         mode=mode,
+        stack=stack,
         round=rnd,
         flood=flood,
         bare=bare,
@@ -350,14 +396,20 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
     )
     print()
     print(
-        "| server | case | responses/s | goodput (x capacity) | p50 / p99 all, ms "
-        "| refusals/s (x bare 503) | open loop: goodput, p50 / p99 accepted, ms "
-        "| server RSS peak MB |"
+        "| server | HTTP stack | case | responses/s | goodput (x capacity) "
+        "| p50 / p99 all, ms | refusals/s (x bare 503) "
+        "| open loop: goodput, p50 / p99 accepted, ms | server RSS peak MB |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     met = True
-    for framework, mode in CASES:
-        runs = [o for o in outcomes if (o.framework, o.mode) == (framework, mode)]
+    for framework, mode, stack in (
+        (f, m, st) for f, m in CASES for st in options.stack_list
+    ):
+        runs = [
+            o
+            for o in outcomes
+            if (o.framework, o.mode, o.stack) == (framework, mode, stack)
+        ]
         if not runs:
             continue
         rps = median([o.flood.responses / o.flood.seconds for o in runs])
@@ -378,7 +430,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
         open_p99 = median([o.open_ok_p99_ms for o in runs])
         rss = median([max(o.flood.rss_peak_mb, o.bare.rss_peak_mb) for o in runs])
         print(
-            f"| {SERVER_NAMES[framework]} | {CASE_NAMES[mode]} | {rps:,.0f} | "
+            f"| {SERVER_NAMES[framework]} | {STACK_NAMES[framework, stack]} "
+            f"| {CASE_NAMES[mode]} | {rps:,.0f} | "
             f"{good:.0f} ({good / capacity:.2f}) | {p50:.0f} / {p99:.0f} | "
             f"{refusals:,.0f} ({ratio:.2f} of {bare:,.0f}) | {open_good:.0f}, "
             f"{open_p50:.0f} / {open_p99:.0f} | {rss:.0f} |"
@@ -387,7 +440,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
             ok = good >= 0.95 * capacity and p99 <= 400 and ratio >= 0.8
             met = met and ok
             print(
-                f"  targets ({framework}, edge): goodput >= {0.95 * capacity:.0f} "
+                f"  targets ({framework}, {STACK_NAMES[framework, stack]}, edge): "
+                f"goodput >= {0.95 * capacity:.0f} "
                 f"req/s, p99 all <= 400 ms, refusals >= 0.8 x bare: "
                 f"{'met' if ok else 'MISSED'}"
             )
@@ -406,6 +460,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     srv = sub.add_parser("serve", help="internal: serve one case")
     srv.add_argument("framework", choices=("fastapi", "aiohttp"))
     srv.add_argument("mode", choices=tuple(CASE_NAMES))
+    srv.add_argument("stack", choices=STACKS)
     srv.add_argument("--port", type=int, required=True)
     for target in (parser, srv):
         target.add_argument("--workers", type=int, default=4)
@@ -423,6 +478,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--factor", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", default="all", help="e.g. fastapi:edge,aiohttp:edge")
+    parser.add_argument(
+        "--stacks",
+        default=",".join(STACKS),
+        help="HTTP stacks, comma-separated: c (C parser + uvloop), python "
+        "(pure-Python parser + asyncio); default: both",
+    )
     parser.add_argument("--json", type=Path, help="also write every run here")
     options = parser.parse_args(argv)
     if options.limit_concurrency is None:
@@ -437,6 +498,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error("--connections must be in (0, 1000]")
         if not 1 <= options.rounds <= 10:
             parser.error("--rounds must be in [1, 10]")
+        options.stack_list = [x for x in options.stacks.split(",") if x]
+        unknown = sorted(set(options.stack_list) - set(STACKS))
+        if unknown or not options.stack_list:
+            parser.error(
+                f"--stacks takes {' and '.join(STACKS)}, got {options.stacks!r}"
+            )
     return options
 
 
@@ -444,7 +511,7 @@ def main(argv: list[str]) -> int:
     """Run every case, interleaved, and print the table."""
     options = parse_args(argv)
     if options.command == "serve":
-        serve(options.framework, options.mode, options)
+        serve(options.framework, options.mode, options.stack, options)
         return 0
     if shutil.which("wrk") is None:
         print(
@@ -463,9 +530,15 @@ def main(argv: list[str]) -> int:
         script = Path(tmp) / "count.lua"
         script.write_text(WRK_SCRIPT)
         for rnd in range(options.rounds):
-            for framework, mode in cases:
-                print(f"round {rnd + 1}: {framework} / {mode}...", flush=True)
-                outcome = run_case(framework, mode, rnd, options, script)
+            for (framework, mode), stack in itertools.product(
+                cases, options.stack_list
+            ):
+                print(
+                    f"round {rnd + 1}: {framework} / {mode} / "
+                    f"{STACK_NAMES[framework, stack]}...",
+                    flush=True,
+                )
+                outcome = run_case(framework, mode, stack, rnd, options, script)
                 f = outcome.flood
                 print(
                     f"  {f.responses / f.seconds:,.0f} resp/s, "

@@ -195,10 +195,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the server, wait until it answers, stop it on exit."""
+def running_server(
+    command: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the server, wait until it answers, stop it on exit.
+
+    *env* is added to the server's environment.
+    """
+    environ = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=log)
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=environ)
         try:
             deadline = time.monotonic() + 20
             while True:
