@@ -179,6 +179,7 @@ class BoundedLoopExecutor:
         "_process_pool",
         "_rate",
         "_run_histogram",
+        "_shed",
         "_shutdown",
         "_submitted",
         "_to_processes",
@@ -368,6 +369,7 @@ class BoundedLoopExecutor:
         self._completed = 0
         self._failed = 0
         self._cancelled = 0
+        self._shed = 0
 
     # -- introspection -------------------------------------------------------
 
@@ -437,6 +439,39 @@ class BoundedLoopExecutor:
         """
         return self._gate.can_queue()
 
+    def shed_at_edge(self) -> bool:
+        """Refuse a request before it becomes a call, if it would be refused.
+
+        When :meth:`can_admit` is false (a call arriving now would be refused
+        at once: the executor is closed, or ``max_pending`` callers already
+        wait), count one request in ``stats().shed_at_edge``, tell the
+        observer (:meth:`CallObserver.refused_at_edge`) and return ``True``:
+        the caller answers the request itself (the web integrations' edge
+        check sends a 503). Otherwise return ``False`` and change nothing.
+        O(1); takes no slot. With partitions, it answers for the
+        ``"default"`` partition, as :meth:`can_admit` does.
+        """
+        return self._shed_in(None)
+
+    def _shed_in(self, part: Part | None) -> bool:
+        gate = self._gate if part is None else part
+        if gate.can_queue():
+            return False
+        self._shed += 1
+        partitions = self._partitions
+        if part is None and partitions is not None:
+            part = partitions.default
+        if part is not None:
+            part.shed += 1
+        observed = self._observed
+        if observed is not None:
+            observed.refused_at_edge(None if part is None else part.name)
+        return True
+
+    def _queued(self) -> int:
+        """Calls handed over that have not started in the underlying executor."""
+        return sum(1 for cfut in self._calls if not cfut.running() and not cfut.done())
+
     @property
     def queue_wait_recent(self) -> float:
         """Recent wait for a slot in seconds, as a moving average.
@@ -481,6 +516,8 @@ class BoundedLoopExecutor:
             latency_short=None if policy is None else policy.latency_short,
             latency_no_load=None if policy is None else policy.latency_no_load,
             partitions={} if self._partitions is None else self._partition_stats(),
+            shed_at_edge=self._shed,
+            queued=self._queued(),
         )
 
     def _partition_stats(self) -> dict[str, PartitionStats]:
@@ -512,6 +549,7 @@ class BoundedLoopExecutor:
                 queue_wait_max=part.wait_maximum,
                 queue_wait=part.wait_histogram(),
                 run_time=part.run_time.snapshot(),
+                shed_at_edge=part.shed,
             )
             for part in gate.parts()
         }
@@ -1288,6 +1326,14 @@ class Partition:
         ``max_pending``. O(1); takes no slot and changes nothing.
         """
         return self._part.can_queue()
+
+    def shed_at_edge(self) -> bool:
+        """:meth:`BoundedLoopExecutor.shed_at_edge`, for this partition.
+
+        Counts the refusal in this partition's ``shed_at_edge`` and the
+        executor's.
+        """
+        return self._executor._shed_in(self._part)
 
     def stats(self) -> PartitionStats:
         """This partition's stats (as in ``executor.stats().partitions``)."""

@@ -44,7 +44,9 @@ class CallObserver:
     A call goes through :meth:`arrived`, then either :meth:`refused` (it never
     got a slot) or :meth:`handing_over` and, once it ended, :meth:`ended`.
     An item of ``map`` (a chunk, when chunking) starts at
-    :meth:`handing_over`, where :meth:`arrived` is called just before.
+    :meth:`handing_over`, where :meth:`arrived` is called just before. A
+    request that the edge check refuses before it becomes a call is told to
+    :meth:`refused_at_edge` alone.
 
     On an executor made with ``partitions=``, every call of every partition
     goes through the same hooks, except that :meth:`arrived_in` is called
@@ -80,6 +82,17 @@ class CallObserver:
         :class:`OverloadedError`), ``"closed"`` (a :class:`ClosedError`), or
         ``"cancelled"`` (the caller was cancelled, or interrupted otherwise,
         while it waited for a slot or a turn).
+        """
+
+    def refused_at_edge(self, partition: str | None) -> None:
+        """A request was refused before it became a call (no token).
+
+        Called by :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge` (the web
+        integrations' edge check) when it refuses: a call arriving then
+        would have been refused at once. *partition* is the partition's name
+        on an executor made with ``partitions=`` (``"default"`` for the
+        executor's own calls), else ``None``. An exception propagates to the
+        caller of ``shed_at_edge``.
         """
 
     def handing_over(
@@ -179,6 +192,12 @@ class Observed:
             if partition is None:
                 return self.observer.arrived()
         return self.observer.arrived_in(partition)
+
+    def refused_at_edge(self, partition: str | None) -> None:
+        """Tell the observer a request was refused at the edge."""
+        if partition is None:
+            partition = self._default_partition
+        self.observer.refused_at_edge(partition)
 
     def ended(
         self,

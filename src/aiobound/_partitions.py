@@ -260,6 +260,7 @@ class Part:
         "rejected",
         "run_time",
         "share",
+        "shed",
         "submitted",
         "timed_out",
         "wait_max",
@@ -303,6 +304,7 @@ class Part:
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
+        self.shed = 0
         self.run_time = Recorder()
 
     def __repr__(self) -> str:

@@ -44,6 +44,8 @@ class PartitionStats:
         cancelled: This partition's calls cancelled before they started.
         rejected: Callers refused at once: ``max_pending`` already waited.
         timed_out: Callers refused after waiting ``max_wait``.
+        shed_at_edge: Requests refused by :meth:`Partition.shed_at_edge`
+            (the web integrations' edge check) before they became calls.
         queue_wait_avg: Mean wait for a slot of this partition's calls.
         queue_wait_max: Longest wait for a slot of this partition's calls.
         queue_wait: Histogram of this partition's waits for a slot.
@@ -69,6 +71,7 @@ class PartitionStats:
     queue_wait_max: float
     queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
+    shed_at_edge: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,10 @@ class ExecutorStats:
             waiting ``max_wait`` seconds for a slot.
         rate_limited: Calls that had to wait for their turn under
             ``max_per_second``.
+        shed_at_edge: Requests refused by
+            :meth:`~BoundedLoopExecutor.shed_at_edge` (the web integrations'
+            edge check) before they became calls. With ``rejected`` and
+            ``timed_out`` it counts every refusal for load.
         queue_wait_avg: Mean seconds a call waited for its slot, over every
             call granted one (those that got one at once count as 0).
         queue_wait_max: Longest wait for a slot, in seconds, of any call
@@ -124,6 +131,13 @@ class ExecutorStats:
         latency_no_load: With a :class:`~aiobound.Gradient` policy, its
             estimate of the calls' own latency with no queueing, in seconds;
             ``None`` otherwise or before it is measured.
+        queued: Calls handed to the underlying executor that have not
+            started there yet (their future is neither running nor done),
+            read when the snapshot is taken. A ``ProcessPoolExecutor``
+            marks a call as started when it moves it to its workers' queue,
+            up to ``max_workers + 1`` calls before a worker takes it; an
+            executor whose futures never report running counts each call
+            as queued until it ends.
         partitions: With ``partitions=``, each partition's stats by name
             (including ``"default"``, the partition of calls made on the
             executor itself); empty without partitions.
@@ -151,6 +165,8 @@ class ExecutorStats:
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     latency_short: float | None = None
     latency_no_load: float | None = None
+    shed_at_edge: int = 0
+    queued: int = 0
     # A dict, not a Mapping: the public module (where get_type_hints() looks,
     # as FastAPI does for a response model) has no Mapping in it.
     partitions: dict[str, PartitionStats] = field(default_factory=dict)

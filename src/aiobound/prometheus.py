@@ -113,6 +113,7 @@ _GAUGES = (
         "Longest wait for a slot of a call granted one, since creation.",
     ),
     ("closed", "closed", "1 once the executor was closed, else 0."),
+    ("queued", "queued", "Calls handed to the pool that have not started there."),
     (
         "latency_short_seconds",
         "latency_short",
@@ -138,6 +139,11 @@ _COUNTERS = (
         "timed_out",
         "timed_out",
         "Calls refused with OverloadedError after waiting max_wait for a slot.",
+    ),
+    (
+        "shed_at_edge",
+        "shed_at_edge",
+        "Requests refused by the edge check before they became calls.",
     ),
     (
         "rate_limited",
@@ -197,6 +203,7 @@ _PARTITION_COUNTERS = (
     ("cancelled", "cancelled", "The partition's calls cancelled before starting."),
     ("rejected", "rejected", "The partition's callers refused at once (max_pending)."),
     ("timed_out", "timed_out", "The partition's callers refused after max_wait."),
+    ("shed_at_edge", "shed_at_edge", "The partition's requests shed at the edge."),
 )
 _PARTITION_HISTOGRAMS = (
     ("queue_wait_seconds", "queue_wait", "Wait for a slot of the partition's calls."),
