@@ -72,6 +72,8 @@ from aiobound.prometheus import ExecutorCollector
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from opentelemetry.metrics import MeterProvider
+
 REPO = Path(__file__).resolve().parent.parent
 MAX_SLEEP_MS = 10_000
 MAX_BATCH = 1000  # items of one /batch request
@@ -215,6 +217,7 @@ def create_app(
     data_dir: Path = REPO,
     edge: bool = True,
     batch_share: float = BATCH_SHARE,
+    meter_provider: MeterProvider | None = None,
 ) -> web.Application:
     """Build the app: blocking work, batches, file reads, stats and metrics.
 
@@ -233,18 +236,26 @@ def create_app(
             is full.
         batch_share: The share of the bound guaranteed to ``/batch`` (the
             ``"batch"`` partition); the other handlers get the rest.
+        meter_provider: Count with it (OpenTelemetry): the executor's
+            metrics, its refusals by reason among them. ``None``: no
+            OpenTelemetry.
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
 
     def make_executor() -> BoundedLoopExecutor:
-        return BoundedLoopExecutor(
+        executor = BoundedLoopExecutor(
             max_workers=workers,
             bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
             partitions={BATCH: batch_share},
         )
+        if meter_provider is not None:
+            from aiobound.opentelemetry import instrument
+
+            instrument(executor, name="default", meter_provider=meter_provider)
+        return executor
 
     setup(
         app,

@@ -86,6 +86,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from fastapi import Request
+    from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
 # An endpoint parameter of this type receives the app's executor.
@@ -188,6 +189,7 @@ def create_app(
     data_dir: Path = REPO,
     work: Callable[[float], float] = blocking_work,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     edge: bool = True,
     batch_share: float = BATCH_SHARE,
 ) -> FastAPI:
@@ -212,6 +214,9 @@ def create_app(
         tracer_provider: Trace with it (OpenTelemetry): a span per request,
             the executor instrumented (:mod:`aiobound.opentelemetry`), and a
             span of the worker's own around ``work``. ``None``: no tracing.
+        meter_provider: Count with it (OpenTelemetry): the executor's
+            metrics, its refusals by reason among them. ``None``: with a
+            *tracer_provider*, the global one; else none.
         edge: Refuse at the edge (:class:`EdgeSheddingMiddleware`) when
             the waiting room is full.
         batch_share: The share of the bound guaranteed to ``/batch`` (the
@@ -230,10 +235,15 @@ def create_app(
             max_wait=max_wait,
             partitions={BATCH: batch_share},
         )
-        if tracer_provider is not None:
+        if tracer_provider is not None or meter_provider is not None:
             from aiobound.opentelemetry import instrument
 
-            instrument(executor, name="default", tracer_provider=tracer_provider)
+            instrument(
+                executor,
+                name="default",
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+            )
         async with executor_state(executor) as state:
             collector.track("default", state[STATE_KEY])
             try:

@@ -144,6 +144,7 @@ class TestEdgeSheddingMiddleware:
             ]
             stats = edge.executor.stats()
             assert (stats.in_flight, stats.waiting, stats.rejected) == (2, 2, 0)
+            assert stats.shed_at_edge == 2  # each refusal at the edge, counted
             edge.gate.open()
             results = await asyncio.gather(*tasks)
             assert [body for _, body, _ in results] == [{"value": n} for n in range(4)]
@@ -168,6 +169,7 @@ class TestEdgeSheddingMiddleware:
             assert edge.seen == ["/gate/1"]  # nothing inside ran
             assert edge.arrivals.count == 1
             assert edge.executor.stats().rejected == 0
+            assert edge.executor.stats().shed_at_edge == 2
             # Unmarked: the handler runs and the executor refuses (fallback).
             assert await answer(http, "GET", f"{url}/other/4") == (
                 503,
@@ -315,7 +317,7 @@ class TestExampleApp:
     ) -> None:
         import aiohttp_app
 
-        for edge, rejected in ((True, 0), (False, 1)):
+        for edge, rejected, shed in ((True, 0, 1), (False, 1, 0)):
             gate = make_gate()
             monkeypatch.setattr(aiohttp_app, "blocking_work", gate)
             app = create_app(workers=1, bound=1, max_pending=0, edge=edge)
@@ -326,6 +328,6 @@ class TestExampleApp:
                 assert (status, body, retry_after) == (503, OVERLOADED, "1")
                 _, stats, _ = await answer(http, "GET", f"{url}/stats")
                 assert isinstance(stats, dict)
-                assert stats["rejected"] == rejected
+                assert (stats["rejected"], stats["shed_at_edge"]) == (rejected, shed)
                 gate.open()
                 assert (await running)[:2] == (200, {"slept_ms": 0.0})

@@ -178,6 +178,7 @@ class TestEdgeSheddingMiddleware:
             ]
             stats = edge.executor.stats()
             assert (stats.in_flight, stats.waiting, stats.rejected) == (2, 2, 0)
+            assert stats.shed_at_edge == 2  # each refusal at the edge, counted
             gate.open()
             responses = await asyncio.gather(*tasks)
             assert [r.json()["value"] for r in responses] == [0, 1, 2, 3]
@@ -205,6 +206,7 @@ class TestEdgeSheddingMiddleware:
             # or the executor (which would have counted a rejection).
             assert (edge.seen, edge.resolved) == (["/gate/1"], 1)
             assert edge.executor.stats().rejected == 0
+            assert edge.executor.stats().shed_at_edge == 2
             assert edge.arrivals.count == 1
 
             gate.open()
@@ -373,6 +375,7 @@ class TestExampleApp:
             assert refused.headers["Retry-After"] == "1"
             stats = (await http.get("/stats")).json()  # not covered: served
             assert (stats["rejected"], stats["in_flight"]) == (0, 1)
+            assert stats["shed_at_edge"] == 1
             gate.open()
             assert (await running).json() == {"slept_ms": 0.0}
 

@@ -5,8 +5,9 @@
 this module holds what that response is (status, texts, body, headers) and
 the check of ``retry_after``, so that the two cannot drift apart; and the
 edge check (:class:`EdgeCheck`): which paths it covers, whether the executor
-can admit a request, and the prebuilt answer with a ``Retry-After`` derived
-from the recent wait for a slot. It imports no web framework.
+refuses a request (counted as shed at the edge), and the prebuilt answer
+with a ``Retry-After`` derived from the recent wait for a slot. It imports
+no web framework.
 """
 
 from __future__ import annotations
@@ -201,10 +202,12 @@ class EdgeCheck(Generic[R]):
     def refusal(self, executor: BoundedLoopExecutor) -> R | None:
         """The prebuilt 503 if *executor* cannot admit a call now, else None.
 
-        O(1): one read of the executor's gate, and a dictionary lookup for
-        the answer (built on first use for each ``Retry-After`` value).
+        O(1): :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge`, which
+        counts a refusal in ``stats().shed_at_edge`` and tells the
+        executor's observer, and a dictionary lookup for the answer (built
+        on first use for each ``Retry-After`` value).
         """
-        if executor.can_admit():
+        if not executor.shed_at_edge():
             return None
         closed = executor.closed
         seconds = retry_after_for(

@@ -145,9 +145,10 @@ def edge_shedding_middleware(
     """Return a middleware that refuses early when the executor is full.
 
     For a request whose path falls under *paths*, it reads the executor and,
-    if :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
-    room is full: ``max_pending`` callers wait; or the executor is closed),
-    answers ``503 Service Unavailable`` at once, without calling the handler
+    if :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge` refuses it (a call
+    arriving now would be refused at once: the waiting room is full, with
+    ``max_pending`` callers waiting, or the executor is closed), answers
+    ``503 Service Unavailable`` at once, without calling the handler
     or the middlewares inside it; the request body is never read. The
     answer is the one of :func:`shedding_middleware` (JSON
     ``{"detail": ...}``), with ``Retry-After`` derived from the executor's
@@ -159,8 +160,11 @@ def edge_shedding_middleware(
     request it lets through can still be refused by the executor (the state
     may change before the handler submits, and ``max_wait`` still applies),
     so keep :func:`shedding_middleware` as the exact fallback. Requests for
-    other paths pass untouched. Edge refusals are not counted in
-    ``stats().rejected``: the access log sees them.
+    other paths pass untouched. Each edge refusal is counted in
+    ``stats().shed_at_edge`` (Prometheus ``aiobound_shed_at_edge_total``;
+    OpenTelemetry's refusal counter with the reason ``edge``), not in
+    ``rejected``: with ``rejected`` and ``timed_out``, the refusals in the
+    handlers, it adds up to the 503s the app sent for load.
 
     Put it first in ``app.middlewares`` (outermost), as ``setup(...,
     edge_paths=...)`` does, so that no other middleware runs for a refused

@@ -365,9 +365,10 @@ class EdgeSheddingMiddleware:
 
     A pure ASGI middleware. For an HTTP request whose path falls under
     *paths*, it reads the app's executor from the lifespan state and, if
-    :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
-    room is full: ``max_pending`` callers wait; or the executor is closed),
-    answers ``503 Service Unavailable`` at once, without routing, reading the
+    :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge` refuses it (a call
+    arriving now would be refused at once: the waiting room is full, with
+    ``max_pending`` callers waiting, or the executor is closed), answers
+    ``503 Service Unavailable`` at once, without routing, reading the
     body or resolving dependencies, and without calling the app. The answer
     is the one of :func:`add_exception_handlers` (JSON ``{"detail": ...}``),
     prebuilt, with ``Retry-After`` derived from the executor's
@@ -379,9 +380,12 @@ class EdgeSheddingMiddleware:
     request it lets through can still be refused by the executor (the state
     may change before the endpoint submits, and ``max_wait`` still applies),
     so keep :func:`add_exception_handlers` as the exact fallback. Requests
-    for other paths, websockets and lifespan events pass untouched. Edge
-    refusals are not counted in ``stats().rejected``: the server's access log
-    and HTTP metrics see them.
+    for other paths, websockets and lifespan events pass untouched. Each
+    edge refusal is counted in ``stats().shed_at_edge`` (Prometheus
+    ``aiobound_shed_at_edge_total``; OpenTelemetry's refusal counter with
+    the reason ``edge``), not in ``rejected``: with ``rejected`` and
+    ``timed_out``, the refusals in the endpoints, it adds up to the 503s
+    the app sent for load.
 
     Add it with ``app.add_middleware(EdgeSheddingMiddleware, paths=[...])``
     (the last middleware added is the outermost, so add it last to refuse
