@@ -87,6 +87,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench_sizing(session: nox.Session) -> None:
+    """How busy the workers stay for each bound above max_workers (a minute)."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/sizing.py", *session.posargs)
+
+
+@nox.session(default=False)
 def overload(session: nox.Session) -> None:
     """The example services at 5x capacity: usual pattern against aiobound."""
     _install(session, extras="examples")
