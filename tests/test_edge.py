@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiobound import BoundedLoopExecutor
-from aiobound import _slots as slots_module
+from aiobound import _waiting as waiting_module
 from aiobound._http import EdgeCheck, retry_after_for, route_path
 from aiobound._slots import SlotGate
 from conftest import settle
@@ -93,7 +93,7 @@ class TestRecentQueueWait:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         clock = FakeTime()
-        monkeypatch.setattr(slots_module, "time", clock)
+        monkeypatch.setattr(waiting_module, "time", clock)
         gate = SlotGate(1, None)
         gate.bind(asyncio.get_running_loop())
         await gate.acquire()  # at once: does not count

@@ -117,7 +117,7 @@ class TestCancelledWaiterCountsNoMore:
         assert executor.stats().waiting == 1
         doomed.cancel()
         assert executor.stats().waiting == 0
-        assert executor._gate.waiting == 0
+        assert executor._path.gate.waiting == 0
         asyncio.get_running_loop().call_soon(blocker.open)
         assert await executor.run(noop, 2) == 2  # old: OverloadedError
         with pytest.raises(asyncio.CancelledError):

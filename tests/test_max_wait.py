@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from aiobound import OverloadedError, _slots
+from aiobound import OverloadedError, _waiting
 from conftest import (
     ExecutorFactory,
     GateFactory,
@@ -101,7 +101,7 @@ class TestQueueWaitStats:
     ) -> None:
         now = [100.0]
         monkeypatch.setattr(
-            _slots, "time", types.SimpleNamespace(monotonic=lambda: now[0])
+            _waiting, "time", types.SimpleNamespace(monotonic=lambda: now[0])
         )
         manual = ManualExecutor()
         executor = make_executor(executor=manual, bound=2)

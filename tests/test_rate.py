@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aiobound import BoundedLoopExecutor, ClosedError
-from aiobound._rate import _COMPACT_SLACK, _ROUNDING, RateLimiter
+from aiobound._rate import _ROUNDING, RateLimiter
+from aiobound._waiting import COMPACT_SLACK
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
@@ -73,9 +74,10 @@ def noop(x: int) -> int:
 
 def with_fake_clock(executor: BoundedLoopExecutor) -> FakeClock:
     clock = FakeClock()
-    executor._bind()
-    assert executor._rate is not None
-    executor._rate.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
+    executor._path.bind()
+    rate = executor._path.rate
+    assert rate is not None
+    rate.bind(asyncio.get_running_loop(), clock.time, clock.call_later)
     return clock
 
 
@@ -211,7 +213,7 @@ class TestRateLimiter:
         for task in reversed(tasks[1:]):
             task.cancel()  # the head stays; the cancelled ones are not at it
             # Memory stays in proportion to the live waiters.
-            assert len(limiter._waiters) <= 2 * limiter.waiting + _COMPACT_SLACK
+            assert len(limiter._room) <= 2 * limiter.waiting + COMPACT_SLACK
         assert limiter.waiting == 1
         await clock.advance(0.1)
         await tasks[0]
@@ -292,7 +294,7 @@ class TestRateLimiter:
         assert limiter.try_start()
         task = asyncio.create_task(limiter.wait_turn())
         await settle()
-        turn = limiter._waiters[0]
+        turn = limiter._room._waiters[0]
         assert turn.cancel("stop") is True
         assert limiter.waiting == 0
         assert turn.cancel() is False

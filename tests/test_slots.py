@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from aiobound import ClosedError, OverloadedError
-from aiobound._slots import _COMPACT_SLACK, SlotGate
+from aiobound._slots import SlotGate
+from aiobound._waiting import COMPACT_SLACK
 
 
 def make_gate(bound: int, max_pending: int | None = None) -> SlotGate:
@@ -115,7 +116,7 @@ class TestCancellation:
         assert gate.try_acquire()
         task = asyncio.create_task(gate.acquire())
         await settle()
-        waiter = gate._waiters[0]
+        waiter = gate._room._waiters[0]
         assert waiter.cancel() is True
         assert gate.waiting == 0
         assert waiter.cancel() is False
@@ -184,7 +185,7 @@ class TestCancellation:
             task.cancel()  # the head stays; the cancelled ones are not at it
             await settle()
             # Memory stays in proportion to the live waiters.
-            assert len(gate._waiters) <= 2 * gate.waiting + _COMPACT_SLACK
+            assert len(gate._room) <= 2 * gate.waiting + COMPACT_SLACK
         assert gate.waiting == 1
         gate.release()
         await tasks[0]
@@ -247,11 +248,11 @@ class TestLimitsAndClose:
         assert gate.try_acquire()
         task = asyncio.create_task(gate.acquire())
         await settle()
-        waiter = gate._waiters[0]
+        waiter = gate._room._waiters[0]
         armed = waiter.timer
         assert armed is not None
         armed.cancel()
-        gate._expire_when_due(waiter)  # what a timer firing early does
+        gate._room._timer_fired(waiter)  # what a timer firing early does
         await settle()
         assert not task.done()
         assert (gate.waiting, gate.timed_out) == (1, 0)

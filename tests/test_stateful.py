@@ -375,15 +375,16 @@ class ScheduleMachine(RuleBasedStateMachine):
         tag = self.waiters.pop(index)
         self.outcome[tag] = EXPIRED
         self.timed_out += 1
-        gate = self.ex._gate
+        gate = self.ex._path.gate
         assert isinstance(gate, SlotGate)
-        live = [w for w in gate._waiters if not w.done()]
+        room = gate._room
+        live = [w for w in room._waiters if not w.done()]
         waiter = live[index]
 
         def expire() -> None:
             assert waiter.timer is not None
             waiter.timer.cancel()
-            gate._expire(waiter)
+            room.refuse(waiter)
 
         self.step(expire)
 

@@ -22,7 +22,10 @@ underlying future is asked to cancel too. That succeeds only for a call that
 has not started; a running call goes on, and keeps its slot, until it ends.
 
 If the loop is already closed when a call ends, there is nobody left to tell:
-the hop is skipped, as :func:`asyncio.wrap_future` does.
+the hop is skipped, as :func:`asyncio.wrap_future` does. A gate whose slots
+must come back whatever becomes of the loop (a shared bound's view) gives
+the bridge its thread-safe ``release``, which then runs in the thread that
+completed the call, before the hop.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from ._errors import closed_before_start, safe_str
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeAlias
+
+    # on_end(cfut, outcome) -> whether the executor is closed.
+    OnEnd: TypeAlias = Callable[[concurrent.futures.Future[Any], int], bool]
 
 __all__ = ("CANCELLED", "COMPLETED", "FAILED", "Bridge", "deliverable", "thread_id")
 
@@ -65,79 +72,81 @@ class Bridge:
     Args:
         loop: The executor's event loop; the bridge must be made on its
             thread.
-        on_end: ``on_end(cfut, outcome)`` runs on the loop once a call ended;
-            it frees the slot and counts the outcome, and returns whether the
-            executor is closed.
+        release: For a gate that takes its slots back from any thread: its
+            ``release``, called in the thread that completed each call,
+            before the hop to the loop (so a slot comes back even if the
+            loop is closed by then). ``None``: the ``on_end`` of each call
+            frees its slot, on the loop.
     """
 
-    __slots__ = ("_drain_scheduled", "_ended", "_loop", "_on_end", "loop_thread_id")
+    __slots__ = ("_drain_scheduled", "_ended", "_loop", "_release", "loop_thread_id")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        on_end: Callable[[concurrent.futures.Future[Any], int], bool],
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
-        self._on_end = on_end
+        self._release = release
         self.loop_thread_id = threading.get_ident()
-        # (afut, cfut, explain, on_settled) of calls that ended and are not
-        # settled yet.
+        # (afut, cfut, on_end, explain, on_settled) of calls that ended and
+        # are not settled yet.
         self._ended: deque[
             tuple[
                 _CallFuture[Any],
                 concurrent.futures.Future[Any],
+                OnEnd,
                 Callable[[BaseException], BaseException] | None,
                 Callable[[asyncio.Future[Any]], object] | None,
             ]
         ] = deque()
         self._drain_scheduled = False
 
-    def set_on_end(
-        self, on_end: Callable[[concurrent.futures.Future[Any], int], bool]
-    ) -> None:
-        """Replace ``on_end`` (on the loop); calls ending from now on use it."""
-        self._on_end = on_end
-
     def chain(
         self,
         cfut: concurrent.futures.Future[T],
+        on_end: OnEnd,
         explain: Callable[[BaseException], BaseException] | None = None,
         on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
     ) -> asyncio.Future[T]:
         """Return an asyncio future on the loop that follows *cfut*.
 
-        Once *cfut* is done, whoever completed it, ``on_end`` runs on the loop,
-        then the outcome is copied into the returned future unless that was
-        cancelled. ``explain``, if given, may replace the call's exception
-        with a clearer one; if it raises, the original exception is
-        delivered. ``on_settled``, if given, is then called with the returned
-        future in the same step (no extra hop through the loop, unlike a done
-        callback); it may run before ``chain`` returns, when *cfut* is already
-        done. Cancelling the returned future cancels *cfut* if the call has
-        not started.
+        Once *cfut* is done, whoever completed it, ``on_end(cfut, outcome)``
+        runs on the loop (it frees the slot and counts the call, and returns
+        whether the executor is closed), then the outcome is copied into the
+        returned future unless that was cancelled. ``explain``, if given, may
+        replace the call's exception with a clearer one; if it raises, the
+        original exception is delivered. ``on_settled``, if given, is then
+        called with the returned future in the same step (no extra hop
+        through the loop, unlike a done callback); it may run before
+        ``chain`` returns, when *cfut* is already done. Cancelling the
+        returned future cancels *cfut* if the call has not started.
         """
         afut: _CallFuture[T] = _CallFuture(loop=self._loop)
         afut.underlying = cfut
         cfut.add_done_callback(
-            functools.partial(self._call_ended, afut, explain, on_settled)
+            functools.partial(self._call_ended, afut, on_end, explain, on_settled)
         )
         return afut
 
     def _call_ended(
         self,
         afut: _CallFuture[Any],
+        on_end: OnEnd,
         explain: Callable[[BaseException], BaseException] | None,
         on_settled: Callable[[asyncio.Future[Any]], object] | None,
         cfut: concurrent.futures.Future[Any],
     ) -> None:
         """In whichever thread completed *cfut*: settle, or queue for the loop."""
+        if self._release is not None:
+            self._release()
         if threading.get_ident() == self.loop_thread_id:
-            _settle(afut, cfut, self._on_end, explain)
+            _settle(afut, cfut, on_end, explain)
             afut.underlying = None
             if on_settled is not None:
                 on_settled(afut)
             return
-        self._ended.append((afut, cfut, explain, on_settled))
+        self._ended.append((afut, cfut, on_end, explain, on_settled))
         if not self._drain_scheduled:
             self._schedule_drain()
 
@@ -155,10 +164,9 @@ class Bridge:
         """
         self._drain_scheduled = False  # before taking: see the module docstring
         ended = self._ended
-        on_end = self._on_end
         try:
             while ended:
-                afut, cfut, explain, on_settled = ended.popleft()
+                afut, cfut, on_end, explain, on_settled = ended.popleft()
                 if (
                     type(cfut) is _PLAIN_FUTURE
                     and cfut._state == _FINISHED
@@ -205,7 +213,7 @@ class _CallFuture(asyncio.Future[T]):
 def _settle(
     afut: asyncio.Future[T],
     cfut: concurrent.futures.Future[T],
-    on_end: Callable[[concurrent.futures.Future[Any], int], bool],
+    on_end: OnEnd,
     explain: Callable[[BaseException], BaseException] | None,
 ) -> None:
     """On the loop, after the underlying call ended: report, then deliver."""

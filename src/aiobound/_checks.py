@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 
 __all__ = (
     "Limits",
     "check_callable",
+    "check_chunksize",
     "check_int",
     "check_optional_int",
     "check_optional_positive",
@@ -30,6 +32,22 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def check_chunksize(value: object) -> int:
+    """Return *value* if it is an int from 1 to ``sys.maxsize``.
+
+    Raises:
+        TypeError: *value* is not an int, or is a bool.
+        ValueError: *value* is below 1 or above ``sys.maxsize`` (no source
+            is sliced in chunks that large).
+    """
+    size = check_int("chunksize", value, 1)
+    if size > sys.maxsize:
+        raise ValueError(
+            f"chunksize must be at most sys.maxsize ({sys.maxsize}), got {size!r}"
+        )
+    return size
 
 
 def check_optional_int(name: str, value: object, minimum: int) -> int | None:

@@ -15,6 +15,8 @@ __all__ = (
     "closed_before_start",
     "closed_on_arrival",
     "closed_while_waiting",
+    "overloaded_after_wait",
+    "overloaded_at_once",
     "safe_str",
 )
 
@@ -59,6 +61,29 @@ def closed_while_waiting() -> ClosedError:
 def closed_before_start() -> ClosedError:
     """A submitted call that the close dropped before it started."""
     return ClosedError("the executor was closed before this call started")
+
+
+# The sentences of OverloadedError: refused at once, or after max_wait.
+
+
+def overloaded_at_once(
+    waiting: int, max_pending: int, bound: int, in_use: int, where: str = ""
+) -> OverloadedError:
+    """The refusal of a caller that found ``max_pending`` waiting already."""
+    return OverloadedError(
+        f"overloaded: {waiting} callers{where} already wait for a slot "
+        f"(max_pending={max_pending}, bound={bound}, in_flight={in_use})"
+    )
+
+
+def overloaded_after_wait(
+    max_wait: float | None, bound: int, in_use: int, waiting: int, where: str = ""
+) -> OverloadedError:
+    """The refusal of a caller that waited ``max_wait`` without a slot."""
+    return OverloadedError(
+        f"overloaded: waited max_wait={max_wait}s for a slot{where} "
+        f"(bound={bound}, in_flight={in_use}, waiting={waiting})"
+    )
 
 
 def safe_str(exc: BaseException, limit: int = 240) -> str:

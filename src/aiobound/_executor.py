@@ -1,76 +1,55 @@
-"""BoundedLoopExecutor: awaitable, bounded submission to any executor.
+"""BoundedLoopExecutor and Partition: the front doors of the call path.
 
-The front door: argument checks, loop binding, and the coordination of the
-pieces below it (the slot gate, the rate limit, the submit strategy, the
-owned pool, the bridge back to the loop and the map iterator).
+Surface and wiring only: signatures, docstrings, argument checks, and the
+choice of parts at construction (the gate, the submit strategy, the rate
+limit, the limit policy, the owned pool). The calls themselves go through
+the lanes of :mod:`aiobound._calls`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
-from functools import partial
-from types import BuiltinFunctionType, FunctionType
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-from ._bridge import CANCELLED, COMPLETED, FAILED, Bridge, thread_id
+from ._bridge import thread_id
+from ._calls import CallPath, Lane
 from ._checks import (
     Limits,
     check_callable,
+    check_chunksize,
     check_int,
     check_optional_positive,
-    is_async_function,
 )
-from ._errors import ClosedError, OverloadedError, closed_while_waiting
-from ._histogram import Recorder
 from ._limits import LimitPolicy
-from ._map import MapIterator, MapPort, make_map
+from ._map import MapIterator, make_map
 from ._observe import CallObserver, Observed
-from ._partitions import Part, PartitionedGate, Share, check_partitions
-from ._process import (
-    OwnedProcessPool,
-    explain_broken_pool,
-    failed_call_was_dropped,
-    owned_process_pool,
-)
+from ._partitions import PartitionedGate, Share, check_partitions
+from ._process import owned_process_pool
 from ._rate import RateLimiter
 from ._shared import LoopView, SharedBound, check_bound
 from ._slots import SlotGate
-from ._stats import ExecutorStats, PartitionStats
-from ._submit import handover_for, own_or_wrap
+from ._stats import CallCounts, ExecutorStats, PartitionStats, executor_stats
+from ._stats import partition_stats as _partition_stats
+from ._submit import Submitter, own_or_wrap
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping
+    from collections.abc import AsyncIterable, Callable, Iterable, Mapping
     from multiprocessing.context import BaseContext
     from types import TracebackType
 
     from typing_extensions import Self
 
+    from ._partitions import Part
+    from ._process import OwnedProcessPool
+    from ._readings import ExecutorGate
+
 __all__ = ("BoundedLoopExecutor", "Partition")
-
-
-class _Admit(Protocol):
-    """How a call is admitted and handed over (plain, or observed)."""
-
-    def __call__(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        part: Part | None = None,
-        /,
-    ) -> Coroutine[Any, Any, asyncio.Future[T]]: ...
-
 
 P = ParamSpec("P")
 T = TypeVar("T")
 A = TypeVar("A")
 R = TypeVar("R")
-
-# What submit() has checked before any function: no function is this object.
-_NOTHING_CHECKED = object()
 
 
 class BoundedLoopExecutor:
@@ -157,32 +136,12 @@ class BoundedLoopExecutor:
 
     __slots__ = (
         "__weakref__",
-        "_admit",
-        "_bridge",
-        "_calls",
-        "_cancelled",
-        "_checked_fn",
-        "_completed",
-        "_executor",
-        "_explainer",
-        "_failed",
-        "_gate",
-        "_handover",
-        "_lanes",
-        "_loop",
-        "_observed",
-        "_on_end",
+        "_lane",
         "_owns_executor",
-        "_partitions",
-        "_plain_admission",
-        "_policy",
-        "_process_pool",
-        "_rate",
-        "_run_histogram",
-        "_shed",
+        "_parts",
+        "_path",
+        "_pool",
         "_shutdown",
-        "_submitted",
-        "_to_processes",
     )
 
     def __init__(
@@ -199,7 +158,7 @@ class BoundedLoopExecutor:
         partitions: Mapping[str, float | Share] | None = None,
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
-        bound = None if policy is not None else check_bound(bound)
+        bound = None if policy is not None else check_bound(bound, policies=True)
         shares = _check_partitions(partitions, bound)
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
@@ -209,12 +168,22 @@ class BoundedLoopExecutor:
         executor, owned, workers = own_or_wrap(
             max_workers, executor, bound_given=bound is not None or policy is not None
         )
-        if policy is not None:
-            bound = policy.attach(workers if isinstance(workers, int) else None)
-        elif bound is None:
-            assert isinstance(workers, int)
+        try:
+            if copy_context is None:
+                copy_context = isinstance(
+                    executor, concurrent.futures.ThreadPoolExecutor
+                )
+            submitter = Submitter(executor, copy_context=copy_context)
+            if policy is not None:
+                bound = policy.attach(workers)
+        except BaseException:
+            if owned:
+                executor.shutdown(wait=False)
+            raise
+        if bound is None:
+            assert workers is not None
             bound = 2 * workers
-        self._setup(executor, owned, None, bound, limits, copy_context, policy, shares)
+        self._setup(submitter, owned, None, bound, limits, policy, shares)
 
     @classmethod
     def process(
@@ -273,24 +242,24 @@ class BoundedLoopExecutor:
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
         policy = bound if isinstance(bound, LimitPolicy) else None
-        bound = None if policy is not None else check_bound(bound)
+        bound = None if policy is not None else check_bound(bound, policies=True)
         shares = _check_partitions(partitions, bound)
         limits = Limits(max_pending, max_wait, max_per_second, burst)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
-        if policy is not None:
-            try:
+        try:
+            if policy is not None:
                 bound = policy.attach(pool.workers)
-            except BaseException:
-                pool.executor.shutdown(wait=False)
-                raise
+        except BaseException:
+            pool.executor.shutdown(wait=False)
+            raise
         self = cls.__new__(cls)
+        submitter = Submitter(pool.executor, copy_context=False, owned_pool=pool)
         self._setup(
-            pool.executor,
+            submitter,
             True,
             pool,
             2 * pool.workers if bound is None else bound,
             limits,
-            None,
             policy,
             shares,
         )
@@ -298,100 +267,76 @@ class BoundedLoopExecutor:
 
     def _setup(
         self,
-        executor: concurrent.futures.Executor,
+        submitter: Submitter,
         owned: bool,
-        process_pool: OwnedProcessPool | None,
+        pool: OwnedProcessPool | None,
         bound: int | SharedBound,
         limits: Limits,
-        copy_context: bool | None = None,
-        policy: LimitPolicy | None = None,
-        shares: dict[str, Share] | None = None,
+        policy: LimitPolicy | None,
+        shares: dict[str, Share] | None,
     ) -> None:
-        """Assemble the pieces; the arguments are already checked."""
-        to_processes = isinstance(executor, ProcessPoolExecutor)
-        if copy_context is None:
-            copy_context = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
-        elif copy_context and to_processes:
-            raise ValueError(
-                "copy_context=True cannot be used with a process pool: a "
-                "contextvars.Context cannot be pickled to another process"
-            )
-        self._executor = executor
-        self._owns_executor = owned
-        self._process_pool = process_pool
-        self._to_processes = to_processes
-        self._handover, self._explainer = handover_for(
-            executor,
-            copy_context=copy_context,
-            to_processes=to_processes,
-            owned=process_pool,
-        )
-        self._gate: SlotGate | LoopView | PartitionedGate
-        self._partitions: PartitionedGate | None = None
+        """Choose the parts; the arguments are already checked."""
+        gate: ExecutorGate
+        self._parts: PartitionedGate | None = None
         if shares is not None:
             assert isinstance(bound, int)
-            self._gate = self._partitions = PartitionedGate(
+            gate = self._parts = PartitionedGate(
                 bound, shares, limits.max_pending, limits.max_wait
             )
         elif isinstance(bound, int):
-            self._gate = SlotGate(bound, limits.max_pending, limits.max_wait)
+            gate = SlotGate(bound, limits.max_pending, limits.max_wait)
         else:
-            self._gate = LoopView(bound, limits.max_pending, limits.max_wait)
-        # With partitions: the partition of each call submitted through one
-        # (calls absent here are the "default" partition's).
-        self._lanes: dict[concurrent.futures.Future[Any], Part] = {}
-        self._policy = policy
-        self._rate = (
+            gate = LoopView(bound, limits.max_pending, limits.max_wait)
+        rate = (
             None
             if limits.max_per_second is None
             else RateLimiter(limits.max_per_second, limits.burst)
         )
-        # Underlying futures of calls submitted and not yet settled (so that
-        # aclose(timeout=...) can cancel those that have not started), each
-        # with its time.monotonic() at hand-off (for the run-time histogram).
-        self._calls: dict[concurrent.futures.Future[Any], float] = {}
-        # The last stateless function submit() checked: the next call of it
-        # is not checked again (a loop that submits one function pays once).
-        self._checked_fn: object = _NOTHING_CHECKED
-        self._run_histogram = Recorder()
-        # The strategies an observer swaps (see add_observer).
-        self._admit: _Admit = self._acquire_and_start
-        # No rate limit and no observer: a free slot is taken in submit itself.
-        self._plain_admission = self._rate is None
-        self._on_end = (
-            self._call_ended if shares is None else self._call_ended_partitioned
+        self._path = path = CallPath(
+            gate,
+            submitter,
+            rate,
+            policy,
+            releases_anywhere=isinstance(gate, LoopView),
         )
-        self._observed: Observed | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._bridge: Bridge | None = None
+        if self._parts is None:
+            self._lane = path.lane(gate, None)  # type: ignore[arg-type]
+        else:
+            for part in self._parts.parts():
+                path.lane(part, part.name)
+            self._lane = self._lane_of(self._parts.default)
+        self._pool = pool
+        self._owns_executor = owned
         self._shutdown: asyncio.Future[None] | None = None
-        self._submitted = 0
-        self._completed = 0
-        self._failed = 0
-        self._cancelled = 0
-        self._shed = 0
+
+    def _lane_of(self, part: Part) -> Lane:
+        for lane in self._path.lanes:
+            if lane.gate is part:
+                return lane
+        raise AssertionError(f"no lane for {part!r}")  # pragma: no cover
 
     # -- introspection -------------------------------------------------------
 
     @property
     def bound(self) -> int:
         """Most calls submitted to the underlying executor and unfinished."""
-        return self._gate.bound
+        return self._path.gate.bound
 
     @property
     def max_pending(self) -> int | None:
         """Most coroutines allowed to wait for a slot (``None``: no limit)."""
-        return self._gate.max_pending
+        return self._lane.gate.max_pending
 
     @property
     def max_wait(self) -> float | None:
         """Seconds a coroutine may wait for a slot (``None``: no limit)."""
-        return self._gate.max_wait
+        return self._lane.gate.max_wait
 
     @property
     def max_per_second(self) -> float | None:
         """Most calls started per second (``None``: no limit)."""
-        return None if self._rate is None else self._rate.per_second
+        rate = self._path.rate
+        return None if rate is None else rate.per_second
 
     @property
     def executor(self) -> concurrent.futures.Executor:
@@ -399,12 +344,12 @@ class BoundedLoopExecutor:
 
         For a process pool that was replaced after it broke, the current one.
         """
-        return self._executor
+        return self._path.submitter.executor
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` has been called."""
-        return self._gate.closed
+        return self._path.gate.closed
 
     # -- admission, without taking a slot --------------------------------------
 
@@ -419,10 +364,7 @@ class BoundedLoopExecutor:
         The answer can change at the next await; :meth:`submit` still
         decides.
         """
-        if not self._gate.would_admit_now():
-            return False
-        rate = self._rate
-        return rate is None or rate.would_start_now()
+        return self._lane.would_admit_now()
 
     def can_admit(self) -> bool:
         """Whether a call submitted now would be accepted, at once or to wait.
@@ -437,7 +379,7 @@ class BoundedLoopExecutor:
         answers for a call made on the executor itself: the waiters counted
         are the ``"default"`` partition's.
         """
-        return self._gate.can_queue()
+        return self._lane.gate.can_queue()
 
     def shed_at_edge(self) -> bool:
         """Refuse a request before it becomes a call, if it would be refused.
@@ -451,26 +393,7 @@ class BoundedLoopExecutor:
         O(1); takes no slot. With partitions, it answers for the
         ``"default"`` partition, as :meth:`can_admit` does.
         """
-        return self._shed_in(None)
-
-    def _shed_in(self, part: Part | None) -> bool:
-        gate = self._gate if part is None else part
-        if gate.can_queue():
-            return False
-        self._shed += 1
-        partitions = self._partitions
-        if part is None and partitions is not None:
-            part = partitions.default
-        if part is not None:
-            part.shed += 1
-        observed = self._observed
-        if observed is not None:
-            observed.refused_at_edge(None if part is None else part.name)
-        return True
-
-    def _queued(self) -> int:
-        """Calls handed over that have not started in the underlying executor."""
-        return sum(1 for cfut in self._calls if not cfut.running() and not cfut.done())
+        return self._lane.shed_at_edge()
 
     @property
     def queue_wait_recent(self) -> float:
@@ -483,76 +406,30 @@ class BoundedLoopExecutor:
         O(1) when a slot is granted; the web integrations derive
         ``Retry-After`` from it.
         """
-        return self._gate.wait_recent
+        return self._path.gate.wait_recent
 
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the counters. O(1); cheap enough per request."""
-        gate = self._gate
-        rate = self._rate
-        policy = self._policy
-        return ExecutorStats(
-            bound=gate.bound,
-            in_flight=gate.in_use,
-            waiting=gate.waiting,
-            max_pending=gate.max_pending,
-            max_wait=gate.max_wait,
+        path = self._path
+        rate = path.rate
+        policy = path.policy
+        parts = self._parts
+        return executor_stats(
+            path.gate,  # type: ignore[arg-type]
+            CallCounts.merged(lane.counts for lane in path.lanes),
             max_per_second=None if rate is None else rate.per_second,
-            peak_in_flight=gate.peak_in_use,
-            submitted=self._submitted,
-            completed=self._completed,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            rejected=gate.rejected,
-            timed_out=gate.timed_out,
             rate_limited=0 if rate is None else rate.limited,
-            queue_wait_avg=gate.wait_average,
-            queue_wait_max=gate.wait_maximum,
-            closed=gate.closed,
-            queue_wait=gate.wait_histogram(),
-            run_time=self._run_histogram.snapshot(),
-            pool_restarts=0
-            if self._process_pool is None
-            else self._process_pool.restarts,
+            pool_restarts=0 if self._pool is None else self._pool.restarts,
             latency_short=None if policy is None else policy.latency_short,
             latency_no_load=None if policy is None else policy.latency_no_load,
-            partitions={} if self._partitions is None else self._partition_stats(),
-            shed_at_edge=self._shed,
-            queued=self._queued(),
+            queued=path.queued(),
+            partitions=None
+            if parts is None
+            else {
+                lane.gate.name: _partition_stats(lane.gate, lane.counts)  # type: ignore[attr-defined,arg-type]
+                for lane in path.lanes
+            },
         )
-
-    def _partition_stats(self) -> dict[str, PartitionStats]:
-        gate = self._partitions
-        assert gate is not None
-        default = gate.default
-        # Calls submitted on the executor itself are counted only in total.
-        others = sum(p.submitted for p in gate.parts() if p is not default)
-        return {
-            part.name: PartitionStats(
-                share=part.share,
-                guaranteed=part.guaranteed,
-                max_share=part.max_share,
-                ceiling=part.ceiling,
-                in_flight=part.in_use,
-                waiting=part.waiting,
-                max_pending=part.max_pending,
-                max_wait=part.max_wait,
-                peak_in_flight=part.peak_in_use,
-                submitted=self._submitted - others
-                if part is default
-                else part.submitted,
-                completed=part.completed,
-                failed=part.failed,
-                cancelled=part.cancelled,
-                rejected=part.rejected,
-                timed_out=part.timed_out,
-                queue_wait_avg=part.wait_average,
-                queue_wait_max=part.wait_maximum,
-                queue_wait=part.wait_histogram(),
-                run_time=part.run_time.snapshot(),
-                shed_at_edge=part.shed,
-            )
-            for part in gate.parts()
-        }
 
     def partition(self, name: str) -> Partition:
         """The partition called *name*: its ``submit``, ``run`` and ``map``.
@@ -569,23 +446,23 @@ class BoundedLoopExecutor:
         """
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
-        gate = self._partitions
-        if gate is None:
+        parts = self._parts
+        if parts is None:
             raise RuntimeError(
                 f"{self!r} has no partitions; declare them with "
                 "BoundedLoopExecutor(partitions={...})"
             )
-        return Partition(self, gate.part(name))
+        return Partition(self, self._lane_of(parts.part(name)))
 
     def __repr__(self) -> str:
-        gate = self._gate
+        gate = self._path.gate
         state = "closed" if gate.closed else "open"
         return (
             f"<{type(self).__name__} bound={gate.bound} in_flight={gate.in_use} "
             f"waiting={gate.waiting} {state}>"
         )
 
-    # -- submission ----------------------------------------------------------
+    # -- calls ----------------------------------------------------------------
 
     async def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
@@ -618,365 +495,7 @@ class BoundedLoopExecutor:
         returned future cancels a call that has not started (it never runs
         and its slot is freed); a running call keeps its slot until it ends.
         """
-        if asyncio.get_running_loop() is not self._loop:
-            self._bind()
-        if fn is not self._checked_fn:
-            self._check_fn(fn)
-        if self._plain_admission and self._gate.try_acquire():
-            return self._start(fn, args, kwargs)  # a slot free: no wait at all
-        return await self._admit(fn, args, kwargs)
-
-    def _check_fn(self, fn: object) -> None:
-        """Refuse a *fn* that is not callable or is async.
-
-        A fine *fn* that holds no state (a builtin, or a function without a
-        closure) is remembered: holding on to it keeps nothing else alive.
-        """
-        if not callable(fn) or is_async_function(fn):
-            check_callable("fn", fn)
-        kind = type(fn)
-        if kind is BuiltinFunctionType or (
-            kind is FunctionType and fn.__closure__ is None  # type: ignore[attr-defined]
-        ):
-            self._checked_fn = fn
-
-    async def _acquire_and_start(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        part: Part | None = None,
-    ) -> asyncio.Future[T]:
-        """Take a slot (and a turn), then hand the call over.
-
-        The slot is taken on *part*'s account if given, else on the gate's.
-        An observer added while the caller waited hears of the call at its
-        hand-over, in *part*.
-        """
-        gate = self._gate if part is None else part
-        if not gate.try_acquire():
-            await gate.acquire()
-        if self._rate is not None or gate.closed:
-            await self._wait_turn(part)
-        if part is None:
-            return self._start(fn, args, kwargs)
-        return self._start_in(part, fn, args, kwargs)
-
-    async def _wait_turn(self, part: Part | None = None) -> None:
-        """Holding a slot: wait for the rate limit's turn; check the close.
-
-        On any error or cancellation the slot (of *part*, if given) is
-        released.
-        """
-        gate = self._gate if part is None else part
-        try:
-            # Not once closed: a slot handed over just as aclose() ran would
-            # wait for a turn that the rate limiter's close no longer ends.
-            if self._rate is not None and not gate.closed:
-                await self._rate.wait_turn()
-            if gate.closed:
-                raise closed_while_waiting()
-        except BaseException:
-            gate.release()
-            raise
-
-    def _start(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
-        *,
-        part: Part | None = None,
-    ) -> asyncio.Future[T]:
-        """Hand the call to the executor; the caller already holds a slot.
-
-        The slot is held on *part*'s account if given, else on the gate's.
-        ``on_settled``, if given, is called with the returned future, on the
-        loop, right after it is settled (see :meth:`Bridge.chain`). On the
-        bound loop only. If the executor's ``submit`` raises, the slot is
-        freed and the error propagates.
-        """
-        self._submitted += 1
-        if part is not None:
-            part.submitted += 1
-        explainer = self._explainer
-        explain = None if explainer is None else explainer(fn, args, kwargs)
-        try:
-            cfut = self._handover(self._executor, fn, args, kwargs)
-        except BaseException as exc:
-            cfut = self._submit_failed(exc, fn, args, kwargs, part)
-        self._calls[cfut] = time.monotonic()
-        if part is not None:
-            self._lanes[cfut] = part
-        assert self._bridge is not None
-        return self._bridge.chain(cfut, explain, on_settled)
-
-    # -- submission through a partition ----------------------------------------
-
-    async def _submit_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> asyncio.Future[T]:
-        """:meth:`submit` on *part*'s account."""
-        if asyncio.get_running_loop() is not self._loop:
-            self._bind()
-        if fn is not self._checked_fn:
-            self._check_fn(fn)
-        if self._plain_admission and part.try_acquire():
-            return self._start(fn, args, kwargs, part=part)
-        return await self._admit(fn, args, kwargs, part)
-
-    def _start_in(
-        self,
-        part: Part,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
-    ) -> asyncio.Future[T]:
-        """:meth:`_start` of an item of *part*'s map.
-
-        Tells an observer, if any, the item's partition (on the loop, with
-        no await in between).
-        """
-        observed = self._observed
-        if observed is None:
-            return self._start(fn, args, kwargs, on_settled, part=part)
-        observed.partition = part.name
-        try:
-            return self._start(fn, args, kwargs, on_settled, part=part)
-        finally:
-            observed.partition = None
-
-    def _map_in(
-        self,
-        part: Part,
-        fn: Callable[[A], T],
-        items: Iterable[A] | AsyncIterable[A],
-        ordered: bool,
-        chunksize: int | None,
-    ) -> MapIterator[T]:
-        """:meth:`map` on *part*'s account."""
-        chunksize = self._check_map(fn, ordered, chunksize)
-        port = self._map_port(part)
-        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
-
-    def _call_ended_partitioned(
-        self, cfut: concurrent.futures.Future[Any], outcome: int
-    ) -> bool:
-        """:meth:`_call_ended`, releasing into the call's partition."""
-        gate = self._partitions
-        assert gate is not None
-        part = self._lanes.pop(cfut, gate.default)
-        started = self._calls.pop(cfut, None)
-        if self._policy is not None and started is not None and outcome != CANCELLED:
-            self._sample(cfut, outcome, started)
-        part.release()
-        if outcome == COMPLETED:
-            self._completed += 1
-            part.completed += 1
-            if started is not None:
-                ran = time.monotonic() - started
-                self._run_histogram.record(ran)
-                part.run_time.record(ran)
-        elif outcome == FAILED:
-            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
-                self._cancelled += 1
-                part.cancelled += 1
-            else:
-                self._failed += 1
-                part.failed += 1
-                if started is not None:
-                    ran = time.monotonic() - started
-                    self._run_histogram.record(ran)
-                    part.run_time.record(ran)
-        else:
-            self._cancelled += 1
-            part.cancelled += 1
-        return gate.closed
-
-    def _submit_failed(
-        self,
-        exc: BaseException,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        part: Part | None = None,
-    ) -> concurrent.futures.Future[T]:
-        """The executor's ``submit`` raised *exc*; the caller holds a slot.
-
-        The slot is held on *part*'s account if given, else on the gate's.
-
-        An owned pool that is broken is replaced and the call submitted to
-        the new one. Otherwise the slot is freed and the error raised; for a
-        broken pool that is not ours, with a message that says what to do.
-        """
-        error = exc
-        if isinstance(exc, BrokenExecutor):
-            if self._process_pool is not None:
-                try:
-                    self._executor = self._process_pool.replace()
-                    return self._handover(self._executor, fn, args, kwargs)
-                except BaseException as retry_exc:
-                    error = retry_exc
-            else:
-                error = explain_broken_pool(exc, self._executor)
-        self._failed += 1
-        if part is not None:
-            part.failed += 1
-            part.release()
-        else:
-            if self._partitions is not None:
-                self._partitions.default.failed += 1
-            self._gate.release()
-        raise error
-
-    def _call_ended(self, cfut: concurrent.futures.Future[Any], outcome: int) -> bool:
-        """On the loop, once a submitted call ended: free its slot, count it.
-
-        Returns whether the executor is closed (the bridge then tells a
-        caller whose call was dropped before it started).
-        """
-        started = self._calls.pop(cfut, None)
-        gate = self._gate
-        if self._policy is not None and started is not None and outcome != CANCELLED:
-            self._sample(cfut, outcome, started)
-        gate.release()
-        if outcome == COMPLETED:
-            self._completed += 1
-            if started is not None:
-                self._run_histogram.record(time.monotonic() - started)
-        elif outcome == FAILED:
-            if self._to_processes and failed_call_was_dropped(cfut, self._executor):
-                self._cancelled += 1  # dropped by aclose(timeout=...) unstarted
-            else:
-                self._failed += 1
-                if started is not None:
-                    self._run_histogram.record(time.monotonic() - started)
-        else:
-            self._cancelled += 1
-        return gate.closed
-
-    def _sample(
-        self, cfut: concurrent.futures.Future[Any], outcome: int, started: float
-    ) -> None:
-        """Feed the limit policy the call that ended; resize to its answer.
-
-        Runs before the call's slot is released, so that a lower limit
-        retires the slot instead of handing it to a waiter.
-        """
-        policy = self._policy
-        assert policy is not None
-        now = time.monotonic()
-        dropped = outcome == FAILED and isinstance(cfut.exception(), policy.drop_on)
-        gate = self._gate
-        limit = policy.on_sample(now, now - started, gate.in_use, dropped)
-        if limit != gate.bound and not gate.closed:
-            gate.resize(limit)
-
-    # -- observing -----------------------------------------------------------
-
-    def add_observer(self, observer: CallObserver) -> None:
-        """Tell *observer* of the life of every call from now on.
-
-        Calls already handed over are not reported; a caller already
-        waiting for a slot is reported from its hand-over on (its
-        :meth:`~CallObserver.arrived` just before, in its partition), and not
-        at all if it is refused. One observer per executor
-        (:mod:`aiobound.opentelemetry` installs one); an executor never given
-        one pays nothing for the feature: this method swaps the way calls are
-        admitted, handed over and ended for observed ones.
-        With partitions, the calls of every partition are reported, each
-        arrival through :meth:`CallObserver.arrived_in` with the call's
-        partition name.
-
-        Call it from the event loop's thread, or before the executor is used.
-
-        Raises:
-            TypeError: *observer* is not a :class:`CallObserver`.
-            RuntimeError: the executor already has an observer.
-        """
-        if not isinstance(observer, CallObserver):
-            raise TypeError(
-                f"observer must be a CallObserver, got {type(observer).__name__}"
-            )
-        if self._observed is not None:
-            raise RuntimeError(f"{self!r} already has an observer")
-        partitions = self._partitions
-        observed = Observed(
-            observer,
-            self._handover,
-            None if partitions is None else partitions.default.name,
-        )
-        self._observed = observed
-        self._handover = observed.handover
-        self._on_end = self._call_ended_observed
-        if self._bridge is not None:
-            self._bridge.set_on_end(self._on_end)
-        self._admit = self._acquire_and_start_observed
-        self._plain_admission = False
-
-    async def _acquire_and_start_observed(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        part: Part | None = None,
-    ) -> asyncio.Future[T]:
-        """:meth:`_acquire_and_start`, telling the observer.
-
-        The slot is taken on *part*'s account if given, else on the gate's.
-        """
-        observed = self._observed
-        assert observed is not None
-        observer = observed.observer
-        token = observed.arrived(None if part is None else part.name)
-        gate = self._gate if part is None else part
-        refused_at_once = False
-        try:
-            if not gate.try_acquire():
-                # Open, no free slot: acquire() refuses at once (max_pending)
-                # exactly when the caller may not queue.
-                refused_at_once = not gate.can_queue()
-                await gate.acquire()
-            if self._rate is not None or gate.closed:
-                await self._wait_turn(part)
-        except BaseException as exc:
-            if isinstance(exc, OverloadedError):
-                reason = "max_pending" if refused_at_once else "max_wait"
-            elif isinstance(exc, ClosedError):
-                reason = "closed"
-            else:
-                reason = "cancelled"
-            observer.refused(token, reason, exc)
-            raise
-        observed.current = token
-        # The partition of a second hand-over, to a replaced process pool.
-        observed.partition = None if part is None else part.name
-        try:
-            return self._start(fn, args, kwargs, part=part)
-        finally:
-            observed.current = None
-            observed.partition = None
-
-    def _call_ended_observed(
-        self, cfut: concurrent.futures.Future[Any], outcome: int
-    ) -> bool:
-        """:meth:`_call_ended`, then the observer's ``ended``."""
-        cancelled = self._cancelled
-        if self._partitions is None:
-            closed = self._call_ended(cfut, outcome)
-        else:
-            closed = self._call_ended_partitioned(cfut, outcome)
-        if self._cancelled != cancelled:
-            outcome = CANCELLED  # a failure that was a drop before it started
-        assert self._observed is not None
-        self._observed.ended(cfut, outcome, self._loop)
-        return closed
+        return await self._lane.submit(fn, args, kwargs)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
@@ -989,8 +508,9 @@ class BoundedLoopExecutor:
         it runs, the caller is released at once but the call goes on and
         keeps its slot until it ends.
         """
-        fut = await self.submit(fn, *args, **kwargs)
-        return await fut
+        # No name for the future: a failed call's traceback would keep it,
+        # and it the exception (a cycle, freed only by the collector).
+        return await (await self._lane.submit(fn, args, kwargs))
 
     def map(
         self,
@@ -1026,100 +546,7 @@ class BoundedLoopExecutor:
                 ``chunksize`` is not an int.
             ValueError: ``chunksize`` is below 1.
         """
-        chunksize = self._check_map(fn, ordered, chunksize)
-        port = self._map_port()
-        return make_map(port, fn, items, ordered=ordered, chunksize=chunksize)
-
-    def _map_port(self, part: Part | None = None) -> MapPort:
-        """The map's way to this executor, on *part*'s account if given."""
-        gate = self._gate if part is None else part
-        rated = self._rate is not None
-        if part is None:
-            return MapPort(
-                bind=self._bind_running,
-                bound=self._current_bound,
-                reserve_now=self._reserve_now if rated else gate.try_take,
-                release=gate.release,
-                start_reserved=self._start,
-                start=self._acquire_and_start,
-                rate_limited=rated,
-                reserve_slot_now=gate.try_take,
-                start_on_turn=self._start_on_turn,
-            )
-        return MapPort(
-            bind=self._bind_running,
-            bound=self._current_bound,
-            reserve_now=partial(self._reserve_now, part) if rated else gate.try_take,
-            release=gate.release,
-            start_reserved=partial(self._start_in, part),
-            start=partial(self._acquire_and_start, part=part),
-            rate_limited=rated,
-            reserve_slot_now=gate.try_take,
-            start_on_turn=partial(self._start_on_turn, part=part),
-        )
-
-    def _check_map(
-        self, fn: object, ordered: object, chunksize: int | None
-    ) -> int | None:
-        """Check :meth:`map`'s arguments; return the chunk size to use."""
-        check_callable("fn", fn)
-        if not isinstance(ordered, bool):
-            raise TypeError(f"ordered must be a bool, got {ordered!r}")
-        if chunksize is None:
-            if not self._to_processes:
-                chunksize = 1
-        else:
-            check_int("chunksize", chunksize, 1)
-        return chunksize
-
-    # The map's side of the executor (see MapPort).
-
-    def _bind_running(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind()
-        return loop
-
-    def _current_bound(self) -> int:
-        return self._gate.bound
-
-    def _reserve_now(self, part: Part | None = None) -> bool:
-        gate = self._gate if part is None else part
-        if not gate.has_free_slot():
-            return False
-        rate = self._rate
-        if rate is not None and not rate.try_start():
-            return False
-        return gate.try_take()
-
-    async def _start_on_turn(
-        self,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        part: Part | None = None,
-    ) -> asyncio.Future[T]:
-        await self._wait_turn(part)
-        if part is None:
-            return self._start(fn, args, kwargs)
-        return self._start_in(part, fn, args, kwargs)
-
-    # -- loop binding --------------------------------------------------------
-
-    def _bind(self) -> None:
-        """Bind to the running loop on first use; refuse any other loop."""
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-            self._bridge = Bridge(loop, self._on_end)
-            self._gate.bind(loop)
-            if self._rate is not None:
-                self._rate.bind(loop)
-        elif self._loop is not loop:
-            raise RuntimeError(
-                f"{self!r} is bound to a different event loop; create one "
-                "BoundedLoopExecutor per event loop"
-            )
+        return _map(self._lane, fn, items, ordered, chunksize)
 
     # -- tuning --------------------------------------------------------------
 
@@ -1142,18 +569,48 @@ class BoundedLoopExecutor:
                 or the bound is set by a limit policy.
         """
         bound = check_int("bound", bound, 1)
-        if self._policy is not None:
+        path = self._path
+        if path.policy is not None:
             raise RuntimeError(
                 f"the bound of {self!r} is set by its limit policy "
-                f"{self._policy!r}; resize() would fight it"
+                f"{path.policy!r}; resize() would fight it"
             )
-        bridge = self._bridge
+        bridge = path.bridge
         if bridge is not None and thread_id() != bridge.loop_thread_id:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
             )
-        self._gate.resize(bound)
+        path.gate.resize(bound)
+
+    def add_observer(self, observer: CallObserver) -> None:
+        """Tell *observer* of the life of every call from now on.
+
+        Calls already handed over are not reported; a caller already
+        waiting for a slot is reported from its hand-over on (its
+        :meth:`~CallObserver.arrived` just before, in its partition), and not
+        at all if it is refused. One observer per executor
+        (:mod:`aiobound.opentelemetry` installs one); an executor never given
+        one pays nothing for the feature: this method swaps the way calls are
+        admitted, handed over and ended for observed ones.
+        With partitions, the calls of every partition are reported, each
+        arrival through :meth:`CallObserver.arrived_in` with the call's
+        partition name.
+
+        Call it from the event loop's thread, or before the executor is used.
+
+        Raises:
+            TypeError: *observer* is not a :class:`CallObserver`.
+            RuntimeError: the executor already has an observer.
+        """
+        if not isinstance(observer, CallObserver):
+            raise TypeError(
+                f"observer must be a CallObserver, got {type(observer).__name__}"
+            )
+        path = self._path
+        if path.observed is not None:
+            raise RuntimeError(f"{self!r} already has an observer")
+        path.set_observer(Observed(observer))
 
     # -- closing -------------------------------------------------------------
 
@@ -1193,13 +650,14 @@ class BoundedLoopExecutor:
         ``aclose()`` again to wait for them and for the shutdown.
         """
         timeout = check_optional_positive("timeout", timeout)
-        if asyncio.get_running_loop() is not self._loop:
-            self._bind()
-        gate = self._gate
+        path = self._path
+        if asyncio.get_running_loop() is not path.loop:
+            path.bind()
+        gate = path.gate
         gate.close()
-        self._checked_fn = _NOTHING_CHECKED
-        if self._rate is not None:
-            self._rate.close()
+        path.forget_checked_fn()
+        if path.rate is not None:
+            path.rate.close()
         if timeout is None:
             await gate.wait_idle()
         else:
@@ -1211,12 +669,13 @@ class BoundedLoopExecutor:
 
     def _give_up_on_calls_in_flight(self, timeout: float) -> None:
         """After aclose's timeout: cancel calls not started, report the rest."""
-        not_started = sum(cfut.cancel() for cfut in list(self._calls))
+        path = self._path
         # cancel() settles each cancelled call right here, on this thread.
-        running = self._gate.in_use
+        not_started = sum(cfut.cancel() for cfut in list(path.calls))
+        running = path.running()
         if not running:
             return
-        pool = self._process_pool
+        pool = self._pool
         if pool is not None:
             # The pool's own queue holds calls it reports as running: its
             # workers now skip those that have not started.
@@ -1224,7 +683,7 @@ class BoundedLoopExecutor:
         if self._owns_executor and self._shutdown is None:
             # Stop the pool without waiting; a later aclose() waits for the
             # running calls and then joins the pool's workers.
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.executor.shutdown(wait=False, cancel_futures=True)
         if pool is not None:
             raise TimeoutError(
                 f"aclose(timeout={timeout}): {running} calls still running or "
@@ -1241,10 +700,11 @@ class BoundedLoopExecutor:
 
     async def _shut_down_owned_pool(self) -> None:
         if not self._owns_executor:
-            return
+            return  # a wrapped executor is left running
         if self._shutdown is None:
-            assert self._loop is not None
-            self._shutdown = self._loop.run_in_executor(None, self._executor.shutdown)
+            loop = self._path.loop
+            assert loop is not None
+            self._shutdown = loop.run_in_executor(None, self.executor.shutdown)
         await asyncio.shield(self._shutdown)
 
     async def __aenter__(self) -> Self:
@@ -1273,6 +733,24 @@ def _check_partitions(
     return check_partitions(partitions)
 
 
+def _map(
+    lane: Lane,
+    fn: object,
+    items: Iterable[A] | AsyncIterable[A],
+    ordered: object,
+    chunksize: object,
+) -> MapIterator[T]:
+    """Check ``map``'s arguments and build the iterator over *lane*."""
+    check_callable("fn", fn)
+    if not isinstance(ordered, bool):
+        raise TypeError(f"ordered must be a bool, got {ordered!r}")
+    if chunksize is None:
+        size = None if lane.path.submitter.to_processes else 1
+    else:
+        size = check_chunksize(chunksize)
+    return make_map(lane, fn, items, ordered=ordered, chunksize=size)  # type: ignore[arg-type]
+
+
 class Partition:
     """One partition of a :class:`BoundedLoopExecutor`, from its ``partition()``.
 
@@ -1283,16 +761,18 @@ class Partition:
     and the other settings are the executor's.
     """
 
-    __slots__ = ("_executor", "_part")
+    __slots__ = ("_executor", "_lane")
 
-    def __init__(self, executor: BoundedLoopExecutor, part: Part) -> None:
+    def __init__(self, executor: BoundedLoopExecutor, lane: Lane) -> None:
         self._executor = executor
-        self._part = part
+        self._lane = lane
 
     @property
     def name(self) -> str:
         """The partition's name."""
-        return self._part.name
+        name = self._lane.name
+        assert name is not None
+        return name
 
     @property
     def executor(self) -> BoundedLoopExecutor:
@@ -1300,10 +780,10 @@ class Partition:
         return self._executor
 
     def __repr__(self) -> str:
-        part = self._part
+        part = self._lane.gate
         return (
-            f"<Partition {part.name!r} of {self._executor!r} "
-            f"guaranteed={part.guaranteed} ceiling={part.ceiling} "
+            f"<Partition {self.name!r} of {self._executor!r} "
+            f"guaranteed={part.guaranteed} ceiling={part.ceiling} "  # type: ignore[attr-defined]
             f"in_flight={part.in_use} waiting={part.waiting}>"
         )
 
@@ -1314,10 +794,7 @@ class Partition:
         also false while the partition holds its ceiling, even with slots
         free. O(1); takes no slot and changes nothing.
         """
-        if not self._part.would_admit_now():
-            return False
-        rate = self._executor._rate
-        return rate is None or rate.would_start_now()
+        return self._lane.would_admit_now()
 
     def can_admit(self) -> bool:
         """Whether a call submitted now would be accepted, at once or to wait.
@@ -1325,7 +802,7 @@ class Partition:
         As :meth:`BoundedLoopExecutor.can_admit`, with this partition's
         ``max_pending``. O(1); takes no slot and changes nothing.
         """
-        return self._part.can_queue()
+        return self._lane.gate.can_queue()
 
     def shed_at_edge(self) -> bool:
         """:meth:`BoundedLoopExecutor.shed_at_edge`, for this partition.
@@ -1333,11 +810,11 @@ class Partition:
         Counts the refusal in this partition's ``shed_at_edge`` and the
         executor's.
         """
-        return self._executor._shed_in(self._part)
+        return self._lane.shed_at_edge()
 
     def stats(self) -> PartitionStats:
         """This partition's stats (as in ``executor.stats().partitions``)."""
-        return self._executor.stats().partitions[self._part.name]
+        return self._executor.stats().partitions[self.name]
 
     async def submit(
         self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
@@ -1354,7 +831,7 @@ class Partition:
         is submitted and no slot is held, and the caller stops counting as a
         waiter of this partition at once.
         """
-        return await self._executor._submit_in(self._part, fn, args, kwargs)
+        return await self._lane.submit(fn, args, kwargs)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """:meth:`BoundedLoopExecutor.run`, in this partition.
@@ -1362,8 +839,7 @@ class Partition:
         Raises what :meth:`submit` raises, then whatever ``fn`` raised.
         Cancellation: as the executor's ``run``.
         """
-        fut = await self._executor._submit_in(self._part, fn, args, kwargs)
-        return await fut
+        return await (await self._lane.submit(fn, args, kwargs))
 
     def map(
         self,
@@ -1382,4 +858,4 @@ class Partition:
         Raises:
             TypeError, ValueError: as the executor's ``map``.
         """
-        return self._executor._map_in(self._part, fn, items, ordered, chunksize)
+        return _map(self._lane, fn, items, ordered, chunksize)

@@ -17,12 +17,12 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar
 
 from ._chunks import ChunkCall, ChunkSizer, chunked
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Callable, Coroutine
     from types import TracebackType
 
     from typing_extensions import Self
@@ -31,76 +31,64 @@ __all__ = ("MapIterator", "MapPort", "close_source", "make_map", "open_source")
 
 T = TypeVar("T")
 
-# start(fn, args, kwargs, on_settled) -> the call's future, submitted at once.
-_Start: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Callable[[asyncio.Future[Any]], object] | None], asyncio.Future[Any]]"  # noqa: E501
-# start(fn, args, kwargs) -> the call's future, after a wait.
-_StartLater: TypeAlias = "Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any]], Awaitable[asyncio.Future[Any]]]"  # noqa: E501
-
 # The keyword arguments of every call a map makes: none (never mutated).
 _NO_KWARGS: dict[str, Any] = {}
 
 
-class MapPort:
-    """What a map needs from its executor, and nothing more.
+class MapPort(Protocol):
+    """What a map needs from its executor (a lane of the call path).
 
-    Attributes:
-        bind: Bind the executor to the running loop and return that loop
-            (raises ``RuntimeError`` for another loop).
-        bound: The executor's current bound.
-        reserve_now: Take a slot (and, with a rate limit, a turn) if one is
-            free at once; return whether one was taken. ``False`` once closed.
-        release: Give back a slot taken by ``reserve_now`` and not used.
-        start_reserved: ``start_reserved(fn, args, kwargs, on_settled)``
-            submits the call on a reserved slot and returns the asyncio future
-            of its result (raises what the pool's ``submit`` raises, the slot
-            freed). ``on_settled``, unless ``None``, is called with that future
-            on the loop as soon as it is settled, possibly before
-            ``start_reserved`` returns.
-        start: ``start(fn, args, kwargs)`` waits for a slot and a turn, then
-            submits; raises what ``submit`` raises. Cancellation: as
-            ``submit``.
-        rate_limited: Whether calls wait for turns (``max_per_second``).
-        reserve_slot_now: Take a slot, without a turn, if one is free at
-            once; return whether one was taken.
-        start_on_turn: ``start_on_turn(fn, args, kwargs)``, holding a slot
-            from ``reserve_slot_now``: wait for the turn, then submit; on
-            error or cancellation the slot is given back.
+    Cancellation of the awaitables: as ``submit``.
     """
 
-    __slots__ = (
-        "bind",
-        "bound",
-        "rate_limited",
-        "release",
-        "reserve_now",
-        "reserve_slot_now",
-        "start",
-        "start_on_turn",
-        "start_reserved",
-    )
+    @property
+    def rate_limited(self) -> bool:
+        """Whether calls wait for turns (``max_per_second``)."""
 
-    def __init__(
+    def bind(self) -> asyncio.AbstractEventLoop:
+        """Bind the executor to the running loop and return that loop."""
+
+    def bound(self) -> int:
+        """The executor's current bound: the window."""
+
+    # Whether reserve_now() would succeed now; changes nothing.
+    can_reserve_now: Callable[[], bool]
+    # Take a slot (and a turn) if free at once; False once closed.
+    reserve_now: Callable[[], bool]
+    # Whether reserve_slot_now() would succeed now; changes nothing.
+    can_reserve_slot_now: Callable[[], bool]
+    # Take a slot, without a turn, if one is free at once.
+    reserve_slot_now: Callable[[], bool]
+
+    def release(self) -> None:
+        """Give back a slot taken and not used."""
+
+    def start(
         self,
-        *,
-        bind: Callable[[], asyncio.AbstractEventLoop],
-        bound: Callable[[], int],
-        reserve_now: Callable[[], bool],
-        release: Callable[[], None],
-        start_reserved: _Start,
-        start: _StartLater,
-        rate_limited: bool,
-        reserve_slot_now: Callable[[], bool],
-        start_on_turn: _StartLater,
-    ) -> None:
-        self.bind = bind
-        self.bound = bound
-        self.reserve_now = reserve_now
-        self.release = release
-        self.start_reserved = start_reserved
-        self.start = start
-        self.rate_limited = rate_limited
-        self.reserve_slot_now = reserve_slot_now
-        self.start_on_turn = start_on_turn
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Hand the call over on a reserved slot; return its future.
+
+        Raises what the pool's ``submit`` raises, the slot freed.
+        ``on_settled``, unless ``None``, is called with the future on the
+        loop as soon as it is settled, possibly before this returns.
+        """
+
+    async def start_later(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Wait for a slot and a turn, then hand over; raises as ``submit``."""
+
+    async def start_on_turn(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Holding a reserved slot: wait for the turn, then hand over.
+
+        On error or cancellation the slot is given back.
+        """
 
 
 def open_source(
@@ -220,20 +208,20 @@ class _Window(Generic[T]):
             self._fill_now()
             if not pending:
                 return await self.next(owner)
-            head = pending[0]
-            if not head.done():
+            if not pending[0].done():
+                # Awaited unnamed: a failed call's traceback keeps this
+                # frame, which must not keep the future (and its exception).
                 self.awaiting = True
                 try:
-                    await head
+                    await pending[0]
                 except asyncio.CancelledError:
                     if self.interrupted and not _cancelling():
                         raise StopAsyncIteration from None  # aclose() elsewhere
                     raise
                 finally:
                     self.awaiting = False
-            del pending[0]
             self.outstanding -= 1
-            return head.result()
+            return pending.popleft().result()
         except BaseException:
             self.finish()
             raise
@@ -300,10 +288,9 @@ class _Window(Generic[T]):
 
     async def _await_head(self) -> T:
         """Ordered, nothing else to do: wait for the head's result itself."""
-        head = self.pending[0]
         self.awaiting = True
         try:
-            result = await head
+            result = await self.pending[0]  # unnamed: see next_in_order
         except asyncio.CancelledError:
             if self.interrupted and not _cancelling():
                 raise StopAsyncIteration from None  # aclose() from elsewhere
@@ -348,7 +335,8 @@ class _Window(Generic[T]):
         source = self.sync_source
         if source is None:
             return
-        start_reserved = port.start_reserved
+        can_reserve_now = port.can_reserve_now
+        start = port.start
         fn = self.fn
         if self.ordered:
             track = self.pending.append
@@ -357,25 +345,30 @@ class _Window(Generic[T]):
             track = self._track_watched
             on_settled = self._on_done
         bound = port.bound()
+        # An item is pulled only when its slot (and turn) is free, and the
+        # slot is taken only once there is an item: an empty source takes
+        # none, and no read runs ahead of the pool.
         while self.outstanding < bound and not self.exhausted:
-            if not reserve_now():
+            if not can_reserve_now():
                 return
             try:
                 item = next(source)
             except BaseException as exc:
-                port.release()
                 self._source_failed(exc)
                 return
             self.outstanding += 1
+            if not reserve_now():  # the source's own code took the slot
+                self.held = item
+                return
             try:
-                fut = start_reserved(fn, (item,), _NO_KWARGS, on_settled)
+                fut = start(fn, (item,), _NO_KWARGS, on_settled)
             except Exception as exc:
                 fut = self._failed(exc)
             track(fut)
 
     def _start_reserved(self, item: object) -> None:
         try:
-            fut = self.port.start_reserved(self.fn, (item,), _NO_KWARGS, None)
+            fut = self.port.start(self.fn, (item,), _NO_KWARGS)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -393,7 +386,7 @@ class _Window(Generic[T]):
             return
         item, self.held = self.held, _NOTHING
         try:
-            fut = await self.port.start(self.fn, (item,), _NO_KWARGS)
+            fut = await self.port.start_later(self.fn, (item,), _NO_KWARGS)
         except Exception as exc:
             fut = self._failed(exc)
         self._track(fut)
@@ -431,20 +424,24 @@ class _Window(Generic[T]):
         A task waits for the turn while results are delivered.
 
         Returns whether it did (``False``: no slot free, or the source ended).
+        The item is pulled before its slot is taken, and only when a slot is
+        free.
         """
-        if not self.port.reserve_slot_now():
+        port = self.port
+        if not port.can_reserve_slot_now():
             return False
         if self.held is _NOTHING:
             assert self.sync_source is not None
             try:
                 item = next(self.sync_source)
             except BaseException as exc:
-                self.port.release()
                 self._source_failed(exc)
                 return False
             self.outstanding += 1
-        else:
-            item, self.held = self.held, _NOTHING
+            self.held = item
+        if not port.reserve_slot_now():  # the source's own code took it
+            return False
+        item, self.held = self.held, _NOTHING
         assert self.loop is not None
         task = self.pulling = self.loop.create_task(self._start_on_turn(item))
         task.add_done_callback(self._wake)
@@ -654,13 +651,20 @@ class MapIterator(Generic[T]):
 
     async def _next_from_chunks(self) -> T:
         buffer = self._buffer
-        if buffer:
-            return buffer.popleft()
-        results, seconds = await self._next(self)
-        assert self._sizer is not None
-        self._sizer.measured(len(results), seconds)
-        buffer.extend(results)
-        return buffer.popleft()
+        if not buffer:
+            results, seconds = await self._next(self)
+            assert self._sizer is not None
+            self._sizer.measured(len(results), seconds)
+            buffer.extend(results)
+            del results  # yielded items must not stay alive here
+            # The chunk counts against the window until its last item is out.
+            self._window.outstanding += 1
+        item = buffer.popleft()
+        if not buffer:
+            window = self._window
+            if not window.finished:
+                window.outstanding -= 1
+        return item
 
     async def aclose(self) -> None:
         """Finish the iteration and close a generator source. Idempotent.

@@ -1,35 +1,25 @@
 """Observers: the life of each call, told to whoever asked (tracing, metrics).
 
-An executor without an observer never reaches this module: the executor
-swaps its strategies (how a call is admitted, handed over and ended) for the
-observed ones only when :meth:`BoundedLoopExecutor.add_observer` is called,
-so the calls of an unobserved executor pay nothing for the feature.
+An executor without an observer never reaches this module: each lane of the
+call path (:mod:`aiobound._calls`) holds ``None`` instead of an
+:class:`Observed`, and an unobserved call pays one ``is None`` test per step.
 
 :class:`CallObserver` is the public base class; :class:`Observed` is the
-executor's side: the observed hand-over and end, and the token of each call
-from its hand-over until it ends.
+call path's side: it tells the observer each step and keeps the token of
+each call from its hand-over until it ends.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._bridge import COMPLETED, FAILED
+from ._errors import ClosedError, OverloadedError
+from ._stats import COMPLETED, FAILED
 
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
     from collections.abc import Callable
-
-    Handover = Callable[
-        [
-            concurrent.futures.Executor,
-            Callable[..., Any],
-            tuple[Any, ...],
-            dict[str, Any],
-        ],
-        concurrent.futures.Future[Any],
-    ]
 
 __all__ = ("CallObserver", "Observed")
 
@@ -122,81 +112,56 @@ class CallObserver:
 
 
 class Observed:
-    """The executor's observed strategies around one :class:`CallObserver`.
+    """The call path's side of one :class:`CallObserver`.
 
-    Args:
-        observer: The observer told of each call.
-        handover: The executor's own hand-over, wrapped by :meth:`handover`.
-        default_partition: The partition of the calls made on the executor
-            itself, for an executor with partitions (``None``: it has none,
-            and :meth:`CallObserver.arrived` is used).
+    The lanes call it at each step of an observed call: :meth:`arrived`,
+    :meth:`refused`, :meth:`handing_over`, then :meth:`track` once the pool
+    took the call (or :meth:`failed` if it did not) and :meth:`ended`. It
+    keeps each call's token from its hand-over until it ends.
     """
 
-    __slots__ = (
-        "_calls",
-        "_default_partition",
-        "_handover",
-        "current",
-        "observer",
-        "partition",
-    )
+    __slots__ = ("_calls", "observer")
 
-    def __init__(
-        self,
-        observer: CallObserver,
-        handover: Handover,
-        default_partition: str | None = None,
-    ) -> None:
+    def __init__(self, observer: CallObserver) -> None:
         self.observer = observer
-        self._handover = handover
-        self._default_partition = default_partition
-        # The token of the call being handed over, set by the observed
-        # admission just before it hands the call over (on the loop, with no
-        # await in between); None for a map item.
-        self.current: object = None
-        # The partition of the map item being handed over, set likewise by
-        # a partition's map; None for the executor's own map.
-        self.partition: str | None = None
         self._calls: dict[concurrent.futures.Future[Any], object] = {}
 
-    def handover(
+    def arrived(self, partition: str | None) -> object:
+        """Tell the observer a call arrived, in *partition* if it has one."""
+        if partition is None:
+            return self.observer.arrived()
+        return self.observer.arrived_in(partition)
+
+    def refused(self, token: object, error: BaseException, at_once: bool) -> None:
+        """The call ended without a slot: say why."""
+        if isinstance(error, OverloadedError):
+            reason = "max_pending" if at_once else "max_wait"
+        elif isinstance(error, ClosedError):
+            reason = "closed"
+        else:
+            reason = "cancelled"
+        self.observer.refused(token, reason, error)
+
+    def handing_over(
         self,
-        executor: concurrent.futures.Executor,
+        token: object,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> concurrent.futures.Future[Any]:
-        """Hand the call over as the executor would, telling the observer."""
-        observer = self.observer
-        token = self.current
-        self.current = None
-        if token is None:
-            token = self.arrived(self.partition)
-        try:
-            fn, args, kwargs = observer.handing_over(token, fn, args, kwargs)
-            cfut = self._handover(executor, fn, args, kwargs)
-        except BaseException as exc:
-            observer.ended(token, "failed", exc)
-            raise
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The call to hand over, as the observer wraps it."""
+        return self.observer.handing_over(token, fn, args, kwargs)
+
+    def failed(self, token: object, error: BaseException) -> None:
+        """The hand-over failed (the observer or the pool refused the call)."""
+        self.observer.ended(token, "failed", error)
+
+    def track(self, cfut: concurrent.futures.Future[Any], token: object) -> None:
+        """The pool took the call: remember its token until it ends."""
         self._calls[cfut] = token
-        return cfut
-
-    def arrived(self, partition: str | None) -> object:
-        """Tell the observer a call arrived, in *partition* if given.
-
-        Without a partition, the call is the default partition's on an
-        executor with partitions, else :meth:`CallObserver.arrived` is used.
-        """
-        if partition is None:
-            partition = self._default_partition
-            if partition is None:
-                return self.observer.arrived()
-        return self.observer.arrived_in(partition)
 
     def refused_at_edge(self, partition: str | None) -> None:
         """Tell the observer a request was refused at the edge."""
-        if partition is None:
-            partition = self._default_partition
         self.observer.refused_at_edge(partition)
 
     def ended(

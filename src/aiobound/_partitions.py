@@ -47,18 +47,27 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ._checks import check_optional_int, check_optional_positive
-from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
-from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
-from ._readings import GateReadings
+from ._errors import (
+    closed_on_arrival,
+    closed_while_waiting,
+    overloaded_after_wait,
+    overloaded_at_once,
+)
+from ._histogram import RECENT_WEIGHT
+from ._readings import GateReadings, WaitStats
+from ._waiting import WaitingRoom
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from ._errors import OverloadedError
+    from ._histogram import LatencyHistogram
+    from ._waiting import Waiter
 
 __all__ = (
     "DEFAULT",
@@ -72,8 +81,6 @@ __all__ = (
 
 DEFAULT = "default"
 """The partition of the calls made on the executor itself."""
-
-_COMPACT_SLACK = 32
 
 
 def _fraction(name: str, value: object) -> float:
@@ -210,65 +217,30 @@ def ceiling_slots(max_share: float, share: float, bound: int) -> int:
     return max(guaranteed_slots(share, bound), ceiling)
 
 
-class _Waiter(asyncio.Future[None]):
-    """The future one caller awaits while it waits for a slot of *part*."""
+class Part(GateReadings):
+    """One partition: its guarantee and ceiling, its waiting room, its counts.
 
-    __slots__ = ("part", "seq", "since", "timer")
-
-    def __init__(
-        self, part: Part, loop: asyncio.AbstractEventLoop, since: float, seq: int
-    ) -> None:
-        super().__init__(loop=loop)
-        self.part = part
-        self.since = since
-        self.seq = seq
-        self.timer: asyncio.TimerHandle | None = None
-
-    def cancel(self, msg: object | None = None) -> bool:
-        """Cancel the wait and take it out of the counts at once."""
-        if not super().cancel(msg):
-            return False
-        self.part.gate._drop(self)
-        return True
-
-
-class Part:
-    """One partition: its guarantee and ceiling, its waiting room, its counters.
-
-    It has the acquisition interface of :class:`~aiobound._slots.SlotGate`
-    (``try_acquire``, ``try_take``, ``acquire``, ``release``,
-    ``has_free_slot``, ``can_queue``, ``closed``, ``bound``), taking and
-    giving back slots of the shared gate on this partition's account. The
-    call counters (``submitted``, ``completed``, ``failed``, ``cancelled``,
-    ``run_time``) are kept by the executor that uses the partition.
+    A :class:`~aiobound._readings.Gate` of its own: it takes and gives back
+    slots of the shared :class:`PartitionedGate` on this partition's account,
+    and its callers wait in its own FIFO room, under its own
+    ``max_pending`` and ``max_wait``. Every method runs on the gate's loop.
     """
 
     __slots__ = (
-        "admitted",
-        "cancelled",
+        "_in_use",
+        "_max_pending",
+        "_max_wait",
         "ceiling",
-        "completed",
-        "failed",
         "gate",
         "guaranteed",
-        "in_use",
-        "max_pending",
         "max_share",
-        "max_wait",
         "name",
         "peak_in_use",
         "rejected",
-        "run_time",
+        "room",
         "share",
-        "shed",
-        "submitted",
         "timed_out",
-        "wait_max",
-        "wait_recent_ewma",
-        "wait_recorder",
-        "wait_total",
-        "waiters",
-        "waiting",
+        "waits",
     )
 
     def __init__(
@@ -286,34 +258,22 @@ class Part:
         self.max_share = max_share
         self.guaranteed = 0
         self.ceiling = 0
-        self.max_pending = max_pending
-        self.max_wait = max_wait
-        self.in_use = 0
-        self.waiters: deque[_Waiter] = deque()
-        self.waiting = 0  # live waiters
+        self._max_pending = max_pending
+        self._max_wait = max_wait
+        self._in_use = 0
+        self.waits = WaitStats()
+        self.room = WaitingRoom(self, max_wait, self.waits)
         self.peak_in_use = 0
-        self.admitted = 0
         self.rejected = 0
         self.timed_out = 0
-        self.wait_total = 0.0
-        self.wait_max = 0.0
-        self.wait_recorder = Recorder()
-        self.wait_recent_ewma = -1.0
-        # Kept by the executor.
-        self.submitted = 0
-        self.completed = 0
-        self.failed = 0
-        self.cancelled = 0
-        self.shed = 0
-        self.run_time = Recorder()
 
     def __repr__(self) -> str:
         return (
             f"<Part {self.name!r} share={self.share:g} guaranteed={self.guaranteed} "
-            f"ceiling={self.ceiling} in_use={self.in_use} waiting={self.waiting}>"
+            f"ceiling={self.ceiling} in_use={self._in_use} waiting={self.waiting}>"
         )
 
-    # -- the SlotGate interface, on this partition's account -------------------
+    # -- the Gate protocol, on this partition's account ------------------------
 
     @property
     def bound(self) -> int:
@@ -325,9 +285,14 @@ class Part:
         """Whether the gate is closed."""
         return self.gate.closed
 
-    def has_free_slot(self) -> bool:
-        """Whether :meth:`try_acquire` would succeed now."""
-        return self.gate.admits(self)
+    @property
+    def waiting(self) -> int:
+        """This partition's callers waiting for a slot."""
+        return self.room.waiting
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach the whole gate to *loop* (as :meth:`PartitionedGate.bind`)."""
+        self.gate.bind(loop)
 
     def would_admit_now(self) -> bool:
         """Whether a caller of this partition would get a slot at once."""
@@ -340,7 +305,7 @@ class Part:
             return False
         if gate.admits(self):
             return True
-        return self.max_pending is None or self.waiting < self.max_pending
+        return self._max_pending is None or self.room.waiting < self._max_pending
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting (never overtaking a waiter).
@@ -378,37 +343,30 @@ class Part:
         """Give back a slot held on this partition's account."""
         self.gate.release(self)
 
-    # -- this partition's wait statistics --------------------------------------
-
-    @property
-    def wait_average(self) -> float:
-        """Mean seconds waited per granted slot (immediate grants count 0)."""
-        return self.wait_total / self.admitted if self.admitted else 0.0
-
-    @property
-    def wait_maximum(self) -> float:
-        """Longest wait of a caller of this partition granted a slot."""
-        return self.wait_max
-
-    @property
-    def wait_recent(self) -> float:
-        """Moving average of this partition's latest waits (as the slot gate's)."""
-        return max(self.wait_recent_ewma, 0.0)
-
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per granted slot (immediate grants count 0)."""
-        recorder = self.wait_recorder
-        return recorder.snapshot(self.admitted - sum(recorder.buckets))
+        return self.waits.histogram()
 
-    def _head(self) -> _Waiter | None:
-        """The oldest live waiter, dropping finished ones from the front."""
-        waiters = self.waiters
-        while waiters:
-            head = waiters[0]
-            if not head.done():
-                return head
-            del waiters[0]
-        return None
+    # -- the room's keeper -----------------------------------------------------
+
+    def refusal(self, waiter: Waiter) -> OverloadedError:
+        """A waiter waited ``max_wait``: count it and say why it is refused."""
+        self.timed_out += 1
+        gate = self.gate
+        return overloaded_after_wait(
+            self._max_wait,
+            gate.bound,
+            gate.in_use,
+            self.room.waiting - 1,
+            f" in partition {self.name!r}",
+        )
+
+    def waiter_left(self, waiter: Waiter) -> None:
+        """A cancelled waiter needs nothing more: it held nothing."""
+
+    def admitted_but_left(self, waiter: Waiter) -> None:
+        """Handed a slot, then cancelled before resuming: pass the slot on."""
+        self.gate.release(self)
 
 
 class PartitionedGate(GateReadings):
@@ -426,8 +384,7 @@ class PartitionedGate(GateReadings):
             :class:`Share` does not say.
 
     Reported totals (``in_use``, ``waiting``, ``rejected``, ...) add up the
-    partitions. Acquisition through the gate itself (``try_acquire``,
-    ``acquire``, ``release``, ...) is the ``"default"`` partition's.
+    partitions. Acquisition goes through each :class:`Part`.
     """
 
     __slots__ = (
@@ -436,14 +393,11 @@ class PartitionedGate(GateReadings):
         "_default",
         "_idle",
         "_in_use",
-        "_loop",
         "_max_pending",
         "_max_wait",
         "_parts",
+        "_recent",
         "_seq",
-        "_wait_recent",
-        "_wait_recorder",
-        "_waiting",
         "peak_in_use",
     )
 
@@ -484,13 +438,10 @@ class PartitionedGate(GateReadings):
             )
         self._default = self._parts[DEFAULT]
         self._in_use = 0
-        self._waiting = 0  # live waiters, all partitions
-        self._seq = 0
+        self._seq = 0  # the order of arrival, across partitions
         self._closed = False
         self._idle: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wait_recent = -1.0
-        self._wait_recorder = Recorder()
+        self._recent = -1.0  # moving average of every partition's waits
         self.peak_in_use = 0
         self._set_guarantees()
 
@@ -525,16 +476,22 @@ class PartitionedGate(GateReadings):
         """The partition of calls made without naming one."""
         return self._default
 
-    # -- totals (the SlotGate's reporting interface) ---------------------------
+    # -- totals ----------------------------------------------------------------
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Attach the gate to *loop*; waiter futures are created on it."""
-        self._loop = loop
+        """Attach every partition's room to *loop*."""
+        for part in self._parts.values():
+            part.room.bind(loop)
 
     @property
     def bound(self) -> int:
         """Total number of slots."""
         return self._bound
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot, all partitions."""
+        return sum(p.room.waiting for p in self._parts.values())
 
     @property
     def rejected(self) -> int:
@@ -547,37 +504,18 @@ class PartitionedGate(GateReadings):
         return sum(p.timed_out for p in self._parts.values())
 
     @property
-    def wait_average(self) -> float:
-        """Mean seconds waited per granted slot, all partitions."""
-        admitted = sum(p.admitted for p in self._parts.values())
-        total = math.fsum(p.wait_total for p in self._parts.values())
-        return total / admitted if admitted else 0.0
-
-    @property
-    def wait_maximum(self) -> float:
-        """Longest wait of any caller granted a slot."""
-        return max(p.wait_max for p in self._parts.values())
+    def waits(self) -> WaitStats:  # type: ignore[override]
+        """The waits of every partition, added up."""
+        return WaitStats.merged((p.waits for p in self._parts.values()), self._recent)
 
     @property
     def wait_recent(self) -> float:
         """Moving average of the latest waits that ended with a slot (all)."""
-        return max(self._wait_recent, 0.0)
+        return max(self._recent, 0.0)
 
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per granted slot, all partitions."""
-        admitted = sum(p.admitted for p in self._parts.values())
-        recorder = self._wait_recorder
-        return recorder.snapshot(admitted - sum(recorder.buckets))
-
-    # -- the default partition's acquisition -----------------------------------
-
-    def has_free_slot(self) -> bool:
-        """Whether a caller of the default partition would get a slot at once."""
-        return self.admits(self._default)
-
-    def would_admit_now(self) -> bool:
-        """Whether a caller of the default partition would get a slot at once."""
-        return self.admits(self._default)
+        return self.waits.histogram()
 
     def admits(self, part: Part) -> bool:
         """Whether a caller of *part* arriving now would get a slot at once.
@@ -589,21 +527,51 @@ class PartitionedGate(GateReadings):
         """
         return (
             self._in_use < self._bound
-            and part.in_use < part.ceiling
+            and part._in_use < part.ceiling
             and not self._closed
         )
 
-    def can_queue(self) -> bool:
-        """Whether a caller of the default partition would not be refused."""
-        return self._default.can_queue()
+    # -- acquisition, on a partition's account -----------------------------------
 
-    def try_acquire(self) -> bool:
-        """:meth:`Part.try_acquire` of the default partition."""
-        return self._default.try_acquire()
+    def take(self, part: Part) -> bool:
+        """Take a free slot for *part* if :meth:`admits` says so."""
+        if (
+            self._in_use < self._bound
+            and part._in_use < part.ceiling
+            and not self._closed
+        ):
+            self._in_use += 1
+            part._in_use += 1
+            part.waits.admitted += 1
+            if part._in_use > part.peak_in_use:
+                part.peak_in_use = part._in_use
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
+            return True
+        return False
 
-    def try_take(self) -> bool:
-        """:meth:`Part.try_take` of the default partition."""
-        return self.take(self._default)
+    async def acquire(self, part: Part) -> None:
+        """Take a slot on *part*'s account, waiting in its FIFO queue.
+
+        Raises and cancellation: see :meth:`Part.acquire`.
+        """
+        if self._closed:
+            raise closed_on_arrival()
+        if self.take(part):
+            return
+        room = part.room
+        max_pending = part._max_pending
+        if max_pending is not None and room.waiting >= max_pending:
+            part.rejected += 1
+            raise overloaded_at_once(
+                room.waiting,
+                max_pending,
+                self._bound,
+                self._in_use,
+                f" of partition {part.name!r}",
+            )
+        self._seq += 1
+        await room.wait(room.join(self._seq))
 
     def release(self, part: Part | None = None) -> None:
         """Give back a slot held on *part*'s account (default: ``"default"``).
@@ -616,182 +584,49 @@ class PartitionedGate(GateReadings):
         """
         if part is None:
             part = self._default
-        part.in_use -= 1
-        if self._in_use <= self._bound:
-            waiter = self._pick()
-            if waiter is not None:
-                self._hand_over(waiter)
-                return
+        part._in_use -= 1
+        if self._in_use <= self._bound and self._hand_over_one():
+            return
         self._in_use -= 1
         if self._in_use == 0 and self._idle is not None:
             self._idle.set()
 
-    async def acquire(self, part: Part | None = None) -> None:
-        """Take a slot on *part*'s account, waiting in its FIFO queue.
+    def _hand_over_one(self) -> bool:
+        """Hand a slot (already counted in the total) to the next waiter.
 
-        Raises and cancellation: see :meth:`Part.acquire`.
+        Partitions at their ceiling are skipped (their waiters keep
+        waiting); waiters whose ``max_wait`` has passed are refused on the
+        way. Returns whether a waiter got it.
         """
-        if part is None:
-            part = self._default
-        if self._closed:
-            raise closed_on_arrival()
-        if self.take(part):
-            return
-        if part.max_pending is not None and part.waiting >= part.max_pending:
-            part.rejected += 1
-            raise OverloadedError(
-                f"overloaded: {part.waiting} callers of partition {part.name!r} "
-                f"already wait for a slot (max_pending={part.max_pending}, "
-                f"bound={self._bound}, in_flight={self._in_use})"
-            )
-        loop = self._loop
-        assert loop is not None, "PartitionedGate.bind() was not called"
-        self._seq += 1
-        waiter = _Waiter(part, loop, time.monotonic(), self._seq)
-        if part.max_wait is not None:
-            waiter.timer = loop.call_later(part.max_wait, self._expire_when_due, waiter)
-        part.waiters.append(waiter)
-        part.waiting += 1
-        self._waiting += 1
-        try:
-            await waiter
-        except BaseException:
-            self._abandon(waiter)
-            raise
-
-    # -- the machinery ---------------------------------------------------------
-
-    def take(self, part: Part) -> bool:
-        """Take a free slot for *part* if :meth:`admits` says so."""
-        if (
-            self._in_use < self._bound
-            and part.in_use < part.ceiling
-            and not self._closed
-        ):
-            self._in_use += 1
-            part.in_use += 1
-            part.admitted += 1
-            if part.in_use > part.peak_in_use:
-                part.peak_in_use = part.in_use
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
-            return True
-        return False
-
-    def _pick(self) -> _Waiter | None:
-        """Pop the waiter the next slot goes to, or return ``None``.
-
-        Partitions at their ceiling are skipped (their waiters keep waiting).
-        """
-        oldest: _Waiter | None = None
-        oldest_below: _Waiter | None = None
+        oldest: Waiter | None = None
+        oldest_below: Waiter | None = None
         for part in self._parts.values():
-            if part.in_use >= part.ceiling:
+            if part._in_use >= part.ceiling:
                 continue
-            head = part._head()
+            head = part.room.first_due()
             if head is None:
                 continue
-            if oldest is None or head.seq < oldest.seq:
+            seq = cast("int", head.tag)
+            if oldest is None or seq < cast("int", oldest.tag):
                 oldest = head
-            if part.in_use < part.guaranteed and (
-                oldest_below is None or head.seq < oldest_below.seq
+            if part._in_use < part.guaranteed and (
+                oldest_below is None or seq < cast("int", oldest_below.tag)
             ):
                 oldest_below = head
         chosen = oldest_below if oldest_below is not None else oldest
-        if chosen is not None:
-            del chosen.part.waiters[0]
-        return chosen
-
-    def _hand_over(self, waiter: _Waiter) -> None:
-        """Give a slot (already counted in the total) to *waiter*."""
-        part = waiter.part
-        part.waiting -= 1
-        self._waiting -= 1
-        part.in_use += 1
-        if part.in_use > part.peak_in_use:
-            part.peak_in_use = part.in_use
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        waited = time.monotonic() - waiter.since
-        part.admitted += 1
-        part.wait_total += waited
-        if waited > part.wait_max:
-            part.wait_max = waited
-        part.wait_recorder.record(waited)
-        self._wait_recorder.record(waited)
-        recent = part.wait_recent_ewma
-        part.wait_recent_ewma = (
+        if chosen is None:
+            return False
+        part = cast("Part", chosen.room.keeper)
+        part._in_use += 1
+        if part._in_use > part.peak_in_use:
+            part.peak_in_use = part._in_use
+        waited = time.monotonic() - chosen.since
+        recent = self._recent
+        self._recent = (
             waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
         )
-        recent = self._wait_recent
-        self._wait_recent = (
-            waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
-        )
-        waiter.set_result(None)
-
-    def _wake(self) -> None:
-        """Hand free slots to waiters, by the release rule."""
-        while self._in_use < self._bound:
-            waiter = self._pick()
-            if waiter is None:
-                return
-            self._in_use += 1
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
-            self._hand_over(waiter)
-
-    def _expire_when_due(self, waiter: _Waiter) -> None:
-        """*waiter*'s ``max_wait`` timer fired: refuse it if due (never early)."""
-        if waiter.done():
-            return
-        part = waiter.part
-        assert part.max_wait is not None
-        assert self._loop is not None
-        remaining = part.max_wait - (time.monotonic() - waiter.since)
-        if remaining > 0.0:
-            waiter.timer = self._loop.call_later(
-                remaining, self._expire_when_due, waiter
-            )
-            return
-        waiter.timer = None
-        part.waiting -= 1
-        self._waiting -= 1
-        part.timed_out += 1
-        waiter.set_exception(
-            OverloadedError(
-                f"overloaded: waited max_wait={part.max_wait}s for a slot in "
-                f"partition {part.name!r} (bound={self._bound}, "
-                f"in_flight={self._in_use}, waiting={part.waiting})"
-            )
-        )
-        self._maybe_compact(part)
-
-    def _drop(self, waiter: _Waiter) -> None:
-        """*waiter*'s future was just cancelled while it waited: forget it."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        if self._closed:
-            return  # close() already emptied the queues and the counts
-        part = waiter.part
-        part.waiting -= 1
-        self._waiting -= 1
-        self._maybe_compact(part)
-
-    def _abandon(self, waiter: _Waiter) -> None:
-        """Clean up after a waiter whose task will not use its slot."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        if not waiter.done():
-            waiter.cancel()
-        elif not waiter.cancelled() and waiter.exception() is None:
-            self.release(waiter.part)  # handed a slot, then cancelled: pass it on
-
-    def _maybe_compact(self, part: Part) -> None:
-        if len(part.waiters) > 2 * part.waiting + _COMPACT_SLACK:
-            part.waiters = deque(w for w in part.waiters if not w.done())
+        part.room.admit(chosen)
+        return True
 
     def resize(self, bound: int) -> None:
         """Change the total bound; the guarantees and ceilings follow.
@@ -803,22 +638,21 @@ class PartitionedGate(GateReadings):
         """
         self._bound = bound
         self._set_guarantees()
-        self._wake()
+        while self._in_use < self._bound:
+            self._in_use += 1
+            if not self._hand_over_one():
+                self._in_use -= 1
+                return
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
 
     def close(self) -> None:
         """Refuse new acquisitions; wake every partition's waiters (ClosedError)."""
         if self._closed:
             return
         self._closed = True
-        self._waiting = 0
         for part in self._parts.values():
-            waiters, part.waiters = part.waiters, deque()
-            part.waiting = 0
-            for waiter in waiters:
-                if waiter.timer is not None:
-                    waiter.timer.cancel()
-                if not waiter.done():
-                    waiter.set_exception(closed_while_waiting())
+            part.room.close(closed_while_waiting)
 
     async def wait_idle(self) -> None:
         """Wait until no slot is held, in any partition.

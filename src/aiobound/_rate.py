@@ -24,23 +24,23 @@ tests use to drive a fake clock by hand.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import closed_on_arrival, closed_while_waiting
+from ._waiting import WaitingRoom
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._waiting import Waiter
 
 __all__ = ("RateLimiter",)
 
 # A start this close before its turn counts as on time: float rounding in the
 # schedule, far below any clock's resolution, not a rate.
 _ROUNDING = 1e-9
-
-# Cancelled waiters stay in the deque until they reach its head or until they
-# outnumber the live ones (plus this slack): amortized O(1) per cancellation.
-_COMPACT_SLACK = 32
 
 
 class _Cancellable(Protocol):
@@ -51,29 +51,12 @@ class _Cancellable(Protocol):
 CallLater = Callable[..., _Cancellable]
 
 
-class _Turn(asyncio.Future[None]):
-    """The future one call awaits while it waits for its turn.
-
-    Its :meth:`cancel` tells the limiter at once, so a cancelled waiter stops
-    counting (and holding up the ones behind it) at that instant.
-    """
-
-    __slots__ = ("limiter",)
-
-    def __init__(self, limiter: RateLimiter, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self.limiter = limiter
-
-    def cancel(self, msg: object | None = None) -> bool:
-        """Cancel the wait and take it out of the limiter's queue at once."""
-        if not super().cancel(msg):
-            return False
-        self.limiter._drop(self)
-        return True
-
-
 class RateLimiter:
     """Spaces call starts ``1 / per_second`` apart, allowing ``burst`` at once.
+
+    The callers that may not start yet wait in a
+    :class:`~aiobound._waiting.WaitingRoom` (FIFO, exact under
+    cancellation); this class holds the rule that lets its first one in.
 
     Args:
         per_second: Most calls started per second, on average (> 0).
@@ -85,12 +68,10 @@ class RateLimiter:
         "_clock",
         "_closed",
         "_interval",
-        "_loop",
+        "_room",
         "_tat",
         "_timer",
         "_tolerance",
-        "_waiters",
-        "_waiting",
         "_woken",
         "burst",
         "limited",
@@ -105,13 +86,10 @@ class RateLimiter:
         self._tat = float("-inf")
         self._clock: Callable[[], float] = time.monotonic
         self._call_later: CallLater | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: deque[_Turn] = deque()
-        # Waiters not yet gone: the live ones in the deque and the woken one.
-        self._waiting = 0
-        # The head, woken because its turn came; it takes the turn when its
-        # task resumes. Still counted in _waiting until then.
-        self._woken: _Turn | None = None
+        self._room = WaitingRoom(self, None, None)
+        # The head, let in because its turn came; it takes the turn when its
+        # task resumes. Still counted as waiting until then.
+        self._woken: Waiter | None = None
         self._timer: _Cancellable | None = None
         self._closed = False
         self.limited = 0  # calls that had to wait for their turn
@@ -123,18 +101,18 @@ class RateLimiter:
         call_later: CallLater | None = None,
     ) -> None:
         """Use *loop*'s timers and :func:`time.monotonic`, or the ones given."""
-        self._loop = loop
+        self._room.bind(loop)
         self._clock = clock or time.monotonic
         self._call_later = call_later or loop.call_later
 
     @property
     def waiting(self) -> int:
         """Calls currently waiting for their turn."""
-        return self._waiting
+        return self._room.waiting + (self._woken is not None)
 
     def would_start_now(self) -> bool:
         """Whether :meth:`try_start` would take a turn now; changes nothing."""
-        if self._waiting or self._closed:
+        if self._room.waiting or self._woken is not None or self._closed:
             return False
         return self._clock() >= self._tat - self._tolerance - _ROUNDING
 
@@ -145,7 +123,7 @@ class RateLimiter:
         allows a start at this instant. When ``False`` is returned nothing
         changed. Never yields; after :meth:`close` always ``False``.
         """
-        if self._waiting or self._closed:
+        if self._room.waiting or self._woken is not None or self._closed:
             return False
         now = self._clock()
         if now < self._tat - self._tolerance - _ROUNDING:
@@ -170,35 +148,20 @@ class RateLimiter:
             return
         if self._closed:
             raise closed_on_arrival()
-        loop = self._loop
-        assert loop is not None, "RateLimiter.bind() was not called"
         self.limited += 1
-        turn = _Turn(self, loop)
-        self._waiters.append(turn)
-        self._waiting += 1
-        if self._waiting == 1:
+        room = self._room
+        turn = room.join()
+        if room.waiting == 1:
             self._serve_head()
-        try:
-            await turn
-        except BaseException:
-            if self._woken is turn:
-                # Woken, then cancelled before resuming: the turn is not
-                # taken; the next waiter gets its chance.
-                self._woken = None
-                self._waiting -= 1
-                self._serve_head()
-            elif not turn.done():
-                turn.cancel()  # interrupted otherwise: leave the queue
-            raise
-        if self._woken is not turn:
+        await room.wait(turn)
+        if self._closed:  # let in, then closed before this task resumed
             raise closed_while_waiting()
         self._woken = None
-        self._waiting -= 1
         self._tat = max(self._tat, self._clock()) + self._interval
         self._serve_head()
 
     def _serve_head(self) -> None:
-        """Wake the first live waiter if its turn has come, else set a timer.
+        """Let the first waiter in if its turn has come, else set a timer.
 
         Does nothing while a woken waiter has not taken its turn yet.
         """
@@ -207,16 +170,14 @@ class RateLimiter:
             self._timer = None
         if self._woken is not None:
             return
-        waiters = self._waiters
-        while waiters and waiters[0].done():  # cancelled
-            del waiters[0]
-        if not waiters:
+        room = self._room
+        head = room.first()
+        if head is None:
             return
         wait = self._tat - self._tolerance - self._clock()
         if wait <= _ROUNDING:
-            head = waiters.popleft()
             self._woken = head
-            head.set_result(None)
+            room.admit(head)
         else:
             assert self._call_later is not None
             self._timer = self._call_later(wait, self._on_timer)
@@ -224,28 +185,6 @@ class RateLimiter:
     def _on_timer(self) -> None:
         self._timer = None
         self._serve_head()
-
-    def _drop(self, turn: _Turn) -> None:
-        """*turn*'s future was just cancelled while it waited: forget it.
-
-        Runs inside ``cancel()``, so at the instant of the cancellation.
-        """
-        if self._closed:
-            return  # close() already emptied the queue and the count
-        self._waiting -= 1
-        waiters = self._waiters
-        if not self._waiting:
-            # Only cancelled entries are left: nothing to wait for.
-            waiters.clear()
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-        elif waiters[0] is turn:
-            # The next live waiter's turn comes when the head's would have
-            # (nothing started meanwhile): the head's timer serves it.
-            del waiters[0]
-        elif len(waiters) > 2 * self._waiting + _COMPACT_SLACK:
-            self._waiters = deque(t for t in waiters if not t.done())
 
     def close(self) -> None:
         """Wake every waiting call with :class:`ClosedError`; refuse new ones.
@@ -259,9 +198,26 @@ class RateLimiter:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiters, self._waiters = self._waiters, deque()
         self._woken = None
-        self._waiting = 0
-        for turn in waiters:
-            if not turn.done():
-                turn.set_exception(closed_while_waiting())
+        self._room.close(closed_while_waiting)
+
+    # -- the room's keeper -------------------------------------------------------
+
+    def refusal(self, waiter: Waiter) -> None:
+        """Turns have no ``max_wait``: nobody is refused for waiting."""
+
+    def waiter_left(self, waiter: Waiter) -> None:
+        """A cancelled waiter took no turn; with nobody left, stop the timer.
+
+        When it was the head, the next waiter's turn comes when the head's
+        would have (nothing started meanwhile): the head's timer serves it.
+        """
+        if not self._room.waiting and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def admitted_but_left(self, waiter: Waiter) -> None:
+        """Woken, then cancelled before resuming: the next one gets its chance."""
+        if self._woken is waiter:
+            self._woken = None
+            self._serve_head()

@@ -10,16 +10,27 @@ single FIFO queue of waiters belong to the shared bound.
 
 One lock guards everything. A waiter is a record in one deque, whatever it
 waits on: a thread waits on a lock of its own, released to wake it; a
-coroutine waits on a future of its own loop, completed on that loop (directly
+coroutine waits in its executor's :class:`~aiobound._waiting.WaitingRoom` on
+its own loop (the room keeps its future, its cancellation and its
+``max_wait`` timer, as for every gate), and is let in on that loop: directly
 when the waker runs on the loop's thread, else through
-``loop.call_soon_threadsafe``). A released slot is handed straight to the
-first live waiter, so the order is strictly FIFO across threads and loops.
+``loop.call_soon_threadsafe``; a waiter whose loop is closed cannot be
+reached, holds nothing, and the slot goes to the next. A released slot is
+handed straight to the first live waiter, so the order is strictly FIFO
+across threads and loops.
 
 Who owns a slot is decided under the lock, by the waiter's ``state``: a
 waiter that gives up (cancelled, interrupted, timed out) takes the lock and
 looks. If it is still waiting, it leaves; if a slot was handed to it in the
 meantime (the hand-off and the give-up raced across threads), it passes that
 slot on before its error propagates. So no slot is ever lost or held twice.
+A waiter reached after its ``max_wait`` has passed is refused instead of let
+in late, as the waiting room does.
+
+A :class:`LoopView` gives its slots back from whichever thread a call ends
+in (:meth:`LoopView.release` is thread-safe), not through its loop: a loop
+that closes with calls still running cannot keep their slots from the other
+executors.
 
 Plain integer bounds of :class:`BoundedLoopExecutor` never come here: they
 keep the loop-only :class:`~aiobound._slots.SlotGate`.
@@ -36,20 +47,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._checks import check_int
-from ._errors import OverloadedError, closed_on_arrival, closed_while_waiting
-from ._histogram import RECENT_WEIGHT, Recorder
-from ._readings import WaitReadings
+from ._errors import (
+    closed_on_arrival,
+    closed_while_waiting,
+    overloaded_after_wait,
+    overloaded_at_once,
+)
+from ._readings import GateReadings, WaitStats
+from ._waiting import COMPACT_SLACK, WaitingRoom
 
 if TYPE_CHECKING:
-    import concurrent.futures
-
+    from ._errors import OverloadedError
     from ._histogram import LatencyHistogram
+    from ._waiting import Waiter
 
 __all__ = (
-    "CANCELLED",
-    "COMPLETED",
-    "FAILED",
-    "UNUSED",
     "LoopView",
     "SharedBound",
     "SharedBoundStats",
@@ -62,16 +74,7 @@ _WAITING = 0
 _GRANTED = 1  # handed a slot; it is the waiter's until it releases it
 _GONE = 2  # gave up (cancelled, interrupted, timed out) or unreachable
 _CLOSED = 3  # refused because its executor was closed
-
-# How a slot of a synchronous executor ended (ThreadView.release).
-COMPLETED = 0
-FAILED = 1
-CANCELLED = 2
-UNUSED = 3  # granted, then given back without submitting anything
-
-# Dead records stay in the deque until they reach its head or outnumber the
-# live ones (plus this slack): a burst of give-ups costs amortized O(1) each.
-_COMPACT_SLACK = 32
+_EXPIRED = 4  # reached after its max_wait had passed: refused, not let in
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +109,35 @@ class SharedBoundStats:
     queue_wait_max: float
 
 
-def check_bound(value: object) -> int | SharedBound | None:
-    """Return *value* if it is ``None``, an int >= 1 or a :class:`SharedBound`."""
+def check_bound(value: object, *, policies: bool) -> int | SharedBound | None:
+    """Return *value* if it is ``None``, an int >= 1 or a :class:`SharedBound`.
+
+    *policies* says whether the executor also takes a limit policy (checked
+    before this), so that the message lists exactly what it takes.
+    """
     if value is None or isinstance(value, SharedBound):
         return value
     if isinstance(value, bool) or not isinstance(value, int):
+        if policies:
+            raise TypeError(
+                "bound must be an int >= 1, a SharedBound, a limit policy or "
+                f"None, got {type(value).__name__} {value!r}"
+            )
+        why = ""
+        if hasattr(value, "on_sample"):
+            why = (
+                ": a limit policy tunes the bound from the latency of each "
+                "call as its end reaches an event loop, which the synchronous "
+                "executor has not; give it to a BoundedLoopExecutor"
+            )
         raise TypeError(
-            "bound must be an int >= 1, a SharedBound, a limit policy or None, got "
-            f"{type(value).__name__} {value!r}"
+            "BoundedExecutor's bound must be an int >= 1, a SharedBound or "
+            f"None, got {type(value).__name__} {value!r}{why}"
         )
     return check_int("bound", value, 1)
 
 
-class _Waiter:
+class _Record:
     """One caller waiting for a slot, in the shared FIFO queue."""
 
     __slots__ = ("since", "state", "view")
@@ -137,7 +156,7 @@ class _Waiter:
         raise NotImplementedError
 
 
-class _ThreadWaiter(_Waiter):
+class _ThreadRecord(_Record):
     """A thread blocked on ``lock``, which is released to wake it."""
 
     __slots__ = ("lock",)
@@ -153,40 +172,25 @@ class _ThreadWaiter(_Waiter):
         return True
 
 
-def _deliver(future: asyncio.Future[None], error: BaseException | None) -> None:
-    """On the future's loop: complete it, unless the caller gave up."""
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+class _LoopRecord(_Record):
+    """A coroutine waiting in a :class:`LoopView`'s room, as ``waiter``."""
 
+    __slots__ = ("waiter",)
 
-class _LoopWaiter(_Waiter):
-    """A coroutine awaiting ``future`` on ``loop``."""
-
-    __slots__ = ("future", "loop", "thread_id", "timer")
-
-    def __init__(
-        self,
-        view: _View,
-        since: float,
-        loop: asyncio.AbstractEventLoop,
-        thread_id: int,
-    ) -> None:
-        super().__init__(view, since)
-        self.loop = loop
-        self.thread_id = thread_id
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.timer: asyncio.TimerHandle | None = None
+    view: LoopView
+    waiter: Waiter
 
     def wake(self, error: BaseException | None) -> bool:
-        if threading.get_ident() == self.thread_id:
-            _deliver(self.future, error)
+        view = self.view
+        loop = view._loop
+        assert loop is not None
+        if threading.get_ident() == view._thread_id:
+            if loop.is_closed():
+                return False  # nobody waits there any more
+            view._deliver(self.waiter, error)
             return True
         try:
-            self.loop.call_soon_threadsafe(_deliver, self.future, error)
+            loop.call_soon_threadsafe(view._deliver, self.waiter, error)
         except RuntimeError:  # the loop is closed: nobody waits there any more
             return False
         return True
@@ -206,6 +210,10 @@ class SharedBound:
     ``max_wait``, close and :meth:`~BoundedLoopExecutor.stats`; the
     executor's ``stats().bound`` is the shared bound and its ``in_flight``
     the slots that executor holds. :meth:`stats` reports the totals.
+
+    A slot comes back when its call ends in the worker, whatever became of
+    the loop or thread that submitted it: a loop closed with calls still
+    running does not keep their slots from the other executors.
 
     Executors with a plain ``int`` bound do not pay for this: they keep a
     gate of their own (loop-only for :class:`BoundedLoopExecutor`).
@@ -236,7 +244,7 @@ class SharedBound:
         self._bound = check_int("bound", bound, 1)
         self._lock = threading.Lock()
         self._in_use = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[_Record] = deque()
         self._waiting = 0  # live waiters (state _WAITING) in the deque
         self._peak = 0
         self._executors = 0
@@ -294,12 +302,9 @@ class SharedBound:
         bound = check_int("bound", bound, 1)
         with self._lock:
             self._bound = bound
-            waiters = self._waiters
-            while waiters and self._in_use < self._bound:
-                waiter = waiters.popleft()
-                if waiter.state == _WAITING and self._grant(waiter):
-                    self._in_use += 1
-                    self._peak = max(self._peak, self._in_use)
+            while self._in_use < self._bound and self._grant_next():
+                self._in_use += 1
+                self._peak = max(self._peak, self._in_use)
 
     def __repr__(self) -> str:
         return (
@@ -309,25 +314,38 @@ class SharedBound:
 
     # -- under the lock ------------------------------------------------------
 
-    def _grant(self, waiter: _Waiter) -> bool:
-        """Hand a slot to live *waiter*; ``False`` if it cannot be reached.
+    def _grant_next(self) -> bool:
+        """Hand a slot to the first live waiter it can reach; whether one got it.
 
         The caller accounts for the slot in ``_in_use`` (a hand-over keeps it,
-        a new slot adds one).
+        a new slot adds one). A waiter whose ``max_wait`` has passed is
+        refused on the way instead of let in late.
         """
-        self._waiting -= 1
-        view = waiter.view
-        view._waiting -= 1
-        waiter.state = _GRANTED
-        if not waiter.wake(None):
-            waiter.state = _GONE
-            return False
-        waited = time.monotonic() - waiter.since
-        self._admitted += 1
-        self._wait_total += waited
-        self._wait_max = max(self._wait_max, waited)
-        view._took(waited)
-        return True
+        waiters = self._waiters
+        while waiters:
+            record = waiters.popleft()
+            if record.state != _WAITING:
+                continue
+            view = record.view
+            waited = time.monotonic() - record.since
+            max_wait = view._max_wait
+            if max_wait is not None and waited >= max_wait:
+                self._leave(record, timed_out=True)
+                record.state = _EXPIRED
+                record.wake(self._overloaded(view))
+                continue
+            self._waiting -= 1
+            view._waiting -= 1
+            record.state = _GRANTED
+            if not record.wake(None):
+                record.state = _GONE
+                continue
+            self._admitted += 1
+            self._wait_total += waited
+            self._wait_max = max(self._wait_max, waited)
+            view._took(waited)
+            return True
+        return False
 
     def _release(self, view: _View) -> None:
         """*view* gives a slot back: hand it to the first live waiter, if any.
@@ -338,12 +356,8 @@ class SharedBound:
         view._in_use -= 1
         if view._in_use == 0 and view._closed:
             view._now_idle()
-        if self._in_use <= self._bound:
-            waiters = self._waiters
-            while waiters:
-                waiter = waiters.popleft()
-                if waiter.state == _WAITING and self._grant(waiter):
-                    return
+        if self._in_use <= self._bound and self._grant_next():
+            return
         self._in_use -= 1
 
     def _take_free(self, view: _View) -> bool:
@@ -364,84 +378,73 @@ class SharedBound:
         if view._max_pending is not None and view._waiting >= view._max_pending:
             view.rejected += 1
             self._rejected += 1
-            raise OverloadedError(
-                f"overloaded: {view._waiting} callers already wait for a slot "
-                f"(max_pending={view._max_pending}, bound={self._bound}, "
-                f"in_flight={self._in_use})"
+            raise overloaded_at_once(
+                view._waiting, view._max_pending, self._bound, self._in_use
             )
 
-    def _enqueue(self, waiter: _Waiter) -> None:
-        self._waiters.append(waiter)
+    def _enqueue(self, record: _Record) -> None:
+        self._waiters.append(record)
         self._waiting += 1
-        waiter.view._waiting += 1
+        record.view._waiting += 1
 
-    def _leave(self, waiter: _Waiter, timed_out: bool) -> None:
-        """Live *waiter* gives up: it leaves the queue holding nothing."""
-        waiter.state = _GONE
+    def _leave(self, record: _Record, timed_out: bool) -> None:
+        """Live *record* gives up: it leaves the queue holding nothing."""
+        record.state = _GONE
         self._waiting -= 1
-        waiter.view._waiting -= 1
+        record.view._waiting -= 1
         if timed_out:
-            waiter.view.timed_out += 1
+            record.view.timed_out += 1
             self._timed_out += 1
-        if len(self._waiters) > 2 * self._waiting + _COMPACT_SLACK:
+        if len(self._waiters) > 2 * self._waiting + COMPACT_SLACK:
             self._waiters = deque(w for w in self._waiters if w.state == _WAITING)
 
     def _overloaded(self, view: _View) -> OverloadedError:
-        return OverloadedError(
-            f"overloaded: waited max_wait={view._max_wait}s for a slot "
-            f"(bound={self._bound}, in_flight={self._in_use}, "
-            f"waiting={self._waiting})"
+        return overloaded_after_wait(
+            view._max_wait, self._bound, self._in_use, self._waiting
         )
 
-    def _close(self, view: _View) -> None:
-        """Refuse *view*'s waiters with ClosedError (under the lock)."""
+    def _close(self, view: _View) -> list[_Record]:
+        """Refuse *view*'s waiters (under the lock); return their records."""
         view._closed = True
-        for waiter in self._waiters:
-            if waiter.view is view and waiter.state == _WAITING:
-                waiter.state = _CLOSED
+        refused = []
+        for record in self._waiters:
+            if record.view is view and record.state == _WAITING:
+                record.state = _CLOSED
                 self._waiting -= 1
                 view._waiting -= 1
-                waiter.wake(closed_while_waiting())
+                refused.append(record)
         if view._in_use == 0:
             view._now_idle()
+        return refused
 
 
-class _View(WaitReadings):
+class _View(GateReadings):
     """One executor's share of a :class:`SharedBound`: its own limits and counts."""
 
     __slots__ = (
-        "_admitted",
         "_closed",
         "_in_use",
         "_max_pending",
         "_max_wait",
         "_shared",
-        "_wait_histogram",
-        "_wait_max",
-        "_wait_recent",
-        "_wait_total",
         "_waiting",
         "peak_in_use",
         "rejected",
         "timed_out",
+        "waits",
     )
 
     def __init__(
         self, shared: SharedBound, max_pending: int | None, max_wait: float | None
     ) -> None:
-        self._wait_recent = -1.0  # moving average of waits; < 0: none yet
-        # Waits of the callers granted a slot after waiting (under the lock);
-        # those granted one at once are added as zeros when it is read.
-        self._wait_histogram = Recorder()
         self._shared = shared
         self._max_pending = max_pending
         self._max_wait = max_wait
         self._in_use = 0
         self._waiting = 0
         self._closed = False
-        self._admitted = 0
-        self._wait_total = 0.0
-        self._wait_max = 0.0
+        # Under the shared lock: the waits of the slots granted to this view.
+        self.waits = WaitStats()
         self.peak_in_use = 0
         self.rejected = 0
         self.timed_out = 0
@@ -454,36 +457,37 @@ class _View(WaitReadings):
         return self._shared
 
     @property
+    def lock(self) -> threading.Lock:
+        """The shared bound's lock, which guards this view's counts."""
+        return self._shared._lock
+
+    @property
     def bound(self) -> int:
         """The shared bound: most calls in flight across all its executors."""
         return self._shared._bound
 
+    @property
+    def waiting(self) -> int:
+        """This executor's callers waiting for a slot."""
+        return self._waiting
+
     def wait_histogram(self) -> LatencyHistogram:
         """Seconds waited per slot granted to this executor (at once: 0)."""
         with self._shared._lock:
-            return self.wait_histogram_locked()
+            return self.waits.histogram()
 
-    def wait_histogram_locked(self) -> LatencyHistogram:
-        """:meth:`wait_histogram`, for a caller that holds the shared lock."""
-        recorder = self._wait_histogram
-        return recorder.snapshot(self._admitted - sum(recorder.buckets))
-
-    def has_free_slot(self) -> bool:
-        """Whether a slot is free and no one waits (a hint; no lock taken)."""
+    def would_admit_now(self) -> bool:
+        """Whether a caller arriving now would get a slot at once (a hint)."""
         shared = self._shared
         return (
             not self._closed and shared._in_use < shared._bound and not shared._waiting
         )
 
-    def would_admit_now(self) -> bool:
-        """Whether a caller arriving now would get a slot at once (a hint)."""
-        return self.has_free_slot()
-
     def can_queue(self) -> bool:
         """Whether a caller arriving now would not be refused at once (a hint)."""
         if self._closed:
             return False
-        if self.has_free_slot():
+        if self.would_admit_now():
             return True
         return self._max_pending is None or self._waiting < self._max_pending
 
@@ -513,9 +517,15 @@ class _View(WaitReadings):
                 self._in_use += 1
                 if self._in_use > self.peak_in_use:
                     self.peak_in_use = self._in_use
-                self._admitted += 1
+                self.waits.admitted += 1
                 return True
             return False
+
+    def release(self) -> None:
+        """Give a slot back, from any thread; the first live waiter gets it."""
+        shared = self._shared
+        with shared._lock:
+            shared._release(self)
 
     def resize(self, bound: int) -> None:
         """Resize the *shared* bound (see :meth:`SharedBound.resize`)."""
@@ -526,28 +536,25 @@ class _View(WaitReadings):
         self._in_use += 1
         if self._in_use > self.peak_in_use:
             self.peak_in_use = self._in_use
-        self._admitted += 1
         if waited:
-            self._wait_histogram.record(waited)
-            recent = self._wait_recent
-            self._wait_recent = (
-                waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
-            )
-            self._wait_total += waited
-            if waited > self._wait_max:
-                self._wait_max = waited
+            self.waits.record(waited)
+        else:
+            self.waits.admitted += 1
 
     def _now_idle(self) -> None:
         """Under the lock: closed, and no slot held any more."""
 
 
 class LoopView(_View):
-    """A :class:`BoundedLoopExecutor`'s view: the interface of ``SlotGate``.
+    """A :class:`BoundedLoopExecutor`'s view: a gate on one event loop.
 
-    Every method but :meth:`resize` is called from the executor's loop.
+    Its coroutines wait in a :class:`~aiobound._waiting.WaitingRoom` of its
+    own, in the shared FIFO order. Every method but :meth:`release` and
+    :meth:`resize` is called from the executor's loop; :meth:`release` from
+    any thread.
     """
 
-    __slots__ = ("_idle", "_loop", "_thread_id")
+    __slots__ = ("_idle", "_loop", "_room", "_thread_id")
 
     def __init__(
         self, shared: SharedBound, max_pending: int | None, max_wait: float | None
@@ -556,11 +563,13 @@ class LoopView(_View):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = 0
         self._idle: asyncio.Event | None = None
+        self._room = WaitingRoom(self, max_wait, None)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the view to *loop* (called on that loop's thread)."""
         self._loop = loop
         self._thread_id = threading.get_ident()
+        self._room.bind(loop)
 
     async def acquire(self) -> None:
         """Take a slot, waiting in the shared FIFO order if none is free.
@@ -572,71 +581,43 @@ class LoopView(_View):
             OverloadedError: ``max_pending`` coroutines of this executor
                 already wait, or this one waited ``max_wait`` seconds.
 
-        Cancellation: while waiting, the caller holds no slot and leaves the
-        queue. If a slot was handed to it at the same moment, from this or
-        another thread, it is passed on to the next waiter (on whichever
-        loop or thread) before :class:`asyncio.CancelledError` propagates.
+        Cancellation: while waiting, the caller holds no slot and stops
+        counting as a waiter at the instant it is cancelled. If a slot was
+        handed to it at the same moment, from this or another thread, it is
+        passed on to the next waiter (on whichever loop or thread) before
+        :class:`asyncio.CancelledError` propagates.
         """
         shared = self._shared
-        loop = self._loop
-        assert loop is not None, "LoopView.bind() was not called"
+        room = self._room
         with shared._lock:
             if shared._take_free(self):
                 return
             shared._check_room(self)
-            waiter = _LoopWaiter(self, time.monotonic(), loop, self._thread_id)
-            shared._enqueue(waiter)
-        if self._max_wait is not None:
-            waiter.timer = loop.call_later(self._max_wait, self._expire, waiter)
-        try:
-            await waiter.future
-        except BaseException:
-            self._abandon(waiter)
-            raise
-        if waiter.timer is not None:
-            waiter.timer.cancel()
+            waiter = room.join()
+            record = _LoopRecord(self, waiter.since)
+            record.waiter = waiter
+            waiter.tag = record
+            shared._enqueue(record)
+        await room.wait(waiter)
 
-    def _expire(self, waiter: _LoopWaiter) -> None:
-        """On the loop: ``max_wait`` elapsed for *waiter*; refuse it if waiting."""
-        shared = self._shared
-        with shared._lock:
-            if waiter.state != _WAITING:
-                return
-            shared._leave(waiter, timed_out=True)
-            error = shared._overloaded(self)
-        _deliver(waiter.future, error)
-
-    def _abandon(self, waiter: _LoopWaiter) -> None:
-        """The waiting coroutine was interrupted: leave, or pass a slot on.
-
-        Also runs when a coroutine left waiting on a closed loop is garbage
-        collected: the accounting comes first, and the loop is not needed.
-        """
-        shared = self._shared
-        with shared._lock:
-            if waiter.state == _WAITING:
-                shared._leave(waiter, timed_out=False)
-            elif waiter.state == _GRANTED:
-                shared._release(self)
-            # _GONE or _CLOSED: it holds no slot.
-        with contextlib.suppress(RuntimeError):  # the loop is closed
-            if waiter.timer is not None:
-                waiter.timer.cancel()
-            if not waiter.future.done():
-                waiter.future.cancel()
-
-    def release(self) -> None:
-        """Give a slot back (on the loop); the first live waiter gets it."""
-        shared = self._shared
-        with shared._lock:
-            shared._release(self)
+    def _deliver(self, waiter: Waiter, error: BaseException | None) -> None:
+        """On the loop: let *waiter* in, or refuse it with *error*."""
+        if error is None:
+            self._room.admit(waiter)
+        else:
+            self._room.reject(waiter, error)
 
     def close(self) -> None:
         """Refuse new acquisitions; wake this executor's waiters with ClosedError."""
         shared = self._shared
         with shared._lock:
-            if not self._closed:
-                shared._close(self)
+            if self._closed:
+                return
+            refused = shared._close(self)
+        room = self._room
+        for record in refused:
+            assert isinstance(record, _LoopRecord)
+            room.reject(record.waiter, closed_while_waiting())
 
     def _now_idle(self) -> None:
         idle = self._idle
@@ -661,39 +642,46 @@ class LoopView(_View):
             idle = self._idle
         await idle.wait()
 
+    # -- the room's keeper: every decision is taken under the lock -------------
+
+    def refusal(self, waiter: Waiter) -> OverloadedError | None:
+        """``max_wait`` passed: refuse, unless a slot was just handed over."""
+        shared = self._shared
+        record = waiter.tag
+        assert isinstance(record, _LoopRecord)
+        with shared._lock:
+            if record.state != _WAITING:
+                return None  # granted from another thread: on its way
+            shared._leave(record, timed_out=True)
+            return shared._overloaded(self)
+
+    def waiter_left(self, waiter: Waiter) -> None:
+        """Cancelled: leave the queue, or pass on a slot handed over meanwhile."""
+        shared = self._shared
+        record = waiter.tag
+        assert isinstance(record, _LoopRecord)
+        with shared._lock:
+            if record.state == _WAITING:
+                shared._leave(record, timed_out=False)
+            elif record.state == _GRANTED:
+                shared._release(self)  # handed over, not yet delivered
+            # _GONE, _CLOSED or _EXPIRED: it holds no slot.
+
+    def admitted_but_left(self, waiter: Waiter) -> None:
+        """Let in, then cancelled before resuming: pass the slot on."""
+        self.release()
+
 
 class ThreadView(_View):
-    """A :class:`BoundedExecutor`'s view: blocking acquire, thread-safe release.
+    """A :class:`BoundedExecutor`'s view: blocking acquire, thread-safe release."""
 
-    Also counts how the executor's calls ended, under the shared lock.
-    """
-
-    __slots__ = ("_idle", "_unused", "cancelled", "completed", "failed")
+    __slots__ = ("_idle",)
 
     def __init__(
         self, shared: SharedBound, max_pending: int | None, max_wait: float | None
     ) -> None:
         super().__init__(shared, max_pending, max_wait)
         self._idle = threading.Event()
-        self._unused = 0
-        self.completed = 0
-        self.failed = 0
-        self.cancelled = 0
-
-    @property
-    def submitted(self) -> int:
-        """Slots granted and used for a submission."""
-        return self._admitted - self._unused
-
-    def wait_histogram_locked(self) -> LatencyHistogram:
-        """Waits of the slots used for a submission, lock held.
-
-        A map's last pull, which finds its source empty, gives its slot back
-        unused and is not counted.
-        """
-        recorder = self._wait_histogram
-        zeros = self._admitted - self._unused - sum(recorder.buckets)
-        return recorder.snapshot(max(0, zeros))
 
     def acquire_blocking(self, timeout: float | None = None) -> bool:
         """Take a slot, blocking the calling thread in the shared FIFO order.
@@ -720,8 +708,8 @@ class ThreadView(_View):
             if shared._take_free(self):
                 return True
             shared._check_room(self)
-            waiter = _ThreadWaiter(self, time.monotonic())
-            shared._enqueue(waiter)
+            record = _ThreadRecord(self, time.monotonic())
+            shared._enqueue(record)
         limit = self._max_wait
         refuse = limit is not None and (timeout is None or limit <= timeout)
         if timeout is not None and not refuse:
@@ -729,64 +717,36 @@ class ThreadView(_View):
         gave_up = False
         try:
             if limit is None:
-                waiter.lock.acquire()
+                record.lock.acquire()
             else:
-                waiter.lock.acquire(timeout=limit)
+                record.lock.acquire(timeout=limit)
             with shared._lock:
-                state = waiter.state
+                state = record.state
                 if state == _WAITING:  # the time limit expired first
-                    shared._leave(waiter, timed_out=refuse)
+                    shared._leave(record, timed_out=refuse)
                     gave_up = True
         except BaseException:
             # Interrupted (a signal handler raised): leave, or pass on a slot
             # handed over meanwhile. The state, read under the lock, decides.
             with shared._lock:
-                if waiter.state == _WAITING:
-                    shared._leave(waiter, timed_out=False)
-                elif waiter.state == _GRANTED:
+                if record.state == _WAITING:
+                    shared._leave(record, timed_out=False)
+                elif record.state == _GRANTED:
                     shared._release(self)
             raise
         if state == _GRANTED:
             return True
-        if gave_up:
-            if not refuse:
-                return False
+        if state == _EXPIRED or (gave_up and refuse):
             raise shared._overloaded(self)
+        if gave_up:
+            return False
         if state == _CLOSED:
             raise closed_while_waiting()
         raise AssertionError(f"unexpected waiter state {state}")  # pragma: no cover
 
-    def release(self, outcome: int) -> None:
-        """Give a slot back from any thread, counting how its call ended.
-
-        *outcome* is :data:`COMPLETED`, :data:`FAILED`, :data:`CANCELLED`, or
-        :data:`UNUSED` for a slot given back without a submission.
-        """
-        shared = self._shared
-        with shared._lock:
-            if outcome == COMPLETED:
-                self.completed += 1
-            elif outcome == FAILED:
-                self.failed += 1
-            elif outcome == CANCELLED:
-                self.cancelled += 1
-            else:
-                self._unused += 1
-            shared._release(self)
-
-    def ended(self, cfut: concurrent.futures.Future[object]) -> None:
-        """Done callback of a submitted call: free its slot, count the outcome."""
-        if cfut.cancelled():
-            self.release(CANCELLED)
-            return
-        failed = cfut.exception() is not None
-        shared = self._shared
-        with shared._lock:
-            if failed:
-                self.failed += 1
-            else:
-                self.completed += 1
-            shared._release(self)
+    def release_locked(self) -> None:
+        """:meth:`release`, for a caller that holds :attr:`lock`."""
+        self._shared._release(self)
 
     def close(self) -> None:
         """Refuse new acquisitions; wake this executor's waiters with ClosedError.
@@ -796,7 +756,8 @@ class ThreadView(_View):
         shared = self._shared
         with shared._lock:
             if not self._closed:
-                shared._close(self)
+                for record in shared._close(self):
+                    record.wake(closed_while_waiting())
 
     def _now_idle(self) -> None:
         self._idle.set()

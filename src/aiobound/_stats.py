@@ -1,12 +1,40 @@
-"""The snapshot returned by :meth:`BoundedLoopExecutor.stats`."""
+"""What ``stats()`` returns, and how both executors build it.
+
+:class:`ExecutorStats` and :class:`PartitionStats` are the frozen snapshots;
+:class:`CallCounts` is how the calls of one lane (or of a synchronous
+executor) ended, kept by the call path; :func:`executor_stats` and
+:func:`partition_stats` put a gate's readings and those counts together, the
+same way for :class:`~aiobound.BoundedLoopExecutor`, its partitions and
+:class:`~aiobound.BoundedExecutor`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from ._histogram import LatencyHistogram
+from ._histogram import LatencyHistogram, Recorder
 
-__all__ = ("ExecutorStats", "PartitionStats")
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._readings import WaitStats
+
+__all__ = (
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "CallCounts",
+    "ExecutorStats",
+    "PartitionStats",
+    "executor_stats",
+    "partition_stats",
+)
+
+# How a call ended.
+COMPLETED = 0
+FAILED = 1
+CANCELLED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +198,155 @@ class ExecutorStats:
     # A dict, not a Mapping: the public module (where get_type_hints() looks,
     # as FastAPI does for a response model) has no Mapping in it.
     partitions: dict[str, PartitionStats] = field(default_factory=dict)
+
+
+class CallCounts:
+    """How the calls handed over ended, and how long they took.
+
+    Every call handed over ends in exactly one of ``completed``, ``failed``
+    or ``cancelled`` (:meth:`ended`); ``shed`` counts requests refused at the
+    edge before they became calls. Not thread-safe: the loop updates it, or
+    a synchronous executor under its lock.
+    """
+
+    __slots__ = ("cancelled", "completed", "failed", "run_time", "shed", "submitted")
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.shed = 0
+        self.run_time = Recorder()
+
+    def ended(self, outcome: int, ran: float | None) -> None:
+        """Count a call that ended; *ran* is its run time, if it was timed."""
+        if outcome == COMPLETED:
+            self.completed += 1
+        elif outcome == FAILED:
+            self.failed += 1
+        else:
+            self.cancelled += 1
+            return  # it never ran
+        if ran is not None:
+            self.run_time.record(ran)
+
+    @classmethod
+    def merged(cls, parts: Iterable[CallCounts]) -> CallCounts:
+        """One :class:`CallCounts` adding up *parts*."""
+        merged = cls()
+        buckets = merged.run_time.buckets
+        for part in parts:
+            merged.submitted += part.submitted
+            merged.completed += part.completed
+            merged.failed += part.failed
+            merged.cancelled += part.cancelled
+            merged.shed += part.shed
+            merged.run_time.sum += part.run_time.sum
+            for index, count in enumerate(part.run_time.buckets):
+                buckets[index] += count
+        return merged
+
+
+class Readings(Protocol):
+    """What the stats read of a gate (every gate has these)."""
+
+    @property
+    def bound(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def max_pending(self) -> int | None: ...
+    @property
+    def max_wait(self) -> float | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def peak_in_use(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def timed_out(self) -> int: ...
+    @property
+    def waits(self) -> WaitStats: ...
+
+
+def executor_stats(
+    gate: Readings,
+    counts: CallCounts,
+    *,
+    max_per_second: float | None = None,
+    rate_limited: int = 0,
+    pool_restarts: int = 0,
+    latency_short: float | None = None,
+    latency_no_load: float | None = None,
+    queued: int = 0,
+    partitions: dict[str, PartitionStats] | None = None,
+) -> ExecutorStats:
+    """The :class:`ExecutorStats` of *gate* and *counts* (one consistent read)."""
+    waits = gate.waits
+    return ExecutorStats(
+        bound=gate.bound,
+        in_flight=gate.in_use,
+        waiting=gate.waiting,
+        max_pending=gate.max_pending,
+        max_wait=gate.max_wait,
+        max_per_second=max_per_second,
+        peak_in_flight=gate.peak_in_use,
+        submitted=counts.submitted,
+        completed=counts.completed,
+        failed=counts.failed,
+        cancelled=counts.cancelled,
+        rejected=gate.rejected,
+        timed_out=gate.timed_out,
+        rate_limited=rate_limited,
+        queue_wait_avg=waits.average,
+        queue_wait_max=waits.maximum,
+        closed=gate.closed,
+        pool_restarts=pool_restarts,
+        queue_wait=waits.histogram(),
+        run_time=counts.run_time.snapshot(),
+        latency_short=latency_short,
+        latency_no_load=latency_no_load,
+        shed_at_edge=counts.shed,
+        queued=queued,
+        partitions={} if partitions is None else partitions,
+    )
+
+
+class PartReadings(Readings, Protocol):
+    """What the stats read of one partition."""
+
+    share: float
+    guaranteed: int
+    max_share: float
+    ceiling: int
+
+
+def partition_stats(part: PartReadings, counts: CallCounts) -> PartitionStats:
+    """The :class:`PartitionStats` of one partition and its lane's *counts*."""
+    waits = part.waits
+    return PartitionStats(
+        share=part.share,
+        guaranteed=part.guaranteed,
+        max_share=part.max_share,
+        ceiling=part.ceiling,
+        in_flight=part.in_use,
+        waiting=part.waiting,
+        max_pending=part.max_pending,
+        max_wait=part.max_wait,
+        peak_in_flight=part.peak_in_use,
+        submitted=counts.submitted,
+        completed=counts.completed,
+        failed=counts.failed,
+        cancelled=counts.cancelled,
+        rejected=part.rejected,
+        timed_out=part.timed_out,
+        queue_wait_avg=waits.average,
+        queue_wait_max=waits.maximum,
+        queue_wait=waits.histogram(),
+        run_time=counts.run_time.snapshot(),
+        shed_at_edge=counts.shed,
+    )

@@ -1,6 +1,13 @@
 """How a call is handed to the underlying executor, chosen once per executor.
 
-Three ways, picked at construction so that no call re-decides:
+:class:`Submitter` is what both executors hand their calls to: the way of
+handing over, picked at construction, and the one retry after a replaced
+pool (when the pool aiobound owns is broken, it is replaced and the call
+submitted to the new one, once; a pool passed in is never replaced, and its
+error says what to do). The retry is below any observer's wrapping, so one
+call is one call to an observer, however many pools it met.
+
+Three ways of handing over, picked at construction so that no call re-decides:
 
 * a thread pool runs each call in a copy of the caller's :mod:`contextvars`
   context, as :func:`asyncio.to_thread` does;
@@ -20,7 +27,9 @@ import concurrent.futures
 import contextvars
 import functools
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any, TypeAlias, TypeVar
 
 from ._checks import check_optional_int
@@ -28,14 +37,18 @@ from ._pickling import safe_repr
 from ._process import (
     OwnedProcessPool,
     check_main_is_guarded,
+    explain_broken_pool,
     explain_call_error,
+    failed_call_was_dropped,
     run_unless_dropped,
 )
+from ._stats import CANCELLED, FAILED
 
 __all__ = (
     "Explain",
     "Explainer",
     "Handover",
+    "Submitter",
     "handover_for",
     "own_or_wrap",
 )
@@ -136,6 +149,98 @@ def handover_for(
             context = getattr(executor, "_mp_context", None)
         return _ProcessHandover(context, owned is not None), _process_explainer(owned)
     return _plain, None
+
+
+class Submitter:
+    """Hands calls to one executor, replacing the pool aiobound owns if it breaks.
+
+    Args:
+        executor: The underlying executor.
+        copy_context: Run each call in a copy of the caller's context (a
+            thread pool); refused for a process pool.
+        owned_pool: The process pool aiobound owns, if it does: replaced
+            when it breaks.
+
+    Raises:
+        ValueError: ``copy_context`` is asked of a process pool.
+
+    Thread-safe: the synchronous executor submits from many threads; the
+    lock is taken only to replace a broken pool.
+    """
+
+    __slots__ = ("_handover", "_lock", "_pool", "executor", "explainer", "to_processes")
+
+    def __init__(
+        self,
+        executor: concurrent.futures.Executor,
+        *,
+        copy_context: bool,
+        owned_pool: OwnedProcessPool | None = None,
+    ) -> None:
+        to_processes = isinstance(executor, ProcessPoolExecutor)
+        if copy_context and to_processes:
+            raise ValueError(
+                "copy_context=True cannot be used with a process pool: a "
+                "contextvars.Context cannot be pickled to another process"
+            )
+        self.executor = executor
+        self.to_processes = to_processes
+        self._pool = owned_pool
+        self._lock = threading.Lock()
+        self._handover, self.explainer = handover_for(
+            executor,
+            copy_context=copy_context,
+            to_processes=to_processes,
+            owned=owned_pool,
+        )
+
+    def submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[T]:
+        """Hand ``fn(*args, **kwargs)`` over; return the executor's future.
+
+        Raises:
+            Exception: what the executor's ``submit`` raised; for a broken
+                pool that is not aiobound's, a :class:`BrokenExecutor` that
+                says what to do; for aiobound's, what the new pool raised.
+        """
+        try:
+            return self._handover(self.executor, fn, args, kwargs)
+        except BrokenExecutor as exc:
+            return self._resubmit(exc, fn, args, kwargs)
+
+    def _resubmit(
+        self,
+        exc: BrokenExecutor,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> concurrent.futures.Future[T]:
+        """The pool is broken: replace it if it is ours (once), else explain."""
+        pool = self._pool
+        if pool is None:
+            raise explain_broken_pool(exc, self.executor)
+        with self._lock:
+            if pool.executor is self.executor:  # not replaced by another thread
+                self.executor = pool.replace()
+            executor = self.executor
+        return self._handover(executor, fn, args, kwargs)
+
+    def outcome(self, cfut: concurrent.futures.Future[Any], outcome: int) -> int:
+        """*outcome* of an ended call, a drop before it started made ``CANCELLED``.
+
+        On a process pool, a call that failed because ``aclose(timeout=...)``
+        dropped it before it started is a cancellation; a call that failed
+        with ``BrokenProcessPool`` has its pool watched, so that every call
+        of that pool ends (on Python 3.10 and 3.11 too).
+        """
+        if (
+            outcome == FAILED
+            and self.to_processes
+            and failed_call_was_dropped(cfut, self.executor)
+        ):
+            return CANCELLED
+        return outcome
 
 
 # The stdlib pools whose worker count is read, for the default bound, from

@@ -1,9 +1,11 @@
 """BoundedExecutor: the synchronous twin of BoundedLoopExecutor.
 
-The front door for threads: argument checks and the coordination of the
-pieces below (a :class:`~aiobound._shared.ThreadView` over a shared or private
-:class:`~aiobound._shared.SharedBound`, the owned process pool, the chunk
-pieces of ``map``).
+The front door for threads: surface and wiring only. A
+:class:`~aiobound._shared.ThreadView` over a shared or private
+:class:`~aiobound._shared.SharedBound` counts the slots, the
+:class:`~aiobound._submit.Submitter` hands calls over (and replaces a broken
+pool it owns), :mod:`aiobound._sync_map` runs ``map`` and
+:mod:`aiobound._stats` builds ``stats()``, as for the async executor.
 """
 
 from __future__ import annotations
@@ -11,75 +13,35 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections import deque
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._checks import (
     check_callable,
+    check_chunksize,
     check_int,
     check_optional_int,
-    check_optional_positive,
     is_async_function,
 )
-from ._chunks import ChunkCall, ChunkSizer, chunked
-from ._errors import closed_before_start, closed_while_waiting
-from ._process import (
-    OwnedProcessPool,
-    explain_broken_pool,
-    owned_process_pool,
-)
-from ._shared import FAILED, UNUSED, SharedBound, ThreadView, check_bound
-from ._stats import ExecutorStats
-from ._submit import own_or_wrap
+from ._errors import closed_while_waiting
+from ._process import owned_process_pool
+from ._shared import SharedBound, ThreadView, check_bound
+from ._stats import CANCELLED, COMPLETED, FAILED, CallCounts, executor_stats
+from ._submit import Submitter, own_or_wrap
+from ._sync_map import Star, map_results
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from multiprocessing.context import BaseContext
 
     from typing_extensions import Self
+
+    from ._process import OwnedProcessPool
+    from ._stats import ExecutorStats
 
 __all__ = ("BoundedExecutor",)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class _Star(Generic[T]):
-    """``fn(*args)`` from one tuple: ``map`` over several iterables, pickled."""
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn: Callable[..., T]) -> None:
-        self.fn = fn
-
-    def __call__(self, args: tuple[Any, ...]) -> T:
-        return self.fn(*args)
-
-    def __reduce__(self) -> tuple[type[_Star[T]], tuple[Callable[..., T]]]:
-        return _Star, (self.fn,)
-
-
-class _Ahead:
-    """How many items (or chunks) a map may pull and not yet yield."""
-
-    __slots__ = ("_buffersize", "_gate")
-
-    def __init__(self, gate: ThreadView, buffersize: int | None) -> None:
-        self._gate = gate
-        self._buffersize = buffersize
-
-    def limit(self) -> int:
-        """The bound as it is now (it may be resized), capped by buffersize."""
-        bound = self._gate.bound
-        size = self._buffersize
-        return bound if size is None or size > bound else size
-
-
-def _remaining(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())
 
 
 class BoundedExecutor(concurrent.futures.Executor):
@@ -92,7 +54,14 @@ class BoundedExecutor(concurrent.futures.Executor):
     the slot is freed when that call has really ended (returned, raised, or
     was cancelled before it started). :meth:`map` is lazy and bounded. The
     API is the standard ``Executor``'s, so it drops into code written
-    against one.
+    against one::
+
+        from aiobound import BoundedExecutor
+
+        with BoundedExecutor(max_workers=8, max_pending=100) as executor:
+            future = executor.submit(pow, 2, 10)  # blocks while 16 are in
+            print(future.result())  # 1024
+            print(sum(executor.map(abs, range(-1000, 0))))  # lazy, bounded
 
     Args:
         max_workers: Size of the thread pool this executor creates and owns
@@ -110,7 +79,8 @@ class BoundedExecutor(concurrent.futures.Executor):
         executor: Any :class:`concurrent.futures.Executor` to wrap. It is
             never shut down by this object.
         max_wait: Seconds a thread may block waiting for a slot; then it is
-            refused with :class:`OverloadedError`. ``None`` (default): no limit.
+            refused with :class:`OverloadedError`. ``None`` (default): no
+            limit. At most ``threading.TIMEOUT_MAX``.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given with
@@ -130,16 +100,17 @@ class BoundedExecutor(concurrent.futures.Executor):
         executor: concurrent.futures.Executor | None = None,
         max_wait: float | None = None,
     ) -> None:
-        checked = check_bound(bound)
+        checked = check_bound(bound, policies=False)
         pending = check_optional_int("max_pending", max_pending, 0)
-        wait = check_optional_positive("max_wait", max_wait)
+        wait = check_timeout("max_wait", max_wait)
         executor, owned, workers = own_or_wrap(
             max_workers, executor, bound_given=checked is not None
         )
         if checked is None:
-            assert isinstance(workers, int)
+            assert workers is not None
             checked = 2 * workers
-        self._setup(executor, owned, None, checked, pending, wait)
+        submitter = Submitter(executor, copy_context=False)
+        self._setup(submitter, owned, None, checked, pending, wait)
 
     @classmethod
     def process(
@@ -178,26 +149,21 @@ class BoundedExecutor(concurrent.futures.Executor):
                 given without ``initializer``.
             ValueError: an argument is out of range, or ``mp_context`` forks.
         """
-        checked = check_bound(bound)
+        checked = check_bound(bound, policies=False)
         pending = check_optional_int("max_pending", max_pending, 0)
-        wait = check_optional_positive("max_wait", max_wait)
+        wait = check_timeout("max_wait", max_wait)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         self = cls.__new__(cls)
-        self._setup(
-            pool.executor,
-            True,
-            pool,
-            2 * pool.workers if checked is None else checked,
-            pending,
-            wait,
-        )
+        submitter = Submitter(pool.executor, copy_context=False, owned_pool=pool)
+        bound_ = 2 * pool.workers if checked is None else checked
+        self._setup(submitter, True, pool, bound_, pending, wait)
         return self
 
     def _setup(
         self,
-        executor: concurrent.futures.Executor,
+        submitter: Submitter,
         owned: bool,
-        process_pool: OwnedProcessPool | None,
+        pool: OwnedProcessPool | None,
         bound: int | SharedBound,
         max_pending: int | None,
         max_wait: float | None,
@@ -209,14 +175,15 @@ class BoundedExecutor(concurrent.futures.Executor):
             self._shared_bound = None
             shared = SharedBound(bound)
         self._gate = ThreadView(shared, max_pending, max_wait)
-        self._ended = self._gate.ended
-        self._executor = executor
+        self._submitter = submitter
         self._owns_executor = owned
-        self._process_pool = process_pool
-        self._to_processes = isinstance(executor, ProcessPoolExecutor)
-        self._replace_lock = threading.Lock()
-        # Underlying futures not yet done, for shutdown(cancel_futures=True).
-        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._pool = pool
+        # Under the gate's lock: how the calls ended, and the slots given
+        # back without a submission (granted just as the executor closed).
+        self._counts = CallCounts()
+        self._unused = 0
+        # Underlying futures of calls not yet ended, with their hand-off time.
+        self._calls: dict[concurrent.futures.Future[Any], float] = {}
 
     # -- introspection -------------------------------------------------------
 
@@ -243,7 +210,7 @@ class BoundedExecutor(concurrent.futures.Executor):
     @property
     def executor(self) -> concurrent.futures.Executor:
         """The underlying executor (for a replaced process pool, the current one)."""
-        return self._executor
+        return self._submitter.executor
 
     @property
     def closed(self) -> bool:
@@ -256,32 +223,20 @@ class BoundedExecutor(concurrent.futures.Executor):
         The same :class:`ExecutorStats` as :meth:`BoundedLoopExecutor.stats`.
         Over a :class:`SharedBound`, ``bound`` is the shared bound and the
         other figures are this executor's own; :meth:`SharedBound.stats`
-        has the totals. ``run_time`` is not measured here (always empty).
+        has the totals. ``run_time`` is measured from each call's hand-off
+        until its future is done.
         """
         gate = self._gate
-        with gate.shared._lock:
-            return ExecutorStats(
-                bound=gate.bound,
-                in_flight=gate.in_use,
-                waiting=gate.waiting,
-                max_pending=gate.max_pending,
-                max_wait=gate.max_wait,
-                max_per_second=None,
-                peak_in_flight=gate.peak_in_use,
-                submitted=gate.submitted,
-                completed=gate.completed,
-                failed=gate.failed,
-                cancelled=gate.cancelled,
-                rejected=gate.rejected,
-                timed_out=gate.timed_out,
-                rate_limited=0,
-                queue_wait_avg=gate.wait_average,
-                queue_wait_max=gate.wait_maximum,
-                closed=gate.closed,
-                pool_restarts=0
-                if self._process_pool is None
-                else self._process_pool.restarts,
-                queue_wait=gate.wait_histogram_locked(),
+        calls = list(self._calls)
+        queued = sum(1 for cfut in calls if not cfut.running() and not cfut.done())
+        with gate.lock:
+            counts = self._counts
+            counts.submitted = gate.waits.admitted - self._unused
+            return executor_stats(
+                gate,
+                counts,
+                pool_restarts=0 if self._pool is None else self._pool.restarts,
+                queued=queued,
             )
 
     def __repr__(self) -> str:
@@ -324,50 +279,44 @@ class BoundedExecutor(concurrent.futures.Executor):
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
-        gate = self._gate
-        if not gate.try_acquire():
-            gate.acquire_blocking()
+        if not self._gate.try_acquire():
+            self._gate.acquire_blocking()
         return self._start(fn, args, kwargs)
 
     def _start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> concurrent.futures.Future[T]:
-        """Submit the call; the caller holds a slot, given back on any error."""
+        """Hand the call over; the caller holds a slot, given back on any error."""
         gate = self._gate
-        if gate._closed:  # closed between the grant and now
-            gate.release(UNUSED)
+        if gate.closed:  # closed between the grant and now
+            with gate.lock:
+                self._unused += 1
+                gate.release_locked()
             raise closed_while_waiting()
         try:
-            try:
-                cfut = self._executor.submit(fn, *args, **kwargs)
-            except BrokenExecutor as exc:
-                cfut = self._resubmit(exc, fn, args, kwargs)
+            cfut = self._submitter.submit(fn, args, kwargs)
         except BaseException:
-            gate.release(FAILED)
+            with gate.lock:
+                self._counts.failed += 1
+                gate.release_locked()
             raise
-        self._calls.add(cfut)
+        self._calls[cfut] = time.monotonic()
         cfut.add_done_callback(self._call_ended)
         return cfut
 
     def _call_ended(self, cfut: concurrent.futures.Future[Any]) -> None:
-        self._calls.discard(cfut)
-        self._ended(cfut)
-
-    def _resubmit(
-        self,
-        exc: BrokenExecutor,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> concurrent.futures.Future[T]:
-        """The pool is broken: replace it if it is ours, else explain."""
-        pool = self._process_pool
-        if pool is None:
-            raise explain_broken_pool(exc, self._executor) from None
-        with self._replace_lock:
-            if pool.executor is self._executor:
-                self._executor = pool.replace()
-            return self._executor.submit(fn, *args, **kwargs)
+        """In whichever thread *cfut* ended: count it, free its slot."""
+        started = self._calls.pop(cfut, None)
+        if cfut.cancelled():
+            outcome = CANCELLED
+        else:
+            raw = COMPLETED if cfut.exception() is None else FAILED
+            outcome = self._submitter.outcome(cfut, raw)
+        ran = None if started is None else time.monotonic() - started
+        gate = self._gate
+        with gate.lock:
+            self._counts.ended(outcome, ran)
+            gate.release_locked()
 
     def map(
         self,
@@ -386,10 +335,13 @@ class BoundedExecutor(concurrent.futures.Executor):
         before the first ``next()``. Results come in input order; an
         exception raised by ``fn`` is raised where its result would come.
         Leaving the loop early (``break``, an error, closing the iterator)
-        cancels the calls not yet started. After :meth:`shutdown`, the next
-        pull raises :class:`ClosedError`, and so does a call that
-        ``shutdown(cancel_futures=True)`` cancelled, where its result would
-        come.
+        cancels the calls not yet started, the one whose result was awaited
+        included. An item is pulled before its slot is taken: a source with
+        nothing left takes none. Each result is freed as it is yielded.
+        After :meth:`shutdown`, the results of the calls already handed over
+        are still yielded, then :class:`ClosedError` is raised in place of
+        the next item; a call that ``shutdown(cancel_futures=True)``
+        cancelled raises :class:`ClosedError` where its result would come.
 
         Args:
             fn: Applied to each item (to each tuple of items, unpacked).
@@ -409,8 +361,9 @@ class BoundedExecutor(concurrent.futures.Executor):
         Raises:
             TypeError: ``fn`` is not callable, no iterable is given, one is
                 not iterable, or ``chunksize``/``timeout`` has the wrong type.
-            ValueError: ``chunksize`` or ``buffersize`` is below 1, or
-                ``timeout`` below 0.
+            ValueError: ``chunksize`` or ``buffersize`` is below 1 (or
+                ``chunksize`` above ``sys.maxsize``), or ``timeout`` is
+                below 0 or above ``threading.TIMEOUT_MAX``.
 
         Cancellation: each ``next()`` may block for a slot, as :meth:`submit`
         does, or for a result. A ``KeyboardInterrupt`` there
@@ -420,16 +373,12 @@ class BoundedExecutor(concurrent.futures.Executor):
         check_callable("fn", fn)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"timeout must be a number or None, got {timeout!r}")
-            if not timeout >= 0:
-                raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+        timeout = check_timeout("timeout", timeout, zero=True)
         if buffersize is not None:
             check_int("buffersize", buffersize, 1)
         if chunksize is not None:
-            check_int("chunksize", chunksize, 1)
-        elif not self._to_processes:
+            chunksize = check_chunksize(chunksize)
+        elif not self._submitter.to_processes:
             chunksize = 1
         deadline = None if timeout is None else time.monotonic() + timeout
         call: Callable[[Any], T]
@@ -437,92 +386,8 @@ class BoundedExecutor(concurrent.futures.Executor):
         if len(iterables) == 1:
             call, source = fn, iter(iterables[0])
         else:
-            call, source = _Star(fn), zip(*iterables, strict=False)
-        ahead = _Ahead(self._gate, buffersize)
-        if chunksize == 1:
-            return self._map_items(call, source, deadline, ahead)
-        return self._map_chunks(call, source, deadline, ahead, ChunkSizer(chunksize))
-
-    def _reserve(
-        self, window: deque[Any], deadline: float | None, ahead: _Ahead
-    ) -> bool:
-        """Take a slot for one more pull; block only with nothing in the window."""
-        gate = self._gate
-        if len(window) >= ahead.limit():
-            return False
-        if window:
-            return gate.try_acquire()
-        if gate.try_acquire() or gate.acquire_blocking(_remaining(deadline)):
-            return True
-        raise concurrent.futures.TimeoutError
-
-    def _result(self, cfut: concurrent.futures.Future[T], deadline: float | None) -> T:
-        """The result of a map's call; ClosedError if shutdown cancelled it."""
-        try:
-            return cfut.result(_remaining(deadline))
-        except concurrent.futures.CancelledError:
-            if self._gate.closed:
-                raise closed_before_start() from None
-            raise
-
-    def _map_items(
-        self,
-        fn: Callable[[Any], T],
-        source: Iterator[Any],
-        deadline: float | None,
-        ahead: _Ahead,
-    ) -> Generator[T, None, None]:
-        """One call per item of *source* (an item may be a chunk).
-
-        Results come in order, never more than the window ahead of the
-        consumer.
-        """
-        window: deque[concurrent.futures.Future[T]] = deque()
-        error: Exception | None = None
-        try:
-            more = True
-            while True:
-                while more and self._reserve(window, deadline, ahead):
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        self._gate.release(UNUSED)
-                        more = False
-                        break
-                    except Exception as exc:
-                        # Raised once the results pulled before it are out.
-                        self._gate.release(UNUSED)
-                        more, error = False, exc
-                        break
-                    except BaseException:
-                        self._gate.release(UNUSED)
-                        raise
-                    window.append(self._start(fn, (item,), {}))
-                if not window:
-                    if error is not None:
-                        raise error
-                    return
-                yield self._result(window.popleft(), deadline)
-        finally:
-            for cfut in window:
-                cfut.cancel()
-
-    def _map_chunks(
-        self,
-        fn: Callable[[Any], T],
-        source: Iterator[Any],
-        deadline: float | None,
-        ahead: _Ahead,
-        sizer: ChunkSizer,
-    ) -> Iterator[T]:
-        run: ChunkCall[Any, T] = ChunkCall(fn)
-        calls = self._map_items(run, chunked(source, sizer), deadline, ahead)
-        try:
-            for results, seconds in calls:
-                sizer.measured(len(results), seconds)
-                yield from results
-        finally:
-            calls.close()  # cancels the chunks not started
+            call, source = Star(fn), zip(*iterables, strict=False)
+        return map_results(_Port(self, buffersize), call, source, deadline, chunksize)
 
     # -- closing -------------------------------------------------------------
 
@@ -545,9 +410,64 @@ class BoundedExecutor(concurrent.futures.Executor):
         gate = self._gate
         gate.close()
         if cancel_futures:
-            for cfut in self._calls.copy():
+            for cfut in list(self._calls):
                 cfut.cancel()
         if wait:
             gate.wait_idle()
         if self._owns_executor:
-            self._executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+            self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def check_timeout(name: str, value: object, *, zero: bool = False) -> float | None:
+    """Return *value* as a float if it is a number a thread can wait for.
+
+    ``None`` passes. *zero* allows 0 (a ``timeout``); else it must be > 0.
+
+    Raises:
+        TypeError: not an int or float (a bool is refused).
+        ValueError: below the minimum, or above ``threading.TIMEOUT_MAX``
+            (no lock can wait that long).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{name} must be a number or None, got {type(value).__name__} {value!r}"
+        )
+    if not (value >= 0 if zero else value > 0):
+        raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, got {value!r}")
+    if not value <= threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"{name} must be at most threading.TIMEOUT_MAX "
+            f"({threading.TIMEOUT_MAX:g} s), got {value!r}"
+        )
+    return float(value)
+
+
+class _Port:
+    """One ``map``'s way to its executor, with its own ``buffersize``."""
+
+    __slots__ = ("_buffersize", "_executor", "_gate", "start", "try_reserve")
+
+    def __init__(self, executor: BoundedExecutor, buffersize: int | None) -> None:
+        self._executor = executor
+        self._buffersize = buffersize
+        self._gate = executor._gate
+        self.try_reserve = self._gate.try_acquire
+        self.start = executor._start
+
+    @property
+    def closed(self) -> bool:
+        """Whether the executor was shut down."""
+        return self._gate.closed
+
+    def reserve(self, timeout: float | None) -> bool:
+        """Take a slot, blocking up to *timeout*; ``False`` if it expired."""
+        gate = self._gate
+        return gate.try_acquire() or gate.acquire_blocking(timeout)
+
+    def window(self) -> int:
+        """The bound as it is now (it may be resized), capped by buffersize."""
+        bound = self._executor.bound
+        size = self._buffersize
+        return bound if size is None or size > bound else size
