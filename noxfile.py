@@ -94,6 +94,13 @@ def bench_sizing(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench_max_wait(session: nox.Session) -> None:
+    """max_wait under a burst on asyncio and uvloop: waits and late refusals."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/max_wait.py", *session.posargs)
+
+
+@nox.session(default=False)
 def overload(session: nox.Session) -> None:
     """The example services at 5x capacity: usual pattern against aiobound."""
     _install(session, extras="examples")
