@@ -50,9 +50,11 @@ closes the executor and its pool.
 The HTTP stack: uvicorn's C parser (httptools) and uvloop when they are
 installed (``uvicorn[standard]``, which the ``examples`` extra holds), else
 its pure-Python parser (h11) and asyncio; ``--http`` and ``--loop`` choose,
-and the first line printed says which runs. Under a flood the C stack
-answers about 1.7 times as many requests per second (see the benchmarks
-page).
+and the first line printed says which runs. Under a wrk flood the C stack
+answered about twice as many requests per second. It also keeps the event
+loop busier, and a worker that finished its call then waits longer for the
+GIL: ``--switch-interval 0.0005`` shortens that wait (the benchmarks page
+has the figures).
 """
 
 from __future__ import annotations
@@ -409,8 +411,18 @@ def main() -> None:
         default="auto",
         help="event loop (default: uvloop when installed, else asyncio)",
     )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval, seconds (default: Python's, 0.005); "
+        "0.0005 lets a worker that finished its call take the GIL sooner "
+        "from a busy event loop",
+    )
     args = parser.parse_args()
     http, loop = http_stack(args.http, args.loop)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     print(f"HTTP parser {http}, event loop {loop}", file=sys.stderr, flush=True)
     app = create_app(
         workers=args.workers,
