@@ -179,6 +179,14 @@ def bench_sync(session: nox.Session) -> None:
     session.run("python", "benchmarks/sync_bench.py", *session.posargs)
 
 
+@nox.session(default=False)
+def bench_sync_endpoints(session: nox.Session) -> None:
+    """A sync FastAPI app at 5x capacity: anyio's limiter, tuned, or one line (#28)."""
+    _install(session, extras="fastapi,uvloop")
+    session.install("uvicorn>=0.30", "aiohttp>=3.9")
+    session.run("python", "benchmarks/sync_endpoints.py", *session.posargs)
+
+
 MUTANTS_SURVIVORS = Path("tests/mutants-survivors.md")
 MUTANTS_TARGET = 0.90
 
@@ -333,3 +341,11 @@ def partitions(session: nox.Session) -> None:
     """Interactive calls' wait next to a saturating batch, with, without partitions."""
     _install(session)
     session.run("python", "benchmarks/partitions.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench_ray(session: nox.Session) -> None:
+    """A bounded map through a local Ray against ray.wait and submit-all (#27)."""
+    _install(session, extras="ray")
+    session.install("psutil>=5.9")
+    session.run("python", "benchmarks/ray_bench.py", *session.posargs)

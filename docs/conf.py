@@ -45,7 +45,7 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(asyncio|concurrent|collections|contextlib|contextvars|typing|"
-        r"typing_extensions|multiprocessing|types|os|threading|distributed|"
+        r"typing_extensions|multiprocessing|types|os|threading|time|distributed|"
         r"starlette|fastapi|aiohttp|web|prometheus_client|opentelemetry|otel_context|"
         r"_typeshed)(\..*)?",
     ),
@@ -53,6 +53,7 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(BaseContext|ProcessPoolExecutor|Executor|Starlette|HTTPConnection|"
+        r"APIRoute|Router|"
         r"Middleware|Metric|MeterProvider|TracerProvider|"
         r"AbstractAsyncContextManager|Client|IOLoop|Self|NoneType|Ellipsis)",
     ),

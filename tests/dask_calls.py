@@ -1,4 +1,4 @@
-"""Functions and a scheduler plugin for the Dask tests.
+"""Functions, a scheduler plugin and a client preload for the Dask tests.
 
 Dask pickles functions from importable modules by name; the workers (spawned
 by their nannies with this process's ``sys.path``) import this module.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import Any
 
 from distributed import Scheduler, SchedulerPlugin
@@ -147,3 +148,32 @@ async def wait_until_known(keys: list[Any], dask_scheduler: Scheduler) -> None:
         await asyncio.wait_for(waiter.known.wait(), 60)  # a guard against a hang
     finally:
         dask_scheduler.remove_plugin(name=name)
+
+
+# A client preload: a Client made under dask.config.set({"distributed.client.
+# preload": ["dask_calls"]}) runs dask_teardown as it closes, in status
+# "closing". A test that registers a gate for the client holds it there.
+closing_gates: dict[str, ClosingGate] = {}
+
+
+class ClosingGate:
+    """Holds a closing client in status "closing" until :meth:`open`."""
+
+    def __init__(self, client: Any) -> None:
+        self.entered = threading.Event()
+        self._left = threading.Event()
+        closing_gates[client.id] = self
+
+    def open(self) -> None:
+        self._left.set()
+
+    async def hold(self) -> None:
+        self.entered.set()
+        # A thread of the client's loop waits, so the loop runs on meanwhile.
+        await asyncio.to_thread(self._left.wait, 60)  # a guard against a hang
+
+
+async def dask_teardown(client: Any) -> None:
+    gate = closing_gates.pop(client.id, None)
+    if gate is not None:
+        await gate.hold()

@@ -95,7 +95,7 @@ async def test_on_settled_sees_each_future_once_already_settled_from_threads() -
     """Completions from worker threads: ``on_settled`` runs after delivery."""
     loop = asyncio.get_running_loop()
     ends = _Ends()
-    bridge = _bridge.Bridge(loop)
+    bridge = _bridge.Bridge(loop, ends)
     seen: list[tuple[asyncio.Future[Any], bool]] = []
     all_seen = asyncio.Event()
     calls = 200
@@ -113,7 +113,7 @@ async def test_on_settled_sees_each_future_once_already_settled_from_threads() -
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [
-            bridge.chain(pool.submit(work, n), ends, None, on_settled) for n in range(calls)
+            bridge.chain(pool.submit(work, n), None, on_settled) for n in range(calls)
         ]
         await asyncio.wait_for(all_seen.wait(), 10)
     assert sorted(map(id, (afut for afut, _ in seen))) == sorted(map(id, futures))
@@ -126,16 +126,15 @@ async def test_on_settled_sees_each_future_once_already_settled_from_threads() -
 async def test_on_settled_runs_at_once_for_a_call_that_ended_on_the_loop() -> None:
     """Already done, or cancelled on the loop: settled before chain returns."""
     loop = asyncio.get_running_loop()
-    bridge = _bridge.Bridge(loop)
-    ends = _Ends()
+    bridge = _bridge.Bridge(loop, _Ends())
     seen: list[asyncio.Future[Any]] = []
     done: concurrent.futures.Future[int] = concurrent.futures.Future()
     done.set_result(5)
-    afut = bridge.chain(done, ends, None, seen.append)
+    afut = bridge.chain(done, None, seen.append)
     assert seen == [afut]
     assert afut.result() == 5
     waiting: concurrent.futures.Future[int] = concurrent.futures.Future()
-    other = bridge.chain(waiting, ends, None, seen.append)
+    other = bridge.chain(waiting, None, seen.append)
     assert seen == [afut]
     assert other.cancel()  # not started: the call is cancelled right here
     assert seen == [afut, other]
@@ -158,13 +157,12 @@ def no_gc() -> Iterator[None]:
 async def test_settled_calls_leave_no_cycles_for_the_collector() -> None:
     """A call that ended is freed by reference counting, not by the collector."""
     loop = asyncio.get_running_loop()
-    bridge = _bridge.Bridge(loop)
-    ends = _Ends()
+    bridge = _bridge.Bridge(loop, _Ends())
     calls = 300
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         gc.collect()
         for n in range(calls):
-            afut = bridge.chain(pool.submit(abs, -n), ends)
+            afut = bridge.chain(pool.submit(abs, -n))
             assert await afut == n
         del afut
         await _drained(bridge)

@@ -1,9 +1,17 @@
-"""A real Dask cluster (LocalCluster, 2 worker processes on 127.0.0.1)."""
+"""A real Dask cluster (LocalCluster, 2 worker processes on 127.0.0.1).
+
+The tests of a dying scheduler start their own: a scheduler and two workers,
+each in its own process, so that the scheduler can be killed by its PID.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,6 +24,7 @@ distributed = pytest.importorskip(
 )
 
 import dask  # noqa: E402 - after the skip
+from distributed.client import ClosedClientError  # noqa: E402
 
 import dask_calls  # noqa: E402
 from aiobound import BoundedLoopExecutor, ClosedError  # noqa: E402
@@ -26,6 +35,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from distributed import Client
+
+# What a Dask client gives the futures it cancels: its FutureCancelledError
+# (older versions: this class itself).
+DaskCancelled = concurrent.futures.CancelledError
 
 
 @pytest.fixture(scope="module")
@@ -164,15 +177,29 @@ class Held:
     async def start(self, executor: BoundedLoopExecutor, workers: int = 2) -> None:
         for index in range(workers):
             self.calls.append(await executor.submit(dask_calls.hold, self.name, index))
-        for index in range(workers):
+        await self.started(range(workers))
+
+    async def started(self, indexes: range) -> None:
+        """Wait until the ``hold`` tasks of *indexes* have started."""
+        for index in indexes:
             event = distributed.Event(
                 f"{self.name}-started-{index}", client=self.client
             )
             assert await asyncio.to_thread(event.wait, 60)
 
+    async def submit(self, executor: BoundedLoopExecutor, indexes: range) -> None:
+        """Submit more ``hold`` tasks (they start once released)."""
+        for index in indexes:
+            self.calls.append(await executor.submit(dask_calls.hold, self.name, index))
+
     async def release(self) -> None:
         event = distributed.Event(f"{self.name}-go", client=self.client)
         await asyncio.to_thread(event.set)
+
+    def ran(self, index: int) -> bool:
+        """Whether the ``hold`` task of *index* started (the events stay)."""
+        event = distributed.Event(f"{self.name}-started-{index}", client=self.client)
+        return bool(event.is_set())
 
 
 @contextlib.asynccontextmanager
@@ -321,6 +348,199 @@ class TestCancellation:
         assert stats.completed == 12 - queued
         assert stats.failed == 0
         assert_idle(executor)
+
+    async def test_aclose_timeout_does_not_count_calls_their_callers_cancelled(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Issue 29: two callers cancel queued calls and aclose gives up at
+        # once, while the scheduler's answers to those callers may still be
+        # on their way: they are cancelled calls, not running ones.
+        executor = from_client(client, bound=8)
+        recording = RecordingPool(executor, monkeypatch)
+        async with holding(client) as held:
+            await held.start(executor)
+            await held.submit(executor, range(2, 8))
+            # One task group: the scheduler sends each single-threaded worker
+            # the first two (one runs, one waits behind it), then queues the
+            # rest (worker-saturation 1.1, once the group outgrows the
+            # cluster's threads twice).
+            states = recording.states(client)
+            assert states == ["processing"] * 4 + ["queued"] * 4, states
+            for victim in (6, 7):
+                held.calls[victim].cancel()
+            with pytest.raises(
+                TimeoutError,
+                match="4 calls still running; 2 calls not yet started were cancelled",
+            ):
+                await executor.aclose(timeout=0.001)
+            stats = executor.stats()
+            assert (stats.cancelled, stats.in_flight) == (4, 4)
+
+            await held.release()
+            assert await asyncio.gather(*held.calls[:4]) == [0, 1, 2, 3]
+            for fut in held.calls[4:6]:
+                with pytest.raises(ClosedError):
+                    await fut
+            for fut in held.calls[6:]:
+                with pytest.raises(asyncio.CancelledError):
+                    await fut
+        await executor.aclose()
+        assert [held.ran(index) for index in range(8)] == [True] * 4 + [False] * 4
+        stats = executor.stats()
+        assert (stats.completed, stats.failed, stats.cancelled) == (4, 0, 4)
+        assert_idle(executor)
+
+    async def test_aclose_timeout_does_not_count_a_call_that_ended_as_it_gave_up(
+        self, client: Client, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Issue 29, the core's part: while aclose(timeout=...) gives up, it
+        # blocks the loop (each cancel() waits for the scheduler's answer); a
+        # call that ends meanwhile is done, and its slot is freed at the next
+        # turn of the loop. It no longer runs: 1 call runs, not 2.
+        executor = from_client(client, bound=2)
+        recording = RecordingPool(executor, monkeypatch)
+        async with holding(client) as first, holding(client) as second:
+            await first.start(executor, workers=1)
+            await second.start(executor, workers=1)  # on the other worker
+            first_task, second_task = recording.made
+            cancel = second_task.cancel
+
+            def cancel_once_the_first_ended() -> bool:
+                distributed.Event(f"{first.name}-go", client=client).set()
+                concurrent.futures.wait([first_task], timeout=60)
+                assert first_task.done()
+                return bool(cancel())
+
+            monkeypatch.setattr(second_task, "cancel", cancel_once_the_first_ended)
+            with pytest.raises(
+                TimeoutError,
+                match="1 calls still running; 0 calls not yet started were cancelled",
+            ):
+                await executor.aclose(timeout=0.001)
+            await second.release()
+            assert await asyncio.gather(*first.calls, *second.calls) == [0, 0]
+        await executor.aclose()
+        assert executor.stats().completed == 2
+        assert_idle(executor)
+
+
+class TestClientNotRunning:
+    async def test_a_closing_client_refuses_calls_at_once_and_ends_those_it_had(
+        self, client: Client, closing_client: tuple[Client, dask_calls.ClosingGate]
+    ) -> None:
+        # Issue 29: a closing client takes a task and drops it; the executor
+        # refuses the call instead, and the calls the client had end.
+        second, gate = closing_client
+        executor = from_client(second, bound=2)
+        async with holding(client) as held:
+            in_flight = await executor.submit(dask_calls.hold, held.name, 0)
+            await held.started(range(1))
+            closed = asyncio.ensure_future(asyncio.to_thread(second.close))
+            assert await asyncio.to_thread(gate.entered.wait, 60)
+            assert second.status == "closing"  # held there by the gate
+            with pytest.raises(ClosedClientError, match="the Dask client is closed"):
+                await asyncio.wait_for(executor.run(dask_calls.square, 2), 30)
+            assert not in_flight.done()
+            gate.open()
+            await closed
+            with pytest.raises(DaskCancelled):
+                await asyncio.wait_for(in_flight, 30)  # a guard against a hang
+        await executor.aclose()
+        stats = executor.stats()
+        assert (stats.submitted, stats.failed) == (2, 2)
+        assert_idle(executor)
+
+
+TESTS = Path(__file__).parent
+
+
+@contextlib.contextmanager
+def own_processes(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A scheduler and two single-threaded workers, each in its own process.
+
+    Yields the scheduler's process and its scheduler file; kills them all on
+    the way out.
+    """
+    scheduler_file = str(tmp_path / "scheduler.json")
+    path = [str(TESTS), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+
+    def start(cli: str, *args: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", f"distributed.cli.{cli}", *args]
+        command += ["--host", "127.0.0.1", "--no-dashboard"]
+        command += ["--scheduler-file", scheduler_file]
+        return subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    processes = [start("dask_scheduler", "--port", "0")]
+    try:
+        for _ in range(2):
+            processes.append(start("dask_worker", "--no-nanny", "--nthreads", "1"))
+        yield processes[0], scheduler_file
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait(30)
+
+
+@pytest.fixture
+def lone_scheduler(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Client]]:
+    """A client of :func:`own_processes`' cluster, and its scheduler's process."""
+    with (
+        own_processes(tmp_path) as (scheduler, scheduler_file),
+        distributed.Client(scheduler_file=scheduler_file, timeout=10) as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        yield scheduler, client
+
+
+@pytest.fixture
+def closing_client(client: Client) -> Iterator[tuple[Client, dask_calls.ClosingGate]]:
+    """A second client of the module's cluster, held "closing" when it closes."""
+    assert client.scheduler is not None
+    with dask.config.set({"distributed.client.preload": ["dask_calls"]}):
+        second = distributed.Client(client.scheduler.address)
+    gate = dask_calls.ClosingGate(second)
+    try:
+        yield second, gate
+    finally:
+        gate.open()
+        second.close()
+
+
+class TestLostScheduler:
+    async def test_every_call_ends_when_the_scheduler_dies(
+        self, lone_scheduler: tuple[subprocess.Popen[bytes], Client]
+    ) -> None:
+        # Issue 29: the client cancels the tasks it had and tries to
+        # reconnect; the calls waiting for a slot meanwhile must be refused
+        # at once (a client reconnecting, then closing, drops what it takes).
+        scheduler, client = lone_scheduler
+        executor = from_client(client, bound=2)
+        held = Held(client)
+        calls = [
+            asyncio.ensure_future(executor.run(dask_calls.hold, held.name, index))
+            for index in range(6)
+        ]
+        await held.started(range(2))
+        scheduler.kill()
+        await asyncio.to_thread(scheduler.wait, 30)
+        calls[0].cancel()  # (a no-op if the client has noticed already)
+        _, pending = await asyncio.wait(calls, timeout=30)  # a guard against a hang
+        assert not pending
+        for call in calls[:2]:  # the client's own error, for the tasks it had
+            assert call.cancelled() or isinstance(call.exception(), DaskCancelled)
+        assert not calls[1].cancelled()
+        for call in calls[2:]:
+            assert isinstance(call.exception(), ClosedClientError)
+        stats = executor.stats()
+        assert (stats.submitted, stats.failed) == (6, 6)
+        assert_idle(executor)
+        await executor.aclose(timeout=2)  # nothing runs: no TimeoutError
+        with pytest.raises(ClosedClientError, match="the Dask client"):
+            await from_client(client, bound=1).run(dask_calls.square, 1)
 
 
 class TestGetExecutor:

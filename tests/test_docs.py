@@ -223,8 +223,17 @@ def test_every_public_name_has_a_reference_entry() -> None:
 
     reference = "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md"))
     for name in aiobound.__all__:
-        assert re.search(rf"\.\. auto(class|exception):: {name}\n", reference), name
-    for module in ("starlette", "aiohttp", "prometheus", "opentelemetry", "dask"):
+        assert re.search(
+            rf"\.\. auto(class|exception|function):: {name}\n", reference
+        ), name
+    for module in (
+        "starlette",
+        "aiohttp",
+        "prometheus",
+        "opentelemetry",
+        "dask",
+        "ray",
+    ):
         assert f".. automodule:: aiobound.{module}\n" in reference, module
 
 

@@ -10,8 +10,9 @@ whatever the order and however the loop is left.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -228,3 +229,83 @@ class TestLeavingEarlyCancelsWhatHasNotStarted:
         await self._leave(
             make_executor, make_gate, ordered=ordered, chunksize=2, how=how
         )
+
+
+class HandRun(concurrent.futures.Executor):
+    """Runs each call only when the test says so, on the test's thread."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[concurrent.futures.Future[Any], Any, Any]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.calls.append((future, fn, args))
+        return future
+
+    def run(self, index: int) -> None:
+        future, fn, args = self.calls[index]
+        if future.set_running_or_notify_cancel():
+            future.set_result(fn(*args))
+
+
+class TestTheMapsBookkeeping:
+    """A slot (and a turn) is taken only for an item (issue 23, items 12-15)."""
+
+    @pytest.mark.parametrize("ordered", [True, False])
+    async def test_a_map_over_a_sync_source_counts_no_phantom_slot(
+        self, make_executor: ExecutorFactory, ordered: bool
+    ) -> None:
+        """Item 12: two items, two grants; the empty pull takes none."""
+        executor = make_executor(max_workers=4, bound=8)
+        results = [x async for x in executor.map(abs, [-1, -2], ordered=ordered)]
+        assert sorted(results) == [1, 2]
+        stats = executor.stats()
+        assert stats.peak_in_flight <= 2
+        assert stats.queue_wait.count == stats.submitted == 2
+        assert_idle(executor)
+
+    async def test_an_empty_pull_spends_no_rate_turn(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        """Item 13: after a one-item map, the burst's second turn is left."""
+        executor = make_executor(max_workers=2, max_per_second=1, burst=2)
+        assert [x async for x in executor.map(abs, [-1])] == [1]
+        assert executor.would_admit_now()  # one turn of the burst is left
+        assert await executor.run(abs, -2) == 2
+        assert executor.stats().rate_limited == 0  # it waited for no turn
+
+    async def test_a_chunked_map_of_an_async_source_stays_within_its_window(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        """Item 14: at most bound chunks pulled and not fully yielded.
+
+        The first chunk's call ends while the second chunk is being pulled;
+        its results go to the consumer's buffer, and the chunk still counts
+        until its last item is out: no third chunk is pulled meanwhile.
+        """
+        hand = HandRun()
+        executor = make_executor(executor=hand, bound=2)
+        pulled = 0
+
+        async def counted() -> AsyncIterator[int]:
+            nonlocal pulled
+            for n in range(100):
+                if n == 15:
+                    hand.run(0)  # the first chunk's call ends, on the loop
+                pulled += 1
+                yield n
+                await asyncio.sleep(0)  # a source that takes its time
+
+        async with executor.map(abs, counted(), chunksize=10) as results:
+            assert await anext(results) == 0
+            for _ in range(40):  # let a background pull go as far as it may
+                await settle()
+            assert pulled <= 20, f"{pulled} items pulled, 1 handed out"
+
+    async def test_a_huge_chunksize_is_refused_at_the_call_naming_it(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        """Item 15: not islice's error at the first pull."""
+        executor = make_executor(max_workers=1)
+        with pytest.raises(ValueError, match="chunksize must be at most"):
+            executor.map(abs, [1], chunksize=2**63)

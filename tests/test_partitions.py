@@ -74,13 +74,15 @@ class TestValidation:
         self, partitions: object, error: type[Exception], match: str
     ) -> None:
         with pytest.raises(error, match=match):
-            check_partitions(partitions)
+            check_partitions(partitions, shared=False)
         with pytest.raises(error, match=match):
             BoundedLoopExecutor(max_workers=1, partitions=partitions)  # type: ignore[arg-type]
 
     def test_shares_adding_up_to_one_are_accepted(self) -> None:
-        assert check_partitions({"a": 1}) == {"a": Share(1.0)}
-        assert check_partitions({"a": 0.7, "b": Share(0.2), "c": 0.1}) == {
+        assert check_partitions({"a": 1}, shared=False) == {"a": Share(1.0)}
+        assert check_partitions(
+            {"a": 0.7, "b": Share(0.2), "c": 0.1}, shared=False
+        ) == {
             "a": Share(0.7),
             "b": Share(0.2),
             "c": Share(0.1),
@@ -136,7 +138,7 @@ class TestValidation:
             Share(0.25, 0.75)  # type: ignore[call-arg]  # keywords only
         with pytest.raises(AttributeError):
             share.max_share = 0.5  # type: ignore[misc]
-        assert check_partitions({"a": 0.25})["a"] == Share(0.25)
+        assert check_partitions({"a": 0.25}, shared=False) == {"a": Share(0.25)}
 
     def test_a_shared_bound_is_refused(self) -> None:
         with pytest.raises(TypeError, match="SharedBound"):

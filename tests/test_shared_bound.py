@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -342,3 +343,106 @@ def test_a_waiter_whose_loop_was_closed_is_skipped(
     assert behind.finish() == 2
     sync.shutdown()
     shared_idle(shared)
+
+
+class TestRoundThree:
+    """The shared bound's view keeps the waiting room's promises (issue 23)."""
+
+    async def test_a_cancelled_waiter_stops_counting_at_once(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        """Item 1: stats().waiting and max_pending see the cancel at once."""
+        shared = SharedBound(1)
+        executor = make_executor(max_workers=2, bound=shared, max_pending=1)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        doomed = asyncio.create_task(executor.run(abs, -1))
+        await settle()
+        assert (executor.stats().waiting, shared.waiting) == (1, 1)
+        doomed.cancel()
+        assert (executor.stats().waiting, shared.waiting) == (0, 0)
+        assert executor.can_admit()
+        newcomer = asyncio.create_task(executor.run(abs, -2))  # not refused
+        await settle()
+        assert executor.stats().rejected == 0
+        gate.open()
+        assert await newcomer == 2
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert await running == 0
+        assert_idle(executor)
+        shared_idle(shared)
+
+    @pytest.mark.parametrize("max_wait", [0.0002, 0.0004, 0.0009, 0.0015])
+    async def test_max_wait_never_refuses_early(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory, max_wait: float
+    ) -> None:
+        """Item 2: never refused before max_wait, on uvloop too."""
+        shared = SharedBound(1)
+        executor = make_executor(max_workers=2, bound=shared, max_wait=max_wait)
+        gate = make_gate()
+        running = await executor.submit(gate, 0)
+        early = []
+        for _ in range(20):
+            began = time.monotonic()
+            with pytest.raises(OverloadedError, match="max_wait"):
+                await executor.run(abs, -1)
+            waited = time.monotonic() - began
+            if waited < max_wait:
+                early.append(waited)
+        assert not early, f"refused before max_wait={max_wait}: {early}"
+        assert executor.stats().timed_out == 20
+        gate.open()
+        await running
+        shared_idle(shared)
+
+    def test_a_slot_freed_on_the_thread_of_a_closed_loop_is_passed_on(self) -> None:
+        """Item 3: a waiter on a closed loop holds nothing; the slot goes on."""
+        shared = SharedBound(1)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        latch = Latch()
+        occupant = pool.submit(latch, "occupant")  # keeps the worker busy
+        sync = BoundedExecutor(executor=pool, bound=shared)
+        queued = sync.submit(abs, -1)  # holds the slot, queued in the pool
+        loop = asyncio.new_event_loop()
+        loop_ex = BoundedLoopExecutor(executor=pool, bound=shared)
+        try:
+            task = loop.create_task(loop_ex.run(abs, -2))
+            loop.run_until_complete(settle())
+            assert shared.waiting == 1  # the coroutine waits for the slot
+            loop.close()  # with the coroutine still waiting
+            assert queued.cancel()  # frees the slot on the closed loop's thread
+            assert (shared.in_flight, shared.waiting) == (0, 0)
+            assert sync.submit(abs, -3) is not None  # no wait: the slot is free
+        finally:
+            latch.open()
+            occupant.result()
+            sync.shutdown()
+            pool.shutdown()
+        assert task.done() is False  # never resumed: its loop is gone
+        shared_idle(shared)
+
+    def test_a_loop_closed_with_a_call_running_gives_its_slot_back(self) -> None:
+        """Item 4: the slot comes back when the call ends in the worker."""
+        shared = SharedBound(1)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        latch = Latch()
+
+        async def main() -> None:
+            executor = BoundedLoopExecutor(executor=pool, bound=shared)
+            running = await executor.submit(latch, "running")
+            latch.wait_started(1)
+            assert not running.done()
+            # Returns with the call running: asyncio.run closes the loop.
+
+        try:
+            asyncio.run(main())
+            assert shared.in_flight == 1
+            latch.open()
+            until(lambda: shared.in_flight == 0, "the slot to come back")
+            other = BoundedExecutor(executor=pool, bound=shared, max_pending=0)
+            assert other.submit(abs, -1).result() == 1  # not refused
+        finally:
+            latch.open()
+            pool.shutdown()
+        shared_idle(shared)

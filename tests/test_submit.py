@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import gc
 import os
 import threading
+import weakref
+from typing import Any
 
 import pytest
 
@@ -255,3 +258,81 @@ class TestIntrospection:
         executor = make_executor(max_workers=1)
         assert await executor.run(functools.partial(add, 1, 2)) == 3
         assert await executor.run("a-b".split, "-") == ["a", "b"]
+
+
+class Holder:
+    """An object a weak reference can watch."""
+
+
+class WatchedList(list):  # type: ignore[type-arg]
+    """A list a weak reference can watch: its methods are builtins."""
+
+
+def fail_with(arg: object) -> None:
+    raise Boom(repr(arg))
+
+
+class TestNothingKeptAlive:
+    """What a call was given goes when the call does (issue 23, items 17-18)."""
+
+    @pytest.mark.parametrize("how", ["run", "map"])
+    async def test_a_failed_call_leaves_no_cycle_keeping_its_arguments(
+        self, make_executor: ExecutorFactory, how: str
+    ) -> None:
+        """Item 17: freed by reference counting, as run_in_executor frees them."""
+        executor = make_executor(max_workers=1)
+        gc.collect()
+        gc.disable()
+        try:
+            arg = Holder()
+            ref = weakref.ref(arg)
+            try:
+                if how == "run":
+                    await executor.run(fail_with, arg)
+                else:
+                    async for _ in executor.map(fail_with, [arg]):
+                        pass  # pragma: no cover - the first item raises
+            except Boom:
+                pass
+            del arg
+            # The loop's step that delivered the error still holds it (the
+            # handle it runs): one step later only a cycle could keep it.
+            await asyncio.sleep(0)
+            assert ref() is None, f"{how}(): kept alive by a reference cycle"
+        finally:
+            gc.enable()
+
+    async def test_a_builtin_bound_to_an_object_does_not_keep_it_alive(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        """Item 18: f.write, say, is not remembered as a stateless function."""
+        executor = make_executor(max_workers=1)
+        target = WatchedList()
+        ref = weakref.ref(target)
+        await executor.run(target.append, 1)
+        del target
+        assert ref() is None
+        assert await executor.run(len, "ab") == 2  # a module's builtin is fine
+
+    @pytest.mark.parametrize(
+        "wrap", [functools.cache, functools.lru_cache(maxsize=8)], ids=["cache", "lru"]
+    )
+    async def test_a_cached_async_function_is_refused(
+        self, make_executor: ExecutorFactory, wrap: Any
+    ) -> None:
+        """Item 19: lru_cache / cache of an async def returns a coroutine."""
+        from aiobound import BoundedExecutor
+
+        async def fetch(n: int) -> int:  # pragma: no cover - never called
+            return n
+
+        cached = wrap(fetch)
+        executor = make_executor(max_workers=1)
+        with pytest.raises(TypeError, match="async function"):
+            _ = await executor.submit(cached, 1)
+        with (
+            BoundedExecutor(max_workers=1) as sync,
+            pytest.raises(TypeError, match="async function"),
+        ):
+            sync.submit(cached, 1)
+        assert executor.stats().submitted == 0

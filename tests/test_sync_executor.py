@@ -366,3 +366,83 @@ def test_process_pool_is_replaced_when_broken() -> None:
         assert executor.submit(abs, -4).result() == 4
         assert executor.stats().pool_restarts == 1
     idle(executor)
+
+
+class TestRoundThree:
+    """The synchronous twin keeps what the async executor keeps (issue 23)."""
+
+    # On 3.10 and 3.11 the pool's management thread dies of InvalidStateError
+    # here, which pytest reports as an unhandled thread exception.
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+    def test_calls_after_a_cancelled_one_end_when_the_worker_dies(self) -> None:
+        """Item 8: the broken-pool watchdog, on Python 3.10 and 3.11 too."""
+        import multiprocessing
+
+        import process_calls
+        import workers
+
+        context = multiprocessing.get_context("forkserver")
+        gate, started_, runs = (
+            context.Event(),
+            context.Semaphore(0),
+            context.Value("i", 0),
+        )
+        executor = BoundedExecutor.process(
+            max_workers=1,
+            bound=5,
+            mp_context=context,
+            initializer=process_calls.install_gate,
+            initargs=(gate, started_, runs),
+        )
+        try:
+            worker = executor.submit(os.getpid).result()
+            running = executor.submit(process_calls.held, 0)
+            assert started_.acquire(True, 30), "the held call did not start"
+            # The workers' queue is max_workers + 1 = 2 deep: 1 and 2 go
+            # there, 3 and 4 wait in the pool, where 3 can still be cancelled.
+            queued = [executor.submit(workers.square, n) for n in (1, 2)]
+            cancelled = executor.submit(workers.square, 3)
+            after = executor.submit(workers.square, 4)
+            assert cancelled.cancel()
+            os.kill(worker, signal.SIGKILL)
+            for future in (running, *queued):
+                with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+                    future.result(30)
+            with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+                after.result(30)  # a guard against a hang, not a timing
+        finally:
+            # (The gate stays shut: setting a multiprocessing Event that a
+            # killed process slept on waits for that process to wake.)
+            executor.shutdown()  # returns: every call has ended
+        idle(executor)
+        stats = executor.stats()
+        assert (stats.failed, stats.cancelled) == (4, 1)
+
+    def test_a_max_wait_no_thread_can_wait_for_is_refused_at_construction(
+        self,
+    ) -> None:
+        """Item 10: refused at once, naming max_wait, not at every wait."""
+        for make in (BoundedExecutor, BoundedExecutor.process):
+            with pytest.raises(ValueError, match="max_wait must be at most"):
+                make(max_workers=1, max_wait=threading.TIMEOUT_MAX * 2)
+
+    @pytest.mark.parametrize("number", [0, -1])
+    def test_max_workers_out_of_range_has_the_standard_wording(
+        self, number: int
+    ) -> None:
+        """Item 11: CPython's test_max_workers_negative, run against it."""
+        for make in (BoundedExecutor, BoundedExecutor.process):
+            with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+                make(max_workers=number)
+
+    def test_a_limit_policy_as_bound_is_refused_saying_why(self) -> None:
+        """Item 21: the message says what it takes, and why not a policy."""
+        from aiobound import AIMD
+
+        with pytest.raises(TypeError) as info:
+            BoundedExecutor(max_workers=1, bound=AIMD())  # type: ignore[arg-type]
+        message = str(info.value)
+        assert "an int >= 1, a SharedBound or None" in message
+        assert "limit policy" in message
+        assert "BoundedLoopExecutor" in message
+        assert "a limit policy or None" not in message

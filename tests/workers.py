@@ -30,3 +30,9 @@ def die(code: int) -> None:
 
 def read_tag() -> str:
     return tag.get()
+
+
+def time_left(_: object = None) -> float | None:
+    from aiobound import remaining
+
+    return remaining()

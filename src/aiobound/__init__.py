@@ -11,7 +11,9 @@ one job each.
 
 from __future__ import annotations
 
+from ._deadlines import remaining as remaining
 from ._errors import ClosedError as ClosedError
+from ._errors import DeadlineExceeded as DeadlineExceeded
 from ._errors import OverloadedError as OverloadedError
 from ._executor import BoundedLoopExecutor as BoundedLoopExecutor
 from ._executor import Partition as Partition
@@ -27,6 +29,7 @@ from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
 from ._stats import PartitionStats as PartitionStats
 from ._sync import BoundedExecutor as BoundedExecutor
+from ._views import TimeLimited as TimeLimited
 
 __version__ = "0.1.0"
 
@@ -36,6 +39,7 @@ __all__ = (
     "BoundedLoopExecutor",
     "CallObserver",
     "ClosedError",
+    "DeadlineExceeded",
     "ExecutorStats",
     "Gradient",
     "LatencyHistogram",
@@ -47,6 +51,8 @@ __all__ = (
     "Share",
     "SharedBound",
     "SharedBoundStats",
+    "TimeLimited",
+    "remaining",
 )
 
 # Show the public path in reprs, tracebacks and docs.

@@ -39,6 +39,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import closed_before_start, safe_str
+from ._stats import CANCELLED, COMPLETED, FAILED
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,93 +61,100 @@ thread_id = threading.get_ident
 _PLAIN_FUTURE = concurrent.futures.Future
 _FINISHED = "FINISHED"
 
-# How a call ended, as reported to the executor's ``on_end``.
-COMPLETED = 0
-FAILED = 1
-CANCELLED = 2
-
 
 class Bridge:
-    """The way back to one event loop for the calls of one executor.
+    """The way back to one event loop for the calls of one lane.
 
     Args:
         loop: The executor's event loop; the bridge must be made on its
             thread.
+        on_end: ``on_end(cfut, outcome)`` runs on the loop once a call ended;
+            it frees the slot and counts the outcome, and returns whether the
+            executor is closed.
         release: For a gate that takes its slots back from any thread: its
             ``release``, called in the thread that completed each call,
             before the hop to the loop (so a slot comes back even if the
-            loop is closed by then). ``None``: the ``on_end`` of each call
-            frees its slot, on the loop.
+            loop is closed by then). ``None``: ``on_end`` frees the slot.
     """
 
-    __slots__ = ("_drain_scheduled", "_ended", "_loop", "_release", "loop_thread_id")
+    __slots__ = (
+        "_done",
+        "_drain_scheduled",
+        "_ended",
+        "_loop",
+        "_on_end",
+        "_release",
+        "loop_thread_id",
+    )
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        on_end: OnEnd,
         release: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
+        self._on_end = on_end
         self._release = release
         self.loop_thread_id = threading.get_ident()
-        # (afut, cfut, on_end, explain, on_settled) of calls that ended and
-        # are not settled yet.
+        # (afut, cfut, explain, on_settled) of calls that ended and are not
+        # settled yet.
         self._ended: deque[
             tuple[
                 _CallFuture[Any],
                 concurrent.futures.Future[Any],
-                OnEnd,
                 Callable[[BaseException], BaseException] | None,
                 Callable[[asyncio.Future[Any]], object] | None,
             ]
         ] = deque()
         self._drain_scheduled = False
+        # The done callback of every call, chosen once.
+        self._done = self._call_ended if release is None else self._release_first
 
     def chain(
         self,
         cfut: concurrent.futures.Future[T],
-        on_end: OnEnd,
         explain: Callable[[BaseException], BaseException] | None = None,
         on_settled: Callable[[asyncio.Future[Any]], object] | None = None,
     ) -> asyncio.Future[T]:
         """Return an asyncio future on the loop that follows *cfut*.
 
-        Once *cfut* is done, whoever completed it, ``on_end(cfut, outcome)``
-        runs on the loop (it frees the slot and counts the call, and returns
-        whether the executor is closed), then the outcome is copied into the
-        returned future unless that was cancelled. ``explain``, if given, may
-        replace the call's exception with a clearer one; if it raises, the
-        original exception is delivered. ``on_settled``, if given, is then
-        called with the returned future in the same step (no extra hop
-        through the loop, unlike a done callback); it may run before
-        ``chain`` returns, when *cfut* is already done. Cancelling the
-        returned future cancels *cfut* if the call has not started.
+        Once *cfut* is done, whoever completed it, ``on_end`` runs on the loop,
+        then the outcome is copied into the returned future unless that was
+        cancelled. ``explain``, if given, may replace the call's exception
+        with a clearer one; if it raises, the original exception is
+        delivered. ``on_settled``, if given, is then called with the returned
+        future in the same step (no extra hop through the loop, unlike a done
+        callback); it may run before ``chain`` returns, when *cfut* is already
+        done. Cancelling the returned future cancels *cfut* if the call has
+        not started.
         """
         afut: _CallFuture[T] = _CallFuture(loop=self._loop)
         afut.underlying = cfut
-        cfut.add_done_callback(
-            functools.partial(self._call_ended, afut, on_end, explain, on_settled)
-        )
+        cfut.add_done_callback(functools.partial(self._done, afut, explain, on_settled))
         return afut
+
+    def _release_first(self, *ended: Any) -> None:
+        """:meth:`_call_ended`, after freeing the slot in this thread."""
+        assert self._release is not None
+        self._release()
+        self._call_ended(*ended)
 
     def _call_ended(
         self,
         afut: _CallFuture[Any],
-        on_end: OnEnd,
         explain: Callable[[BaseException], BaseException] | None,
         on_settled: Callable[[asyncio.Future[Any]], object] | None,
         cfut: concurrent.futures.Future[Any],
     ) -> None:
         """In whichever thread completed *cfut*: settle, or queue for the loop."""
-        if self._release is not None:
-            self._release()
         if threading.get_ident() == self.loop_thread_id:
-            _settle(afut, cfut, on_end, explain)
+            _settle(afut, cfut, self._on_end, explain)
             afut.underlying = None
             if on_settled is not None:
                 on_settled(afut)
             return
-        self._ended.append((afut, cfut, on_end, explain, on_settled))
+        self._ended.append((afut, cfut, explain, on_settled))
         if not self._drain_scheduled:
             self._schedule_drain()
 
@@ -164,9 +172,10 @@ class Bridge:
         """
         self._drain_scheduled = False  # before taking: see the module docstring
         ended = self._ended
+        on_end = self._on_end
         try:
             while ended:
-                afut, cfut, on_end, explain, on_settled = ended.popleft()
+                afut, cfut, explain, on_settled = ended.popleft()
                 if (
                     type(cfut) is _PLAIN_FUTURE
                     and cfut._state == _FINISHED

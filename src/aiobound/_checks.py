@@ -12,6 +12,7 @@ __all__ = (
     "check_callable",
     "check_chunksize",
     "check_int",
+    "check_max_workers",
     "check_optional_int",
     "check_optional_positive",
     "is_async_function",
@@ -31,6 +32,27 @@ def check_int(name: str, value: object, minimum: int) -> int:
         )
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_max_workers(value: object) -> int | None:
+    """Return *value* if it is ``None`` or an int > 0, as the stdlib pools want.
+
+    The out-of-range message is the standard pools' own ("max_workers must
+    be greater than 0"), so code that checks it keeps working.
+
+    Raises:
+        TypeError: *value* is not an int, or is a bool.
+        ValueError: *value* is 0 or negative.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_workers must be an int >= 1, got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"max_workers must be greater than 0, got {value!r}")
     return value
 
 
@@ -91,6 +113,8 @@ _SYNC_KINDS = frozenset(
         types.ClassMethodDescriptorType,
     }
 )
+# functools.lru_cache and functools.cache wrap a function in this type.
+_LRU_WRAPPER = type(functools.lru_cache(maxsize=None)(len))
 # Wrappers unwrapped before giving up: deep enough for any real nesting of
 # partials, methods and callable objects, and an end to a cycle of them.
 _MAX_UNWRAP = 64
@@ -99,8 +123,9 @@ _MAX_UNWRAP = 64
 def is_async_function(value: object) -> bool:
     """Whether calling *value* returns a coroutine or an async generator.
 
-    Sees through ``functools.partial`` (nested), bound methods,
-    ``staticmethod`` and ``classmethod`` objects, functions marked with
+    Sees through ``functools.partial`` (nested), ``functools.lru_cache``
+    and ``functools.cache``, bound methods, ``staticmethod`` and
+    ``classmethod`` objects, functions marked with
     ``inspect.markcoroutinefunction`` and callable objects whose
     ``__call__`` is ``async def``.
 
@@ -141,6 +166,8 @@ def _is_async_wrapped(value: object) -> bool:
             return False
         if isinstance(value, functools.partial):
             value = value.func
+        elif kind is _LRU_WRAPPER:
+            value = value.__wrapped__  # type: ignore[attr-defined]
         elif isinstance(value, (types.MethodType, staticmethod, classmethod)):
             value = value.__func__
         elif inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
@@ -179,7 +206,7 @@ class Limits:
             for ``burst`` without ``max_per_second``.
     """
 
-    __slots__ = ("burst", "max_pending", "max_per_second", "max_wait")
+    __slots__ = ("burst", "call_timeout", "max_pending", "max_per_second", "max_wait")
 
     def __init__(
         self,
@@ -187,9 +214,11 @@ class Limits:
         max_wait: object,
         max_per_second: object,
         burst: object,
+        call_timeout: object = None,
     ) -> None:
         self.max_pending = check_optional_int("max_pending", max_pending, 0)
         self.max_wait = check_optional_positive("max_wait", max_wait)
+        self.call_timeout = check_optional_positive("call_timeout", call_timeout)
         self.max_per_second = check_optional_positive("max_per_second", max_per_second)
         if burst is None:
             self.burst = 1

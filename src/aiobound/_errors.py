@@ -11,10 +11,12 @@ from __future__ import annotations
 
 __all__ = (
     "ClosedError",
+    "DeadlineExceeded",
     "OverloadedError",
     "closed_before_start",
     "closed_on_arrival",
     "closed_while_waiting",
+    "deadline_exceeded",
     "overloaded_after_wait",
     "overloaded_at_once",
     "safe_str",
@@ -27,7 +29,8 @@ class OverloadedError(RuntimeError):
     Two limits raise it: ``max_pending``, when that many callers already wait
     for a slot (the call is refused at once, without waiting), and
     ``max_wait``, when the call waited that many seconds without getting a
-    slot (it is refused then, never earlier).
+    slot (it is refused then, never earlier; a caller whose ``max_wait`` has
+    passed is refused rather than admitted late).
 
     This is load shedding, not a fault: the executor is healthy but every slot
     is taken, so the call is refused instead of queueing without limit.
@@ -43,6 +46,65 @@ class ClosedError(RuntimeError):
     or left its ``async with`` block. Coroutines that were waiting for a slot
     at that moment get this error too; nothing of theirs was submitted.
     """
+
+
+class DeadlineExceeded(TimeoutError):
+    """Raised in the caller when its call's deadline passes.
+
+    A deadline is set per call, from the moment it is made (``submit``,
+    ``run``, or a ``map`` item's pull), by ``call_timeout=`` or a view from
+    ``with_timeout()``; it covers the wait for a slot and the run. Where the
+    call was when its deadline passed is its :attr:`stage`:
+
+    * ``"waiting"``: it had no slot yet; it left the waiting room, was never
+      handed over and never runs.
+    * ``"queued"``: it was in the pool's queue, not started; it was
+      cancelled and never runs.
+    * ``"running"``: it had started. A thread cannot be stopped: the caller
+      is released, but the call goes on and holds its slot until it ends
+      (``stats().abandoned``). A process pool made with
+      ``kill_on_timeout=True`` stops the worker instead.
+
+    A :class:`TimeoutError`, so ``except TimeoutError`` catches it (as it
+    catches :func:`asyncio.timeout`'s). Not a refusal for load: the web
+    integrations answer it with ``504 Gateway Timeout``.
+
+    Attributes:
+        stage: ``"waiting"``, ``"queued"`` or ``"running"``.
+        timeout: The call's time limit, in seconds.
+    """
+
+    stage: str
+    timeout: float
+
+    def __init__(self, message: str, stage: str, timeout: float) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[type[DeadlineExceeded], tuple[str, str, float]]:
+        return type(self), (str(self), self.stage, self.timeout)
+
+
+_STAGES = {
+    "waiting": "waiting for a slot (it never ran)",
+    "queued": "queued in the pool (it was cancelled and never ran)",
+    "running": "running (it goes on in its worker, holding its slot, until it ends)",
+    "stopped": "running (its worker was stopped and replaced)",
+}
+
+
+def deadline_exceeded(stage: str, timeout: float) -> DeadlineExceeded:
+    """The error of a call whose deadline passed at *stage*.
+
+    *stage* ``"stopped"`` is a running call whose worker was stopped; its
+    error's :attr:`~DeadlineExceeded.stage` is ``"running"``.
+    """
+    return DeadlineExceeded(
+        f"deadline exceeded: {timeout:g} s passed while the call was {_STAGES[stage]}",
+        "running" if stage == "stopped" else stage,
+        timeout,
+    )
 
 
 # The sentences of ClosedError, one place for each moment it can happen.

@@ -13,16 +13,13 @@ import concurrent.futures
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from ._bridge import thread_id
-from ._calls import CallPath, Lane
+from ._calls import CallPath
 from ._checks import (
     Limits,
-    check_callable,
-    check_chunksize,
     check_int,
     check_optional_positive,
 )
 from ._limits import LimitPolicy
-from ._map import MapIterator, make_map
 from ._observe import CallObserver, Observed
 from ._partitions import PartitionedGate, Share, check_partitions
 from ._process import owned_process_pool
@@ -32,6 +29,7 @@ from ._slots import SlotGate
 from ._stats import CallCounts, ExecutorStats, PartitionStats, executor_stats
 from ._stats import partition_stats as _partition_stats
 from ._submit import Submitter, own_or_wrap
+from ._views import TimeLimited, map_in, run_in
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -40,6 +38,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from ._calls import Lane
+    from ._map import MapIterator
     from ._partitions import Part
     from ._process import OwnedProcessPool
     from ._readings import ExecutorGate
@@ -60,7 +60,27 @@ class BoundedLoopExecutor:
     waits (FIFO) for one of ``bound`` slots, then hands the call to the
     underlying executor; the slot is freed when that call has really ended. A
     producer therefore runs at most ``bound`` calls ahead of the workers, and
-    memory stays flat however many calls it makes.
+    memory stays flat however many calls it makes::
+
+        import asyncio, time
+        from aiobound import BoundedLoopExecutor, OverloadedError
+
+        def fetch(n: int) -> int:
+            time.sleep(0.01)  # a blocking driver call
+            return n
+
+        async def main() -> None:
+            # 8 threads, at most 16 calls in the pool, refuse past 50 waiting.
+            async with BoundedLoopExecutor(max_workers=8, max_pending=50) as ex:
+                print(await ex.run(fetch, 1))  # wait for a slot, run, await
+                async for n in ex.map(fetch, range(100)):  # lazy and bounded
+                    pass
+                try:
+                    await ex.run(fetch, 2)
+                except OverloadedError:  # 50 callers already wait
+                    ...  # shed: answer 503, retry later
+
+        asyncio.run(main())
 
     Args:
         max_workers: Size of the thread pool this executor creates and owns
@@ -94,7 +114,13 @@ class BoundedLoopExecutor:
         max_wait: Seconds a coroutine may wait for a slot; one that has
             waited this long is refused with :class:`OverloadedError`
             (queue-delay shedding: accepted calls keep a bounded wait even
-            when ``max_pending`` is large). ``None`` (default): no limit.
+            when ``max_pending`` is large). Never refused earlier (measured
+            on :func:`time.monotonic`, on every loop), and never granted a
+            slot later: a waiter the loop reaches only after its
+            ``max_wait`` (a busy loop runs timers late) is refused then,
+            instead of admitted, so every admitted call waited at most
+            ``max_wait`` for its slot. The refusal itself reaches the caller
+            when the loop gets to it. ``None`` (default): no limit.
         max_per_second: Most calls *started* per second, spaced evenly
             (``1 / max_per_second`` apart). A call waits for a slot, then
             for its turn, holding the slot meanwhile. ``None``: no limit.
@@ -120,6 +146,12 @@ class BoundedLoopExecutor:
             gives them). Works with an int bound or a limit policy (the
             guarantees and ceilings follow the bound), not with a
             :class:`SharedBound`. ``None`` (default): none.
+        call_timeout: A time limit for every call made on this executor
+            (and its partitions): ``submit``, ``run`` and each item of
+            ``map``, over the wait for a slot and the run, as
+            :meth:`with_timeout` gives one to the calls of a view (which
+            overrides it). At the deadline the caller gets
+            :class:`~aiobound.DeadlineExceeded`. ``None`` (default): none.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given
@@ -156,15 +188,16 @@ class BoundedLoopExecutor:
         max_per_second: float | None = None,
         burst: int | None = None,
         partitions: Mapping[str, float | Share] | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
-        shares = _check_partitions(partitions, bound)
+        shares = check_partitions(partitions, shared=isinstance(bound, SharedBound))
         if copy_context is not None and not isinstance(copy_context, bool):
             raise TypeError(
                 f"copy_context must be a bool or None, got {copy_context!r}"
             )
-        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
         executor, owned, workers = own_or_wrap(
             max_workers, executor, bound_given=bound is not None or policy is not None
         )
@@ -199,6 +232,7 @@ class BoundedLoopExecutor:
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
         partitions: Mapping[str, float | Share] | None = None,
+        call_timeout: float | None = None,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -223,6 +257,7 @@ class BoundedLoopExecutor:
             initializer: Called with ``*initargs`` in each worker at start.
             initargs: Arguments for ``initializer`` (only with it).
             partitions: As in the constructor.
+            call_timeout: As in the constructor.
 
         Functions and arguments are pickled: functions must be defined at
         the top level of an importable module. Calls run in the worker's own
@@ -243,8 +278,8 @@ class BoundedLoopExecutor:
         """
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
-        shares = _check_partitions(partitions, bound)
-        limits = Limits(max_pending, max_wait, max_per_second, burst)
+        shares = check_partitions(partitions, shared=isinstance(bound, SharedBound))
+        limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
         pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
         try:
             if policy is not None:
@@ -298,6 +333,7 @@ class BoundedLoopExecutor:
             rate,
             policy,
             releases_anywhere=isinstance(gate, LoopView),
+            call_timeout=limits.call_timeout,
         )
         if self._parts is None:
             self._lane = path.lane(gate, None)  # type: ignore[arg-type]
@@ -495,7 +531,11 @@ class BoundedLoopExecutor:
         returned future cancels a call that has not started (it never runs
         and its slot is freed); a running call keeps its slot until it ends.
         """
-        return await self._lane.submit(fn, args, kwargs)
+        lane = self._lane
+        fut = lane.submit_now(fn, args, kwargs, lane.timeout)
+        if fut is not None:
+            return fut
+        return await lane.admit_and_start(fn, args, kwargs, lane.timeout)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Submit ``fn(*args, **kwargs)`` and wait for its result.
@@ -508,9 +548,7 @@ class BoundedLoopExecutor:
         it runs, the caller is released at once but the call goes on and
         keeps its slot until it ends.
         """
-        # No name for the future: a failed call's traceback would keep it,
-        # and it the exception (a cycle, freed only by the collector).
-        return await (await self._lane.submit(fn, args, kwargs))
+        return await run_in(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -546,7 +584,25 @@ class BoundedLoopExecutor:
                 ``chunksize`` is not an int.
             ValueError: ``chunksize`` is below 1.
         """
-        return _map(self._lane, fn, items, ordered, chunksize)
+        return map_in(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+
+    def with_timeout(self, seconds: float | None) -> TimeLimited:
+        """A view whose calls each have a time limit of *seconds*.
+
+        Its :meth:`~TimeLimited.submit`, :meth:`~TimeLimited.run` and
+        :meth:`~TimeLimited.map` are the executor's, with a deadline
+        *seconds* after each call is made (for ``map``, after each item is
+        pulled) over its wait for a slot and its run; see
+        :class:`~aiobound.DeadlineExceeded` for what happens at the deadline
+        and :func:`aiobound.remaining` for the function's side. ``None``:
+        no limit (even over the executor's ``call_timeout``). The view is
+        cheap and may be kept.
+
+        Raises:
+            TypeError, ValueError: *seconds* is not a finite number > 0 or
+                ``None``.
+        """
+        return TimeLimited(self._lane, check_optional_positive("seconds", seconds))
 
     # -- tuning --------------------------------------------------------------
 
@@ -575,8 +631,8 @@ class BoundedLoopExecutor:
                 f"the bound of {self!r} is set by its limit policy "
                 f"{path.policy!r}; resize() would fight it"
             )
-        bridge = path.bridge
-        if bridge is not None and thread_id() != bridge.loop_thread_id:
+        owner = path.loop_thread_id
+        if owner is not None and thread_id() != owner:
             raise RuntimeError(
                 "resize() must be called from the event loop's thread; use "
                 "loop.call_soon_threadsafe(executor.resize, n) from others"
@@ -719,38 +775,6 @@ class BoundedLoopExecutor:
         await self.aclose()
 
 
-def _check_partitions(
-    partitions: object, bound: int | SharedBound | None
-) -> dict[str, Share] | None:
-    """Check ``partitions=`` against the kind of bound it is given with."""
-    if partitions is None:
-        return None
-    if isinstance(bound, SharedBound):
-        raise TypeError(
-            "partitions cannot be used with a SharedBound: give an int bound "
-            "or a limit policy"
-        )
-    return check_partitions(partitions)
-
-
-def _map(
-    lane: Lane,
-    fn: object,
-    items: Iterable[A] | AsyncIterable[A],
-    ordered: object,
-    chunksize: object,
-) -> MapIterator[T]:
-    """Check ``map``'s arguments and build the iterator over *lane*."""
-    check_callable("fn", fn)
-    if not isinstance(ordered, bool):
-        raise TypeError(f"ordered must be a bool, got {ordered!r}")
-    if chunksize is None:
-        size = None if lane.path.submitter.to_processes else 1
-    else:
-        size = check_chunksize(chunksize)
-    return make_map(lane, fn, items, ordered=ordered, chunksize=size)  # type: ignore[arg-type]
-
-
 class Partition:
     """One partition of a :class:`BoundedLoopExecutor`, from its ``partition()``.
 
@@ -831,7 +855,7 @@ class Partition:
         is submitted and no slot is held, and the caller stops counting as a
         waiter of this partition at once.
         """
-        return await self._lane.submit(fn, args, kwargs)
+        return await self._lane.start_later(fn, args, kwargs, self._lane.timeout)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """:meth:`BoundedLoopExecutor.run`, in this partition.
@@ -839,7 +863,7 @@ class Partition:
         Raises what :meth:`submit` raises, then whatever ``fn`` raised.
         Cancellation: as the executor's ``run``.
         """
-        return await (await self._lane.submit(fn, args, kwargs))
+        return await run_in(self._lane, fn, args, kwargs, self._lane.timeout)
 
     def map(
         self,
@@ -858,4 +882,8 @@ class Partition:
         Raises:
             TypeError, ValueError: as the executor's ``map``.
         """
-        return _map(self._lane, fn, items, ordered, chunksize)
+        return map_in(self._lane, fn, items, ordered, chunksize, self._lane.timeout)
+
+    def with_timeout(self, seconds: float | None) -> TimeLimited:
+        """:meth:`BoundedLoopExecutor.with_timeout`, in this partition."""
+        return TimeLimited(self._lane, check_optional_positive("seconds", seconds))

@@ -557,8 +557,11 @@ class MapIterator(Generic[T]):
 
     **Laziness.** Never more than ``bound`` items are pulled from the source
     and not yet handed to the consumer (results waiting to be received
-    count). An item is pulled before a slot is taken for it: the map never
-    holds a slot while it waits for its source. Each pulled item then waits
+    count; with chunks, a chunk counts until its last item is handed out).
+    An item is pulled before a slot is taken for it: the map never holds a
+    slot while it waits for its source, and takes a slot (and a rate turn)
+    only for an item, so a pull that finds the source empty takes none; a
+    sync source is read only when a slot is free. Each pulled item then waits
     for a slot like any other caller (and may be refused with
     :class:`OverloadedError` under ``max_pending`` or ``max_wait``), and,
     with ``max_per_second``, for its turn. While no result is ready and the

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ClosedError, OverloadedError
+from ._errors import ClosedError, DeadlineExceeded, OverloadedError
 from ._stats import COMPLETED, FAILED
 
 if TYPE_CHECKING:
@@ -69,9 +69,20 @@ class CallObserver:
         """The call ended without a slot; *error* is what the caller gets.
 
         *reason*: ``"max_pending"`` or ``"max_wait"`` (an
-        :class:`OverloadedError`), ``"closed"`` (a :class:`ClosedError`), or
-        ``"cancelled"`` (the caller was cancelled, or interrupted otherwise,
-        while it waited for a slot or a turn).
+        :class:`OverloadedError`), ``"deadline"`` (a
+        :class:`~aiobound.DeadlineExceeded`: its deadline passed while it
+        waited), ``"closed"`` (a :class:`ClosedError`), or ``"cancelled"``
+        (the caller was cancelled, or interrupted otherwise, while it waited
+        for a slot or a turn).
+        """
+
+    def deadline_exceeded(self, token: object, stage: str) -> None:
+        """A call handed over missed its deadline; its caller was released.
+
+        *stage*: ``"queued"`` (it was cancelled and never runs: :meth:`ended`
+        follows at once, ``"cancelled"``) or ``"running"`` (it runs on, or
+        its worker was stopped; :meth:`ended` follows when it ends). An
+        exception propagates to the loop's exception handler.
         """
 
     def refused_at_edge(self, partition: str | None) -> None:
@@ -136,6 +147,8 @@ class Observed:
         """The call ended without a slot: say why."""
         if isinstance(error, OverloadedError):
             reason = "max_pending" if at_once else "max_wait"
+        elif isinstance(error, DeadlineExceeded):
+            reason = "deadline"
         elif isinstance(error, ClosedError):
             reason = "closed"
         else:
@@ -159,6 +172,10 @@ class Observed:
     def track(self, cfut: concurrent.futures.Future[Any], token: object) -> None:
         """The pool took the call: remember its token until it ends."""
         self._calls[cfut] = token
+
+    def deadline_exceeded(self, token: object, stage: str) -> None:
+        """Tell the observer a call handed over missed its deadline."""
+        self.observer.deadline_exceeded(token, stage)
 
     def refused_at_edge(self, partition: str | None) -> None:
         """Tell the observer a request was refused at the edge."""

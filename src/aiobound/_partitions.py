@@ -44,7 +44,6 @@ The gate never touches threads: every method must be called from its loop.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -59,13 +58,14 @@ from ._errors import (
     overloaded_at_once,
 )
 from ._histogram import RECENT_WEIGHT
-from ._readings import GateReadings, WaitStats
+from ._readings import CountingGate, GateReadings, WaitStats
 from ._waiting import WaitingRoom
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Iterator
 
-    from ._errors import OverloadedError
+    from ._deadlines import Deadline
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
 
@@ -152,16 +152,25 @@ class Share:
         object.__setattr__(self, "max_wait", max_wait)
 
 
-def check_partitions(partitions: object) -> dict[str, Share]:
-    """Return *partitions* as a dict of :class:`Share`, or raise naming it.
+def check_partitions(partitions: object, *, shared: bool) -> dict[str, Share] | None:
+    """Return *partitions* as a dict of :class:`Share` (``None`` passes).
 
-    A bare number ``x`` becomes ``Share(x)``.
+    A bare number ``x`` becomes ``Share(x)``. *shared*: the bound is a
+    :class:`~aiobound.SharedBound`, which partitions cannot split.
 
     Raises:
-        TypeError: not a mapping of str names to real shares or Shares.
+        TypeError: not a mapping of str names to real shares or Shares, or
+            given with a shared bound.
         ValueError: empty, a name is empty, a share is outside (0, 1], or the
             shares add up to more than 1.
     """
+    if partitions is None:
+        return None
+    if shared:
+        raise TypeError(
+            "partitions cannot be used with a SharedBound: give an int bound "
+            "or a limit policy"
+        )
     if not isinstance(partitions, Mapping):
         raise TypeError(
             "partitions must be a mapping of names to shares of the bound, got "
@@ -324,20 +333,21 @@ class Part(GateReadings):
         """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
         return self.gate.take(self)
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in this partition's FIFO queue if none is free.
 
         Raises:
             ClosedError: the gate is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` callers of this partition already
                 wait, or this one waited ``max_wait`` seconds.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: as :meth:`SlotGate.acquire`: the waiter stops counting
         at the instant it is cancelled, and a slot handed over in that same
         instant is passed on before :class:`asyncio.CancelledError`
         propagates.
         """
-        await self.gate.acquire(self)
+        await self.gate.acquire(self, deadline)
 
     def release(self) -> None:
         """Give back a slot held on this partition's account."""
@@ -349,8 +359,11 @@ class Part(GateReadings):
 
     # -- the room's keeper -----------------------------------------------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError:
-        """A waiter waited ``max_wait``: count it and say why it is refused."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException:
+        """A waiter's time is up: count it and say why it is refused."""
+        if deadline:
+            assert waiter.deadline is not None
+            return waiter.deadline.exceeded("waiting")
         self.timed_out += 1
         gate = self.gate
         return overloaded_after_wait(
@@ -369,7 +382,7 @@ class Part(GateReadings):
         self.gate.release(self)
 
 
-class PartitionedGate(GateReadings):
+class PartitionedGate(CountingGate):
     """A gate of ``bound`` slots shared by partitions with guaranteed shares.
 
     Args:
@@ -388,17 +401,12 @@ class PartitionedGate(GateReadings):
     """
 
     __slots__ = (
-        "_bound",
-        "_closed",
         "_default",
-        "_idle",
-        "_in_use",
         "_max_pending",
         "_max_wait",
         "_parts",
         "_recent",
         "_seq",
-        "peak_in_use",
     )
 
     def __init__(
@@ -408,7 +416,7 @@ class PartitionedGate(GateReadings):
         max_pending: int | None,
         max_wait: float | None = None,
     ) -> None:
-        self._bound = bound
+        super().__init__(bound)
         self._max_pending = max_pending
         self._max_wait = max_wait
         terms = {
@@ -437,12 +445,8 @@ class PartitionedGate(GateReadings):
                 max_wait,
             )
         self._default = self._parts[DEFAULT]
-        self._in_use = 0
         self._seq = 0  # the order of arrival, across partitions
-        self._closed = False
-        self._idle: asyncio.Event | None = None
         self._recent = -1.0  # moving average of every partition's waits
-        self.peak_in_use = 0
         self._set_guarantees()
 
     def _set_guarantees(self) -> None:
@@ -484,11 +488,6 @@ class PartitionedGate(GateReadings):
             part.room.bind(loop)
 
     @property
-    def bound(self) -> int:
-        """Total number of slots."""
-        return self._bound
-
-    @property
     def waiting(self) -> int:
         """Callers waiting for a slot, all partitions."""
         return sum(p.room.waiting for p in self._parts.values())
@@ -528,7 +527,7 @@ class PartitionedGate(GateReadings):
         return (
             self._in_use < self._bound
             and part._in_use < part.ceiling
-            and not self._closed
+            and not self.closed
         )
 
     # -- acquisition, on a partition's account -----------------------------------
@@ -538,7 +537,7 @@ class PartitionedGate(GateReadings):
         if (
             self._in_use < self._bound
             and part._in_use < part.ceiling
-            and not self._closed
+            and not self.closed
         ):
             self._in_use += 1
             part._in_use += 1
@@ -550,12 +549,12 @@ class PartitionedGate(GateReadings):
             return True
         return False
 
-    async def acquire(self, part: Part) -> None:
+    async def acquire(self, part: Part, deadline: Deadline | None = None) -> None:
         """Take a slot on *part*'s account, waiting in its FIFO queue.
 
         Raises and cancellation: see :meth:`Part.acquire`.
         """
-        if self._closed:
+        if self.closed:
             raise closed_on_arrival()
         if self.take(part):
             return
@@ -571,7 +570,7 @@ class PartitionedGate(GateReadings):
                 f" of partition {part.name!r}",
             )
         self._seq += 1
-        await room.wait(room.join(self._seq))
+        await room.wait(room.join(self._seq, deadline))
 
     def release(self, part: Part | None = None) -> None:
         """Give back a slot held on *part*'s account (default: ``"default"``).
@@ -628,39 +627,14 @@ class PartitionedGate(GateReadings):
         part.room.admit(chosen)
         return True
 
-    def resize(self, bound: int) -> None:
-        """Change the total bound; the guarantees and ceilings follow.
+    def _bound_changed(self) -> None:
+        """The guarantees and ceilings follow the bound (see :meth:`resize`).
 
-        As :meth:`SlotGate.resize`: growing hands the new slots to waiters
-        at once (by the release rule), shrinking takes no slot away (a
-        partition may then hold more than its new ceiling until its calls
-        end).
+        As :meth:`SlotGate.resize`, shrinking takes no slot away: a partition
+        may then hold more than its new ceiling until its calls end.
         """
-        self._bound = bound
         self._set_guarantees()
-        while self._in_use < self._bound:
-            self._in_use += 1
-            if not self._hand_over_one():
-                self._in_use -= 1
-                return
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
 
-    def close(self) -> None:
-        """Refuse new acquisitions; wake every partition's waiters (ClosedError)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _close_rooms(self) -> None:
         for part in self._parts.values():
             part.room.close(closed_while_waiting)
-
-    async def wait_idle(self) -> None:
-        """Wait until no slot is held, in any partition.
-
-        Cancellation: only the wait is cancelled; the slots are unaffected.
-        """
-        if self._in_use == 0:
-            return
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        await self._idle.wait()

@@ -38,7 +38,7 @@ from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, cast
 
-from ._checks import check_callable, check_optional_int
+from ._checks import check_callable, check_max_workers
 from ._errors import closed_before_start
 from ._pickling import (
     PICKLING_ERRORS,
@@ -394,7 +394,7 @@ def owned_process_pool(
             without ``initializer``, or either cannot be pickled.
         ValueError: ``max_workers`` is below 1, or ``mp_context`` forks.
     """
-    workers = check_optional_int("max_workers", max_workers, 1)
+    workers = check_max_workers(max_workers)
     if workers is None:
         workers = os.cpu_count() or 1
     context = (

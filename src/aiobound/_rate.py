@@ -34,6 +34,7 @@ from ._waiting import WaitingRoom
 if TYPE_CHECKING:
     import asyncio
 
+    from ._deadlines import Deadline
     from ._waiting import Waiter
 
 __all__ = ("RateLimiter",)
@@ -131,7 +132,7 @@ class RateLimiter:
         self._tat = max(self._tat, now) + self._interval
         return True
 
-    async def wait_turn(self) -> None:
+    async def wait_turn(self, deadline: Deadline | None = None) -> None:
         """Wait until this call may start, in FIFO order; take the turn.
 
         Does not yield if nobody waits and a start is allowed now. The turn
@@ -140,6 +141,7 @@ class RateLimiter:
 
         Raises:
             ClosedError: :meth:`close` was called, before or while waiting.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: the waiter leaves the queue at once and takes no turn;
         the next waiter gets its chance at once if its turn has come.
@@ -150,7 +152,7 @@ class RateLimiter:
             raise closed_on_arrival()
         self.limited += 1
         room = self._room
-        turn = room.join()
+        turn = room.join(None, deadline)
         if room.waiting == 1:
             self._serve_head()
         await room.wait(turn)
@@ -203,8 +205,11 @@ class RateLimiter:
 
     # -- the room's keeper -------------------------------------------------------
 
-    def refusal(self, waiter: Waiter) -> None:
-        """Turns have no ``max_wait``: nobody is refused for waiting."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException | None:
+        """Turns have no ``max_wait``; a call's deadline refuses it."""
+        if deadline and waiter.deadline is not None:
+            return waiter.deadline.exceeded("waiting")
+        return None
 
     def waiter_left(self, waiter: Waiter) -> None:
         """A cancelled waiter took no turn; with nobody left, stop the timer.

@@ -17,18 +17,60 @@ and :class:`GateReadings` the read-only attributes built on it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from ._histogram import RECENT_WEIGHT, LatencyHistogram, Recorder
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Iterable
 
-__all__ = ("ExecutorGate", "Gate", "GateReadings", "WaitStats")
+    from ._deadlines import Deadline
+
+__all__ = (
+    "Counted",
+    "CountingGate",
+    "ExecutorGate",
+    "Gate",
+    "GateReadings",
+    "WaitStats",
+)
 
 
-class Gate(Protocol):
+class Counted(Protocol):
+    """What every gate counts and shows, whole or in part."""
+
+    @property
+    def bound(self) -> int:
+        """Most slots held at once (for a partition: the executor's bound)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the gate was closed."""
+
+    @property
+    def in_use(self) -> int:
+        """Slots held."""
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a slot."""
+
+    @property
+    def wait_recent(self) -> float:
+        """Moving average of the latest waits that ended with a slot."""
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Create waiters on *loop* from now on."""
+
+    def release(self) -> None:
+        """Give a slot back; the first waiter it may go to gets it.
+
+        A shared bound's view also accepts it from other threads.
+        """
+
+
+class Gate(Counted, Protocol):
     """The slots a call path takes and gives back, on one event loop.
 
     ``acquire`` waits in FIFO order, ``try_acquire``/``try_take`` never
@@ -38,22 +80,6 @@ class Gate(Protocol):
     """
 
     @property
-    def bound(self) -> int:
-        """Most slots held at once (for a partition: the executor's bound)."""
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-
-    @property
-    def in_use(self) -> int:
-        """Slots held."""
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot."""
-
-    @property
     def max_pending(self) -> int | None:
         """Most callers allowed to wait, or ``None``."""
 
@@ -61,24 +87,14 @@ class Gate(Protocol):
     def max_wait(self) -> float | None:
         """Seconds a caller may wait, or ``None``."""
 
-    @property
-    def wait_recent(self) -> float:
-        """Moving average of the latest waits that ended with a slot."""
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Create waiters on *loop* from now on."""
-
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; ``ClosedError`` once closed."""
 
     def try_take(self) -> bool:
         """:meth:`try_acquire`, answering ``False`` once closed."""
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in FIFO order; see each gate's docstring."""
-
-    def release(self) -> None:
-        """Give a slot back; the first waiter it may go to gets it."""
 
     def would_admit_now(self) -> bool:
         """Whether a caller arriving now would get a slot at once."""
@@ -87,38 +103,12 @@ class Gate(Protocol):
         """Whether a caller arriving now would not be refused at once."""
 
 
-class ExecutorGate(Protocol):
+class ExecutorGate(Counted, Protocol):
     """The gate of a whole executor: closed, resized and waited on as one.
 
     A plain executor's is its lane's :class:`Gate`; with partitions, the
     :class:`~aiobound._partitions.PartitionedGate` over every lane's part.
     """
-
-    @property
-    def bound(self) -> int:
-        """Most slots held at once."""
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-
-    @property
-    def in_use(self) -> int:
-        """Slots held."""
-
-    @property
-    def waiting(self) -> int:
-        """Callers waiting for a slot."""
-
-    @property
-    def wait_recent(self) -> float:
-        """Moving average of the latest waits that ended with a slot."""
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Create waiters on *loop* from now on."""
-
-    def release(self) -> None:
-        """Give a slot back (a shared bound's view: from any thread)."""
 
     def resize(self, bound: int) -> None:
         """Change the bound; never more than the larger of old and new held."""
@@ -196,11 +186,16 @@ class GateReadings:
 
     __slots__ = ()
 
+    _bound: int
     _max_pending: int | None
     _max_wait: float | None
     _in_use: int
-    _closed: bool
     waits: WaitStats
+
+    @property
+    def bound(self) -> int:
+        """Total number of slots."""
+        return self._bound
 
     @property
     def max_pending(self) -> int | None:
@@ -218,11 +213,6 @@ class GateReadings:
         return self._in_use
 
     @property
-    def closed(self) -> bool:
-        """Whether the gate was closed."""
-        return self._closed
-
-    @property
     def wait_recent(self) -> float:
         """Moving average of the latest waits that ended with a slot.
 
@@ -232,3 +222,72 @@ class GateReadings:
         before any wait. Updated in O(1) at each grant.
         """
         return max(self.waits.recent, 0.0)
+
+
+class CountingGate(GateReadings):
+    """Slots held against a bound, on one loop: the count every loop gate keeps.
+
+    A subclass says how a slot goes to the next waiter
+    (:meth:`_hand_over_one`) and how its rooms close (:meth:`_close_rooms`);
+    resizing, closing and waiting until idle are the same for all.
+    """
+
+    __slots__ = ("_bound", "_idle", "_in_use", "closed", "peak_in_use")
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._in_use = 0
+        self._idle: asyncio.Event | None = None
+        self.closed = False
+        self.peak_in_use = 0
+
+    def _hand_over_one(self) -> bool:  # pragma: no cover - abstract
+        """Hand a slot, already counted, to the next waiter; whether one got it."""
+        raise NotImplementedError
+
+    def _close_rooms(self) -> None:  # pragma: no cover - abstract
+        """Wake every waiter with ``ClosedError``."""
+        raise NotImplementedError
+
+    def _bound_changed(self) -> None:
+        """Called by :meth:`resize` before waiters are admitted."""
+
+    def resize(self, bound: int) -> None:
+        """Change the number of slots.
+
+        Growing hands the new slots to waiters at once. Shrinking takes no
+        slot away: calls holding one keep it, and no waiter is admitted until
+        fewer than ``bound`` slots are held. Never more than the larger of
+        the old and new bound are held.
+        """
+        self._bound = bound
+        self._bound_changed()
+        while self._in_use < self._bound:
+            self._in_use += 1
+            if not self._hand_over_one():
+                self._in_use -= 1
+                return
+            if self._in_use > self.peak_in_use:
+                self.peak_in_use = self._in_use
+
+    def close(self) -> None:
+        """Refuse new acquisitions and wake every waiter with ClosedError."""
+        if self.closed:
+            return
+        self.closed = True
+        self._close_rooms()
+
+    async def wait_idle(self) -> None:
+        """Wait until no slot is held.
+
+        Meant for after :meth:`close`: then no slot can be taken any more, so
+        "no slot held" lasts. On an open gate it returns at an instant when
+        no slot was held, and new acquisitions may start right after it.
+
+        Cancellation: only the wait is cancelled; the slots are unaffected.
+        """
+        if self._in_use == 0:
+            return
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        await self._idle.wait()

@@ -57,6 +57,7 @@ from ._readings import GateReadings, WaitStats
 from ._waiting import COMPACT_SLACK, WaitingRoom
 
 if TYPE_CHECKING:
+    from ._deadlines import Deadline
     from ._errors import OverloadedError
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
@@ -140,11 +141,14 @@ def check_bound(value: object, *, policies: bool) -> int | SharedBound | None:
 class _Record:
     """One caller waiting for a slot, in the shared FIFO queue."""
 
-    __slots__ = ("since", "state", "view")
+    __slots__ = ("deadline", "since", "state", "view")
 
-    def __init__(self, view: _View, since: float) -> None:
+    def __init__(
+        self, view: _View, since: float, deadline: Deadline | None = None
+    ) -> None:
         self.view = view
         self.since = since
+        self.deadline = deadline
         self.state = _WAITING
 
     def wake(self, error: BaseException | None) -> bool:  # pragma: no cover
@@ -161,8 +165,10 @@ class _ThreadRecord(_Record):
 
     __slots__ = ("lock",)
 
-    def __init__(self, view: _View, since: float) -> None:
-        super().__init__(view, since)
+    def __init__(
+        self, view: _View, since: float, deadline: Deadline | None = None
+    ) -> None:
+        super().__init__(view, since, deadline)
         self.lock = threading.Lock()
         self.lock.acquire()
 
@@ -327,7 +333,14 @@ class SharedBound:
             if record.state != _WAITING:
                 continue
             view = record.view
-            waited = time.monotonic() - record.since
+            now = time.monotonic()
+            waited = now - record.since
+            deadline = record.deadline
+            if deadline is not None and now >= deadline.due:
+                self._leave(record, timed_out=False)
+                record.state = _EXPIRED
+                record.wake(deadline.exceeded("waiting"))
+                continue
             max_wait = view._max_wait
             if max_wait is not None and waited >= max_wait:
                 self._leave(record, timed_out=True)
@@ -354,7 +367,7 @@ class SharedBound:
         slot is retired instead.
         """
         view._in_use -= 1
-        if view._in_use == 0 and view._closed:
+        if view._in_use == 0 and view.closed:
             view._now_idle()
         if self._in_use <= self._bound and self._grant_next():
             return
@@ -362,7 +375,7 @@ class SharedBound:
 
     def _take_free(self, view: _View) -> bool:
         """Take a free slot for *view* if no one waits; return whether taken."""
-        if view._closed:
+        if view.closed:
             raise closed_on_arrival()
         if self._in_use < self._bound and not self._waiting:
             self._in_use += 1
@@ -405,7 +418,7 @@ class SharedBound:
 
     def _close(self, view: _View) -> list[_Record]:
         """Refuse *view*'s waiters (under the lock); return their records."""
-        view._closed = True
+        view.closed = True
         refused = []
         for record in self._waiters:
             if record.view is view and record.state == _WAITING:
@@ -422,12 +435,12 @@ class _View(GateReadings):
     """One executor's share of a :class:`SharedBound`: its own limits and counts."""
 
     __slots__ = (
-        "_closed",
         "_in_use",
         "_max_pending",
         "_max_wait",
         "_shared",
         "_waiting",
+        "closed",
         "peak_in_use",
         "rejected",
         "timed_out",
@@ -442,7 +455,7 @@ class _View(GateReadings):
         self._max_wait = max_wait
         self._in_use = 0
         self._waiting = 0
-        self._closed = False
+        self.closed = False
         # Under the shared lock: the waits of the slots granted to this view.
         self.waits = WaitStats()
         self.peak_in_use = 0
@@ -480,12 +493,12 @@ class _View(GateReadings):
         """Whether a caller arriving now would get a slot at once (a hint)."""
         shared = self._shared
         return (
-            not self._closed and shared._in_use < shared._bound and not shared._waiting
+            not self.closed and shared._in_use < shared._bound and not shared._waiting
         )
 
     def can_queue(self) -> bool:
         """Whether a caller arriving now would not be refused at once (a hint)."""
-        if self._closed:
+        if self.closed:
             return False
         if self.would_admit_now():
             return True
@@ -493,7 +506,7 @@ class _View(GateReadings):
 
     def try_take(self) -> bool:
         """Like :meth:`try_acquire`, but a closed executor answers ``False``."""
-        if self._closed:
+        if self.closed:
             return False
         return self.try_acquire()
 
@@ -506,20 +519,8 @@ class _View(GateReadings):
             ClosedError: this executor is closed.
         """
         shared = self._shared
-        with shared._lock:  # _take_free, inlined: the hot path
-            if self._closed:
-                raise closed_on_arrival()
-            if shared._in_use < shared._bound and not shared._waiting:
-                shared._in_use += 1
-                if shared._in_use > shared._peak:
-                    shared._peak = shared._in_use
-                shared._admitted += 1
-                self._in_use += 1
-                if self._in_use > self.peak_in_use:
-                    self.peak_in_use = self._in_use
-                self.waits.admitted += 1
-                return True
-            return False
+        with shared._lock:
+            return shared._take_free(self)
 
     def release(self) -> None:
         """Give a slot back, from any thread; the first live waiter gets it."""
@@ -571,7 +572,7 @@ class LoopView(_View):
         self._thread_id = threading.get_ident()
         self._room.bind(loop)
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in the shared FIFO order if none is free.
 
         Does not yield when a slot is free and no one waits.
@@ -580,6 +581,7 @@ class LoopView(_View):
             ClosedError: the executor is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` coroutines of this executor
                 already wait, or this one waited ``max_wait`` seconds.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: while waiting, the caller holds no slot and stops
         counting as a waiter at the instant it is cancelled. If a slot was
@@ -593,8 +595,8 @@ class LoopView(_View):
             if shared._take_free(self):
                 return
             shared._check_room(self)
-            waiter = room.join()
-            record = _LoopRecord(self, waiter.since)
+            waiter = room.join(None, deadline)
+            record = _LoopRecord(self, waiter.since, deadline)
             record.waiter = waiter
             waiter.tag = record
             shared._enqueue(record)
@@ -611,7 +613,7 @@ class LoopView(_View):
         """Refuse new acquisitions; wake this executor's waiters with ClosedError."""
         shared = self._shared
         with shared._lock:
-            if self._closed:
+            if self.closed:
                 return
             refused = shared._close(self)
         room = self._room
@@ -644,15 +646,18 @@ class LoopView(_View):
 
     # -- the room's keeper: every decision is taken under the lock -------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError | None:
-        """``max_wait`` passed: refuse, unless a slot was just handed over."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException | None:
+        """Time is up: refuse, unless a slot was just handed over."""
         shared = self._shared
         record = waiter.tag
         assert isinstance(record, _LoopRecord)
         with shared._lock:
             if record.state != _WAITING:
                 return None  # granted from another thread: on its way
-            shared._leave(record, timed_out=True)
+            shared._leave(record, timed_out=not deadline)
+            if deadline:
+                assert waiter.deadline is not None
+                return waiter.deadline.exceeded("waiting")
             return shared._overloaded(self)
 
     def waiter_left(self, waiter: Waiter) -> None:
@@ -755,7 +760,7 @@ class ThreadView(_View):
         """
         shared = self._shared
         with shared._lock:
-            if not self._closed:
+            if not self.closed:
                 for record in shared._close(self):
                     record.wake(closed_while_waiting())
 

@@ -26,7 +26,6 @@ is bound to. Cross-thread completion is :mod:`aiobound._bridge`'s business.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from ._errors import (
@@ -35,18 +34,20 @@ from ._errors import (
     overloaded_after_wait,
     overloaded_at_once,
 )
-from ._readings import GateReadings, WaitStats
+from ._readings import CountingGate, WaitStats
 from ._waiting import WaitingRoom
 
 if TYPE_CHECKING:
-    from ._errors import OverloadedError
+    import asyncio
+
+    from ._deadlines import Deadline
     from ._histogram import LatencyHistogram
     from ._waiting import Waiter
 
 __all__ = ("SlotGate",)
 
 
-class SlotGate(GateReadings):
+class SlotGate(CountingGate):
     """A counting gate of ``bound`` slots with a FIFO waiting room.
 
     Args:
@@ -58,14 +59,9 @@ class SlotGate(GateReadings):
     """
 
     __slots__ = (
-        "_bound",
-        "_closed",
-        "_idle",
-        "_in_use",
         "_max_pending",
         "_max_wait",
         "_room",
-        "peak_in_use",
         "rejected",
         "timed_out",
         "waits",
@@ -74,26 +70,17 @@ class SlotGate(GateReadings):
     def __init__(
         self, bound: int, max_pending: int | None, max_wait: float | None = None
     ) -> None:
-        self._bound = bound
+        super().__init__(bound)
         self._max_pending = max_pending
         self._max_wait = max_wait
-        self._in_use = 0
-        self._closed = False
-        self._idle: asyncio.Event | None = None
         self.waits = WaitStats()
         self._room = WaitingRoom(self, max_wait, self.waits)
-        self.peak_in_use = 0
         self.rejected = 0  # refused at once: max_pending reached
         self.timed_out = 0  # refused after waiting max_wait
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach the gate to *loop*; waiter futures are created on it."""
         self._room.bind(loop)
-
-    @property
-    def bound(self) -> int:
-        """Total number of slots."""
-        return self._bound
 
     @property
     def waiting(self) -> int:
@@ -111,9 +98,7 @@ class SlotGate(GateReadings):
         caller would overtake no one). Takes no slot and changes nothing; the
         answer holds until the next release, acquisition, resize or close.
         """
-        return (
-            self._in_use < self._bound and not self._room.waiting and not self._closed
-        )
+        return self._in_use < self._bound and not self._room.waiting and not self.closed
 
     def can_queue(self) -> bool:
         """Whether a caller arriving now would not be refused at once.
@@ -124,7 +109,7 @@ class SlotGate(GateReadings):
         (it may still be refused later by ``max_wait``). Takes no slot and
         changes nothing.
         """
-        if self._closed:
+        if self.closed:
             return False
         waiting = self._room.waiting
         if self._in_use < self._bound and not waiting:
@@ -139,13 +124,16 @@ class SlotGate(GateReadings):
         Raises:
             ClosedError: the gate is closed.
         """
-        if self._closed:
+        if self.closed:
             raise closed_on_arrival()
         return self.try_take()
 
     def try_take(self) -> bool:
-        """Like :meth:`try_acquire`, but a closed gate answers ``False``."""
-        if self._in_use < self._bound and not self._room.waiting and not self._closed:
+        """Like :meth:`try_acquire`, but a closed gate answers ``False``.
+
+        The hot path of every call (``submit`` and ``map`` with a free slot).
+        """
+        if self._in_use < self._bound and not self._room.waiting and not self.closed:
             self._in_use += 1
             self.waits.admitted += 1
             if self._in_use > self.peak_in_use:
@@ -153,7 +141,7 @@ class SlotGate(GateReadings):
             return True
         return False
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: Deadline | None = None) -> None:
         """Take a slot, waiting in FIFO order if none is free.
 
         Does not yield when a slot is free.
@@ -162,6 +150,7 @@ class SlotGate(GateReadings):
             ClosedError: the gate is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` coroutines already wait, or this
                 one waited ``max_wait`` seconds without getting a slot.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: while waiting, the caller holds no slot and stops
         counting as a waiter at the instant it is cancelled; if a slot was
@@ -176,7 +165,7 @@ class SlotGate(GateReadings):
             raise overloaded_at_once(
                 room.waiting, self._max_pending, self._bound, self._in_use
             )
-        await room.wait(room.join())
+        await room.wait(room.join(None, deadline))
 
     def release(self) -> None:
         """Give a slot back, handing it to the first live waiter if any.
@@ -184,53 +173,26 @@ class SlotGate(GateReadings):
         While more slots are held than the bound allows (after a shrink), the
         slot is retired instead of handed over.
         """
-        if self._in_use <= self._bound and self._room.admit_first() is not None:
+        room = self._room
+        if room.waiting and self._in_use <= self._bound and room.admit_first():
             return  # the slot changed hands; in_use unchanged
         self._in_use -= 1
         if self._in_use == 0 and self._idle is not None:
             self._idle.set()
 
-    def resize(self, bound: int) -> None:
-        """Change the number of slots.
+    def _hand_over_one(self) -> bool:
+        return self._room.admit_first() is not None
 
-        Growing hands the new slots to waiters at once. Shrinking takes no
-        slot away: calls holding one keep it, and no waiter is admitted until
-        fewer than ``bound`` slots are held. Never more than the larger of
-        the old and new bound are held.
-        """
-        self._bound = bound
-        room = self._room
-        while self._in_use < self._bound and room.admit_first() is not None:
-            self._in_use += 1
-            if self._in_use > self.peak_in_use:
-                self.peak_in_use = self._in_use
-
-    def close(self) -> None:
-        """Refuse new acquisitions and wake every waiter with ClosedError."""
-        if self._closed:
-            return
-        self._closed = True
+    def _close_rooms(self) -> None:
         self._room.close(closed_while_waiting)
-
-    async def wait_idle(self) -> None:
-        """Wait until no slot is held.
-
-        Meant for after :meth:`close`: then no slot can be taken any more, so
-        "no slot held" lasts. On an open gate it returns at an instant when
-        no slot was held, and new acquisitions may start right after it.
-
-        Cancellation: only the wait is cancelled; the slots are unaffected.
-        """
-        if self._in_use == 0:
-            return
-        if self._idle is None:
-            self._idle = asyncio.Event()
-        await self._idle.wait()
 
     # -- the room's keeper -------------------------------------------------------
 
-    def refusal(self, waiter: Waiter) -> OverloadedError:
-        """A waiter waited ``max_wait``: count it and say why it is refused."""
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException:
+        """A waiter's time is up: count it and say why it is refused."""
+        if deadline:
+            assert waiter.deadline is not None
+            return waiter.deadline.exceeded("waiting")
         self.timed_out += 1
         return overloaded_after_wait(
             self._max_wait, self._bound, self._in_use, self._room.waiting - 1

@@ -74,6 +74,14 @@ class PartitionStats:
         timed_out: Callers refused after waiting ``max_wait``.
         shed_at_edge: Requests refused by :meth:`Partition.shed_at_edge`
             (the web integrations' edge check) before they became calls.
+        deadline_waiting: This partition's calls whose deadline passed
+            while they waited for a slot (or a turn).
+        deadline_queued: This partition's calls whose deadline passed while
+            they were queued in the pool (cancelled, never run).
+        deadline_running: This partition's calls whose deadline passed while
+            they ran.
+        abandoned: This partition's calls left running by their caller at
+            their deadline.
         queue_wait_avg: Mean wait for a slot of this partition's calls.
         queue_wait_max: Longest wait for a slot of this partition's calls.
         queue_wait: Histogram of this partition's waits for a slot.
@@ -100,6 +108,10 @@ class PartitionStats:
     queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     run_time: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     shed_at_edge: int = 0
+    deadline_waiting: int = 0
+    deadline_queued: int = 0
+    deadline_running: int = 0
+    abandoned: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +178,18 @@ class ExecutorStats:
             up to ``max_workers + 1`` calls before a worker takes it; an
             executor whose futures never report running counts each call
             as queued until it ends.
+        deadline_waiting: Calls whose deadline (``call_timeout`` or
+            ``with_timeout()``) passed while they waited for a slot or a
+            turn: never handed over, never run.
+        deadline_queued: Calls whose deadline passed while they were queued
+            in the pool, not started: cancelled (also counted in
+            ``cancelled``), never run.
+        deadline_running: Calls whose deadline passed while they ran: their
+            callers were released; a thread's call goes on (``abandoned``),
+            a process pool made with ``kill_on_timeout=True`` stops it.
+        abandoned: Calls whose caller was released at their deadline while
+            they ran on in their worker, holding their slot until they end;
+            their end is counted in ``completed`` or ``failed`` as usual.
         partitions: With ``partitions=``, each partition's stats by name
             (including ``"default"``, the partition of calls made on the
             executor itself); empty without partitions.
@@ -195,6 +219,10 @@ class ExecutorStats:
     latency_no_load: float | None = None
     shed_at_edge: int = 0
     queued: int = 0
+    deadline_waiting: int = 0
+    deadline_queued: int = 0
+    deadline_running: int = 0
+    abandoned: int = 0
     # A dict, not a Mapping: the public module (where get_type_hints() looks,
     # as FastAPI does for a response model) has no Mapping in it.
     partitions: dict[str, PartitionStats] = field(default_factory=dict)
@@ -209,7 +237,18 @@ class CallCounts:
     a synchronous executor under its lock.
     """
 
-    __slots__ = ("cancelled", "completed", "failed", "run_time", "shed", "submitted")
+    __slots__ = (
+        "abandoned",
+        "cancelled",
+        "completed",
+        "deadline_queued",
+        "deadline_running",
+        "deadline_waiting",
+        "failed",
+        "run_time",
+        "shed",
+        "submitted",
+    )
 
     def __init__(self) -> None:
         self.submitted = 0
@@ -218,6 +257,11 @@ class CallCounts:
         self.cancelled = 0
         self.shed = 0
         self.run_time = Recorder()
+        # Calls whose deadline passed, by where they were; those left running.
+        self.deadline_waiting = 0
+        self.deadline_queued = 0
+        self.deadline_running = 0
+        self.abandoned = 0
 
     def ended(self, outcome: int, ran: float | None) -> None:
         """Count a call that ended; *ran* is its run time, if it was timed."""
@@ -242,6 +286,10 @@ class CallCounts:
             merged.failed += part.failed
             merged.cancelled += part.cancelled
             merged.shed += part.shed
+            merged.deadline_waiting += part.deadline_waiting
+            merged.deadline_queued += part.deadline_queued
+            merged.deadline_running += part.deadline_running
+            merged.abandoned += part.abandoned
             merged.run_time.sum += part.run_time.sum
             for index, count in enumerate(part.run_time.buckets):
                 buckets[index] += count
@@ -312,6 +360,10 @@ def executor_stats(
         latency_no_load=latency_no_load,
         shed_at_edge=counts.shed,
         queued=queued,
+        deadline_waiting=counts.deadline_waiting,
+        deadline_queued=counts.deadline_queued,
+        deadline_running=counts.deadline_running,
+        abandoned=counts.abandoned,
         partitions={} if partitions is None else partitions,
     )
 
@@ -349,4 +401,8 @@ def partition_stats(part: PartReadings, counts: CallCounts) -> PartitionStats:
         queue_wait=waits.histogram(),
         run_time=counts.run_time.snapshot(),
         shed_at_edge=counts.shed,
+        deadline_waiting=counts.deadline_waiting,
+        deadline_queued=counts.deadline_queued,
+        deadline_running=counts.deadline_running,
+        abandoned=counts.abandoned,
     )

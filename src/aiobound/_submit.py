@@ -32,7 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 from typing import Any, TypeAlias, TypeVar
 
-from ._checks import check_optional_int
+from ._checks import check_max_workers
 from ._pickling import safe_repr
 from ._process import (
     OwnedProcessPool,
@@ -168,7 +168,16 @@ class Submitter:
     lock is taken only to replace a broken pool.
     """
 
-    __slots__ = ("_handover", "_lock", "_pool", "executor", "explainer", "to_processes")
+    __slots__ = (
+        "_lock",
+        "_pool",
+        "executor",
+        "explainer",
+        "handover",
+        "same_clock",
+        "stops_running",
+        "to_processes",
+    )
 
     def __init__(
         self,
@@ -185,9 +194,13 @@ class Submitter:
             )
         self.executor = executor
         self.to_processes = to_processes
+        # Whether the workers read this process's time.monotonic (threads).
+        self.same_clock = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
+        # Whether cancelling a running call stops it (its worker is replaced).
+        self.stops_running = False
         self._pool = owned_pool
         self._lock = threading.Lock()
-        self._handover, self.explainer = handover_for(
+        self.handover, self.explainer = handover_for(
             executor,
             copy_context=copy_context,
             to_processes=to_processes,
@@ -205,11 +218,11 @@ class Submitter:
                 says what to do; for aiobound's, what the new pool raised.
         """
         try:
-            return self._handover(self.executor, fn, args, kwargs)
+            return self.handover(self.executor, fn, args, kwargs)
         except BrokenExecutor as exc:
-            return self._resubmit(exc, fn, args, kwargs)
+            return self.resubmit(exc, fn, args, kwargs)
 
-    def _resubmit(
+    def resubmit(
         self,
         exc: BrokenExecutor,
         fn: Callable[..., T],
@@ -224,7 +237,7 @@ class Submitter:
             if pool.executor is self.executor:  # not replaced by another thread
                 self.executor = pool.replace()
             executor = self.executor
-        return self._handover(executor, fn, args, kwargs)
+        return self.handover(executor, fn, args, kwargs)
 
     def outcome(self, cfut: concurrent.futures.Future[Any], outcome: int) -> int:
         """*outcome* of an ended call, a drop before it started made ``CANCELLED``.
@@ -270,7 +283,7 @@ def own_or_wrap(
         ValueError: ``max_workers`` is below 1.
     """
     if executor is None:
-        workers = check_optional_int("max_workers", max_workers, 1)
+        workers = check_max_workers(max_workers)
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)
         pool = concurrent.futures.ThreadPoolExecutor(

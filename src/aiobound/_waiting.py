@@ -23,12 +23,13 @@ What the room keeps, for every gate alike:
   (its future has a result) whose task is cancelled before it resumes, or is
   interrupted otherwise, will not use what it was given: the room tells the
   gate (:meth:`Keeper.admitted_but_left`), which passes it on.
-* **``max_wait``, never early, never late.** A waiter is refused with the
-  gate's error once it has waited ``max_wait`` seconds of
-  :func:`time.monotonic` (a timer that fires early, as uvloop's may, whose
+* **``max_wait`` and deadlines, never early, never late.** A waiter is
+  refused with the gate's error once it has waited ``max_wait`` seconds of
+  :func:`time.monotonic`, or with :class:`~aiobound.DeadlineExceeded` at
+  its call's deadline (a timer that fires early, as uvloop's may, whose
   delays are whole milliseconds, is set again for the rest). A waiter about
-  to be let in after its ``max_wait`` has passed (the loop was late to run
-  its timer) is refused instead: no admitted caller waited longer.
+  to be let in after either has passed (the loop was late to run its
+  timer) is refused instead: no admitted caller waited longer.
 * **Close wakes everyone** with the gate's error.
 
 The room never touches threads: every method runs on its loop. A shared
@@ -39,6 +40,7 @@ bound's view lets waiters in from other threads by scheduling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._deadlines import Deadline
     from ._readings import WaitStats
 
 __all__ = ("COMPACT_SLACK", "Keeper", "Waiter", "WaitingRoom")
@@ -57,11 +60,13 @@ COMPACT_SLACK = 32
 class Keeper(Protocol):
     """The gate that owns a room: the counting rule behind its waiters."""
 
-    def refusal(self, waiter: Waiter) -> BaseException | None:
-        """*waiter*'s ``max_wait`` has passed: the error to refuse it with.
+    def refusal(self, waiter: Waiter, deadline: bool) -> BaseException | None:
+        """*waiter*'s ``max_wait`` (or, with *deadline*, its deadline) passed.
 
-        Counts the refusal. ``None`` keeps it waiting (a shared bound's view
-        whose waiter was just handed a slot from another thread).
+        Counts the refusal and returns the error to refuse it with: for a
+        deadline, ``waiter.deadline.exceeded("waiting")``. ``None`` keeps it
+        waiting (a shared bound's view whose waiter was just handed a slot
+        from another thread).
         """
 
     def waiter_left(self, waiter: Waiter) -> None:
@@ -75,10 +80,11 @@ class Waiter(asyncio.Future[None]):
     """The future one caller awaits in a :class:`WaitingRoom`.
 
     Its :meth:`cancel` tells the room at once. ``tag`` is the gate's own
-    (a sequence number, a record of a shared bound).
+    (a sequence number, a record of a shared bound); ``deadline`` the call's
+    time limit, if it has one.
     """
 
-    __slots__ = ("room", "since", "tag", "timer")
+    __slots__ = ("deadline", "room", "since", "tag", "timer")
 
     def __init__(
         self,
@@ -86,19 +92,25 @@ class Waiter(asyncio.Future[None]):
         loop: asyncio.AbstractEventLoop,
         since: float,
         tag: object,
+        deadline: Deadline | None,
     ) -> None:
         super().__init__(loop=loop)
         self.room = room
         self.since = since
         self.tag = tag
+        self.deadline = deadline
         self.timer: asyncio.TimerHandle | None = None
 
     def cancel(self, msg: object | None = None) -> bool:
-        """Cancel the wait and take it out of the room's count at once."""
-        if not super().cancel(msg):
+        """Cancel the wait and take it out of the room's count at once.
+
+        The count comes first: on a closed loop (a coroutine collected while
+        it waited) the future's own ``cancel`` raises ``RuntimeError``.
+        """
+        if self.done():
             return False
         self.room._left(self)
-        return True
+        return super().cancel(msg)
 
 
 class WaitingRoom:
@@ -135,16 +147,26 @@ class WaitingRoom:
 
     # -- joining and waiting ---------------------------------------------------
 
-    def join(self, tag: object = None) -> Waiter:
-        """Queue a new waiter at the tail and start its ``max_wait`` timer."""
+    def join(self, tag: object = None, deadline: Deadline | None = None) -> Waiter:
+        """Queue a new waiter at the tail; time its ``max_wait`` and deadline."""
         loop = self._loop
         assert loop is not None, f"{type(self.keeper).__name__}.bind() was not called"
-        waiter = Waiter(self, loop, time.monotonic(), tag)
-        if self.max_wait is not None:
-            waiter.timer = loop.call_later(self.max_wait, self._timer_fired, waiter)
+        now = time.monotonic()
+        waiter = Waiter(self, loop, now, tag, deadline)
+        left = self._time_left(waiter, now)
+        if left is not None:
+            waiter.timer = loop.call_later(left, self._timer_fired, waiter)
         self._waiters.append(waiter)
         self.waiting += 1
         return waiter
+
+    def _time_left(self, waiter: Waiter, now: float) -> float | None:
+        """Seconds until *waiter*'s ``max_wait`` or deadline, whichever first."""
+        left = None if self.max_wait is None else self.max_wait - (now - waiter.since)
+        deadline = waiter.deadline
+        if deadline is not None and (left is None or deadline.due - now < left):
+            left = deadline.due - now
+        return left
 
     async def wait(self, waiter: Waiter) -> None:
         """Wait until *waiter* is let in; raise what refused it.
@@ -159,9 +181,10 @@ class WaitingRoom:
         except BaseException:
             if not waiter.done():
                 # Interrupted by something other than a cancellation of the
-                # future itself (an exception thrown into the coroutine):
-                # cancelling it takes it out of the count.
-                waiter.cancel()
+                # future itself (an exception thrown into the coroutine, or
+                # its collection): cancelling it takes it out of the count.
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    waiter.cancel()
             elif not waiter.cancelled() and waiter.exception() is None:
                 self.keeper.admitted_but_left(waiter)
             raise
@@ -181,18 +204,15 @@ class WaitingRoom:
     def first_due(self) -> Waiter | None:
         """The first live waiter that may still be let in, or ``None``.
 
-        Waiters at the head whose ``max_wait`` has passed are refused on the
-        way: none is let in late.
+        Waiters at the head whose ``max_wait`` or deadline has passed are
+        refused on the way: none is let in late.
         """
-        max_wait = self.max_wait
         while True:
             waiter = self.first()
-            if (
-                waiter is None
-                or max_wait is None
-                or time.monotonic() - waiter.since < max_wait
-                or not self.refuse(waiter)
-            ):
+            if waiter is None:
+                return None
+            left = self._time_left(waiter, time.monotonic())
+            if left is None or left > 0.0 or not self.refuse(waiter):
                 return waiter
 
     def admit_first(self) -> Waiter | None:
@@ -210,34 +230,34 @@ class WaitingRoom:
 
         Does nothing if it is gone already.
         """
-        if waiter.done():
-            return
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        self.waiting -= 1
-        waits = self.waits
-        if waits is not None:
-            # time.monotonic, not loop.time: uvloop's clock ticks in ms.
-            waits.record(time.monotonic() - waiter.since)
-        waiter.set_result(None)
-        waiters = self._waiters
-        if waiters and waiters[0] is waiter:
-            del waiters[0]
+        if self._settle(waiter):
+            waits = self.waits
+            if waits is not None:
+                # time.monotonic, not loop.time: uvloop's clock ticks in ms.
+                waits.record(time.monotonic() - waiter.since)
+            waiter.set_result(None)
+            waiters = self._waiters
+            if waiters and waiters[0] is waiter:
+                del waiters[0]
 
     def reject(self, waiter: Waiter, error: BaseException) -> None:
         """End *waiter*'s wait with *error* (its gate refused it elsewhere).
 
         Does nothing if it is gone already.
         """
+        if self._settle(waiter):
+            waiter.set_exception(error)
+            self._maybe_compact()
+
+    def _settle(self, waiter: Waiter) -> bool:
+        """Take live *waiter* out of the count, timer off; ``False`` if gone."""
         if waiter.done():
-            return
+            return False
         if waiter.timer is not None:
             waiter.timer.cancel()
             waiter.timer = None
         self.waiting -= 1
-        waiter.set_exception(error)
-        self._maybe_compact()
+        return True
 
     def close(self, error: Callable[[], BaseException]) -> None:
         """Wake every live waiter with a new ``error()``; empty the room."""
@@ -253,38 +273,38 @@ class WaitingRoom:
     # -- leaving -----------------------------------------------------------------
 
     def _timer_fired(self, waiter: Waiter) -> None:
-        """*waiter*'s ``max_wait`` timer fired: refuse it if it is due.
+        """*waiter*'s timer fired: refuse it if its time is up.
 
         Timers may fire early, so the wait is measured on
-        :func:`time.monotonic` and, if short of ``max_wait``, the timer is
-        set again for the rest.
+        :func:`time.monotonic` and, if short, the timer is set again for the
+        rest.
         """
         if waiter.done():
             return
-        max_wait = self.max_wait
-        assert max_wait is not None
         assert self._loop is not None
-        remaining = max_wait - (time.monotonic() - waiter.since)
-        if remaining > 0.0:
-            waiter.timer = self._loop.call_later(remaining, self._timer_fired, waiter)
+        left = self._time_left(waiter, time.monotonic())
+        if left is not None and left > 0.0:
+            waiter.timer = self._loop.call_later(left, self._timer_fired, waiter)
             return
         waiter.timer = None
         self.refuse(waiter)
 
     def refuse(self, waiter: Waiter) -> bool:
-        """Refuse live, overdue *waiter* if its keeper agrees; return whether."""
-        error = self.keeper.refusal(waiter)
+        """Refuse live *waiter*, whose time is up, if its keeper agrees.
+
+        Its deadline, if passed, refuses it first; else its ``max_wait``.
+        Returns whether it was refused.
+        """
+        deadline = waiter.deadline
+        error = self.keeper.refusal(waiter, deadline is not None and deadline.passed())
         if error is None:
             return False
         self.reject(waiter, error)
         return True
 
     def _left(self, waiter: Waiter) -> None:
-        """*waiter*'s future was just cancelled while it waited: let it go."""
-        if waiter.timer is not None:
-            waiter.timer.cancel()
-            waiter.timer = None
-        self.waiting -= 1
+        """*waiter*'s future is being cancelled while it waits: let it go."""
+        self._settle(waiter)
         self._maybe_compact()
         self.keeper.waiter_left(waiter)
 

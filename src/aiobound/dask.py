@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from distributed import Client
+from distributed.client import ClosedClientError
 
 from aiobound import BoundedLoopExecutor
 
@@ -48,9 +50,13 @@ T = TypeVar("T")
 _UNKNOWN_RETRIES = 200
 _UNKNOWN_RETRY_DELAY = 0.005
 # Longest that cancel() blocks, once the executor is closed, for the
-# scheduler's answer (a guard against an unresponsive scheduler: the task is
-# then left to run, and may still be cancelled when the answer comes).
+# scheduler's answer, and that one question to the scheduler may take (a
+# guard against an unresponsive scheduler: the task is then left to run, and
+# may still be cancelled when the answer comes).
 _CANCEL_ANSWER_TIMEOUT = 10.0
+# The client states in which a task it accepted is either sent to the
+# scheduler or, if the client gives up, cancelled by the client itself.
+_LISTENING = ("running", "connecting")
 
 
 def from_client(
@@ -77,6 +83,16 @@ def from_client(
     workers (up to ``distributed.scheduler.allowed-failures`` times), then
     fail with ``KilledWorker``, which reaches the caller.
 
+    So is a scheduler that dies, or a client that closes: the client cancels
+    the tasks it had, and their callers get its ``FutureCancelledError``
+    (``distributed.client.ClosedClientError`` for a task it took as it began
+    to close). A call made while the client is not running (reconnecting to
+    a lost scheduler, closing, closed), which the client would take and
+    drop, is refused at once with ``ClosedClientError``, and its slot is
+    freed; a client that reconnects takes calls again. Nothing waits for a
+    scheduler that is gone: once the client has noticed the loss, every
+    call has ended and :meth:`~BoundedLoopExecutor.aclose` returns.
+
     Cancellation (a caller cancelling its call, or
     :meth:`~BoundedLoopExecutor.aclose` giving up after its ``timeout``) asks
     the scheduler, in one atomic step on its loop, to cancel the task *if no
@@ -91,16 +107,20 @@ def from_client(
     waiting to be retried after its worker died counts as not started,
     although it may have run in part on the dead worker.
 
-    When the executor is closed (``aclose(timeout=...)``), each cancellation
-    waits for the scheduler's answer, one round trip per unfinished call
-    (the event loop waits with it, at most 10 s each), so the
-    ``TimeoutError`` counts the calls cancelled and those still running
-    exactly, as on a thread pool. A caller cancelling its own call before
-    that does not wait: the answer comes a moment later, and only then is
-    the slot of a cancelled task freed. If the scheduler cannot be asked
-    (``distributed.scheduler.pickle`` is off, the connection failed), the
-    task is left to run. :meth:`~BoundedLoopExecutor.aclose` without a
-    timeout waits for the calls in flight and leaves the client open.
+    A caller cancelling its call does not wait: the answer comes a moment
+    later, and only then is the slot of a cancelled task freed (on the
+    caller's event loop, in the step that ends the task). When the executor
+    is closed (``aclose(timeout=...)``), each cancellation waits for the
+    scheduler's answer, one round trip per unfinished call (the event loop
+    waits with it, at most 10 s each), and so does a cancellation a caller
+    asked just before whose answer has not come: the ``TimeoutError``
+    counts exactly the calls it cancelled, leaves out those their callers
+    cancelled (they count in ``stats().cancelled``), and counts as running
+    every call a worker had when it gave up, as on a thread pool. If the
+    scheduler cannot be asked (``distributed.scheduler.pickle`` is off, the
+    client is not running, the connection failed), the task is left to run.
+    :meth:`~BoundedLoopExecutor.aclose` without a timeout waits for the
+    calls in flight and leaves the client open.
 
     Args:
         client: A synchronous ``distributed.Client`` (made without
@@ -158,8 +178,10 @@ class _TaskFuture(concurrent.futures.Future[T]):
     and then is completed on the client's loop, after the task was released
     on the scheduler, so the slot is freed after the task is gone. When the
     scheduler cancelled the task before any worker got it, it ends
-    cancelled (``cancelled()`` is true); otherwise with the task's result
-    or error.
+    cancelled (``cancelled()`` is true), on the event loop of whoever asked
+    (so the executor in front frees the slot in that same step) or on the
+    thread that waits for the answer; otherwise with the task's result or
+    error, or with ``ClosedClientError`` if the client closes first.
     """
 
     def __init__(self, owner: _ClientExecutor, task: DaskFuture[T]) -> None:
@@ -171,34 +193,93 @@ class _TaskFuture(concurrent.futures.Future[T]):
         self._decision: asyncio.Future[bool] | None = None
         # Guarded by the owner's lock.
         self._cancel_asked = False
-        self._waited_on = False  # a closed executor's cancel() awaits an answer
-        self._cancel_deferred = False  # ... and will cancel this future itself
+        self._answered: threading.Event | None = None  # made when asked
+        self._answer: bool | None = None  # the scheduler cancelled the task
+        self._cancel_loop: asyncio.AbstractEventLoop | None = None  # the asker's
+        self._waiting = 0  # threads waiting in cancel(): they end it cancelled
 
     def cancel(self) -> bool:
         """Have the scheduler cancel the task if no worker has it yet.
 
         Once the executor is closed (``aclose(timeout=...)`` giving up on
         the calls in flight), it waits for the scheduler's answer, one round
-        trip, and returns it: ``True`` if the task was cancelled (it never
-        runs; this future is cancelled), ``False`` if a worker has it (it
-        runs on). Otherwise (a caller cancelling its call) it returns
+        trip (at most 10 s), also when the cancellation was asked before
+        (by the call's caller): if the scheduler cancelled the task, this
+        future is cancelled before ``cancel()`` returns. It returns ``True``
+        only if this very call asked and the task was cancelled (it never
+        runs); ``False`` if a worker has it (it runs on) or if it was asked
+        before. Otherwise (a caller cancelling its call) it returns
         ``False`` at once without blocking, and the future ends cancelled a
-        moment later if the scheduler cancelled the task, or with the task's
-        outcome. Thread-safe; asking twice is asking once.
+        moment later, on the caller's event loop, if the scheduler cancelled
+        the task; or with the task's outcome. Thread-safe; asking twice is
+        asking once.
         """
         owner = self._owner
+        waits = owner._closing() and not owner._on_client_loop()
         with owner._lock:
-            if self.done() or self._cancel_asked:
+            if self.done():
                 return False
-            self._cancel_asked = True
-        if owner._closing() and not owner._on_client_loop():
-            return owner._cancel_now(self)
-        owner._loop.add_callback(owner._cancel_if_not_started, self)
-        return False
+            first = not self._cancel_asked
+            if first:
+                self._cancel_asked = True
+                self._answered = threading.Event()
+                self._cancel_loop = _running_loop()
+            answered = self._answered
+            assert answered is not None
+            if waits:
+                self._waiting += 1
+        if first:
+            owner._ask_to_cancel(self)
+        if not waits:
+            return False
+        try:
+            answered.wait(_CANCEL_ANSWER_TIMEOUT)
+        finally:
+            with owner._lock:
+                self._waiting -= 1
+                cancelled = bool(self._answer)
+        # Ended here, on this thread, so that its done callbacks (the
+        # executor's settle) run before cancel() returns.
+        return cancelled and self._end_cancelled() and first
 
-    def _end_cancelled(self) -> None:
-        """Cancel for good (the task never ran); runs the done callbacks."""
-        concurrent.futures.Future.cancel(self)
+    def _end_cancelled(self) -> bool:
+        """Cancel for good (the task never ran); runs the done callbacks.
+
+        Returns whether the future is cancelled (not if it had ended).
+        """
+        return concurrent.futures.Future.cancel(self)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _not_running(
+    client: Client, *, taken: bool = False, cause: BaseException | None = None
+) -> Exception:
+    """The error for a call that *client*, not running, refuses (or dropped).
+
+    With a *cause* (the client's loop cancelled the call's follower) while
+    the client still runs, it says just that.
+    """
+    status = client.status
+    if status == "running" and cause is not None:
+        error = RuntimeError(f"the Dask task was cancelled: {cause!r}")
+        error.__cause__ = cause
+        return error
+    if status in ("closing", "closed"):
+        state = "is closed"
+    elif status == "connecting":
+        state = "lost its scheduler and is closed unless it reconnects"
+    else:
+        state = "is not running"
+    fate = "dropped the call it had taken" if taken else "cannot take the call"
+    return ClosedClientError(
+        f"the Dask client {state} (status {status!r}): it {fate}; {client!r}"
+    )
 
 
 def _make_scheduler_canceller() -> Callable[..., str]:
@@ -242,6 +323,8 @@ class _ClientExecutor(concurrent.futures.Executor):
             raise ValueError(f"client has no event loop (is it closed?): {client!r}")
         self._client = client
         self._loop: IOLoop = loop
+        # Tornado's IOLoop runs on an asyncio loop (tornado >= 5).
+        self._asyncio_loop: asyncio.AbstractEventLoop = loop.asyncio_loop  # type: ignore[attr-defined]
         self._lock = threading.Lock()
         self._futures: set[_TaskFuture[Any]] = set()
         self._shutdown = False
@@ -255,65 +338,47 @@ class _ClientExecutor(concurrent.futures.Executor):
         return self._shutdown or (front is not None and front.closed)
 
     def _on_client_loop(self) -> bool:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return running is getattr(self._loop, "asyncio_loop", None)
-
-    def _cancel_now(self, cfut: _TaskFuture[Any]) -> bool:
-        """Ask the scheduler and wait for the answer; cancel *cfut* if it did.
-
-        The future is cancelled on this thread, so that its done callbacks
-        (the executor's settle) run before ``cancel()`` returns; the client's
-        loop, which may learn of the cancellation first, leaves it to us.
-        """
-        with self._lock:
-            cfut._waited_on = True
-        try:
-            cancelled = bool(
-                self._client.sync(
-                    self._cancel_if_not_started,
-                    cfut,
-                    callback_timeout=_CANCEL_ANSWER_TIMEOUT,
-                )
-            )
-        except Exception:
-            # No answer (scheduler unresponsive, or not to be asked): the
-            # task is left to run, unless the answer comes later.
-            cancelled = False
-        with self._lock:
-            cfut._waited_on = False
-            cancelled = cancelled or cfut._cancel_deferred
-        if cancelled:
-            cfut._end_cancelled()
-        return cancelled
-
-    def _end_cancelled_here_or_there(self, cfut: _TaskFuture[Any]) -> None:
-        """On the client's loop: cancel *cfut*, or leave it to :meth:`_cancel_now`."""
-        with self._lock:
-            if cfut._waited_on:
-                cfut._cancel_deferred = True
-                return
-        cfut._end_cancelled()
+        return _running_loop() is self._asyncio_loop
 
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
-        """Submit ``fn(*args, **kwargs)`` as one task."""
+        """Submit ``fn(*args, **kwargs)`` as one task.
+
+        Raises:
+            ClosedClientError: the client is not running (closed, closing,
+                or reconnecting to a lost scheduler).
+        """
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+        client = self._client
+        if client.status != "running":
+            # A closing client would accept the task and drop it.
+            raise _not_running(client)
         # Keyword arguments travel inside the call, where they cannot clash
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
-        task: DaskFuture[T] = self._client.submit(call, *args, pure=False)
+        task: DaskFuture[T] = client.submit(call, *args, pure=False)
         cfut = _TaskFuture(self, task)
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)
-        self._loop.add_callback(self._follow, task, cfut)
+        if not self._soon(self._follow, task, cfut):
+            task.release()
+            _end_with(cfut, (False, _not_running(client, taken=True)))
         return cfut
+
+    def _soon(self, fn: Callable[..., Any], /, *args: Any) -> bool:
+        """Run ``fn(*args)`` on the client's loop; ``False`` if it has stopped.
+
+        (The loop of a closed synchronous client stops, and then drops the
+        callbacks it is given.)
+        """
+        if not self._asyncio_loop.is_running():
+            return False
+        self._loop.add_callback(fn, *args)
+        return True
 
     def _forget(self, cfut: concurrent.futures.Future[Any]) -> None:
         with self._lock:
@@ -321,42 +386,60 @@ class _ClientExecutor(concurrent.futures.Executor):
 
     async def _follow(self, task: DaskFuture[T], cfut: _TaskFuture[T]) -> None:
         """On the client's loop: wait for the task, release it, then report."""
+        client = self._client
+        if client.status not in _LISTENING:
+            # Taken as the client began to close: the client drops it.
+            task.release()
+            _end_with(cfut, (False, _not_running(client, taken=True)))
+            return
         try:
-            result = await self._client.gather(task, asynchronous=True)
+            result = await client.gather(task, asynchronous=True)
+        except asyncio.CancelledError as exc:
+            # The client's loop is stopping (the client was closed): nobody
+            # else will end the call.
+            _end_with(cfut, (False, _not_running(client, taken=True, cause=exc)))
+            raise
         except BaseException as exc:
             outcome: tuple[bool, Any] | None = (False, exc)
         else:
             outcome = (True, result)
         cfut._outcome_known = True
         try:
-            if cfut._decision is not None and await cfut._decision:
-                outcome = None  # the scheduler cancelled it before it started
+            # The answer to a cancellation asked, unless the client lost its
+            # scheduler (no answer may come; the task is lost with it).
+            decision = cfut._decision
+            if decision is not None and client.status == "running" and await decision:
+                outcome = None  # cancelled before it started: _answer ends it
+        except asyncio.CancelledError as exc:
+            _end_with(cfut, (False, _not_running(client, taken=True, cause=exc)))
+            raise
         finally:
             try:
                 # release() queues its message to the scheduler ahead of the
                 # callback below; the slot, and the next submission, come after.
                 task.release()
             finally:
-                self._loop.add_callback(self._complete, cfut, outcome)
+                if outcome is not None:
+                    self._loop.add_callback(_end_with, cfut, outcome)
 
-    def _complete(
-        self, cfut: _TaskFuture[Any], outcome: tuple[bool, Any] | None
-    ) -> None:
-        if outcome is None:
-            self._end_cancelled_here_or_there(cfut)
-        else:
-            _set_outcome(cfut, outcome)
+    def _ask_to_cancel(self, cfut: _TaskFuture[Any]) -> None:
+        """Have the client's loop ask the scheduler to cancel *cfut*'s task."""
+        if self._client.status != "running" or not self._soon(
+            self._cancel_if_not_started, cfut
+        ):
+            self._answer(cfut, False)  # no scheduler to ask: it is left to run
 
-    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> bool:
+    async def _cancel_if_not_started(self, cfut: _TaskFuture[Any]) -> None:
         """On the client's loop: have the scheduler cancel the task if it can.
 
-        Returns whether it did. :meth:`_follow` waits for the same answer
-        before it reports the task's outcome, so a task cancelled here ends
-        cancelled, whichever of the two messages from the scheduler (the
-        answer, the cancellation report) arrives first.
+        :meth:`_follow` waits for the same answer before it reports the
+        task's outcome, so a task cancelled here ends cancelled, whichever
+        of the two messages from the scheduler (the answer, the cancellation
+        report) arrives first.
         """
         if cfut._outcome_known:
-            return False  # finished already: its outcome is on its way
+            self._answer(cfut, False)  # finished already: its outcome is on its way
+            return
         decision: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         cfut._decision = decision
         cancelled = False
@@ -364,17 +447,49 @@ class _ClientExecutor(concurrent.futures.Executor):
             cancelled = await self._ask_scheduler(cfut)
         except Exception:
             # The scheduler could not be asked (pickling of functions
-            # disabled, connection lost): the task is left to run.
+            # disabled, connection lost, no answer): the task is left to run.
             cancelled = False
         finally:
             decision.set_result(cancelled)
-        return cancelled
+            self._answer(cfut, cancelled)
+
+    def _answer(self, cfut: _TaskFuture[Any], cancelled: bool) -> None:
+        """Record the scheduler's answer; end *cfut* cancelled if it is yes.
+
+        A thread waiting in :meth:`_TaskFuture.cancel` ends it itself;
+        otherwise it is ended on the event loop of whoever asked, so that
+        the executor in front frees the slot in that same step, not one
+        hop later (``aclose(timeout=...)`` counts the slots still taken).
+        """
+        with self._lock:
+            cfut._answer = cancelled
+            waited_on = cfut._waiting > 0
+            loop = cfut._cancel_loop
+        answered = cfut._answered
+        assert answered is not None
+        answered.set()
+        if not cancelled or waited_on:
+            return
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(cfut._end_cancelled)
+            except RuntimeError:  # that loop is closed
+                pass
+            else:
+                return
+        cfut._end_cancelled()
 
     async def _ask_scheduler(self, cfut: _TaskFuture[Any]) -> bool:
         key = cfut._task.key
+        client = self._client
         for _ in range(_UNKNOWN_RETRIES):
-            answer = await self._client.run_on_scheduler(
-                self._canceller, key, self._client.id, asynchronous=True
+            if client.status != "running":
+                return False
+            answer = await asyncio.wait_for(
+                client.run_on_scheduler(
+                    self._canceller, key, client.id, asynchronous=True
+                ),
+                _CANCEL_ANSWER_TIMEOUT,
             )
             if answer != "unknown":
                 return bool(answer == "cancelled")
@@ -396,14 +511,20 @@ class _ClientExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _set_outcome(cfut: _TaskFuture[Any], outcome: tuple[bool, Any]) -> None:
+def _end_with(cfut: _TaskFuture[Any], outcome: tuple[bool, Any]) -> None:
+    """Complete *cfut* with ``(True, result)`` or ``(False, error)``.
+
+    Unless it has ended already (cancelled, or ended because the client
+    closed).
+    """
     ok, value = outcome
-    if ok:
-        cfut.set_result(value)
-    else:
-        if isinstance(value, asyncio.CancelledError):
-            # concurrent.futures would treat it as a cancellation marker.
-            error = RuntimeError(f"the Dask task was cancelled: {value!r}")
-            error.__cause__ = value
-            value = error
-        cfut.set_exception(value)
+    if not ok and isinstance(value, asyncio.CancelledError):
+        # concurrent.futures would treat it as a cancellation marker.
+        error = RuntimeError(f"the Dask task was cancelled: {value!r}")
+        error.__cause__ = value
+        value = error
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if ok:
+            cfut.set_result(value)
+        else:
+            cfut.set_exception(value)

@@ -151,6 +151,26 @@ _COUNTERS = (
         "Requests refused by the edge check before they became calls.",
     ),
     (
+        "deadline_waiting",
+        "deadline_waiting",
+        "Calls whose deadline passed while they waited for a slot.",
+    ),
+    (
+        "deadline_queued",
+        "deadline_queued",
+        "Calls whose deadline passed while queued in the pool (cancelled).",
+    ),
+    (
+        "deadline_running",
+        "deadline_running",
+        "Calls whose deadline passed while they ran.",
+    ),
+    (
+        "abandoned",
+        "abandoned",
+        "Calls left running by their caller at their deadline.",
+    ),
+    (
         "rate_limited",
         "rate_limited",
         "Calls that waited for their turn under max_per_second.",
@@ -209,6 +229,22 @@ _PARTITION_COUNTERS = (
     ("rejected", "rejected", "The partition's callers refused at once (max_pending)."),
     ("timed_out", "timed_out", "The partition's callers refused after max_wait."),
     ("shed_at_edge", "shed_at_edge", "The partition's requests shed at the edge."),
+    (
+        "deadline_waiting",
+        "deadline_waiting",
+        "The partition's calls past their deadline while waiting for a slot.",
+    ),
+    (
+        "deadline_queued",
+        "deadline_queued",
+        "The partition's calls past their deadline while queued in the pool.",
+    ),
+    (
+        "deadline_running",
+        "deadline_running",
+        "The partition's calls past their deadline while running.",
+    ),
+    ("abandoned", "abandoned", "The partition's calls left running at their deadline."),
 )
 _PARTITION_HISTOGRAMS = (
     ("queue_wait_seconds", "queue_wait", "Wait for a slot of the partition's calls."),

@@ -21,7 +21,11 @@ nothing here imports FastAPI). Three pieces:
   503 before routing, body reading and dependencies, for the paths that use
   the executor, when the executor cannot admit a request now: a refusal that
   costs almost nothing under a flood. The exception handlers stay as the
-  exact fallback.
+  exact fallback;
+* :func:`bound_sync_endpoints`, called once the routes are declared, runs an
+  existing app's sync ``def`` endpoints through the executor instead of
+  anyio's thread pool, unchanged otherwise (:func:`bounded_route_class` does
+  it for one router's routes).
 
 Shutdown order: uvicorn first stops listening, then waits for the requests in
 flight, and only then runs the lifespan's exit, which closes the executor.
@@ -33,7 +37,12 @@ the executor after it closed (say, once uvicorn's
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
+import functools
 import inspect
+import types
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -42,7 +51,7 @@ from starlette.applications import Starlette
 # request, so HTTPConnection must be importable from this module's globals.
 from starlette.requests import HTTPConnection  # noqa: TC002
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Host, Mount
+from starlette.routing import Host, Mount, Route, Router
 
 from aiobound import BoundedLoopExecutor
 
@@ -70,15 +79,26 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     import starlette.types
+    from fastapi.routing import APIRoute
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.types import Receive, Scope, Send
+
+    from aiobound import Partition
+
+    # What a twin awaits: (binding, endpoint, args, kwargs) -> the result.
+    _Call = Callable[
+        ["_Binding", Callable[..., Any], tuple[Any, ...], dict[str, Any]],
+        Coroutine[Any, Any, Any],
+    ]
 
 __all__ = (
     "REFUSAL_RESPONSES",
     "STATE_KEY",
     "EdgeSheddingMiddleware",
     "add_exception_handlers",
+    "bound_sync_endpoints",
+    "bounded_route_class",
     "executor_dependency",
     "executor_lifespan",
     "executor_state",
@@ -450,3 +470,517 @@ class EdgeSheddingMiddleware:
                 await send(body.copy())
                 return
         await self.app(scope, receive, send)
+
+
+# -- Sync endpoints through the executor (#28) ---------------------------------
+#
+# FastAPI and Starlette run a sync ``def`` endpoint with ``run_in_threadpool``:
+# anyio's worker threads, 40 per loop, and a queue without limit in front of
+# them. Neither offers a way to hand that call to another executor. So each
+# sync endpoint is replaced by an async "twin" that awaits
+# ``executor.run(endpoint, ...)``; FastAPI runs the twin on the loop as it runs
+# any ``async def`` endpoint, and builds everything else (dependencies,
+# validation, response model, OpenAPI operation) from it exactly as from the
+# endpoint: it reads the parameters with ``inspect.signature``, which follows
+# the twin's ``__wrapped__`` to the endpoint, and resolves string annotations
+# in the function's globals, which are the endpoint's (FastAPI before 0.123.5
+# reads the twin's own ``__globals__``, later ones those of the function
+# ``__wrapped__`` leads to). A FastAPI route learns the executor of the
+# request through a context variable its handler sets (``get_route_handler``,
+# the hook FastAPI documents for custom route classes); a Starlette endpoint
+# gets the request itself.
+
+# What a twin carries: the key and partition it runs in (see _Binding).
+_BINDING = "_aiobound_binding"
+# The FastAPI versions this section was tested with (see the tests).
+_FASTAPI_TESTED = "0.100.1, 0.136.1, 0.141.1 and 0.165.0"
+
+_NOT_IN_A_REQUEST = object()
+_request_state: contextvars.ContextVar[object] = contextvars.ContextVar(
+    "aiobound_request_state", default=_NOT_IN_A_REQUEST
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Binding:
+    """Where a bounded endpoint runs: the executor under *key*, a partition."""
+
+    key: str
+    partition: str | None
+
+    def runner(self, state: object) -> BoundedLoopExecutor | Partition:
+        """The executor (or its partition) in a request's lifespan *state*."""
+        executor = state.get(self.key) if isinstance(state, Mapping) else None
+        if not isinstance(executor, BoundedLoopExecutor):
+            raise RuntimeError(_missing(self.key))
+        # Deadlines (#26) plug in here: executor.with_timeout(seconds).
+        if self.partition is None:
+            return executor
+        return executor.partition(self.partition)
+
+
+def _binding(key: object, partition: object) -> _Binding:
+    if partition is not None and (not isinstance(partition, str) or not partition):
+        raise TypeError(f"partition must be a non-empty str or None, got {partition!r}")
+    return _Binding(_check_key(key), partition)
+
+
+def _is_sync_function(endpoint: object) -> bool:
+    """Whether *endpoint* is a plain ``def`` (function or method).
+
+    Coroutine functions already run on the loop; generator functions stream
+    (FastAPI and Starlette iterate them in worker threads, item by item);
+    partials and callable objects are left alone.
+    """
+    if not (inspect.isfunction(endpoint) or inspect.ismethod(endpoint)):
+        return False
+    return not any(
+        inspect.iscoroutinefunction(fn)
+        or inspect.isgeneratorfunction(fn)
+        or inspect.isasyncgenfunction(fn)
+        for fn in (endpoint, inspect.unwrap(endpoint))
+    )
+
+
+def _is_bounded(endpoint: object) -> bool:
+    return isinstance(getattr(endpoint, _BINDING, None), _Binding)
+
+
+def _twin(
+    endpoint: Callable[..., Any], binding: _Binding, call: _Call
+) -> Callable[..., Any]:
+    """An async function that looks like *endpoint* and awaits *call*.
+
+    Same name, qualified name, module, docstring, annotations and globals,
+    and ``__wrapped__`` set to *endpoint*: every reading FastAPI makes of an
+    endpoint gives the same answer for the twin, except that it is a
+    coroutine function.
+    """
+
+    async def twin(*args: Any, **kwargs: Any) -> Any:
+        # Closure variables only: this body runs with the endpoint's globals.
+        return await call(binding, endpoint, args, kwargs)
+
+    made = types.FunctionType(
+        twin.__code__,
+        endpoint.__globals__,
+        twin.__name__,
+        None,
+        twin.__closure__,
+    )
+    functools.update_wrapper(made, endpoint)
+    setattr(made, _BINDING, binding)
+    return made
+
+
+async def _call_for_route(
+    binding: _Binding,
+    endpoint: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a FastAPI endpoint in the executor of the request being served."""
+    state = _request_state.get()
+    if state is _NOT_IN_A_REQUEST:
+        raise RuntimeError(
+            f"{endpoint.__qualname__} was bounded by aiobound for a route and "
+            "runs in the executor of the request the route serves: it was "
+            "called outside a route made by bound_sync_endpoints or "
+            "bounded_route_class"
+        )
+    return await binding.runner(state).run(endpoint, *args, **kwargs)
+
+
+async def _call_with_request(
+    binding: _Binding,
+    endpoint: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a Starlette endpoint (``endpoint(request)``) in its app's executor."""
+    (request,) = args
+    return await binding.runner(request.scope.get("state")).run(endpoint, request)
+
+
+_route_classes: dict[tuple[type, _Binding], type] = {}
+
+
+def _route_class(base: type, binding: _Binding) -> type:
+    """The route class that bounds *base*'s sync endpoints per *binding*.
+
+    A subclass of *base* with no slot of its own, so that an existing route
+    of class *base* can take it (:func:`bound_sync_endpoints`); made once
+    per base and binding.
+    """
+    base = getattr(base, "_aiobound_base", base)
+    made = _route_classes.get((base, binding))
+    if made is not None:
+        return made
+
+    class BoundedRoute(base):  # type: ignore[misc]
+        __slots__ = ()
+        __doc__ = f"{base.__name__}, its sync endpoints run by aiobound's executor."
+        _aiobound_base = base  # also marks the classes made here
+
+        def __init__(
+            self, path: str, endpoint: Callable[..., Any], **kwargs: Any
+        ) -> None:
+            if _is_sync_function(endpoint) and not _is_bounded(endpoint):
+                endpoint = _twin(endpoint, binding, _call_for_route)
+            super().__init__(path, endpoint, **kwargs)
+
+        def get_route_handler(
+            self,
+        ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            """FastAPI's handler, run with the request's lifespan state at hand."""
+            handler: Callable[[Request], Coroutine[Any, Any, Response]]
+            handler = super().get_route_handler()
+
+            async def with_state(request: Request) -> Response:
+                token = _request_state.set(request.scope.get("state"))
+                try:
+                    return await handler(request)
+                finally:
+                    _request_state.reset(token)
+
+            return with_state
+
+    BoundedRoute.__name__ = BoundedRoute.__qualname__ = f"Bounded{base.__name__}"
+    _route_classes[base, binding] = BoundedRoute
+    return BoundedRoute
+
+
+def bounded_route_class(
+    *,
+    key: str = STATE_KEY,
+    partition: str | None = None,
+    base: type[APIRoute] | None = None,
+) -> type[APIRoute]:
+    """Return a FastAPI route class that runs sync endpoints in the executor.
+
+    For one router's routes, as they are declared::
+
+        reports = APIRouter(route_class=bounded_route_class(partition="reports"))
+
+    Each sync ``def`` path operation declared on that router then runs as
+    :func:`bound_sync_endpoints` makes it run; the other routes are
+    *base*'s. Calling this again with the same arguments returns the same
+    class.
+
+    Args:
+        key: The lifespan-state key of the executor (default
+            :data:`STATE_KEY`).
+        partition: Run the endpoints in this partition of the executor
+            (:meth:`~aiobound.BoundedLoopExecutor.partition`); ``None`` (the
+            default): on the executor itself.
+        base: The route class to extend (default FastAPI's ``APIRoute``),
+            for a router that already has a route class of its own.
+
+    Raises:
+        TypeError: *key* is not a non-empty str, *partition* is neither
+            ``None`` nor a non-empty str, or *base* is not a subclass of
+            ``APIRoute``.
+        ImportError: FastAPI is not installed.
+    """
+    from fastapi.routing import APIRoute
+
+    binding = _binding(key, partition)
+    if base is None:
+        base = APIRoute
+    candidate: object = base  # checked at run time, whatever the annotation
+    if not (isinstance(candidate, type) and issubclass(candidate, APIRoute)):
+        raise TypeError(f"base must be a subclass of fastapi's APIRoute, got {base!r}")
+    made: type[APIRoute] = _route_class(base, binding)
+    return made
+
+
+def _own_init(cls: type, top: type) -> type | None:
+    """The class between *cls* and *top* that defines its own ``__init__``."""
+    for klass in cls.__mro__:
+        if klass is top:
+            return None
+        if "__init__" in vars(klass) and "_aiobound_base" not in vars(klass):
+            return klass
+    return None  # pragma: no cover - top is always in the MRO
+
+
+def _route_arguments(route: object, api_route: type) -> dict[str, Any]:
+    """The keyword arguments that re-create *route* as FastAPI made it.
+
+    FastAPI's ``APIRoute`` keeps each of its constructor's keyword arguments
+    under the same name (its ``include_router`` re-created routes from them
+    until 0.137); a version that stops doing so is refused here.
+    """
+    arguments: dict[str, Any] = {}
+    for parameter in inspect.signature(api_route).parameters.values():
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        try:
+            arguments[parameter.name] = getattr(route, parameter.name)
+        except AttributeError:
+            raise RuntimeError(
+                _unsupported_fastapi(
+                    f"a route does not keep its {parameter.name!r} argument, so "
+                    "bound_sync_endpoints cannot re-create it"
+                )
+            ) from None
+    return arguments
+
+
+def _unsupported_fastapi(what: str) -> str:
+    import fastapi
+
+    return (
+        f"FastAPI {fastapi.__version__}: {what}; bound_sync_endpoints is "
+        f"tested with FastAPI {_FASTAPI_TESTED}"
+    )
+
+
+def _describe(route: object) -> str:
+    methods = sorted(getattr(route, "methods", None) or ())
+    return f"{' '.join(methods)} {getattr(route, 'path', route)!r}".strip()
+
+
+def _rebuild_api_route(
+    route: APIRoute, binding: _Binding, api_route: type
+) -> Callable[[], None]:
+    """Check that *route* can be re-created; return what re-creates it."""
+    own = _own_init(type(route), api_route)
+    if own is not None:
+        raise TypeError(
+            f"cannot bound {_describe(route)}: its route class {own.__qualname__} "
+            "has an __init__ of its own, which bound_sync_endpoints cannot call "
+            "again with the arguments the route was made with; declare its "
+            f"router with route_class=bounded_route_class(base={own.__name__})"
+        )
+    arguments = _route_arguments(route, api_route)
+    cls: Any = _route_class(type(route), binding)
+
+    def rebuild() -> None:
+        # The route object stays (FastAPI from 0.137 on keeps included routes
+        # whole and refers to them); its class gains the handler that sets the
+        # request's state, and FastAPI's own constructor builds it again
+        # around the twin.
+        route.__class__ = cls
+        cls.__init__(route, route.path, route.endpoint, **arguments)
+
+    return rebuild
+
+
+def _is_plain_request_response(app: object) -> bool:
+    """Whether a Starlette route's ASGI app is ``request_response(endpoint)``."""
+    return (
+        getattr(app, "__module__", None) == "starlette.routing"
+        and getattr(app, "__qualname__", None) == "request_response.<locals>.app"
+    )
+
+
+def _rebuild_route(route: Route, binding: _Binding) -> Callable[[], None]:
+    """The same for a Starlette route whose endpoint is ``def f(request)``."""
+    own = _own_init(type(route), Route)
+    if own is not None or not _is_plain_request_response(route.app):
+        raise TypeError(
+            f"cannot bound {_describe(route)}: its endpoint is wrapped in route "
+            "middleware (Route(middleware=..., max_body_size=...)) or its "
+            "route class builds it its own way, which bound_sync_endpoints "
+            "cannot rebuild; make that endpoint async and await "
+            "executor.run(...) in it"
+        )
+    methods, name, in_schema = route.methods, route.name, route.include_in_schema
+
+    def rebuild() -> None:
+        twin = _twin(route.endpoint, binding, _call_with_request)
+        Route.__init__(
+            route,
+            route.path,
+            twin,
+            methods=None if methods is None else sorted(methods),
+            name=name,
+            include_in_schema=in_schema,
+        )
+
+    return rebuild
+
+
+def _routes_in(root: Starlette | Router) -> list[Any]:
+    """Every route under *root*, through mounted apps, hosts, included routers.
+
+    FastAPI from 0.137 on keeps an included router whole, behind a node of
+    its own (``_IncludedRouter``, with ``original_router``), where earlier
+    versions copied its routes into the including router.
+    """
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(node: object) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for route in getattr(node, "routes", None) or ():
+            included = getattr(route, "original_router", None)
+            if isinstance(route, (Mount, Host)):
+                visit(route)
+            elif isinstance(included, Router):
+                visit(included)
+            elif id(route) not in seen:
+                seen.add(id(route))
+                found.append(route)
+
+    visit(root)
+    return found
+
+
+def _left_in_threads(root: Starlette | Router, routing: types.ModuleType) -> list[str]:
+    """The sync endpoints that FastAPI would still run in anyio's threads.
+
+    Read through ``fastapi.routing.iter_route_contexts`` (FastAPI 0.137.2
+    on), which lists what the app serves, included routers' routes as
+    included; before it, the router's list is what is served, and every
+    route of it was reached.
+    """
+    iter_route_contexts = getattr(routing, "iter_route_contexts", None)
+    if iter_route_contexts is None:
+        return []
+    left: list[str] = []
+    seen: set[int] = set()
+
+    def visit(routes: Iterable[Any]) -> None:
+        for context in iter_route_contexts(list(routes)):
+            route = context.original_route
+            if isinstance(route, (Mount, Host)):
+                if id(route) not in seen:
+                    seen.add(id(route))
+                    visit(route.routes)
+                continue
+            if isinstance(route, routing.APIRoute):
+                called = context.dependant.call
+            else:
+                called = getattr(context, "endpoint", None)
+            if _is_sync_function(called) and not _is_bounded(called):
+                left.append(_describe(context))
+
+    visit(root.routes)
+    return left
+
+
+def bound_sync_endpoints(
+    app: Starlette | Router,
+    *,
+    key: str = STATE_KEY,
+    partition: str | None = None,
+) -> int:
+    """Run the app's sync ``def`` endpoints through its executor.
+
+    Call it once the routes are declared (routers included, sub-apps
+    mounted), before the app serves a request or builds its OpenAPI
+    schema::
+
+        app = FastAPI(lifespan=executor_lifespan(
+            functools.partial(BoundedLoopExecutor, max_workers=8, max_pending=64)
+        ))
+        add_exception_handlers(app)
+        ...  # the routes, as they are
+        bound_sync_endpoints(app)
+
+    Every sync endpoint found then runs with ``await executor.run(endpoint,
+    ...)`` on the executor the lifespan stored under *key*, instead of in
+    anyio's thread pool: at most ``bound`` at once, waiting FIFO for a slot,
+    refused with :class:`~aiobound.OverloadedError` past ``max_pending``
+    waiting or ``max_wait`` seconds (the 503 of :func:`add_exception_handlers`;
+    :class:`EdgeSheddingMiddleware` refuses before routing as for any
+    endpoint), counted in ``stats()`` and its metrics, alongside the calls of
+    ``async`` endpoints on the same executor. Found are the sync endpoints of
+    FastAPI path operations and Starlette routes (``def endpoint(request)``),
+    in the app's routers, its included routers and its mounted Starlette and
+    FastAPI apps.
+
+    What FastAPI builds stays as it was: the endpoint's signature, path,
+    query, body and header parameters and their validation, dependencies,
+    response model, status code and the OpenAPI schema (identical before and
+    after). What changes is what changes for an ``async def`` endpoint:
+    FastAPI validates and serializes the return value on the event loop,
+    not in a worker thread.
+
+    Left where FastAPI and Starlette run them (anyio's thread pool, neither
+    bounded nor counted): sync dependencies (``def`` functions in
+    ``Depends``, with or without ``yield``), which run before the endpoint
+    takes its slot, so a refused request has run them;
+    sync ``BackgroundTasks``, which run after the response is sent, when a
+    refusal could no longer reach the client; the items of a sync iterator
+    streamed by a ``StreamingResponse``, after the endpoint that returned it
+    has freed its slot; endpoints that are generator functions (they
+    stream); partials and callable objects used as endpoints, websocket
+    routes and Starlette's class-based ``HTTPEndpoint``.
+
+    Args:
+        app: A FastAPI or Starlette app, or a router (``APIRouter`` or
+            Starlette's ``Router``): for a router in a partition of its own,
+            call it on the router first, then on the app for the rest.
+        key: The lifespan-state key of the executor (default
+            :data:`STATE_KEY`).
+        partition: Run the endpoints in this partition of the executor
+            (:meth:`~aiobound.BoundedLoopExecutor.partition`); ``None`` (the
+            default): on the executor itself. A name the executor does not
+            have fails each request with the executor's ``KeyError``.
+
+    Returns:
+        How many endpoints it bounded now. An endpoint already bounded (by an
+        earlier call or :func:`bounded_route_class`) keeps its key and
+        partition and is not counted.
+
+    Raises:
+        TypeError: *app* is neither an app nor a router; *key* is not a
+            non-empty str or *partition* neither ``None`` nor a non-empty
+            str; or a route cannot be re-created (a route class with an
+            ``__init__`` of its own, a Starlette route with route
+            middleware). Nothing is changed then.
+        RuntimeError: the FastAPI installed keeps routes in a way this
+            function does not know, or has already built what it serves
+            from a route (after a request, or ``app.openapi()``), so that a
+            sync endpoint would still run in anyio's threads; it names them.
+
+    On FastAPI before 0.137, ``include_router`` copies the router's routes
+    into the app: bound a router before including it, or the app after.
+    Each request finds the executor in its lifespan state, as
+    :func:`get_executor` does, and fails with the same
+    :class:`RuntimeError` when there is none. Tested with FastAPI
+    0.100.1, 0.136.1, 0.141.1 and 0.165.0.
+
+    Cancellation: a request cancelled while its endpoint waits for a slot
+    (its client gone, under a server or middleware that cancels) submits
+    nothing; one cancelled while the endpoint runs leaves it running, on its
+    slot, until it returns, as anyio's thread pool leaves a started call.
+    """
+    binding = _binding(key, partition)
+    if not isinstance(app, (Starlette, Router)):
+        raise TypeError(
+            f"app must be a Starlette or FastAPI app, or a router, got {app!r}"
+        )
+    routing: types.ModuleType | None
+    try:
+        from fastapi import routing
+    except ImportError:  # pragma: no cover - the test group installs FastAPI
+        routing = None
+    rebuilds: list[Callable[[], None]] = []
+    for route in _routes_in(app):
+        endpoint = getattr(route, "endpoint", None)
+        if not _is_sync_function(endpoint) or _is_bounded(endpoint):
+            continue
+        if routing is not None and isinstance(route, routing.APIRoute):
+            rebuilds.append(_rebuild_api_route(route, binding, routing.APIRoute))
+        elif isinstance(route, Route):
+            rebuilds.append(_rebuild_route(route, binding))
+    for rebuild in rebuilds:
+        rebuild()
+    if routing is not None:
+        left = _left_in_threads(app, routing)
+        if left:
+            raise RuntimeError(
+                _unsupported_fastapi(
+                    f"these sync endpoints would still run in anyio's thread pool: "
+                    f"{', '.join(left)}. FastAPI builds what it serves for an "
+                    "included router's routes once, at the first request or "
+                    "app.openapi(): call bound_sync_endpoints before either"
+                )
+            )
+    return len(rebuilds)
