@@ -1,4 +1,4 @@
-"""Sessions: tests (3.10-3.13), lint, typecheck, examples, docs; more on demand.
+"""Sessions: tests (3.10-3.13), lint, typecheck, examples, snippets, docs; more too.
 
 Run ``nox`` for the default sessions, ``nox -s release`` to build and test
 the wheel, ``nox -s bench`` for benchmarks. Interpreters installed with pyenv
@@ -17,7 +17,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["tests", "lint", "typecheck", "examples", "docs"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "snippets", "docs"]
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -65,6 +65,20 @@ def examples(session: nox.Session) -> None:
     session.run("python", "examples/quickstart.py")
 
 
+@nox.session
+def snippets(session: nox.Session) -> None:
+    """Every Python block of README.md and docs/ from the ``examples`` extra.
+
+    Only what runs the blocks is added (pytest and its plugins, Sybil), none
+    of the test group's packages: a block that imports something the extra
+    lacks fails here.
+    """
+    session.install(
+        "-e", ".[examples]", "pytest", "pytest-asyncio", "pytest-timeout", "sybil"
+    )
+    session.run("pytest", "README.md", "docs", "-p", "no:cacheprovider")
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """aiobound against the alternatives (slow; ``-- --quick`` for a smoke run)."""
@@ -73,10 +87,23 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def bench_sizing(session: nox.Session) -> None:
+    """How busy the workers stay for each bound above max_workers (a minute)."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/sizing.py", *session.posargs)
+
+
+@nox.session(default=False)
+def bench_max_wait(session: nox.Session) -> None:
+    """max_wait under a burst on asyncio and uvloop: waits and late refusals."""
+    _install(session, extras="uvloop")
+    session.run("python", "benchmarks/max_wait.py", *session.posargs)
+
+
+@nox.session(default=False)
 def overload(session: nox.Session) -> None:
     """The example services at 5x capacity: usual pattern against aiobound."""
-    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
-    session.install("uvicorn>=0.30")
+    _install(session, extras="examples")
     session.run("python", "benchmarks/overload.py", *session.posargs)
 
 
@@ -104,8 +131,7 @@ def _ensure_wrk(session: nox.Session) -> None:
 def flood(session: nox.Session) -> None:
     """The example services under a wrk flood, with and without the edge check."""
     _ensure_wrk(session)
-    _install(session, extras="fastapi,aiohttp,prometheus,uvloop")
-    session.install("uvicorn>=0.30")
+    _install(session, extras="examples")
     session.run("python", "benchmarks/flood.py", *session.posargs)
 
 

@@ -20,7 +20,18 @@ else. Cases:
   own limit set to ``--limit-concurrency`` (default ``bound + max_pending``,
   what the executor admits).
 
-Per case it measures, against the same server process:
+Each case runs on two HTTP stacks (``--stacks``): ``c``, the production one,
+with the HTTP parser in C and uvloop (uvicorn's httptools, from
+``uvicorn[standard]``; aiohttp's own C parser), and ``python``, with the
+pure-Python parser and asyncio (uvicorn's h11; aiohttp with
+``AIOHTTP_NO_EXTENSIONS=1``). ``--switch-intervals`` adds a dimension: the
+server's ``sys.setswitchinterval`` (``default``: Python's 5 ms), how long a
+worker thread that finished its call may wait for the GIL while the event
+loop thread holds it.
+
+Per case it measures, against the same server process (how much longer
+than 50 ms each worker's call took, timed inside the worker, comes with the
+flood's figures: ``time.sleep`` returns once its thread has the GIL again):
 
 1. ``wrk -t1 -c200 -d<duration>s --latency`` on ``/work?ms=50`` (closed
    loop): responses/s, goodput (200s/s) against capacity, p50/p99 of all
@@ -45,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -55,6 +67,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,6 +100,15 @@ CASE_NAMES = {
     "limit": "uvicorn --limit-concurrency, no edge check",
 }
 SERVER_NAMES = {"fastapi": "FastAPI (uvicorn)", "aiohttp": "aiohttp"}
+STACKS = ("c", "python")
+STACK_NAMES = {
+    ("fastapi", "c"): "httptools + uvloop",
+    ("fastapi", "python"): "h11 + asyncio",
+    ("aiohttp", "c"): "C parser + uvloop",
+    ("aiohttp", "python"): "Python parser + asyncio",
+}
+# uvicorn's http= and loop= for each stack.
+UVICORN_STACKS = {"c": ("httptools", "uvloop"), "python": ("h11", "asyncio")}
 MB = 1024 * 1024
 MAX_DURATION = 60.0
 
@@ -121,10 +143,50 @@ end
 # -- the servers ---------------------------------------------------------------
 
 
-def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
-    """Serve the example with a ``/bare503`` route added (in this process)."""
+class Overruns:
+    """How much longer than asked each worker's blocking call took.
+
+    ``time.sleep`` returns once its thread has the GIL again, so the
+    overrun is the worker's wait for the GIL (and the OS's scheduling).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: list[float] = []
+
+    def timed(self, seconds: float) -> float:
+        """The examples' blocking call, timed from inside the worker."""
+        started = time.perf_counter()
+        time.sleep(seconds)
+        overrun = time.perf_counter() - started - seconds
+        with self._lock:
+            self._seconds.append(overrun)
+        return seconds
+
+    def take(self) -> dict[str, float]:
+        """Median and p90 overrun in ms of the calls since the last take."""
+        with self._lock:
+            values, self._seconds = sorted(self._seconds), []
+        if not values:
+            return {"calls": 0, "p50_ms": float("nan"), "p90_ms": float("nan")}
+        return {
+            "calls": len(values),
+            "p50_ms": 1000 * values[len(values) // 2],
+            "p90_ms": 1000 * values[int(len(values) * 0.9)],
+        }
+
+
+def serve(framework: str, mode: str, stack: str, options: argparse.Namespace) -> None:
+    """Serve the example with ``/bare503`` and ``/overrun`` added (here).
+
+    ``/bare503`` answers 503 and nothing else; ``/overrun`` reports (and
+    resets) how much longer than asked the workers' calls took.
+    """
+    if options.switch_interval is not None:
+        sys.setswitchinterval(options.switch_interval)
     sys.path.insert(0, str(REPO / "examples"))
     edge = mode == "edge"
+    overruns = Overruns()
     if framework == "fastapi":
         import uvicorn
         from fastapi import Response
@@ -135,13 +197,19 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
             max_pending=options.max_pending,
             max_wait=options.max_wait,
             edge=edge,
+            work=overruns.timed,
         )
 
         @app.get("/bare503")
         async def bare503() -> Response:
             return Response(status_code=503, headers={"Retry-After": "1"})
 
+        @app.get("/overrun")
+        async def overrun() -> dict[str, float]:
+            return overruns.take()
+
         limit = options.limit_concurrency if mode == "limit" else None
+        http, loop = UVICORN_STACKS[stack]
         uvicorn.run(
             app,
             host=HOST,
@@ -149,10 +217,20 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
             access_log=False,
             log_level="warning",
             limit_concurrency=limit,
+            http=http,
+            loop=loop,
         )
         return
+    import aiohttp_app
     from aiohttp import web
     from aiohttp_app import create_app as create_aiohttp_app
+    from aiohttp_app import http_stack, new_event_loop
+
+    aiohttp_app.blocking_work = overruns.timed  # what its handlers call
+
+    parser, _ = http_stack()
+    if parser != {"c": "C", "python": "Python"}[stack]:
+        raise RuntimeError(f"aiohttp runs its {parser} parser, not the {stack} one")
 
     aio_app = create_aiohttp_app(
         workers=options.workers,
@@ -164,19 +242,44 @@ def serve(framework: str, mode: str, options: argparse.Namespace) -> None:
     async def bare(request: web.Request) -> web.Response:
         return web.Response(status=503, headers={"Retry-After": "1"})
 
+    async def overrun(request: web.Request) -> web.Response:
+        return web.json_response(overruns.take())
+
     aio_app.router.add_get("/bare503", bare)
-    web.run_app(aio_app, host=HOST, port=options.port, access_log=None, print=None)
+    aio_app.router.add_get("/overrun", overrun)
+    web.run_app(
+        aio_app,
+        host=HOST,
+        port=options.port,
+        access_log=None,
+        print=None,
+        loop=new_event_loop("uvloop" if stack == "c" else "asyncio"),
+    )
+
+
+def server_env(framework: str, stack: str) -> dict[str, str]:
+    """The environment a server needs for *stack* (aiohttp's parser)."""
+    if framework == "aiohttp" and stack == "python":
+        return {"AIOHTTP_NO_EXTENSIONS": "1"}
+    return {}
 
 
 def server_command(
-    framework: str, mode: str, port: int, options: argparse.Namespace
+    framework: str,
+    mode: str,
+    stack: str,
+    interval: float | None,
+    port: int,
+    options: argparse.Namespace,
 ) -> list[str]:
+    extra = [] if interval is None else ["--switch-interval", repr(interval)]
     return [
         sys.executable,
         __file__,
         "serve",
         framework,
         mode,
+        stack,
         "--port",
         str(port),
         "--workers",
@@ -187,6 +290,7 @@ def server_command(
         str(options.max_wait),
         "--limit-concurrency",
         str(options.limit_concurrency),
+        *extra,
     ]
 
 
@@ -270,6 +374,8 @@ class Outcome:
 
     framework: str
     mode: str
+    stack: str
+    switch_interval: float | None
     round: int
     flood: Wrk
     bare: Wrk
@@ -279,17 +385,26 @@ class Outcome:
     open_ok_p99_ms: float
     open_refused_share: float
     open_failed: int
+    overrun_p50_ms: float
+    overrun_p90_ms: float
 
 
 def run_case(
-    framework: str, mode: str, rnd: int, options: argparse.Namespace, script: Path
+    framework: str,
+    mode: str,
+    stack: str,
+    interval: float | None,
+    rnd: int,
+    options: argparse.Namespace,
+    script: Path,
 ) -> Outcome:
     """Start the server, flood it, measure the bare 503, then the open loop."""
     port = free_port()
-    command = server_command(framework, mode, port, options)
+    command = server_command(framework, mode, stack, interval, port, options)
     base = f"http://{HOST}:{port}"
     capacity = options.workers / 0.05
-    with running_server(command, port) as proc:
+    with running_server(command, port, server_env(framework, stack)) as proc:
+        server_json(port, "/overrun")  # forget the start-up probes
         flood = run_wrk(
             f"{base}/work?ms=50",
             options.duration,
@@ -297,6 +412,7 @@ def run_case(
             proc.pid,
             script,
         )
+        overrun = server_json(port, "/overrun")
         bare = run_wrk(
             f"{base}/bare503",
             options.bare_duration,
@@ -319,6 +435,8 @@ def run_case(
     return Outcome(
         framework=framework,
         mode=mode,
+        stack=stack,
+        switch_interval=interval,
         round=rnd,
         flood=flood,
         bare=bare,
@@ -328,7 +446,16 @@ def run_case(
         open_ok_p99_ms=percentile(load.latencies_ms, 99),
         open_refused_share=load.rejected / offered if offered else 0.0,
         open_failed=load.failed + load.not_sent,
+        overrun_p50_ms=overrun["p50_ms"],
+        overrun_p90_ms=overrun["p90_ms"],
     )
+
+
+def server_json(port: int, path: str) -> dict[str, float]:
+    """GET *path* of the server on 127.0.0.1:*port*, as JSON."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=10) as answer:
+        found: dict[str, float] = json.load(answer)
+    return found
 
 
 # -- the report ----------------------------------------------------------------
@@ -336,6 +463,13 @@ def run_case(
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def interval_name(interval: float | None) -> str:
+    """How the table names a switch interval."""
+    if interval is None:
+        return "5 ms (default)"
+    return f"{interval * 1000:g} ms"
 
 
 def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
@@ -350,14 +484,22 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
     )
     print()
     print(
-        "| server | case | responses/s | goodput (x capacity) | p50 / p99 all, ms "
-        "| refusals/s (x bare 503) | open loop: goodput, p50 / p99 accepted, ms "
-        "| server RSS peak MB |"
+        "| server | HTTP stack | GIL switch interval | case | responses/s "
+        "| goodput (x capacity) | p50 / p99 all, ms | refusals/s (x bare 503) "
+        "| open loop: goodput, p50 / p99 accepted, ms | server RSS peak MB "
+        "| a 50 ms call overran, p50 / p90 ms |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     met = True
-    for framework, mode in CASES:
-        runs = [o for o in outcomes if (o.framework, o.mode) == (framework, mode)]
+    for (framework, mode), stack, interval in itertools.product(
+        CASES, options.stack_list, options.interval_list
+    ):
+        runs = [
+            o
+            for o in outcomes
+            if (o.framework, o.mode, o.stack, o.switch_interval)
+            == (framework, mode, stack, interval)
+        ]
         if not runs:
             continue
         rps = median([o.flood.responses / o.flood.seconds for o in runs])
@@ -377,17 +519,23 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> bool:
         open_p50 = median([o.open_ok_p50_ms for o in runs])
         open_p99 = median([o.open_ok_p99_ms for o in runs])
         rss = median([max(o.flood.rss_peak_mb, o.bare.rss_peak_mb) for o in runs])
+        over50 = median([o.overrun_p50_ms for o in runs])
+        over90 = median([o.overrun_p90_ms for o in runs])
         print(
-            f"| {SERVER_NAMES[framework]} | {CASE_NAMES[mode]} | {rps:,.0f} | "
+            f"| {SERVER_NAMES[framework]} | {STACK_NAMES[framework, stack]} "
+            f"| {interval_name(interval)} | {CASE_NAMES[mode]} | {rps:,.0f} | "
             f"{good:.0f} ({good / capacity:.2f}) | {p50:.0f} / {p99:.0f} | "
             f"{refusals:,.0f} ({ratio:.2f} of {bare:,.0f}) | {open_good:.0f}, "
-            f"{open_p50:.0f} / {open_p99:.0f} | {rss:.0f} |"
+            f"{open_p50:.0f} / {open_p99:.0f} | {rss:.0f} | "
+            f"{over50:.1f} / {over90:.1f} |"
         )
         if mode == "edge":
             ok = good >= 0.95 * capacity and p99 <= 400 and ratio >= 0.8
             met = met and ok
             print(
-                f"  targets ({framework}, edge): goodput >= {0.95 * capacity:.0f} "
+                f"  targets ({framework}, {STACK_NAMES[framework, stack]}, "
+                f"{interval_name(interval)}, edge): "
+                f"goodput >= {0.95 * capacity:.0f} "
                 f"req/s, p99 all <= 400 ms, refusals >= 0.8 x bare: "
                 f"{'met' if ok else 'MISSED'}"
             )
@@ -406,6 +554,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     srv = sub.add_parser("serve", help="internal: serve one case")
     srv.add_argument("framework", choices=("fastapi", "aiohttp"))
     srv.add_argument("mode", choices=tuple(CASE_NAMES))
+    srv.add_argument("stack", choices=STACKS)
+    srv.add_argument("--switch-interval", type=float, default=None)
     srv.add_argument("--port", type=int, required=True)
     for target in (parser, srv):
         target.add_argument("--workers", type=int, default=4)
@@ -423,6 +573,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--factor", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", default="all", help="e.g. fastapi:edge,aiohttp:edge")
+    parser.add_argument(
+        "--stacks",
+        default=",".join(STACKS),
+        help="HTTP stacks, comma-separated: c (C parser + uvloop), python "
+        "(pure-Python parser + asyncio); default: both",
+    )
+    parser.add_argument(
+        "--switch-intervals",
+        default="default",
+        help="the servers' sys.setswitchinterval, seconds, comma-separated; "
+        "'default' is Python's (default: default)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run here")
     options = parser.parse_args(argv)
     if options.limit_concurrency is None:
@@ -437,6 +599,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error("--connections must be in (0, 1000]")
         if not 1 <= options.rounds <= 10:
             parser.error("--rounds must be in [1, 10]")
+        try:
+            options.interval_list = [
+                None if x == "default" else float(x)
+                for x in options.switch_intervals.split(",")
+                if x
+            ]
+        except ValueError:
+            parser.error(f"--switch-intervals: {options.switch_intervals!r}")
+        if not options.interval_list or not all(
+            x is None or 0 < x <= 0.1 for x in options.interval_list
+        ):
+            parser.error("--switch-intervals takes 'default' or seconds in (0, 0.1]")
+        options.stack_list = [x for x in options.stacks.split(",") if x]
+        unknown = sorted(set(options.stack_list) - set(STACKS))
+        if unknown or not options.stack_list:
+            parser.error(
+                f"--stacks takes {' and '.join(STACKS)}, got {options.stacks!r}"
+            )
     return options
 
 
@@ -444,7 +624,7 @@ def main(argv: list[str]) -> int:
     """Run every case, interleaved, and print the table."""
     options = parse_args(argv)
     if options.command == "serve":
-        serve(options.framework, options.mode, options)
+        serve(options.framework, options.mode, options.stack, options)
         return 0
     if shutil.which("wrk") is None:
         print(
@@ -463,9 +643,17 @@ def main(argv: list[str]) -> int:
         script = Path(tmp) / "count.lua"
         script.write_text(WRK_SCRIPT)
         for rnd in range(options.rounds):
-            for framework, mode in cases:
-                print(f"round {rnd + 1}: {framework} / {mode}...", flush=True)
-                outcome = run_case(framework, mode, rnd, options, script)
+            for (framework, mode), stack, interval in itertools.product(
+                cases, options.stack_list, options.interval_list
+            ):
+                print(
+                    f"round {rnd + 1}: {framework} / {mode} / "
+                    f"{STACK_NAMES[framework, stack]} / {interval_name(interval)}...",
+                    flush=True,
+                )
+                outcome = run_case(
+                    framework, mode, stack, interval, rnd, options, script
+                )
                 f = outcome.flood
                 print(
                     f"  {f.responses / f.seconds:,.0f} resp/s, "

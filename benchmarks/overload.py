@@ -36,8 +36,10 @@ included), p50/p99 latency of the accepted (200) requests, the share refused
 with 503, the share that failed or timed out on the client, and the server's
 RSS before the load and at its peak (sampled from ``/proc`` every 100 ms,
 Linux only). For the aiobound cases, the server's own ``/stats`` after the
-load splits the 503s into ``rejected`` (the room was full) and ``timed_out``
-(waited ``max_wait``) and gives the longest wait for a slot.
+load splits the 503s into ``shed_at_edge`` (refused by the edge check before
+the handler: the room was full), ``rejected`` (the room was full when the
+handler submitted) and ``timed_out`` (waited ``max_wait``) and gives the
+longest wait for a slot.
 
 Bounds: the generator talks to 127.0.0.1 only, sends at most ``rate x
 duration`` requests, keeps at most ``--max-outstanding`` in flight (more are
@@ -195,10 +197,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the server, wait until it answers, stop it on exit."""
+def running_server(
+    command: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the server, wait until it answers, stop it on exit.
+
+    *env* is added to the server's environment.
+    """
+    environ = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=log)
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=environ)
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -489,7 +497,8 @@ def report(
             f"ms; target p99 <= 3 x {unloaded[o.framework]:.0f} + {queue_ms:.0f} "
             f"(queue the limits allow) = {target:.0f} ms: p99 {o.p99_ms:.0f} ms "
             f"{'met' if ok else 'MISSED'}; RSS grew {growth:.1f} MB; server: "
-            f"rejected {st['rejected']}, timed_out {st['timed_out']}, longest "
+            f"shed_at_edge {st.get('shed_at_edge', 0)}, rejected {st['rejected']}, "
+            f"timed_out {st['timed_out']}, longest "
             f"wait for a slot {wait_ms:.0f} ms"
         )
     print(

@@ -62,6 +62,9 @@ nitpick_ignore_regex = [
     # The builtin ``dict[str, PartitionStats]`` of ExecutorStats' signature,
     # which the signature parser splits at its comma.
     (r"py:class", r"dict\[str"),
+    # Partition's constructor takes the executor's private lane (a Partition
+    # is made by executor.partition(), never by the user).
+    (r"py:class", r"aiobound\._calls\.Lane"),
 ]
 
 html_theme = "furo"

@@ -2,7 +2,7 @@
 
 Run it from a clone of the repo with one command::
 
-    pip install -e '.[aiohttp,prometheus]' && python examples/aiohttp_app.py
+    pip install -e '.[examples]' && python examples/aiohttp_app.py
 
 Then try::
 
@@ -40,15 +40,25 @@ reads the executor's own waiting room, the interactive handlers' one.
 Graceful shutdown: on Ctrl-C or SIGTERM aiohttp stops listening, lets the
 handlers in flight finish (up to 30 s), then runs the cleanup contexts, which
 close the executor and its pool.
+
+The HTTP stack: aiohttp's own C parser (in its wheels; the environment
+variable ``AIOHTTP_NO_EXTENSIONS=1`` turns it off) and uvloop when it is
+installed (the ``uvloop`` or ``examples`` extra), else asyncio; ``--loop``
+chooses, and the first line printed says which runs. ``--switch-interval
+0.0005`` lets a worker that finished its call take the GIL sooner from a
+busy event loop (the benchmarks page has the figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import hashlib
+import importlib.util
 import itertools
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -63,6 +73,8 @@ from aiobound.prometheus import ExecutorCollector
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from opentelemetry.metrics import MeterProvider
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_SLEEP_MS = 10_000
@@ -207,6 +219,7 @@ def create_app(
     data_dir: Path = REPO,
     edge: bool = True,
     batch_share: float = BATCH_SHARE,
+    meter_provider: MeterProvider | None = None,
 ) -> web.Application:
     """Build the app: blocking work, batches, file reads, stats and metrics.
 
@@ -225,18 +238,26 @@ def create_app(
             is full.
         batch_share: The share of the bound guaranteed to ``/batch`` (the
             ``"batch"`` partition); the other handlers get the rest.
+        meter_provider: Count with it (OpenTelemetry): the executor's
+            metrics, its refusals by reason among them. ``None``: no
+            OpenTelemetry.
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
 
     def make_executor() -> BoundedLoopExecutor:
-        return BoundedLoopExecutor(
+        executor = BoundedLoopExecutor(
             max_workers=workers,
             bound=make_bound(bound),
             max_pending=max_pending,
             max_wait=max_wait,
             partitions={BATCH: batch_share},
         )
+        if meter_provider is not None:
+            from aiobound.opentelemetry import instrument
+
+            instrument(executor, name="default", meter_provider=meter_provider)
+        return executor
 
     setup(
         app,
@@ -262,6 +283,31 @@ def create_app(
     app.router.add_get("/stats", stats)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     return app
+
+
+def http_stack(loop: str = "auto") -> tuple[str, str]:
+    """The HTTP parser of aiohttp (``"C"`` or ``"Python"``) and the event loop.
+
+    *loop*: ``"auto"`` (uvloop when installed), ``"uvloop"`` or
+    ``"asyncio"``.
+    """
+    from aiohttp import http_parser
+
+    pure = http_parser.HttpRequestParser.__module__ == "aiohttp.http_parser"
+    parser = "Python" if pure else "C"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return parser, loop
+
+
+def new_event_loop(loop: str) -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's for ``"uvloop"``, else asyncio's."""
+    if loop == "uvloop":
+        import uvloop
+
+        new_loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return new_loop
+    return asyncio.new_event_loop()
 
 
 def main() -> None:
@@ -292,7 +338,25 @@ def main() -> None:
         "--no-edge", action="store_true", help="no edge check: refuse in handlers"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop (default: uvloop when installed, else asyncio)",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval, seconds (default: Python's, 0.005); "
+        "0.0005 lets a worker that finished its call take the GIL sooner "
+        "from a busy event loop",
+    )
     args = parser.parse_args()
+    http, loop = http_stack(args.loop)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    print(f"HTTP parser {http}, event loop {loop}", file=sys.stderr, flush=True)
     app = create_app(
         workers=args.workers,
         bound=args.bound,
@@ -308,6 +372,7 @@ def main() -> None:
         port=args.port,
         shutdown_timeout=30,
         access_log=access_log,
+        loop=new_event_loop(loop),
     )
 
 

@@ -30,6 +30,7 @@ from aiobound.aiohttp import (
 )
 from batch_helpers import Gates, first_started, until, waiting
 from conftest import Arrivals
+from test_fastapi import example_server, get_status
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -138,6 +139,28 @@ async def get_json(
 
 
 class TestExampleApp:
+    @pytest.mark.parametrize(
+        ("args", "env", "stack"),
+        [
+            ((), {}, "HTTP parser C, event loop uvloop"),
+            (
+                ("--loop", "asyncio"),
+                {"AIOHTTP_NO_EXTENSIONS": "1"},
+                "HTTP parser Python, event loop asyncio",
+            ),
+        ],
+        ids=["installed", "pure-python"],
+    )
+    def test_it_serves_on_the_c_parser_and_uvloop_when_installed(
+        self, args: tuple[str, ...], env: dict[str, str], stack: str
+    ) -> None:
+        pytest.importorskip("uvloop")
+        with example_server(
+            "aiohttp_app.py", "--quiet", *args, env=env, ready="Running on"
+        ) as (url, lines):
+            assert lines[0].strip() == stack
+            assert get_status(f"{url}/work?ms=0") == 200
+
     async def test_an_adaptive_bound_tunes_itself_and_is_exported(self) -> None:
         app = create_app(workers=3, bound="adaptive", max_pending=8)
         async with serve(app) as server, session() as http:

@@ -165,7 +165,10 @@ def fake_cases(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("missing/demo.png", "does not exist"),
+        ("missing/demo.png", "the folder '{tmp}/missing' does not exist"),
+        ("missing/deeper/demo.png", "the folder '{tmp}/missing' does not exist"),
+        ("a_file/demo.png", "'{tmp}/a_file' is a file, not a folder"),
+        ("a_file/deeper/demo.png", "'{tmp}/a_file' is a file, not a folder"),
         (".", "is a directory"),
         ("demo.unknown", "cannot tell the format"),
     ],
@@ -180,12 +183,54 @@ def test_demo_checks_the_plot_path_before_running_any_case(
     pytest.importorskip("matplotlib")
     from aiobound import cli
 
+    (tmp_path / "a_file").write_text("")
     path = str(tmp_path / where)
     assert cli.main(["demo", "--json", "--plot", path]) == 2
     assert fake_cases == []
     err = capsys.readouterr().err
-    assert "--plot" in err
-    assert message in err
+    assert err.startswith("usage: aiobound demo ")
+    assert "aiobound demo: error: argument --plot: " in err
+    assert message.format(tmp=tmp_path) in err
+
+
+@pytest.mark.parametrize("where", ["", " "])
+def test_demo_refuses_an_empty_plot_path_before_running_any_case(
+    where: str, fake_cases: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiobound import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--json", "--plot", where])
+    assert exit_info.value.code == 2
+    assert fake_cases == []
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aiobound demo ")
+    assert "argument --plot: expected a file name" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["demo", "--bogus"], "usage: aiobound demo "),
+        (["demo", "--json", "--bogus", "x"], "usage: aiobound demo "),
+        (["--bogus", "demo"], "usage: aiobound [-h] {demo}"),
+    ],
+)
+def test_unknown_arguments_are_answered_with_their_commands_usage(
+    argv: list[str],
+    usage: str,
+    fake_cases: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiobound import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert fake_cases == []
+    err = capsys.readouterr().err
+    assert err.startswith(usage)
+    assert "unrecognized arguments: --bogus" in err
 
 
 def test_demo_prints_its_results_even_when_the_plot_cannot_be_saved(

@@ -235,3 +235,30 @@ def test_every_public_name_has_a_reference_entry() -> None:
         "ray",
     ):
         assert f".. automodule:: aiobound.{module}\n" in reference, module
+
+
+# -- figures -------------------------------------------------------------------
+
+DIRECTIVE = re.compile(r"^(`{3,}|:{3,})\{(figure|image)\}[^\n]*\n(.*?)^\1", re.M | re.S)
+
+
+def alt_options(text: str) -> list[int]:
+    """How many ``:alt:`` options each figure or image directive of *text* has."""
+    return [
+        len(re.findall(r"^:alt:", m.group(3), re.M)) for m in DIRECTIVE.finditer(text)
+    ]
+
+
+def test_repeated_alt_lines_are_reported() -> None:
+    # docutils keeps only the last of repeated options: the alt text would be
+    # its last line.
+    text = "```{figure} a.png\n:alt: one\n:alt: two\n\ncaption\n```\n"
+    assert alt_options(text) == [2]
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_figure_has_one_alt_text(path: Path) -> None:
+    text = path.read_text()
+    # One :alt: line, or an alt: key in the directive's YAML block.
+    for count, match in zip(alt_options(text), DIRECTIVE.finditer(text), strict=True):
+        assert count == 1 or (count == 0 and "\nalt:" in match.group(3)), match[0]

@@ -14,7 +14,7 @@ import pytest
 
 from aiobound import BoundedLoopExecutor
 from aiobound import _waiting as waiting_module
-from aiobound._http import EdgeCheck, retry_after_for
+from aiobound._http import EdgeCheck, retry_after_for, route_path
 from aiobound._slots import SlotGate
 from conftest import settle
 
@@ -179,7 +179,30 @@ class TestEdgeCheck:
 
     def test_the_root_covers_every_path(self) -> None:
         check = EdgeCheck(["/"], 1, 30, build)
-        assert all(check.covers(p) for p in ("/", "/a", "/a/b"))
+        assert all(check.covers(p) for p in ("/", "/a", "/a/b", ""))
+
+    @pytest.mark.parametrize(
+        ("path", "root_path", "route"),
+        [
+            ("/work", "", "/work"),
+            ("/api/work", "/api", "/work"),
+            ("/api/sub/work/1", "/api/sub", "/work/1"),
+            ("/api", "/api", ""),
+            ("/api/", "/api", "/"),
+            # Not under root_path (an older Mount that shortened the path,
+            # or another segment): the path stays whole, as Starlette keeps it.
+            ("/apis/work", "/api", "/apis/work"),
+            ("/work", "/api", "/work"),
+        ],
+    )
+    def test_the_route_path_is_the_routers(
+        self, path: str, root_path: str, route: str
+    ) -> None:
+        from starlette._utils import get_route_path
+
+        assert route_path(path, root_path) == route
+        # The rule is Starlette's own (its router uses get_route_path).
+        assert get_route_path({"path": path, "root_path": root_path}) == route
 
     async def test_answers_are_built_once_per_retry_after(
         self, make_executor: ExecutorFactory, make_gate: GateFactory

@@ -144,6 +144,7 @@ class TestEdgeSheddingMiddleware:
             ]
             stats = edge.executor.stats()
             assert (stats.in_flight, stats.waiting, stats.rejected) == (2, 2, 0)
+            assert stats.shed_at_edge == 2  # each refusal at the edge, counted
             edge.gate.open()
             results = await asyncio.gather(*tasks)
             assert [body for _, body, _ in results] == [{"value": n} for n in range(4)]
@@ -168,6 +169,7 @@ class TestEdgeSheddingMiddleware:
             assert edge.seen == ["/gate/1"]  # nothing inside ran
             assert edge.arrivals.count == 1
             assert edge.executor.stats().rejected == 0
+            assert edge.executor.stats().shed_at_edge == 2
             # Unmarked: the handler runs and the executor refuses (fallback).
             assert await answer(http, "GET", f"{url}/other/4") == (
                 503,
@@ -261,13 +263,61 @@ class TestEdgeSheddingMiddleware:
             setup(web.Application(), factory, edge_paths="/work")
 
 
+class TestSubApps:
+    @pytest.mark.parametrize(
+        "prefixes", [("/sub",), ("/outer", "/sub")], ids=["sub-app", "nested"]
+    )
+    async def test_paths_are_the_sub_apps_own(
+        self, make_gate: GateFactory, prefixes: tuple[str, ...]
+    ) -> None:
+        """In a sub-app's middlewares, ``/gate`` covers that sub-app's
+        ``/gate``, served under its prefix: as the router matches it."""
+        gate = make_gate()
+        arrivals = Arrivals()
+        root = web.Application()
+        setup(
+            root,
+            functools.partial(
+                BoundedLoopExecutor, max_workers=1, bound=1, max_pending=0
+            ),
+            retry_after=7,
+        )
+        sub = web.Application(middlewares=[edge_shedding_middleware(paths=["/gate"])])
+
+        async def gated(request: web.Request) -> web.Response:
+            arrivals.arrive()
+            value = int(request.match_info["value"])
+            value = await get_executor(request).run(gate, value)
+            return web.json_response({"value": value})
+
+        sub.router.add_get("/gate/{value}", gated)
+        inner = sub
+        for prefix in reversed(prefixes[1:]):  # the innermost first
+            outer = web.Application()
+            outer.add_subapp(prefix, inner)
+            inner = outer
+        root.add_subapp(prefixes[0], inner)
+        base = "".join(prefixes)
+        async with serving(root, make_gate) as (http, url):
+            running = asyncio.create_task(answer(http, "GET", f"{url}{base}/gate/1"))
+            await gate.started(1)
+            # Refused at the edge (its Retry-After), not by the executor in
+            # the handler (the shedding middleware's Retry-After: 7).
+            refused = await answer(http, "GET", f"{url}{base}/gate/2")
+            assert refused == (503, OVERLOADED, "1")
+            assert arrivals.count == 1
+            assert root[EXECUTOR_KEY].stats().rejected == 0
+            gate.open()
+            assert await running == (200, {"value": 1}, None)
+
+
 class TestExampleApp:
     async def test_the_example_refuses_at_the_edge_only_with_edge(
         self, make_gate: GateFactory, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         import aiohttp_app
 
-        for edge, rejected in ((True, 0), (False, 1)):
+        for edge, rejected, shed in ((True, 0, 1), (False, 1, 0)):
             gate = make_gate()
             monkeypatch.setattr(aiohttp_app, "blocking_work", gate)
             app = create_app(workers=1, bound=1, max_pending=0, edge=edge)
@@ -278,6 +328,6 @@ class TestExampleApp:
                 assert (status, body, retry_after) == (503, OVERLOADED, "1")
                 _, stats, _ = await answer(http, "GET", f"{url}/stats")
                 assert isinstance(stats, dict)
-                assert stats["rejected"] == rejected
+                assert (stats["rejected"], stats["shed_at_edge"]) == (rejected, shed)
                 gate.open()
                 assert (await running)[:2] == (200, {"slept_ms": 0.0})

@@ -129,10 +129,12 @@ Counted = Annotated[BoundedLoopExecutor, Depends(counted)]
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI, gates: GateFactory) -> AsyncIterator[httpx.AsyncClient]:
+async def serving(
+    app: FastAPI, gates: GateFactory, *, root_path: str = ""
+) -> AsyncIterator[httpx.AsyncClient]:
     """Serve *app*; open every gate before the server waits for its requests
     (so that a failing test fails instead of hanging in the shutdown)."""
-    async with serve(app) as (_, url), client(url) as http:
+    async with serve(app, root_path=root_path) as (_, url), client(url) as http:
         try:
             yield http
         finally:
@@ -176,6 +178,7 @@ class TestEdgeSheddingMiddleware:
             ]
             stats = edge.executor.stats()
             assert (stats.in_flight, stats.waiting, stats.rejected) == (2, 2, 0)
+            assert stats.shed_at_edge == 2  # each refusal at the edge, counted
             gate.open()
             responses = await asyncio.gather(*tasks)
             assert [r.json()["value"] for r in responses] == [0, 1, 2, 3]
@@ -203,6 +206,7 @@ class TestEdgeSheddingMiddleware:
             # or the executor (which would have counted a rejection).
             assert (edge.seen, edge.resolved) == (["/gate/1"], 1)
             assert edge.executor.stats().rejected == 0
+            assert edge.executor.stats().shed_at_edge == 2
             assert edge.arrivals.count == 1
 
             gate.open()
@@ -299,6 +303,64 @@ class TestEdgeSheddingMiddleware:
             EdgeSheddingMiddleware(FastAPI(), **kwargs)  # type: ignore[arg-type]
 
 
+class TestPathsAreMatchedAsTheRouterMatchesThem:
+    """The prefixes are the routes' paths: behind a proxy (uvicorn's
+    ``root_path``, which uvicorn puts back into ``scope["path"]``) and in a
+    mounted sub-app, the check strips what the router strips."""
+
+    async def test_behind_a_proxy_prefix(self, make_gate: GateFactory) -> None:
+        gate = make_gate()
+        edge = EdgeApp(gate, bound=1, max_pending=0)
+        async with serving(edge.app, make_gate, root_path="/api") as http:
+            running = asyncio.create_task(http.get("/gate/1"))
+            await gate.started(1)
+            assert edge.seen == ["/api/gate/1"]  # what uvicorn puts in the scope
+            refused = await http.get("/gate/2")
+            # Refused at the edge (its Retry-After), not by the executor in
+            # the endpoint (the exception handlers' Retry-After: 7).
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "1"
+            assert (edge.seen, edge.arrivals.count) == (["/api/gate/1"], 1)
+            assert edge.executor.stats().rejected == 0
+            gate.open()
+            assert (await running).json() == {"value": 1}
+
+    @pytest.mark.parametrize("root_path", ["", "/api"])
+    async def test_in_a_mounted_sub_app(
+        self, make_gate: GateFactory, root_path: str
+    ) -> None:
+        gate = make_gate()
+        arrivals = Arrivals()
+        executors: list[BoundedLoopExecutor] = []
+
+        def make_executor() -> BoundedLoopExecutor:
+            executors.append(BoundedLoopExecutor(max_workers=1, bound=1, max_pending=0))
+            return executors[-1]
+
+        sub = FastAPI()
+
+        @sub.get("/gate/{value}")
+        async def gated(executor: Executor, value: int) -> dict[str, int]:
+            arrivals.arrive()
+            return {"value": await executor.run(gate, value)}
+
+        sub.add_middleware(EdgeSheddingMiddleware, paths=["/gate"])
+        app = FastAPI(lifespan=executor_lifespan(make_executor))
+        app.mount("/sub", sub)
+        add_exception_handlers(app, retry_after=7)
+        async with serving(app, make_gate, root_path=root_path) as http:
+            running = asyncio.create_task(http.get("/sub/gate/1"))
+            await gate.started(1)
+            refused = await http.get("/sub/gate/2")
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json() == OVERLOADED
+            assert arrivals.count == 1
+            assert executors[-1].stats().rejected == 0
+            gate.open()
+            assert (await running).json() == {"value": 1}
+
+
 class TestExampleApp:
     async def test_the_example_refuses_at_the_edge_when_full(
         self, make_gate: GateFactory
@@ -313,6 +375,7 @@ class TestExampleApp:
             assert refused.headers["Retry-After"] == "1"
             stats = (await http.get("/stats")).json()  # not covered: served
             assert (stats["rejected"], stats["in_flight"]) == (0, 1)
+            assert stats["shed_at_edge"] == 1
             gate.open()
             assert (await running).json() == {"slept_ms": 0.0}
 

@@ -14,10 +14,14 @@ import contextlib
 import functools
 import hashlib
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
@@ -44,7 +48,6 @@ from conftest import Arrivals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-    from pathlib import Path
 
     from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -79,18 +82,27 @@ class Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[tuple[Server, str]]:
+async def serve(
+    app: ASGIApp, *, root_path: str = ""
+) -> AsyncIterator[tuple[Server, str]]:
     """Serve *app* on an ephemeral port of 127.0.0.1; stop it on exit.
 
     The listening socket is made here, so clients can connect at once (the
     kernel queues them until uvicorn accepts): no polling for readiness.
+    *root_path* is uvicorn's ``--root-path``: the prefix a proxy in front
+    strips, which uvicorn puts back into ``scope["path"]``.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, lifespan="on", log_config=None, log_level="warning", access_log=False
+        app,
+        lifespan="on",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        root_path=root_path,
     )
     server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -144,7 +156,72 @@ def client(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT)
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@contextlib.contextmanager
+def example_server(
+    script: str, *args: str, ready: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """Run ``examples/<script>`` on a free port of 127.0.0.1 as its docstring
+    says; once it printed a line with *ready*, yield its URL and the lines it
+    printed; stop it with SIGINT on exit (a hang is pytest-timeout's)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(EXAMPLES / script), "--port", str(port), *args]
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environ,
+    ) as proc:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if ready in line:
+                    break
+            else:
+                raise AssertionError(f"{script} stopped: {''.join(lines)}")
+            yield f"http://127.0.0.1:{port}", lines
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=CLIENT_TIMEOUT)
+
+
+def get_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=CLIENT_TIMEOUT) as response:
+        status: int = response.status
+        return status
+
+
 class TestExampleApp:
+    @pytest.mark.parametrize(
+        ("args", "stack"),
+        [
+            ((), "HTTP parser httptools, event loop uvloop"),
+            (
+                ("--http", "h11", "--loop", "asyncio"),
+                "HTTP parser h11, event loop asyncio",
+            ),
+        ],
+        ids=["installed", "pure-python"],
+    )
+    def test_it_serves_on_the_c_parser_and_uvloop_when_installed(
+        self, args: tuple[str, ...], stack: str
+    ) -> None:
+        pytest.importorskip("httptools")
+        pytest.importorskip("uvloop")
+        with example_server(
+            "fastapi_app.py", "--quiet", *args, ready="Uvicorn running on"
+        ) as (url, lines):
+            assert lines[0].strip() == stack
+            assert get_status(f"{url}/work?ms=0") == 200
+
     async def test_an_adaptive_bound_tunes_itself_and_is_exported(self) -> None:
         app = create_app(workers=3, bound="adaptive", max_pending=8)
         async with serve(app) as (_, url), client(url) as http:

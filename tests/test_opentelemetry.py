@@ -215,6 +215,52 @@ class TestThreadPool:
             "max_wait",
         ]
 
+    async def test_a_request_shed_at_the_edge_is_a_refusal_without_a_span(
+        self,
+        make_executor: ExecutorFactory,
+        make_gate: GateFactory,
+        otel: Telemetry,
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(max_workers=1, bound=1, max_pending=0)
+        otel.instrument(executor)
+        running = await executor.submit(gate, 1)
+        assert executor.shed_at_edge()
+        assert executor.shed_at_edge()
+        gate.open()
+        assert await running == 1
+        assert not executor.shed_at_edge()
+        reason = "aiobound.executor.rejection.reason"
+        rejected = "aiobound.executor.call.rejected"
+        assert otel.value(rejected, **{reason: "edge"}) == 2
+        assert len(otel.points(rejected)) == 1
+        assert len(otel.finished("aiobound.call")) == 1  # the call, not the sheds
+
+    async def test_a_partition_shed_at_the_edge_names_its_partition(
+        self,
+        make_executor: ExecutorFactory,
+        make_gate: GateFactory,
+        otel: Telemetry,
+    ) -> None:
+        gate = make_gate()
+        executor = make_executor(
+            max_workers=2, bound=2, max_pending=0, partitions={"batch": 0.5}
+        )
+        otel.instrument(executor)
+        batch = executor.partition("batch")
+        held = [await batch.submit(gate, 0), await executor.submit(gate, 1)]
+        assert batch.shed_at_edge()
+        assert executor.shed_at_edge()
+        gate.open()
+        await asyncio.gather(*held)
+        rejected = "aiobound.executor.call.rejected"
+        for partition in ("batch", "default"):
+            attributes = {
+                "aiobound.executor.partition": partition,
+                "aiobound.executor.rejection.reason": "edge",
+            }
+            assert otel.value(rejected, **attributes) == 1
+
     async def test_gauges_and_histograms(
         self,
         make_executor: ExecutorFactory,

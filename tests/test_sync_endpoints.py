@@ -640,7 +640,7 @@ class TestStarlette:
             lifespan=executor_lifespan(factory),
         )
         assert bound_sync_endpoints(app) == 3
-        async with serve(app) as (_, url), client(url) as http:  # type: ignore[arg-type]
+        async with serve(app) as (_, url), client(url) as http:
             for path in ("/", "/sub/page", "/app/deep"):
                 assert (await http.get(path)).text == f"{POOL}_0"
             assert (await http.post("/sub/page")).status_code == 405

@@ -5,8 +5,9 @@
 this module holds what that response is (status, texts, body, headers) and
 the check of ``retry_after``, so that the two cannot drift apart; and the
 edge check (:class:`EdgeCheck`): which paths it covers, whether the executor
-can admit a request, and the prebuilt answer with a ``Retry-After`` derived
-from the recent wait for a slot. It imports no web framework.
+refuses a request (counted as shed at the edge), and the prebuilt answer
+with a ``Retry-After`` derived from the recent wait for a slot. It imports
+no web framework.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = (
     "refusal_body",
     "refusal_headers",
     "retry_after_for",
+    "route_path",
 )
 
 R = TypeVar("R")
@@ -87,6 +89,25 @@ def retry_after_for(wait: float, lowest: int, highest: int) -> int:
     if wait >= highest:
         return highest
     return math.ceil(wait)
+
+
+def route_path(path: str, root_path: str) -> str:
+    """*path* as a router matches it: without the *root_path* it starts with.
+
+    ``scope["path"]`` holds the whole path, ``root_path`` included: uvicorn
+    puts a proxy's prefix (``--root-path``) back in front of it, and a
+    ``Mount`` passes the whole path to its sub-app with the mount point in
+    ``root_path``. Starlette's router strips ``root_path`` when the path
+    starts with it and goes on with "/" (or ends there), and keeps the path
+    whole otherwise; so does this function. aiohttp's sub-apps are matched
+    the same way, with the sub-app's prefix as *root_path*.
+    """
+    if not root_path or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path) :]
+    if not rest or rest[0] == "/":
+        return rest
+    return path
 
 
 def check_paths(paths: object) -> tuple[str, ...]:
@@ -158,8 +179,9 @@ class EdgeCheck(Generic[R]):
             min_retry_after, max_retry_after
         )
         stripped = {p.rstrip("/") for p in prefixes}
-        # "/" (stripped to "") covers everything: every path starts with "/".
-        self._exact = frozenset(stripped - {""})
+        # "/" (stripped to "") covers everything: every path starts with "/",
+        # and "" is the route path of a request for the root path itself.
+        self._exact = frozenset(stripped)
         self._under = tuple(sorted(p + "/" for p in stripped))
         self._build = build
         self._answers: dict[tuple[bool, int], R] = {}
@@ -170,16 +192,22 @@ class EdgeCheck(Generic[R]):
         return self._lowest, self._highest
 
     def covers(self, path: str) -> bool:
-        """Whether the check applies to a request for *path*."""
+        """Whether the check applies to a request for *path*.
+
+        *path* is the route path, as the router matches it (see
+        :func:`route_path`).
+        """
         return path in self._exact or path.startswith(self._under)
 
     def refusal(self, executor: BoundedLoopExecutor) -> R | None:
         """The prebuilt 503 if *executor* cannot admit a call now, else None.
 
-        O(1): one read of the executor's gate, and a dictionary lookup for
-        the answer (built on first use for each ``Retry-After`` value).
+        O(1): :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge`, which
+        counts a refusal in ``stats().shed_at_edge`` and tells the
+        executor's observer, and a dictionary lookup for the answer (built
+        on first use for each ``Retry-After`` value).
         """
-        if executor.can_admit():
+        if not executor.shed_at_edge():
             return None
         closed = executor.closed
         seconds = retry_after_for(

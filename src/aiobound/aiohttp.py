@@ -38,6 +38,7 @@ handlers in flight are done, and they would get 503s.
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -51,10 +52,11 @@ from ._http import (
     check_retry_after,
     refusal_body,
     refusal_headers,
+    route_path,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from aiohttp.typedefs import Handler, Middleware
 
@@ -143,9 +145,10 @@ def edge_shedding_middleware(
     """Return a middleware that refuses early when the executor is full.
 
     For a request whose path falls under *paths*, it reads the executor and,
-    if :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
-    room is full: ``max_pending`` callers wait; or the executor is closed),
-    answers ``503 Service Unavailable`` at once, without calling the handler
+    if :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge` refuses it (a call
+    arriving now would be refused at once: the waiting room is full, with
+    ``max_pending`` callers waiting, or the executor is closed), answers
+    ``503 Service Unavailable`` at once, without calling the handler
     or the middlewares inside it; the request body is never read. The
     answer is the one of :func:`shedding_middleware` (JSON
     ``{"detail": ...}``), with ``Retry-After`` derived from the executor's
@@ -157,17 +160,22 @@ def edge_shedding_middleware(
     request it lets through can still be refused by the executor (the state
     may change before the handler submits, and ``max_wait`` still applies),
     so keep :func:`shedding_middleware` as the exact fallback. Requests for
-    other paths pass untouched. Edge refusals are not counted in
-    ``stats().rejected``: the access log sees them.
+    other paths pass untouched. Each edge refusal is counted in
+    ``stats().shed_at_edge`` (Prometheus ``aiobound_shed_at_edge_total``;
+    OpenTelemetry's refusal counter with the reason ``edge``), not in
+    ``rejected``: with ``rejected`` and ``timed_out``, the refusals in the
+    handlers, it adds up to the 503s the app sent for load.
 
     Put it first in ``app.middlewares`` (outermost), as ``setup(...,
     edge_paths=...)`` does, so that no other middleware runs for a refused
     request.
 
     Args:
-        paths: Path prefixes of the routes that use the executor, matched
-            against ``request.path``: ``/work`` covers ``/work`` and
-            ``/work/...``, not ``/workers``; ``/`` covers every path.
+        paths: Path prefixes of the routes that use the executor, as the
+            routes of the app whose middleware it is are declared: in a
+            sub-app (``add_subapp``), ``/work`` covers the sub-app's
+            ``/work``, served under its prefix. ``/work`` covers ``/work``
+            and ``/work/...``, not ``/workers``; ``/`` covers every path.
         key: Where the executor is stored (default :data:`EXECUTOR_KEY`).
         min_retry_after: Lowest ``Retry-After``, in seconds (default 1).
         max_retry_after: Highest ``Retry-After``, in seconds (default 30).
@@ -187,10 +195,17 @@ def edge_shedding_middleware(
     )
     covers = check.covers
     refusal = check.refusal
+    # The prefix each app using this middleware is served under ("" for the
+    # main app), found once per app: the routes are frozen once it runs.
+    prefixes: dict[web.Application, str] = {}
 
     @web.middleware
     async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if covers(request.path):
+        app = request.app  # the app whose middlewares run now
+        prefix = prefixes.get(app)
+        if prefix is None:
+            prefix = prefixes[app] = _prefix_of(app, request.match_info.apps)
+        if covers(route_path(request.path, prefix)):
             # The app's own mapping first (one dict lookup); the chain of
             # parent apps only for a sub-app's request.
             executor = request.app.get(key)
@@ -206,6 +221,25 @@ def edge_shedding_middleware(
         return await handler(request)
 
     return edge
+
+
+def _prefix_of(app: web.Application, apps: Sequence[web.Application]) -> str:
+    """The path prefix *app* is served under, in the chain *apps* (main first).
+
+    A sub-app's routes carry its whole prefix once it is added
+    (``add_subapp``), its parents' prefixes included, and so does the
+    resource that mounts it in its parent's router. A sub-app matched by
+    domain (``add_domain``) has none.
+    """
+    for parent, child in itertools.pairwise(apps):
+        if child is app:
+            for resource in parent.router.resources():
+                info = resource.get_info()
+                if isinstance(resource, web.PrefixedSubAppResource) and (
+                    info.get("app") is app
+                ):
+                    return info.get("prefix", "")
+    return ""
 
 
 def shedding_middleware(*, retry_after: int = 1) -> Middleware:

@@ -79,6 +79,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _plot_argument(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a file name such as demo.png, got an empty one"
+        )
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiobound",
@@ -95,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
             "its own process, and compare time, utilization and memory."
         ),
     )
+    # Each subcommand's parser, to answer in its name after parsing.
+    demo.set_defaults(command_parser=demo)
     demo.add_argument(
         "--calls",
         type=_int_between(1, MAX_CALLS),
@@ -126,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--plot",
+        type=_plot_argument,
         metavar="FILE.png",
         help=(
             "also draw RSS and submitted-minus-finished over time into FILE.png "
@@ -151,9 +162,22 @@ def _plot_path_problem(path: str) -> str | None:
     if extension not in formats:
         known = ", ".join(f".{name}" for name in sorted(formats))
         return f"cannot tell the format of {path!r} from its extension ({known})"
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path) or os.curdir
     if not os.path.isdir(folder):
-        return f"the folder {folder!r} does not exist"
+        # Name the part of the path, as typed, that is not a folder.
+        missing = folder
+        while True:
+            parent = os.path.dirname(missing)
+            if not parent or parent == missing or os.path.exists(parent):
+                break
+            missing = parent
+        for part in (missing, parent):
+            if part and os.path.exists(part) and not os.path.isdir(part):
+                return f"cannot save {path!r}: {part!r} is a file, not a folder"
+        return (
+            f"cannot save {path!r}: the folder {missing!r} does not exist "
+            "(create it first)"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the folder {folder!r} is not writable"
     if os.path.exists(path) and not os.access(path, os.W_OK):
@@ -165,11 +189,11 @@ def _missing(modules: Sequence[str]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     needed = ["psutil"]
     if not args.json:
         needed.append("rich")
-    if args.plot:
+    if args.plot is not None:
         needed.append("matplotlib")
     if args.loop == "uvloop":
         needed.append("uvloop")
@@ -184,10 +208,13 @@ def _demo(args: argparse.Namespace) -> int:
         )
         return 2
 
-    if args.plot:
+    if args.plot is not None:
         problem = _plot_path_problem(args.plot)
         if problem is not None:
-            sys.stderr.write(f"aiobound demo: --plot: {problem}\n")
+            # argparse's own form, with the demo's usage, but returned rather
+            # than raised as SystemExit: main() returns its exit status.
+            parser.print_usage(sys.stderr)
+            sys.stderr.write(f"{parser.prog}: error: argument --plot: {problem}\n")
             return 2
 
     from ._demo._case import CASES
@@ -209,7 +236,7 @@ def _demo(args: argparse.Namespace) -> int:
         out = console()
         results = run_with_progress(CASES, options, out)
         render_table(results, options, out)
-    if args.plot:
+    if args.plot is not None:
         from ._demo._plot import plot
 
         try:
@@ -250,7 +277,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    command: argparse.ArgumentParser = args.command_parser
+    if unknown:
+        # argparse reports arguments a subcommand does not know with the
+        # top-level usage; answer with the subcommand's own when they come
+        # after it.
+        words = list(sys.argv[1:] if argv is None else argv)
+        after = words[words.index(args.command) + 1 :]
+        target = command if all(word in after for word in unknown) else parser
+        target.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
-        return _demo(args)
+        return _demo(args, command)
     raise AssertionError(f"unknown command {args.command!r}")  # argparse refuses

@@ -22,13 +22,17 @@ conventions:
   pool, with ``error.type`` (the exception's class) on those that raised;
 * ``aiobound.executor.call.rejected``: counter of calls refused, with
   ``aiobound.executor.rejection.reason`` = ``max_pending``, ``max_wait`` or
-  ``closed`` (``max_per_second`` delays calls, it never refuses one);
+  ``closed``, and of requests the web integrations' edge check refused
+  before they became calls (:meth:`~aiobound.BoundedLoopExecutor.shed_at_edge`),
+  with the reason ``edge``: its sum over the reasons is every refusal
+  (``max_per_second`` delays calls, it never refuses one);
 * ``aiobound.executor.call.wait.duration`` (from ``submit`` to the hand-off
   to the pool: the wait for a slot and for a ``max_per_second`` turn) and
   ``aiobound.executor.call.duration`` (from the hand-off until the end is
   seen on the loop): histograms in seconds.
 
-On an executor made with ``partitions=``, the per-call metrics (the two
+A request shed at the edge never became a call: it is counted, with no
+span. On an executor made with ``partitions=``, the per-call metrics (the two
 counters and the two histograms) and the spans also carry the attribute
 ``aiobound.executor.partition``: the call's partition (``default`` for calls
 made on the executor itself). The observable counters stay the executor's
@@ -79,6 +83,7 @@ PREFIX = "aiobound.executor"
 NAME_ATTRIBUTE = "aiobound.executor.name"
 PARTITION_ATTRIBUTE = "aiobound.executor.partition"
 REASON_ATTRIBUTE = "aiobound.executor.rejection.reason"
+EDGE = "edge"  # the reason of a request refused by the edge check
 SPAN_NAME = "aiobound.call"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -180,6 +185,12 @@ class _Observer(CallObserver):
         else:
             span.add_event("cancelled while waiting")
         span.end()
+
+    def refused_at_edge(self, partition: str | None) -> None:
+        attributes = self._attributes
+        if partition is not None:
+            attributes = {**attributes, PARTITION_ATTRIBUTE: partition}
+        self._rejected.add(1, {**attributes, REASON_ATTRIBUTE: EDGE})
 
     def handing_over(
         self,

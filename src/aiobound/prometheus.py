@@ -19,14 +19,18 @@ Exposed metrics (label ``executor``, the name given to :meth:`track`):
   ``aiobound_max_per_second`` (each absent when unlimited),
   ``aiobound_peak_in_flight``, ``aiobound_queue_wait_avg_seconds`` and
   ``aiobound_queue_wait_max_seconds`` (since the executor was created, as
-  ``stats()`` reports them), ``aiobound_closed`` (0 or 1),
+  ``stats()`` reports them), ``aiobound_queued`` (calls handed to the pool
+  and not started there: its own queue), ``aiobound_closed`` (0 or 1),
   ``aiobound_latency_short_seconds`` and ``aiobound_latency_no_load_seconds``
   (a limit policy's estimates; absent without one);
 * counters ``aiobound_submitted_total``, ``aiobound_completed_total``,
   ``aiobound_failed_total``, ``aiobound_cancelled_total``,
   ``aiobound_rejected_total`` (refused at once: ``max_pending`` callers
   already waited), ``aiobound_timed_out_total`` (refused after waiting
-  ``max_wait``), ``aiobound_rate_limited_total`` (calls that waited for
+  ``max_wait``), ``aiobound_shed_at_edge_total`` (requests the web
+  integrations' edge check refused before they became calls; the three
+  refusal counters add up to every 503 sent for load),
+  ``aiobound_rate_limited_total`` (calls that waited for
   their ``max_per_second`` turn) and ``aiobound_pool_restarts_total`` (an
   owned process pool replaced after it broke);
 * histograms ``aiobound_queue_wait_seconds`` (each call's wait for its slot)
@@ -47,9 +51,10 @@ each partition's stats are exported too, under the same names with
 ``aiobound_partition_queue_wait_avg_seconds`` and
 ``aiobound_partition_queue_wait_max_seconds``; counters
 ``aiobound_partition_submitted_total``, ``..._completed_total``,
-``..._failed_total``, ``..._cancelled_total``, ``..._rejected_total`` and
-``..._timed_out_total``; histograms ``aiobound_partition_queue_wait_seconds``
-and ``aiobound_partition_run_time_seconds``. The executor's own metrics stay
+``..._failed_total``, ``..._cancelled_total``, ``..._rejected_total``,
+``..._timed_out_total`` and ``..._shed_at_edge_total``; histograms
+``aiobound_partition_queue_wait_seconds`` and
+``aiobound_partition_run_time_seconds``. The executor's own metrics stay
 the totals over its partitions.
 
 Every field of :class:`~aiobound.ExecutorStats` is exported (the tests check

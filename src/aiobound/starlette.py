@@ -64,6 +64,7 @@ from ._http import (
     check_retry_after,
     refusal_body,
     refusal_headers,
+    route_path,
 )
 
 if TYPE_CHECKING:
@@ -384,9 +385,10 @@ class EdgeSheddingMiddleware:
 
     A pure ASGI middleware. For an HTTP request whose path falls under
     *paths*, it reads the app's executor from the lifespan state and, if
-    :meth:`~aiobound.BoundedLoopExecutor.can_admit` is false (the waiting
-    room is full: ``max_pending`` callers wait; or the executor is closed),
-    answers ``503 Service Unavailable`` at once, without routing, reading the
+    :meth:`~aiobound.BoundedLoopExecutor.shed_at_edge` refuses it (a call
+    arriving now would be refused at once: the waiting room is full, with
+    ``max_pending`` callers waiting, or the executor is closed), answers
+    ``503 Service Unavailable`` at once, without routing, reading the
     body or resolving dependencies, and without calling the app. The answer
     is the one of :func:`add_exception_handlers` (JSON ``{"detail": ...}``),
     prebuilt, with ``Retry-After`` derived from the executor's
@@ -398,9 +400,12 @@ class EdgeSheddingMiddleware:
     request it lets through can still be refused by the executor (the state
     may change before the endpoint submits, and ``max_wait`` still applies),
     so keep :func:`add_exception_handlers` as the exact fallback. Requests
-    for other paths, websockets and lifespan events pass untouched. Edge
-    refusals are not counted in ``stats().rejected``: the server's access log
-    and HTTP metrics see them.
+    for other paths, websockets and lifespan events pass untouched. Each
+    edge refusal is counted in ``stats().shed_at_edge`` (Prometheus
+    ``aiobound_shed_at_edge_total``; OpenTelemetry's refusal counter with
+    the reason ``edge``), not in ``rejected``: with ``rejected`` and
+    ``timed_out``, the refusals in the endpoints, it adds up to the 503s
+    the app sent for load.
 
     Add it with ``app.add_middleware(EdgeSheddingMiddleware, paths=[...])``
     (the last middleware added is the outermost, so add it last to refuse
@@ -409,9 +414,12 @@ class EdgeSheddingMiddleware:
     Args:
         app: The ASGI app to wrap (passed by ``add_middleware``).
         paths: Path prefixes of the routes that use the executor, matched
-            against the request path (``scope["path"]``): ``/work`` covers
-            ``/work`` and ``/work/...``, not ``/workers``; ``/`` covers every
-            path.
+            as the router matches routes: against ``scope["path"]`` without
+            ``scope["root_path"]``, so the prefixes are the ones the routes
+            are declared with, behind a proxy's prefix (uvicorn's
+            ``--root-path``) and in a sub-app (``app.mount``) alike.
+            ``/work`` covers ``/work`` and ``/work/...``, not ``/workers``;
+            ``/`` covers every path.
         key: The lifespan-state key of the executor (default
             :data:`STATE_KEY`).
         min_retry_after: Lowest ``Retry-After``, in seconds (default 1).
@@ -446,7 +454,9 @@ class EdgeSheddingMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer a covered HTTP request the executor cannot admit; else pass."""
-        if scope["type"] == "http" and self._check.covers(scope["path"]):
+        if scope["type"] == "http" and self._check.covers(
+            route_path(scope["path"], scope.get("root_path", ""))
+        ):
             state: MutableMapping[str, Any] | None = scope.get("state")
             executor = None if state is None else state.get(self._key)
             if not isinstance(executor, BoundedLoopExecutor):
