@@ -64,7 +64,6 @@ nitpick_ignore_regex = [
     (r"py:class", r"dict\[str"),
     # Partition's constructor takes the executor's private lane (a Partition
     # is made by executor.partition(), never by the user).
-    (r"py:class", r"aiobound\._calls\.Lane"),
 ]
 
 html_theme = "furo"

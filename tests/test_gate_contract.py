@@ -44,6 +44,7 @@ from aiobound import (
     OverloadedError,
     SharedBound,
     _deadlines,
+    _partitions,
     _shared,
     _waiting,
 )
@@ -119,12 +120,14 @@ def waiter(gate: Gate, log: list[int], n: int) -> asyncio.Task[None]:
 
 
 class FakeClock:
-    """``time.monotonic`` for the gates, moved by hand."""
+    """``time.monotonic`` for the gates, moved by hand (or by each read)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.step = 0.0
 
     def monotonic(self) -> float:
+        self.now += self.step
         return self.now
 
 
@@ -135,6 +138,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     monkeypatch.setattr(_waiting, "time", stand_in)
     monkeypatch.setattr(_shared, "time", stand_in)
     monkeypatch.setattr(_deadlines, "time", stand_in)
+    monkeypatch.setattr(_partitions, "time", stand_in)
     return fake
 
 
@@ -525,6 +529,23 @@ class TestMaxWait:
         assert gate.wait_recent == 30.0  # the one admitted waited 30 s
         gate.release()
         assert (gate.in_use, gate.waiting) == (0, 0)
+
+    async def test_the_wait_recorded_is_the_wait_checked(
+        self, make: Maker, clock: FakeClock
+    ) -> None:
+        # Every read of the clock moves it on by 6 s: a grant that read the
+        # clock again to record the wait would record more than max_wait.
+        gate = make(1, None, 10.0).gate
+        assert gate.try_acquire()
+        task = asyncio.create_task(gate.acquire())
+        await settle()
+        clock.step = 6.0
+        gate.release()
+        clock.step = 0.0
+        await task
+        waits = gate.waits  # type: ignore[attr-defined]
+        assert 0.0 < waits.maximum <= 10.0
+        gate.release()
 
     async def test_a_waiter_just_under_its_max_wait_is_admitted(
         self, make: Maker, clock: FakeClock

@@ -445,7 +445,11 @@ class BoundedLoopExecutor:
         return self._path.gate.wait_recent
 
     def stats(self) -> ExecutorStats:
-        """Return a snapshot of the counters. O(1); cheap enough per request."""
+        """Return a snapshot of the counters; cheap enough per request.
+
+        O(1) but for ``queued``, which looks at each call in flight (at
+        most ``bound``), and for each partition's figures.
+        """
         path = self._path
         rate = path.rate
         policy = path.policy
@@ -480,15 +484,7 @@ class BoundedLoopExecutor:
             KeyError: no partition has that name.
             RuntimeError: the executor was made without ``partitions``.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a str, got {type(name).__name__}")
-        parts = self._parts
-        if parts is None:
-            raise RuntimeError(
-                f"{self!r} has no partitions; declare them with "
-                "BoundedLoopExecutor(partitions={...})"
-            )
-        return Partition(self, self._lane_of(parts.part(name)))
+        return Partition(self, name)
 
     def __repr__(self) -> str:
         gate = self._path.gate
@@ -787,9 +783,24 @@ class Partition:
 
     __slots__ = ("_executor", "_lane")
 
-    def __init__(self, executor: BoundedLoopExecutor, lane: Lane) -> None:
+    def __init__(self, executor: BoundedLoopExecutor, name: str) -> None:
+        """The partition *name* of *executor* (as ``executor.partition(name)``).
+
+        Raises:
+            TypeError: *name* is not a str.
+            KeyError: no partition has that name.
+            RuntimeError: the executor was made without ``partitions``.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        parts = executor._parts
+        if parts is None:
+            raise RuntimeError(
+                f"{executor!r} has no partitions; declare them with "
+                "BoundedLoopExecutor(partitions={...})"
+            )
         self._executor = executor
-        self._lane = lane
+        self._lane = executor._lane_of(parts.part(name))
 
     @property
     def name(self) -> str:

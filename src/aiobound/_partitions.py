@@ -599,10 +599,11 @@ class PartitionedGate(CountingGate):
         """
         oldest: Waiter | None = None
         oldest_below: Waiter | None = None
+        now = time.monotonic()
         for part in self._parts.values():
             if part._in_use >= part.ceiling:
                 continue
-            head = part.room.first_due()
+            head = part.room.first_due(now)
             if head is None:
                 continue
             seq = cast("int", head.tag)
@@ -619,12 +620,12 @@ class PartitionedGate(CountingGate):
         part._in_use += 1
         if part._in_use > part.peak_in_use:
             part.peak_in_use = part._in_use
-        waited = time.monotonic() - chosen.since
+        waited = now - chosen.since
         recent = self._recent
         self._recent = (
             waited if recent < 0.0 else recent + RECENT_WEIGHT * (waited - recent)
         )
-        part.room.admit(chosen)
+        part.room.admit(chosen, now)
         return True
 
     def _bound_changed(self) -> None:

@@ -201,17 +201,18 @@ class WaitingRoom:
             del waiters[0]
         return None
 
-    def first_due(self) -> Waiter | None:
-        """The first live waiter that may still be let in, or ``None``.
+    def first_due(self, now: float) -> Waiter | None:
+        """The first live waiter that may still be let in at *now*, or ``None``.
 
-        Waiters at the head whose ``max_wait`` or deadline has passed are
-        refused on the way: none is let in late.
+        Waiters at the head whose ``max_wait`` or deadline has passed by
+        *now* (on :func:`time.monotonic`) are refused on the way: none is
+        let in late.
         """
         while True:
             waiter = self.first()
             if waiter is None:
                 return None
-            left = self._time_left(waiter, time.monotonic())
+            left = self._time_left(waiter, now)
             if left is None or left > 0.0 or not self.refuse(waiter):
                 return waiter
 
@@ -220,21 +221,24 @@ class WaitingRoom:
 
         ``None`` when nobody (left) waits.
         """
-        waiter = self.first_due()
+        now = time.monotonic()
+        waiter = self.first_due(now)
         if waiter is not None:
-            self.admit(waiter)
+            self.admit(waiter, now)
         return waiter
 
-    def admit(self, waiter: Waiter) -> None:
+    def admit(self, waiter: Waiter, now: float | None = None) -> None:
         """Let *waiter* in: its wait ends with a result (a slot, a turn).
 
+        *now* is the instant the decision to let it in was taken (default:
+        now), so that the wait recorded is the one that decision checked.
         Does nothing if it is gone already.
         """
         if self._settle(waiter):
             waits = self.waits
             if waits is not None:
                 # time.monotonic, not loop.time: uvloop's clock ticks in ms.
-                waits.record(time.monotonic() - waiter.since)
+                waits.record((time.monotonic() if now is None else now) - waiter.since)
             waiter.set_result(None)
             waiters = self._waiters
             if waiters and waiters[0] is waiter:
