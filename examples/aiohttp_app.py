@@ -72,7 +72,7 @@ from aiobound.aiohttp import EXECUTOR_KEY, get_executor, setup
 from aiobound.prometheus import ExecutorCollector
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from opentelemetry.metrics import MeterProvider
 
@@ -96,6 +96,7 @@ BATCH = "batch"
 # with Retry-After, than answered after its client has given up.
 MAX_WAIT = 0.25
 DATA_DIR_KEY = web.AppKey("data_dir", Path)
+WORK_KEY: web.AppKey[Callable[[float], float]] = web.AppKey("work")
 
 # The paths whose handlers use the executor's default partition: the edge
 # check covers them (it reads that partition's waiting room, not the batch's).
@@ -130,10 +131,10 @@ def query_ms(request: web.Request) -> float:
     return ms
 
 
-async def work(request: web.Request) -> web.Response:
+async def work_endpoint(request: web.Request) -> web.Response:
     """Sleep ``?ms=`` milliseconds (default 50) in a worker thread."""
     ms = query_ms(request)
-    slept = await get_executor(request).run(blocking_work, ms / 1000)
+    slept = await get_executor(request).run(request.app[WORK_KEY], ms / 1000)
     return web.json_response({"slept_ms": slept * 1000})
 
 
@@ -156,7 +157,7 @@ async def batch(request: web.Request) -> web.Response:
     items = itertools.repeat(query_ms(request) / 1000, n)
     partition = get_executor(request).partition(BATCH)
     slept = 0.0
-    async with partition.map(blocking_work, items) as results:
+    async with partition.map(request.app[WORK_KEY], items) as results:
         async for seconds in results:
             slept += seconds
     return web.json_response({"n": n, "slept_ms": slept * 1000})
@@ -220,6 +221,8 @@ def create_app(
     edge: bool = True,
     batch_share: float = BATCH_SHARE,
     meter_provider: MeterProvider | None = None,
+    call_timeout: float | None = None,
+    work: Callable[[float], float] = blocking_work,
 ) -> web.Application:
     """Build the app: blocking work, batches, file reads, stats and metrics.
 
@@ -241,9 +244,15 @@ def create_app(
         meter_provider: Count with it (OpenTelemetry): the executor's
             metrics, its refusals by reason among them. ``None``: no
             OpenTelemetry.
+        call_timeout: Seconds each call may take, its wait for a slot
+            included; a request whose call misses it is answered with a 504
+            at the deadline (``None``: no limit).
+        work: What ``/work`` and each ``/batch`` item run in the executor,
+            given seconds (tests pass one they hold).
     """
     app = web.Application()
     app[DATA_DIR_KEY] = data_dir
+    app[WORK_KEY] = work
 
     def make_executor() -> BoundedLoopExecutor:
         executor = BoundedLoopExecutor(
@@ -252,6 +261,7 @@ def create_app(
             max_pending=max_pending,
             max_wait=max_wait,
             partitions={BATCH: batch_share},
+            call_timeout=call_timeout,
         )
         if meter_provider is not None:
             from aiobound.opentelemetry import instrument
@@ -277,7 +287,7 @@ def create_app(
         collector.untrack("default")
 
     app.cleanup_ctx.append(track_executor)
-    app.router.add_get("/work", work)
+    app.router.add_get("/work", work_endpoint)
     app.router.add_get("/batch", batch)
     app.router.add_get("/file/{name}", read_file)
     app.router.add_get("/stats", stats)
@@ -335,6 +345,12 @@ def main() -> None:
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
     parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=0,
+        help="seconds each call may take, wait included (504 after); 0: no limit",
+    )
+    parser.add_argument(
         "--no-edge", action="store_true", help="no edge check: refuse in handlers"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
@@ -364,6 +380,7 @@ def main() -> None:
         max_wait=args.max_wait or None,
         edge=not args.no_edge,
         batch_share=args.batch_share,
+        call_timeout=args.call_timeout or None,
     )
     access_log = None if args.quiet else logging.getLogger("aiohttp.access")
     web.run_app(

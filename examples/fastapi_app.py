@@ -194,6 +194,7 @@ def create_app(
     meter_provider: MeterProvider | None = None,
     edge: bool = True,
     batch_share: float = BATCH_SHARE,
+    call_timeout: float | None = None,
 ) -> FastAPI:
     """Build the app: blocking work, batches, file reads, stats and metrics.
 
@@ -223,6 +224,9 @@ def create_app(
             the waiting room is full.
         batch_share: The share of the bound guaranteed to ``/batch`` (the
             ``"batch"`` partition); the other endpoints get the rest.
+        call_timeout: Seconds each call may take, its wait for a slot
+            included; a request whose call misses it is answered with a 504
+            at the deadline (``None``: no limit).
     """
     registry = CollectorRegistry()
     collector = ExecutorCollector()
@@ -236,6 +240,7 @@ def create_app(
             max_pending=max_pending,
             max_wait=max_wait,
             partitions={BATCH: batch_share},
+            call_timeout=call_timeout,
         )
         if tracer_provider is not None or meter_provider is not None:
             from aiobound.opentelemetry import instrument
@@ -393,6 +398,12 @@ def main() -> None:
         "--max-wait", type=float, default=MAX_WAIT, help="seconds; 0: no limit"
     )
     parser.add_argument(
+        "--call-timeout",
+        type=float,
+        default=0,
+        help="seconds each call may take, wait included (504 after); 0: no limit",
+    )
+    parser.add_argument(
         "--no-edge", action="store_true", help="no edge check: refuse in handlers"
     )
     parser.add_argument("--quiet", action="store_true", help="no access log")
@@ -432,6 +443,7 @@ def main() -> None:
         tracer_provider=_console_tracer_provider() if args.trace else None,
         edge=not args.no_edge,
         batch_share=args.batch_share,
+        call_timeout=args.call_timeout or None,
     )
     uvicorn.run(
         app,

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -236,13 +237,9 @@ def stats_of(http: aiohttp.ClientSession, url: str) -> Callable[[], Awaitable[An
 
 
 @pytest.fixture
-async def gates(make_gate: GateFactory, monkeypatch: pytest.MonkeyPatch) -> Gates:
-    """The example's blocking work, replaced by gates (one per ``ms``)."""
-    import aiohttp_app
-
-    made = Gates(make_gate, 1, 2, 3, 4)
-    monkeypatch.setattr(aiohttp_app, "blocking_work", made)
-    return made
+async def gates(make_gate: GateFactory) -> Gates:
+    """Blocking work for the app's ``work=``: gates, one per ``ms``."""
+    return Gates(make_gate, 1, 2, 3, 4)
 
 
 class TestBatchPartition:
@@ -252,7 +249,7 @@ class TestBatchPartition:
         self, gates: Gates, make_gate: GateFactory
     ) -> None:
         # Bound 4: the batch is guaranteed 1 slot, the interactive calls 3.
-        app = create_app(workers=4, bound=4, max_pending=8, max_wait=None)
+        app = create_app(workers=4, bound=4, max_pending=8, max_wait=None, work=gates)
         async with serve(app) as server, session() as http:
             url, stats_now = server.url, stats_of(http, server.url)
             try:
@@ -297,7 +294,7 @@ class TestBatchPartition:
     async def test_a_flood_of_batches_is_refused_while_interactive_is_served(
         self, gates: Gates, make_gate: GateFactory
     ) -> None:
-        app = create_app(workers=4, bound=4, max_pending=2, max_wait=None)
+        app = create_app(workers=4, bound=4, max_pending=2, max_wait=None, work=gates)
         async with serve(app) as server, session() as http:
             url, stats_now = server.url, stats_of(http, server.url)
             try:
@@ -677,3 +674,31 @@ class TestRefusalsEverywhere:
             ):
                 assert await get_json(http, f"{server.url}{path}") == refused, path
             assert await get_json(http, f"{server.url}/ok") == (200, {"ok": True}, None)
+
+
+class TestDeadlines:
+    async def test_a_late_request_is_answered_504_at_its_deadline(self) -> None:
+        release = threading.Event()
+
+        def held(seconds: float) -> float:
+            release.wait(30)  # a guard against a hang only
+            return seconds
+
+        app = create_app(workers=1, max_pending=4, work=held, call_timeout=0.1)
+        try:
+            async with serve(app) as server, session() as http:
+                async with http.get(f"{server.url}/work?ms=1") as late:
+                    assert late.status == 504
+                    assert "Retry-After" not in late.headers
+                    body = await late.json()
+                assert body == {
+                    "detail": "The service's time limit for this request passed"
+                }
+                async with http.get(f"{server.url}/stats") as response:
+                    stats = await response.json()
+                assert not release.is_set()  # answered while the call runs
+                assert (stats["in_flight"], stats["abandoned"]) == (1, 1)
+                assert stats["deadline_running"] == 1
+                release.set()
+        finally:
+            release.set()

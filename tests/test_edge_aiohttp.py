@@ -313,14 +313,11 @@ class TestSubApps:
 
 class TestExampleApp:
     async def test_the_example_refuses_at_the_edge_only_with_edge(
-        self, make_gate: GateFactory, monkeypatch: pytest.MonkeyPatch
+        self, make_gate: GateFactory
     ) -> None:
-        import aiohttp_app
-
         for edge, rejected, shed in ((True, 0, 1), (False, 1, 0)):
             gate = make_gate()
-            monkeypatch.setattr(aiohttp_app, "blocking_work", gate)
-            app = create_app(workers=1, bound=1, max_pending=0, edge=edge)
+            app = create_app(workers=1, bound=1, max_pending=0, edge=edge, work=gate)
             async with serving(app, make_gate) as (http, url):
                 running = asyncio.create_task(answer(http, "GET", f"{url}/work?ms=0"))
                 await gate.started(1)

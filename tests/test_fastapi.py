@@ -914,3 +914,35 @@ class TestRefusalsEverywhere:
             boom = await http.get("/boom")
             assert boom.status_code == 500
             assert boom.text == "Internal Server Error"
+
+
+class TestDeadlines:
+    async def test_a_late_request_is_answered_504_at_its_deadline(self) -> None:
+        """The example with a call_timeout: a 504 while the call still runs.
+
+        The call keeps its slot until it really ends (stats say so), then
+        the slot is back; the request got its answer at the deadline.
+        """
+        release = threading.Event()
+
+        def held(seconds: float) -> float:
+            release.wait(30)  # a guard against a hang only
+            return seconds
+
+        app = create_app(workers=1, max_pending=4, work=held, call_timeout=0.1)
+        try:
+            async with serve(app) as (_, url), client(url) as http:
+                late = await http.get("/work", params={"ms": 1})
+                assert late.status_code == 504
+                assert "Retry-After" not in late.headers
+                assert late.json() == {
+                    "detail": "The service's time limit for this request passed"
+                }
+                stats = (await http.get("/stats")).json()
+                assert not release.is_set()  # answered while the call runs
+                assert (stats["in_flight"], stats["abandoned"]) == (1, 1)
+                assert stats["deadline_running"] == 1
+                assert stats["rejected"] + stats["timed_out"] == 0  # not a 503
+                release.set()
+        finally:
+            release.set()

@@ -420,3 +420,35 @@ class TestDask:
         assert trace_id == ids(request)[0] == ids(call)[0]
         assert parent == ids(call)[1]
         assert parent_id(call) == ids(request)[1]
+
+
+class TestDeadlines:
+    async def test_misses_are_counted_by_stage_not_as_refusals(
+        self,
+        make_executor: ExecutorFactory,
+        make_gate: GateFactory,
+        otel: Telemetry,
+    ) -> None:
+        from aiobound import DeadlineExceeded
+
+        gate = make_gate()
+        executor = make_executor(max_workers=1, bound=1)
+        otel.instrument(executor)
+        view = executor.with_timeout(0.05)
+        with pytest.raises(DeadlineExceeded):
+            await view.run(gate, 1)  # running: abandoned, its slot held
+        with pytest.raises(DeadlineExceeded):
+            await view.run(gate, 2)  # waiting: the slot is still held
+        gate.open()
+        await executor.aclose()
+        stage = "aiobound.executor.deadline.stage"
+        missed = "aiobound.executor.call.deadline_exceeded"
+        assert otel.value(missed, **{stage: "running"}) == 1
+        assert otel.value(missed, **{stage: "waiting"}) == 1
+        assert otel.points("aiobound.executor.call.rejected") == []
+        calls = otel.finished("aiobound.call")
+        assert sorted(str(s.attributes[stage]) for s in calls) == [  # type: ignore[index]
+            "running",
+            "waiting",
+        ]
+        assert all(s.status.status_code == StatusCode.ERROR for s in calls)

@@ -440,7 +440,8 @@ class Lane:
             self.path.sample(started, True)
         timers[cfut] = _MISSED  # its end feeds the policy no more
         if cfut.cancel():
-            if running:
+            if running:  # the pool stopped it
+                stage = "stopped"
                 counts.deadline_running += 1
             else:
                 counts.deadline_queued += 1

@@ -17,17 +17,26 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from aiobound import BoundedLoopExecutor, ClosedError, OverloadedError
+from aiobound import (
+    BoundedLoopExecutor,
+    ClosedError,
+    DeadlineExceeded,
+    OverloadedError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = (
+    "ANSWERED",
     "CLOSED_DETAIL",
+    "DEADLINE_DETAIL",
+    "DEADLINE_STATUS",
     "OVERLOADED_DETAIL",
     "REFUSALS",
     "STATUS",
     "EdgeCheck",
+    "answer",
     "check_retry_after",
     "refusal_body",
     "refusal_headers",
@@ -48,6 +57,33 @@ CLOSED_DETAIL = "Service shutting down; retry later"
 
 REFUSALS: tuple[type[Exception], ...] = (OverloadedError, ClosedError)
 """The exceptions answered with a 503."""
+
+DEADLINE_STATUS = 504
+"""HTTP status of a call that missed its deadline: ``504 Gateway Timeout``."""
+
+DEADLINE_DETAIL = "The service's time limit for this request passed"
+"""``detail`` of the body when a call missed its deadline (DeadlineExceeded)."""
+
+ANSWERED: tuple[type[Exception], ...] = (*REFUSALS, DeadlineExceeded)
+"""The exceptions the web integrations answer: refusals and missed deadlines."""
+
+
+def answer(
+    exc: BaseException, refusal_headers: dict[str, str]
+) -> tuple[int, dict[str, str], dict[str, str]]:
+    """``(status, JSON body, headers)`` of the answer to one of :data:`ANSWERED`.
+
+    A refusal is a 503 with *refusal_headers* (``Retry-After``); a missed
+    deadline a 504 with none: the request was not refused for load, the
+    service gave up on its own time limit (the call may have run, or run
+    on: see :class:`~aiobound.DeadlineExceeded`).
+
+    Raises:
+        TypeError: *exc* is not one of :data:`ANSWERED`.
+    """
+    if isinstance(exc, DeadlineExceeded):
+        return DEADLINE_STATUS, {"detail": DEADLINE_DETAIL}, {}
+    return STATUS, refusal_body(exc), refusal_headers
 
 
 def check_retry_after(retry_after: object) -> int:

@@ -80,9 +80,11 @@ class CallObserver:
         """A call handed over missed its deadline; its caller was released.
 
         *stage*: ``"queued"`` (it was cancelled and never runs: :meth:`ended`
-        follows at once, ``"cancelled"``) or ``"running"`` (it runs on, or
-        its worker was stopped; :meth:`ended` follows when it ends). An
-        exception propagates to the loop's exception handler.
+        follows at once, ``"cancelled"``), ``"running"`` (it runs on in its
+        worker, abandoned by its caller, holding its slot: :meth:`ended`
+        follows when it ends) or ``"stopped"`` (it was running, and a pool
+        that can stop a call stopped it). An exception propagates to the
+        loop's exception handler.
         """
 
     def refused_at_edge(self, partition: str | None) -> None:

@@ -46,11 +46,11 @@ from aiohttp import web
 from aiobound import BoundedLoopExecutor
 
 from ._http import (
-    REFUSALS,
+    ANSWERED,
     STATUS,
     EdgeCheck,
+    answer,
     check_retry_after,
-    refusal_body,
     refusal_headers,
     route_path,
 )
@@ -252,6 +252,8 @@ def shedding_middleware(*, retry_after: int = 1) -> Middleware:
     JSON body ``{"detail": ...}``. The refused call was not submitted, but
     calls that the same request made before it may have run (and their
     effects stay): retrying is safe only for a handler that is idempotent.
+    :class:`~aiobound.DeadlineExceeded` (a call's time limit passed) becomes
+    ``504 Gateway Timeout`` with the same kind of body, no ``Retry-After``.
 
     Put it first in ``app.middlewares`` (outermost), as :func:`setup` does,
     so that it covers every other middleware.
@@ -269,9 +271,9 @@ def shedding_middleware(*, retry_after: int = 1) -> Middleware:
     async def shed(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except REFUSALS as exc:
-            body = refusal_body(exc)
-        return web.json_response(body, status=STATUS, headers=headers)
+        except ANSWERED as exc:
+            status, body, answer_headers = answer(exc, headers)
+        return web.json_response(body, status=status, headers=answer_headers)
 
     return shed
 

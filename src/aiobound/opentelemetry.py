@@ -26,6 +26,12 @@ conventions:
   before they became calls (:meth:`~aiobound.BoundedLoopExecutor.shed_at_edge`),
   with the reason ``edge``: its sum over the reasons is every refusal
   (``max_per_second`` delays calls, it never refuses one);
+* ``aiobound.executor.call.deadline_exceeded``: counter of calls whose
+  deadline (``call_timeout=``, ``with_timeout()``) passed, with
+  ``aiobound.executor.deadline.stage`` = ``waiting`` (never handed over),
+  ``queued`` (cancelled in the pool), ``running`` (left to run on: the
+  abandoned calls) or ``stopped`` (stopped by a pool that can); a missed
+  deadline is not a refusal for load, so it is not in ``call.rejected``;
 * ``aiobound.executor.call.wait.duration`` (from ``submit`` to the hand-off
   to the pool: the wait for a slot and for a ``max_per_second`` turn) and
   ``aiobound.executor.call.duration`` (from the hand-off until the end is
@@ -41,7 +47,10 @@ totals.
 Traces: a span ``aiobound.call`` per call, a child of the caller's current
 span, from ``submit`` until the call ends, with an event ``handed over`` at
 the hand-off (attribute ``aiobound.wait``, seconds). A call that raised or
-was refused records the exception and gets the status ``ERROR``. Inside the
+was refused records the exception and gets the status ``ERROR``; so does a
+call that missed its deadline (an event ``deadline exceeded`` and the
+attribute ``aiobound.executor.deadline.stage``; the span of a call left
+running ends when the call does). Inside the
 worker the span is current, so spans made by ``fn`` are its children and
 join the request's trace: on a thread pool the span's context goes with the
 call in memory (the worker already runs in a copy of the caller's
@@ -84,6 +93,7 @@ NAME_ATTRIBUTE = "aiobound.executor.name"
 PARTITION_ATTRIBUTE = "aiobound.executor.partition"
 REASON_ATTRIBUTE = "aiobound.executor.rejection.reason"
 EDGE = "edge"  # the reason of a request refused by the edge check
+STAGE_ATTRIBUTE = "aiobound.executor.deadline.stage"
 SPAN_NAME = "aiobound.call"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -149,6 +159,11 @@ class _Observer(CallObserver):
         self._rejected = meter.create_counter(
             f"{PREFIX}.call.rejected", "{call}", "Calls refused without running."
         )
+        self._missed = meter.create_counter(
+            f"{PREFIX}.call.deadline_exceeded",
+            "{call}",
+            "Calls whose deadline passed, by where they were.",
+        )
         self._wait = _histogram(
             meter,
             f"{PREFIX}.call.wait.duration",
@@ -177,7 +192,12 @@ class _Observer(CallObserver):
     def refused(self, token: object, reason: str, error: BaseException) -> None:
         assert isinstance(token, _Call)
         span = token.span
-        if reason != "cancelled":
+        if reason == "deadline":  # a 504, not a refusal for load
+            self._missed.add(1, {**token.attributes, STAGE_ATTRIBUTE: "waiting"})
+            span.set_attribute(STAGE_ATTRIBUTE, "waiting")
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, "deadline exceeded: waiting"))
+        elif reason != "cancelled":
             self._rejected.add(1, {**token.attributes, REASON_ATTRIBUTE: reason})
             span.set_attribute(REASON_ATTRIBUTE, reason)
             span.record_exception(error)
@@ -185,6 +205,14 @@ class _Observer(CallObserver):
         else:
             span.add_event("cancelled while waiting")
         span.end()
+
+    def deadline_exceeded(self, token: object, stage: str) -> None:
+        assert isinstance(token, _Call)
+        self._missed.add(1, {**token.attributes, STAGE_ATTRIBUTE: stage})
+        span = token.span
+        span.set_attribute(STAGE_ATTRIBUTE, stage)
+        span.add_event("deadline exceeded", {STAGE_ATTRIBUTE: stage})
+        span.set_status(Status(StatusCode.ERROR, f"deadline exceeded: {stage}"))
 
     def refused_at_edge(self, partition: str | None) -> None:
         attributes = self._attributes

@@ -56,13 +56,15 @@ from starlette.routing import Host, Mount, Route, Router
 from aiobound import BoundedLoopExecutor
 
 from ._http import (
+    ANSWERED,
     CLOSED_DETAIL,
+    DEADLINE_DETAIL,
+    DEADLINE_STATUS,
     OVERLOADED_DETAIL,
-    REFUSALS,
     STATUS,
     EdgeCheck,
+    answer,
     check_retry_after,
-    refusal_body,
     refusal_headers,
     route_path,
 )
@@ -135,9 +137,27 @@ REFUSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
                 }
             }
         },
-    }
+    },
+    DEADLINE_STATUS: {
+        "description": (
+            "The service's time limit for this request passed (a call's "
+            "deadline: call_timeout= or with_timeout()). Not a refusal for "
+            "load; the call may have run."
+        ),
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "detail": {"type": "string", "enum": [DEADLINE_DETAIL]}
+                    },
+                    "required": ["detail"],
+                }
+            }
+        },
+    },
 }
-"""The 503 of :func:`add_exception_handlers`, for FastAPI's OpenAPI schema.
+"""The 503 and 504 of :func:`add_exception_handlers`, for FastAPI's schema.
 
 Declare it where calls can be refused, for the whole app
 (``FastAPI(responses=REFUSAL_RESPONSES)``) or per route
@@ -274,13 +294,18 @@ def executor_dependency(
 
 
 def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
-    """Answer :class:`OverloadedError` and :class:`ClosedError` with a 503.
+    """Answer refusals with a 503, and a missed deadline with a 504.
 
-    The response is ``503 Service Unavailable`` with ``Retry-After:
-    <retry_after>`` and a JSON body ``{"detail": ...}`` (FastAPI's shape for
-    errors). The refused call was not submitted, but calls that the same
-    request made before it may have run (and their effects stay): retrying
-    is safe only for a handler that is idempotent.
+    :class:`OverloadedError` and :class:`ClosedError` get ``503 Service
+    Unavailable`` with ``Retry-After: <retry_after>`` and a JSON body
+    ``{"detail": ...}`` (FastAPI's shape for errors). The refused call was
+    not submitted, but calls that the same request made before it may have
+    run (and their effects stay): retrying is safe only for a handler that
+    is idempotent. :class:`~aiobound.DeadlineExceeded` (a call's time limit
+    passed: ``call_timeout=`` or ``with_timeout()``) gets ``504 Gateway
+    Timeout`` with the same kind of body and no ``Retry-After``: not a
+    refusal for load, so the refusal counters do not count it (the
+    ``deadline_*`` fields do).
 
     Where it applies:
 
@@ -309,10 +334,11 @@ def add_exception_handlers(app: Starlette, *, retry_after: int = 1) -> None:
     headers = refusal_headers(check_retry_after(retry_after))
 
     async def refused(request: Request, exc: Exception) -> Response:
-        return JSONResponse(refusal_body(exc), STATUS, headers=headers)
+        status, body, answer_headers = answer(exc, headers)
+        return JSONResponse(body, status, headers=answer_headers)
 
     for target in _apps_mounted_in(app):
-        for cls in REFUSALS:
+        for cls in ANSWERED:
             target.add_exception_handler(cls, refused)
         _install_server_error_handler(target, refused)
 
@@ -348,7 +374,7 @@ def _install_server_error_handler(
         previous = getattr(previous, "_aiobound_previous", None)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, REFUSALS):
+        if isinstance(exc, ANSWERED):
             return await refused(request, exc)
         if previous is None:
             return PlainTextResponse("Internal Server Error", status_code=500)
