@@ -327,8 +327,7 @@ class TestOverload:
         assert service.db.opened == 4  # refused before routing: no session
         stats = service.executor.stats()
         assert stats.rejected + stats.timed_out == 0
-        # 0 until the edge check counts its refusals (#24), then all 16.
-        assert stats.shed_at_edge in (0, 16)
+        assert stats.shed_at_edge == 16  # the edge check counts its refusals
 
 
 # -- what FastAPI builds stays as it was -----------------------------------------
