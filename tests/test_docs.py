@@ -224,7 +224,7 @@ def test_every_public_name_has_a_reference_entry() -> None:
     reference = "\n".join(p.read_text() for p in (DOCS / "reference").glob("*.md"))
     for name in aiobound.__all__:
         assert re.search(
-            rf"\.\. auto(class|exception|function):: {name}\n", reference
+            rf"\.\. auto(class|exception|function):: {name}(\(\))?\n", reference
         ), name
     for module in (
         "starlette",
