@@ -23,7 +23,12 @@ import pytest
 import process_calls
 import stopping_calls
 import workers
-from aiobound import BoundedLoopExecutor, ClosedError, DeadlineExceeded
+from aiobound import (
+    BoundedExecutor,
+    BoundedLoopExecutor,
+    ClosedError,
+    DeadlineExceeded,
+)
 from aiobound._process import RESTART_LIMIT
 from conftest import assert_idle
 
@@ -210,6 +215,33 @@ class TestThePoolsPromisesHold:
     def test_a_bad_value_is_refused_naming_it(self) -> None:
         with pytest.raises(TypeError, match="kill_on_timeout must be a bool"):
             BoundedLoopExecutor.process(kill_on_timeout=1)  # type: ignore[arg-type]
+
+
+class TestTheSynchronousExecutor:
+    def test_a_late_call_is_stopped_and_its_worker_replaced(self) -> None:
+        controls = Controls()
+        executor = BoundedExecutor.process(
+            max_workers=1,
+            kill_on_timeout=True,
+            initializer=stopping_calls.install,
+            initargs=controls.initargs,
+        )
+        try:
+            assert executor.bound == 1
+            future = executor.with_timeout(LATE).submit(stopping_calls.sleep_long, 30)
+            assert controls.started.acquire(True, 30)
+            late_pid = controls.last_pid.value
+            with pytest.raises(DeadlineExceeded, match="stopped") as info:
+                future.result()
+            assert info.value.stage == "running"
+            stats = executor.stats()
+            assert (stats.deadline_running, stats.abandoned) == (1, 0)
+            assert executor.submit(stopping_calls.pid).result() != late_pid
+            assert not _alive(late_pid)
+        finally:
+            executor.shutdown()
+        stats = executor.stats()
+        assert (stats.cancelled, stats.completed, stats.in_flight) == (1, 1, 0)
 
 
 def _alive(pid: int) -> bool:
