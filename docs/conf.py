@@ -45,7 +45,7 @@ nitpick_ignore_regex = [
     (
         r"py:.*",
         r"(asyncio|concurrent|collections|contextlib|contextvars|typing|"
-        r"typing_extensions|multiprocessing|types|os|threading|distributed|"
+        r"typing_extensions|multiprocessing|types|os|threading|time|distributed|"
         r"starlette|fastapi|aiohttp|web|prometheus_client|opentelemetry|otel_context|"
         r"_typeshed)(\..*)?",
     ),
@@ -58,6 +58,9 @@ nitpick_ignore_regex = [
     ),
     (r"py:.*", r"(aiobound\._\w+\.)?(P|T|A|R|T_co)(\.args|\.kwargs)?"),
     (r"py:class", r"(BaseException|Exception|RuntimeError|object|callable)"),
+    # TimeLimited's constructor takes a lane of the call path: only
+    # with_timeout() makes one.
+    (r"py:class", r"aiobound\._calls\.Lane"),
     # The builtin ``dict[str, PartitionStats]`` of ExecutorStats' signature,
     # which the signature parser splits at its comma.
     (r"py:class", r"dict\[str"),

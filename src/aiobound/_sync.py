@@ -334,8 +334,7 @@ class BoundedExecutor(concurrent.futures.Executor):
     def with_timeout(self, seconds: float | None) -> TimeLimitedExecutor:
         """A view whose calls each have a time limit of *seconds*.
 
-        Its :meth:`~TimeLimitedExecutor.submit` and
-        :meth:`~TimeLimitedExecutor.map` are this executor's, with a
+        Its ``submit`` and ``map`` are this executor's, with a
         deadline *seconds* after each call is made (for ``map``, after each
         item is taken up), over its wait for a slot and its run; ``None``:
         no limit, whatever ``call_timeout`` says. When the deadline passes:
