@@ -187,6 +187,13 @@ def bench_sync_endpoints(session: nox.Session) -> None:
     session.run("python", "benchmarks/sync_endpoints.py", *session.posargs)
 
 
+@nox.session(default=False)
+def bench_deadlines(session: nox.Session) -> None:
+    """A downstream that sometimes hangs: goodput and p99, with deadlines or not."""
+    _install(session, extras="pebble")
+    session.run("python", "benchmarks/deadlines.py", *session.posargs)
+
+
 MUTANTS_SURVIVORS = Path("tests/mutants-survivors.md")
 MUTANTS_TARGET = 0.90
 

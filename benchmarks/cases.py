@@ -30,7 +30,10 @@ through a pool of ``workers``, and consumes each result:
   pool it sends items in automatically sized chunks);
 * ``map_chunksize_1``: the same with ``chunksize=1``, one call per item;
 * ``sync``: no loop at all, ``ThreadPoolExecutor.map`` (the ceiling for the
-  sleep workload).
+  sleep workload);
+* ``bounded_sync_window``: no loop, one thread keeps ``bound`` futures in
+  flight through ``BoundedExecutor.submit`` (the synchronous twin's submit);
+* ``bounded_sync_map``: no loop, ``BoundedExecutor.map``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from aiobound import BoundedLoopExecutor
+from aiobound import BoundedExecutor, BoundedLoopExecutor
 from aiobound._demo._memory import PeakMemory
 
 if TYPE_CHECKING:
@@ -72,9 +75,12 @@ CASES = (
     "map_unordered",
     "sync",
     "sync_window",
+    "bounded_sync_window",
+    "bounded_sync_map",
 )
-# The cases that run no event loop: the synchronous ceilings.
-SYNC_CASES = ("sync", "sync_window")
+# The cases that run no event loop: the synchronous ceilings, and the
+# synchronous twin.
+SYNC_CASES = ("sync", "sync_window", "bounded_sync_window", "bounded_sync_map")
 SLEEP = 0.01
 
 
@@ -205,6 +211,25 @@ def run_sync_window(pool: Pool, fn: Call, calls: int, bound: int) -> None:
         fut.result()
 
 
+def run_bounded_sync_window(pool: Pool, fn: Call, calls: int, bound: int) -> None:
+    """``sync_window`` through ``BoundedExecutor.submit`` (it blocks at the bound)."""
+    with BoundedExecutor(executor=pool, bound=bound) as executor:
+        window: deque[concurrent.futures.Future[None]] = deque()
+        for i in range(calls):
+            if len(window) >= bound:
+                window.popleft().result()
+            window.append(executor.submit(fn, i))
+        for fut in window:
+            fut.result()
+
+
+def run_bounded_sync_map(pool: Pool, fn: Call, calls: int, bound: int) -> None:
+    """``BoundedExecutor.map``, every result consumed."""
+    with BoundedExecutor(executor=pool, bound=bound) as executor:
+        for _ in executor.map(fn, range(calls)):
+            pass
+
+
 async def run_anyio(pool: Pool, fn: Call, calls: int, bound: int) -> None:
     """One task per call, ``anyio.to_thread.run_sync`` with a limiter."""
     import anyio
@@ -315,6 +340,10 @@ def measure(
         loop_cpu_started = time.thread_time()  # the loop runs in this thread
         if case == "sync_window":
             run_sync_window(pool, fn, calls, bound)
+        elif case == "bounded_sync_window":
+            run_bounded_sync_window(pool, fn, calls, bound)
+        elif case == "bounded_sync_map":
+            run_bounded_sync_map(pool, fn, calls, bound)
         elif loop is None:
             for _ in pool.map(fn, range(calls)):
                 pass

@@ -62,8 +62,6 @@ nitpick_ignore_regex = [
     # The builtin ``dict[str, PartitionStats]`` of ExecutorStats' signature,
     # which the signature parser splits at its comma.
     (r"py:class", r"dict\[str"),
-    # Partition's constructor takes the executor's private lane (a Partition
-    # is made by executor.partition(), never by the user).
 ]
 
 html_theme = "furo"

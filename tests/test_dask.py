@@ -27,7 +27,8 @@ import dask  # noqa: E402 - after the skip
 from distributed.client import ClosedClientError  # noqa: E402
 
 import dask_calls  # noqa: E402
-from aiobound import BoundedLoopExecutor, ClosedError  # noqa: E402
+import workers  # noqa: E402
+from aiobound import BoundedLoopExecutor, ClosedError, DeadlineExceeded  # noqa: E402
 from aiobound.dask import from_client  # noqa: E402
 from conftest import assert_idle  # noqa: E402
 
@@ -421,6 +422,53 @@ class TestCancellation:
             assert await asyncio.gather(*first.calls, *second.calls) == [0, 0]
         await executor.aclose()
         assert executor.stats().completed == 2
+        assert_idle(executor)
+
+
+# A deadline that the calls submitted in a test reach while the cluster is
+# held: long enough to submit them all first.
+LIMIT = 2.0
+
+
+class TestDeadlines:
+    async def test_the_function_knows_its_time_left_on_a_worker(
+        self, client: Client
+    ) -> None:
+        async with from_client(client, call_timeout=30) as executor:
+            left = await executor.run(workers.time_left)
+            assert left is not None
+            assert 0 < left <= 30
+            assert await executor.with_timeout(None).run(workers.time_left) is None
+
+    async def test_a_running_task_runs_on_and_one_no_worker_got_never_runs(
+        self, client: Client, tmp_path: Path
+    ) -> None:
+        executor = from_client(client, bound=12)
+        view = executor.with_timeout(LIMIT)
+        async with executor, holding(client) as held:
+            held.calls = [
+                await view.submit(dask_calls.hold, held.name, n) for n in (0, 1)
+            ]
+            await held.started(range(2))
+            paths = [str(tmp_path / f"touched-{n}") for n in range(8)]
+            touches = [await view.submit(dask_calls.touch, p) for p in paths]
+            outcomes = await asyncio.gather(
+                *held.calls, *touches, return_exceptions=True
+            )
+            assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes
+            stages = [o.stage for o in outcomes if isinstance(o, DeadlineExceeded)]
+            assert stages[:2] == ["running", "running"]  # the held ones
+            touched = stages[2:]
+            assert "queued" in touched, touched  # the scheduler queued some
+            await held.release()
+        # aclose waited for the tasks a worker had: they ran to the end.
+        for path, stage in zip(paths, touched, strict=True):
+            assert ran(path) == (stage == "running"), (path, stage)
+        stats = executor.stats()
+        queued = touched.count("queued")
+        assert (stats.deadline_queued, stats.cancelled) == (queued, queued)
+        assert stats.deadline_running == stats.abandoned == 10 - queued
+        assert stats.completed == 10 - queued
         assert_idle(executor)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pytest
 
@@ -26,6 +27,12 @@ from aiobound import (
     remaining,
 )
 from conftest import ExecutorFactory, GateFactory, assert_idle, settle
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SHORT = 0.05  # a deadline that passes while a gate holds the call
 
@@ -134,6 +141,62 @@ class TestWhereTheCallIs:
         stats = executor.stats()
         assert (stats.abandoned, stats.deadline_running, stats.completed) == (0, 0, 1)
         assert executor._lane.timers == {}
+
+
+class StartsInTheGap(concurrent.futures.Future[Any]):
+    """A call that starts (or ends) between ``running()`` and ``cancel()``.
+
+    At the deadline the lane reads ``running()`` (False: not started), sets
+    the caller's error, then tries ``cancel()``, which fails: the call had
+    started meanwhile. With *ends*, it has also ended by then.
+    """
+
+    def __init__(self, ends: bool) -> None:
+        super().__init__()
+        self.ends = ends
+
+    def running(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        if self.ends:
+            self.set_result("late")
+        return False
+
+
+class GapPool(concurrent.futures.Executor):
+    def __init__(self, ends: bool) -> None:
+        self.ends = ends
+        self.futures: list[StartsInTheGap] = []
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        future = StartsInTheGap(self.ends)
+        self.futures.append(future)
+        return future
+
+
+class TestTheStageIsTrue:
+    @pytest.mark.parametrize("ends", [False, True])
+    async def test_a_call_that_started_after_running_was_read_is_running(
+        self, ends: bool
+    ) -> None:
+        pool = GapPool(ends)
+        async with BoundedLoopExecutor(executor=pool, bound=1) as executor:
+            with pytest.raises(DeadlineExceeded) as info:
+                await executor.with_timeout(SHORT).run(noop, 1)
+            assert info.value.stage == "running"
+            assert "goes on in its worker" in str(info.value)
+            stats = executor.stats()
+            assert (stats.deadline_queued, stats.deadline_running) == (0, 1)
+            assert stats.cancelled == 0
+            # Still running: abandoned, its slot held; ended already: neither.
+            assert (stats.abandoned, stats.in_flight) == ((0, 0) if ends else (1, 1))
+            if not ends:
+                pool.futures[0].set_result("late")
+        stats = executor.stats()
+        assert (stats.in_flight, stats.completed) == (0, 1)
 
 
 class TestRemaining:

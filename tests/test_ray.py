@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - ray is in the test group
 
 import otel_calls
 import ray_calls
-from aiobound import BoundedLoopExecutor, ClosedError
+import workers
+from aiobound import BoundedLoopExecutor, ClosedError, DeadlineExceeded
 from aiobound.ray import (
     RayExecutor,
     from_ray,
@@ -353,6 +354,83 @@ class TestCancellation:
         stats = executor.stats()
         assert (stats.completed, stats.failed, stats.cancelled) == (2, 0, 6)
         assert_idle(executor)
+
+
+# A deadline that the calls submitted in a test reach while Ray is held:
+# long enough to submit them all first.
+LIMIT = 2.0
+
+
+class TestDeadlines:
+    async def test_the_function_knows_its_time_left_on_a_worker(self) -> None:
+        async with from_ray(bound=2, call_timeout=30) as executor:
+            left = await executor.run(workers.time_left)
+            assert left is not None
+            assert 0 < left <= 30
+            assert await executor.with_timeout(None).run(workers.time_left) is None
+
+    async def test_a_running_call_runs_on_and_one_not_started_never_runs(
+        self, tmp_path: Path
+    ) -> None:
+        executor = from_ray(bound=8)
+        view = executor.with_timeout(LIMIT)
+        async with executor, holding(tmp_path) as held:
+            for index in range(CPUS):
+                done = str(tmp_path / f"held-done-{index}")
+                held.done.append(done)
+                held.calls.append(
+                    await view.submit(
+                        ray_calls.hold, held.started, held.go, index, done
+                    )
+                )
+            assert {await held.next_started() for _ in range(CPUS)} == {0, 1}
+            paths = [str(tmp_path / f"touched-{n}") for n in range(4)]
+            touches = [await view.submit(ray_calls.touch, p) for p in paths]
+            outcomes = await asyncio.gather(
+                *held.calls, *touches, return_exceptions=True
+            )
+            assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes
+            stages = [o.stage for o in outcomes if isinstance(o, DeadlineExceeded)]
+            assert stages == ["running"] * CPUS + ["queued"] * 4
+            stats = executor.stats()
+            assert (stats.in_flight, stats.cancelled) == (CPUS, 4)
+            held.release()
+        assert all(ran(done) for done in held.done)  # ran on, to the end
+        assert not any(ran(p) for p in paths)  # never ran
+        stats = executor.stats()
+        assert (stats.deadline_running, stats.abandoned) == (CPUS, CPUS)
+        assert (stats.deadline_queued, stats.completed) == (4, CPUS)
+        assert_idle(executor)
+
+    def test_the_synchronous_executor_keeps_them_too(self, tmp_path: Path) -> None:
+        held = Held(tmp_path)
+        executor = from_ray_sync(bound=4, call_timeout=LIMIT)
+        try:
+            calls = [
+                executor.submit(ray_calls.hold, held.started, held.go, index)
+                for index in range(CPUS)
+            ]
+            lines = b""
+            while lines.count(b"\n") < CPUS:  # both workers are held
+                lines += os.read(held._started_fd, 64)
+            path = str(tmp_path / "touched")
+            queued = executor.submit(ray_calls.touch, path)
+            expected: list[tuple[concurrent.futures.Future[Any], str]] = [
+                *((call, "running") for call in calls),
+                (queued, "queued"),
+            ]
+            for call, stage in expected:
+                with pytest.raises(DeadlineExceeded) as info:
+                    call.result(timeout=60)
+                assert info.value.stage == stage
+        finally:
+            held.release()
+            held.close()
+        executor.shutdown()
+        assert not ran(path)
+        stats = executor.stats()
+        assert (stats.deadline_running, stats.abandoned) == (CPUS, CPUS)
+        assert (stats.deadline_queued, stats.cancelled, stats.in_flight) == (1, 1, 0)
 
 
 class TestSynchronous:

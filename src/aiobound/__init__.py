@@ -29,6 +29,7 @@ from ._shared import SharedBoundStats as SharedBoundStats
 from ._stats import ExecutorStats as ExecutorStats
 from ._stats import PartitionStats as PartitionStats
 from ._sync import BoundedExecutor as BoundedExecutor
+from ._sync import TimeLimitedExecutor as TimeLimitedExecutor
 from ._views import TimeLimited as TimeLimited
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = (
     "SharedBound",
     "SharedBoundStats",
     "TimeLimited",
+    "TimeLimitedExecutor",
     "remaining",
 )
 

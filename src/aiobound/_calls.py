@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._bridge import Bridge, thread_id
 from ._checks import check_callable, is_async_function
 from ._deadlines import Deadline, run_within
-from ._errors import DeadlineExceeded, closed_while_waiting
+from ._errors import DeadlineExceeded, closed_while_waiting, restage
 from ._stats import CANCELLED, COMPLETED, FAILED, CallCounts
 
 if TYPE_CHECKING:
@@ -434,21 +434,24 @@ class Lane:
         stops = self.submitter.stops_running
         stage = ("stopped" if stops else "running") if running else "queued"
         # The caller's error first: cancelling the call settles it at once.
-        afut.set_exception(deadline.exceeded(stage))
+        error = deadline.exceeded(stage)
+        afut.set_exception(error)
         started = self.calls.get(cfut)
         if self.policy is not None and started is not None:
             self.path.sample(started, True)
         timers[cfut] = _MISSED  # its end feeds the policy no more
-        if cfut.cancel():
-            if running:  # the pool stopped it
-                stage = "stopped"
+        if cfut.cancel():  # never started, or stopped by the pool
+            if running:
                 counts.deadline_running += 1
             else:
                 counts.deadline_queued += 1
-        else:  # started meanwhile, or a thread: it runs on
-            stage = "running"
+        else:  # a thread, or it started after running() was read: it runs on
+            if stage != "running":
+                stage = "running"
+                restage(error, stage)  # nobody has read it yet
             counts.deadline_running += 1
-            counts.abandoned += 1
+            if not cfut.done():
+                counts.abandoned += 1
         observed = self.observed
         if observed is not None:
             observed.deadline_exceeded(token, stage)

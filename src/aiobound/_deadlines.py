@@ -109,3 +109,19 @@ def remaining() -> float | None:
         return None
     clock, due = current
     return max(0.0, due - clock())
+
+
+def wall_clock_deadline(fn: object, args: tuple[Any, ...]) -> float | None:
+    """The deadline of a call as a pool that keeps its own time receives it.
+
+    A call with a deadline reaches a pool that does not share this process's
+    clock (a process pool, a cluster) as ``run_within(False, due, fn, *args)``:
+    this returns ``due``, a :func:`time.time` instant, for such a call, and
+    ``None`` for any other (no deadline, or one on the monotonic clock).
+    The Dask and Ray executors read it to cancel a task that no worker has
+    taken by then.
+    """
+    if fn is run_within and len(args) >= 2 and args[0] is False:
+        due = args[1]
+        return due if isinstance(due, float) else None
+    return None

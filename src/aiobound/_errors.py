@@ -100,11 +100,22 @@ def deadline_exceeded(stage: str, timeout: float) -> DeadlineExceeded:
     *stage* ``"stopped"`` is a running call whose worker was stopped; its
     error's :attr:`~DeadlineExceeded.stage` is ``"running"``.
     """
-    return DeadlineExceeded(
-        f"deadline exceeded: {timeout:g} s passed while the call was {_STAGES[stage]}",
-        "running" if stage == "stopped" else stage,
-        timeout,
+    error = DeadlineExceeded("", stage, timeout)
+    restage(error, stage)
+    return error
+
+
+def restage(error: DeadlineExceeded, stage: str) -> None:
+    """Set *error*'s stage (and message) to *stage*, before anyone reads it.
+
+    For a call found running only after its error was set: its cancel
+    failed, so it had started.
+    """
+    error.args = (
+        f"deadline exceeded: {error.timeout:g} s passed while the call was "
+        f"{_STAGES[stage]}",
     )
+    error.stage = "running" if stage == "stopped" else stage
 
 
 # The sentences of ClosedError, one place for each moment it can happen.

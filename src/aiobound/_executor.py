@@ -233,6 +233,7 @@ class BoundedLoopExecutor:
         initargs: tuple[object, ...] = (),
         partitions: Mapping[str, float | Share] | None = None,
         call_timeout: float | None = None,
+        kill_on_timeout: bool = False,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -245,7 +246,8 @@ class BoundedLoopExecutor:
 
         Args:
             max_workers: Worker processes (default: ``os.cpu_count()``).
-            bound: As in the constructor; default twice ``max_workers``.
+            bound: As in the constructor; default twice ``max_workers``
+                (``max_workers`` with ``kill_on_timeout=True``).
             max_pending: As in the constructor.
             max_wait: As in the constructor.
             max_per_second: As in the constructor.
@@ -257,11 +259,41 @@ class BoundedLoopExecutor:
             initializer: Called with ``*initargs`` in each worker at start.
             initargs: Arguments for ``initializer`` (only with it).
             partitions: As in the constructor.
-            call_timeout: As in the constructor.
+            call_timeout: As in the constructor. The deadline travels to the
+                worker as a :func:`time.time` instant, where
+                :func:`~aiobound.remaining` reads it.
+            kill_on_timeout: Stop a call still running at its deadline: its
+                worker process is terminated and replaced, its slot freed,
+                and no other call fails (``DeadlineExceeded.stage`` is
+                ``"running"``; counted in ``stats().deadline_running``, not
+                ``abandoned``). The pool is then pebble's ``ProcessPool``
+                (the ``pebble`` extra: ``pip install 'aiobound[pebble]'``;
+                ``ImportError`` without it), not a ``ProcessPoolExecutor``,
+                which cannot stop one call without failing them all. See
+                below for what else changes.
 
         Functions and arguments are pickled: functions must be defined at
         the top level of an importable module. Calls run in the worker's own
         :mod:`contextvars` context.
+
+        With ``kill_on_timeout=True``, a call is stopped whenever it is
+        cancelled while it runs: at its deadline, when its caller cancels
+        it, and when :meth:`aclose`'s ``timeout`` expires (then nothing is
+        left running: the calls still running are stopped with those not
+        started, their callers get :class:`ClosedError`, they count in
+        ``stats().cancelled``, and no ``TimeoutError`` is raised). A stopped
+        call's slot is freed at once; the pool terminates its worker within
+        about 0.1 s (``SIGTERM``, then ``SIGKILL`` after 3 s) and starts
+        another, so a call given that slot meanwhile waits for a worker. A
+        worker that dies fails only its own call (with
+        ``BrokenProcessPool``) and is replaced by the pool: neither counts
+        in ``stats().pool_restarts``, which counts whole pools replaced
+        (when the pool itself stops working, or its workers' initializer
+        fails). The default bound is ``max_workers``, not twice that: the
+        pool passes every call it is given to its workers at once, and a
+        call they have taken cannot be withdrawn without stopping a worker,
+        so calls wait for a free worker in aiobound's queue instead, where a
+        deadline takes them out cleanly.
 
         A pool that keeps breaking is replaced at most 3 times within 60
         seconds; meanwhile calls fail with a ``BrokenProcessPool`` that says
@@ -275,12 +307,15 @@ class BoundedLoopExecutor:
                 without ``initializer``, or ``initializer`` or an item of
                 ``initargs`` cannot be pickled (the message names it).
             ValueError: an argument is out of range, or ``mp_context`` forks.
+            ImportError: ``kill_on_timeout=True`` without pebble installed.
         """
         policy = bound if isinstance(bound, LimitPolicy) else None
         bound = None if policy is not None else check_bound(bound, policies=True)
         shares = check_partitions(partitions, shared=isinstance(bound, SharedBound))
         limits = Limits(max_pending, max_wait, max_per_second, burst, call_timeout)
-        pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
+        pool = owned_process_pool(
+            max_workers, mp_context, initializer, initargs, kill_on_timeout
+        )
         try:
             if policy is not None:
                 bound = policy.attach(pool.workers)
@@ -289,15 +324,9 @@ class BoundedLoopExecutor:
             raise
         self = cls.__new__(cls)
         submitter = Submitter(pool.executor, copy_context=False, owned_pool=pool)
-        self._setup(
-            submitter,
-            True,
-            pool,
-            2 * pool.workers if bound is None else bound,
-            limits,
-            policy,
-            shares,
-        )
+        if bound is None:
+            bound = pool.workers if pool.kills else 2 * pool.workers
+        self._setup(submitter, True, pool, bound, limits, policy, shares)
         return self
 
     def _setup(

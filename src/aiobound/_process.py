@@ -5,7 +5,10 @@
   breaks (with a count of restarts, and a limit on how fast), its
   initializer check, and the flag that drops calls not yet started when
   ``aclose(timeout=...)`` gives up on them (:func:`run_unless_dropped` runs
-  every call in the worker and reads that flag first).
+  every call in the worker and reads that flag first). With
+  ``kill_on_timeout=True`` each pool it makes is a
+  :class:`~aiobound._stopping.StoppingPool` (pebble's), whose running calls
+  can be stopped, instead of a ``ProcessPoolExecutor``.
 * :func:`process_context` and :func:`check_context` pick or check the start
   method: ``forkserver`` where it exists, ``spawn`` elsewhere, never plain
   ``fork`` (the event loop's process runs threads, and forking a process that
@@ -50,6 +53,7 @@ from ._pickling import (
     safe_repr,
     safe_str,
 )
+from ._stopping import StoppingPool, import_pebble
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -190,6 +194,8 @@ def explain_call_error(
         error = closed_before_start()
         error.__cause__ = exc
         return error
+    if pool is not None and pool.kills:
+        return _explain_stopping_pool_error(exc, fn, args, kwargs, pool)
     if isinstance(exc, BrokenProcessPool):
         return exc if pool is None else pool.explain_broken(exc)
     if not isinstance(exc, PICKLING_ERRORS):
@@ -199,6 +205,42 @@ def explain_call_error(
         return explain_result(exc, fn)
     if where == "worker":
         return exc
+    return explain_pickling_error(exc, fn, args, kwargs)
+
+
+def _explain_stopping_pool_error(
+    exc: BaseException,
+    fn: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    pool: OwnedProcessPool,
+) -> BaseException:
+    """:func:`explain_call_error` for a pool made with ``kill_on_timeout=True``.
+
+    pebble reports a call's errors otherwise than ``ProcessPoolExecutor``: an
+    error raised in the worker has a ``RemoteTraceback`` (its text in
+    ``.traceback``) as its cause; an error pickling the result back comes
+    from the worker bare (no traceback at all); an error pickling the call
+    was raised here (it has a traceback); a worker that died fails its own
+    call, and only that one, with ``pebble.ProcessExpired``, which becomes a
+    ``BrokenProcessPool`` as on the other pools.
+    """
+    if isinstance(exc, BrokenProcessPool):
+        return pool.explain_broken(exc)
+    if isinstance(exc, import_pebble().ProcessExpired):
+        code = getattr(exc, "exitcode", None)
+        error = BrokenProcessPool(
+            f"the worker process running this call died (exit code {code}); "
+            "the pool started another, and its other calls go on"
+        )
+        error.__cause__ = exc
+        return error
+    if not isinstance(exc, PICKLING_ERRORS):
+        return exc
+    if isinstance(getattr(exc.__cause__, "traceback", None), str):
+        return exc  # raised by fn itself, in the worker
+    if exc.__traceback__ is None:
+        return explain_result(exc, fn)  # pickled back from the worker
     return explain_pickling_error(exc, fn, args, kwargs)
 
 
@@ -386,6 +428,7 @@ def owned_process_pool(
     mp_context: object,
     initializer: object,
     initargs: object,
+    kill_on_timeout: object = False,
 ) -> OwnedProcessPool:
     """Check the pool arguments of :meth:`BoundedLoopExecutor.process`; make it.
 
@@ -393,7 +436,13 @@ def owned_process_pool(
         TypeError: an argument has the wrong type, ``initargs`` is given
             without ``initializer``, or either cannot be pickled.
         ValueError: ``max_workers`` is below 1, or ``mp_context`` forks.
+        ImportError: ``kill_on_timeout`` is true and pebble is missing.
     """
+    if not isinstance(kill_on_timeout, bool):
+        raise TypeError(
+            "kill_on_timeout must be a bool, got "
+            f"{type(kill_on_timeout).__name__} {safe_repr(kill_on_timeout)}"
+        )
     workers = check_max_workers(max_workers)
     if workers is None:
         workers = os.cpu_count() or 1
@@ -411,29 +460,37 @@ def owned_process_pool(
         )
     if initargs and initializer is None:
         raise TypeError("initargs has no effect without initializer")
+    if kill_on_timeout:
+        import_pebble()  # before any process starts
     return OwnedProcessPool(
         workers,
         context,
         cast("Callable[..., object] | None", initializer),
         initargs,
+        kills=kill_on_timeout,
     )
 
 
 class OwnedProcessPool:
-    """A :class:`ProcessPoolExecutor` that aiobound made, replaced when it breaks.
+    """A process pool that aiobound made, replaced when it breaks.
 
-    Its workers start with :func:`_start_worker`, which keeps a flag shared
-    by every pool it makes: once :meth:`drop_calls_not_started` sets it, a
-    call that has not started is not run (:func:`run_unless_dropped`).
+    A :class:`ProcessPoolExecutor`, or with *kills* a
+    :class:`~aiobound._stopping.StoppingPool` (pebble's), whose running
+    calls are stopped when cancelled. Its workers start with
+    :func:`_start_worker`, which keeps a flag shared by every pool it makes:
+    once :meth:`drop_calls_not_started` sets it, a call that has not started
+    is not run (:func:`run_unless_dropped`).
 
     Args:
         workers: Worker processes.
         context: The multiprocessing context (see :func:`process_context`).
         initializer: Called with ``*initargs`` in each worker at start.
         initargs: Arguments for ``initializer``.
+        kills: Make pools that stop a running call when it is cancelled.
 
     Raises:
         TypeError: ``initializer`` or ``initargs`` cannot be pickled.
+        ImportError: *kills*, and pebble is missing.
     """
 
     __slots__ = (
@@ -445,6 +502,7 @@ class OwnedProcessPool:
         "_replaced_at",
         "_workers",
         "executor",
+        "kills",
         "restarts",
     )
 
@@ -454,8 +512,11 @@ class OwnedProcessPool:
         context: BaseContext,
         initializer: Callable[..., object] | None,
         initargs: tuple[object, ...],
+        *,
+        kills: bool = False,
     ) -> None:
         check_initializer(context, initializer, initargs)
+        self.kills = kills
         self._workers = workers
         self._context = context
         self._initializer = initializer
@@ -480,11 +541,16 @@ class OwnedProcessPool:
 
     def _new_pool(self) -> concurrent.futures.Executor:
         self._init_error.value = b""
+        initargs = (
+            self._drop_flag,
+            self._init_error,
+            self._initializer,
+            self._initargs,
+        )
+        if self.kills:
+            return StoppingPool(self._workers, self._context, _start_worker, initargs)
         return ProcessPoolExecutor(
-            self._workers,
-            self._context,
-            _start_worker,
-            (self._drop_flag, self._init_error, self._initializer, self._initargs),
+            self._workers, self._context, _start_worker, initargs
         )
 
     def drop_calls_not_started(self) -> None:

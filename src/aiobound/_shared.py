@@ -677,6 +677,31 @@ class LoopView(_View):
         self.release()
 
 
+class _TimedThreadRecord(_ThreadRecord):
+    """A blocked thread with a deadline: keeps the error it is refused with.
+
+    Refused by :meth:`SharedBound._grant_next` (its ``max_wait`` or its
+    deadline passed before a slot reached it), it must tell which.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, view: _View, since: float, deadline: Deadline) -> None:
+        super().__init__(view, since, deadline)
+        self.error: BaseException | None = None
+
+    def wake(self, error: BaseException | None) -> bool:
+        self.error = error
+        return super().wake(error)
+
+
+# Which limit ends a thread's wait for a slot, in ThreadView.acquire_blocking.
+_NO_LIMIT = 0
+_MAX_WAIT = 1  # refused: OverloadedError, counted as timed out
+_TIMEOUT = 2  # the caller's own timeout: False
+_DEADLINE = 3  # the call's deadline: DeadlineExceeded("waiting")
+
+
 class ThreadView(_View):
     """A :class:`BoundedExecutor`'s view: blocking acquire, thread-safe release."""
 
@@ -688,13 +713,18 @@ class ThreadView(_View):
         super().__init__(shared, max_pending, max_wait)
         self._idle = threading.Event()
 
-    def acquire_blocking(self, timeout: float | None = None) -> bool:
+    def acquire_blocking(
+        self, timeout: float | None = None, deadline: Deadline | None = None
+    ) -> bool:
         """Take a slot, blocking the calling thread in the shared FIFO order.
 
         Args:
             timeout: Give up after this many seconds and return ``False``
-                (``None``: no limit). ``max_wait``, if shorter, refuses with
-                :class:`OverloadedError` instead.
+                (``None``: no limit). ``max_wait``, if not longer, refuses
+                with :class:`OverloadedError` instead.
+            deadline: The call's deadline: if it passes first, the thread
+                leaves the queue and :class:`DeadlineExceeded` is raised
+                (stage ``"waiting"``). Never before it has passed.
 
         Returns:
             ``True`` once a slot is held; ``False`` if ``timeout`` expired.
@@ -703,6 +733,7 @@ class ThreadView(_View):
             ClosedError: the executor is closed, or was closed while waiting.
             OverloadedError: ``max_pending`` callers of this executor already
                 wait, or this one waited ``max_wait`` seconds.
+            DeadlineExceeded: *deadline* passed while it waited.
 
         Cancellation: a ``KeyboardInterrupt`` (or any exception raised by a
         signal handler) while blocked leaves the queue holding no slot; a
@@ -713,22 +744,40 @@ class ThreadView(_View):
             if shared._take_free(self):
                 return True
             shared._check_room(self)
-            record = _ThreadRecord(self, time.monotonic())
+            record = (
+                _ThreadRecord(self, time.monotonic())
+                if deadline is None
+                else _TimedThreadRecord(self, time.monotonic(), deadline)
+            )
             shared._enqueue(record)
-        limit = self._max_wait
-        refuse = limit is not None and (timeout is None or limit <= timeout)
-        if timeout is not None and not refuse:
-            limit = timeout
+        # The first limit to expire ends the wait (max_wait wins a tie with
+        # timeout; the deadline wins any tie).
+        limit: float | None = None
+        reason = _NO_LIMIT
+        if self._max_wait is not None:
+            limit, reason = self._max_wait, _MAX_WAIT
+        if timeout is not None and (limit is None or timeout < limit):
+            limit, reason = timeout, _TIMEOUT
+        if deadline is not None:
+            left = deadline.due - time.monotonic()
+            if limit is None or left <= limit:
+                limit, reason = max(0.0, left), _DEADLINE
         gave_up = False
         try:
             if limit is None:
                 record.lock.acquire()
             else:
-                record.lock.acquire(timeout=limit)
+                while not record.lock.acquire(timeout=limit):
+                    if reason != _DEADLINE:
+                        break
+                    assert deadline is not None
+                    limit = deadline.due - time.monotonic()
+                    if limit <= 0:  # never refused before the deadline
+                        break
             with shared._lock:
                 state = record.state
                 if state == _WAITING:  # the time limit expired first
-                    shared._leave(record, timed_out=refuse)
+                    shared._leave(record, timed_out=reason == _MAX_WAIT)
                     gave_up = True
         except BaseException:
             # Interrupted (a signal handler raised): leave, or pass on a slot
@@ -741,10 +790,18 @@ class ThreadView(_View):
             raise
         if state == _GRANTED:
             return True
-        if state == _EXPIRED or (gave_up and refuse):
-            raise shared._overloaded(self)
         if gave_up:
-            return False
+            if reason == _TIMEOUT:
+                return False
+            if reason == _DEADLINE:
+                assert deadline is not None
+                raise deadline.exceeded("waiting")
+            raise shared._overloaded(self)
+        if state == _EXPIRED:
+            # Reached by a released slot after a limit passed: refused then.
+            if isinstance(record, _TimedThreadRecord) and record.error is not None:
+                raise record.error
+            raise shared._overloaded(self)
         if state == _CLOSED:
             raise closed_while_waiting()
         raise AssertionError(f"unexpected waiter state {state}")  # pragma: no cover

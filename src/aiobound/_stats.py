@@ -69,7 +69,9 @@ class PartitionStats:
         submitted: This partition's calls handed to the underlying executor.
         completed: This partition's calls that returned a value.
         failed: This partition's calls that raised, or that the pool refused.
-        cancelled: This partition's calls cancelled before they started.
+        cancelled: This partition's calls cancelled before they started,
+            or stopped while running by a pool that can
+            (``kill_on_timeout=True``).
         rejected: Callers refused at once: ``max_pending`` already waited.
         timed_out: Callers refused after waiting ``max_wait``.
         shed_at_edge: Requests refused by :meth:`Partition.shed_at_edge`
@@ -140,7 +142,10 @@ class ExecutorStats:
         completed: Calls that returned a value.
         failed: Calls that raised, plus submissions the underlying executor
             refused by raising from ``submit``.
-        cancelled: Calls cancelled before they started (never ran).
+        cancelled: Calls cancelled before they started (never ran), or
+            stopped while running by a pool that can (a process pool made
+            with ``kill_on_timeout=True``: at their deadline, or when their
+            caller was cancelled).
         rejected: Calls refused at once with :class:`OverloadedError`
             because ``max_pending`` callers already waited.
         timed_out: Calls refused with :class:`OverloadedError` after

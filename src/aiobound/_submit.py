@@ -17,7 +17,10 @@ Three ways of handing over, picked at construction so that no call re-decides:
   checks that the main script does not start workers from its top level
   (:func:`check_main_is_guarded`). A pool aiobound owns runs each call through
   :func:`run_unless_dropped`, so that ``aclose(timeout=...)`` can drop calls
-  the pool has queued but not started;
+  the pool has queued but not started; one made with ``kill_on_timeout=True``
+  (pebble's, :class:`~aiobound._stopping.StoppingPool`) gets each call
+  through pebble's ``schedule``, and cancelling a running call stops it
+  (:attr:`Submitter.stops_running`);
 * any other executor gets the call as it is.
 """
 
@@ -30,7 +33,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from ._checks import check_max_workers
 from ._pickling import safe_repr
@@ -43,6 +46,9 @@ from ._process import (
     run_unless_dropped,
 )
 from ._stats import CANCELLED, FAILED
+
+if TYPE_CHECKING:
+    from ._stopping import StoppingPool
 
 __all__ = (
     "Explain",
@@ -116,6 +122,25 @@ class _ProcessHandover:
         return executor.submit(fn, *args, **kwargs)
 
 
+class _StoppingHandover(_ProcessHandover):
+    """Schedule on pebble's pool (owned), through :func:`run_unless_dropped`."""
+
+    __slots__ = ()
+
+    def __call__(
+        self,
+        executor: concurrent.futures.Executor,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> concurrent.futures.Future[T]:
+        if not self._checked:
+            check_main_is_guarded(self._context)
+            self._checked = True
+        pool = cast("StoppingPool", executor)
+        return pool.schedule(run_unless_dropped, (fn, *args), kwargs)
+
+
 def _process_explainer(owned: OwnedProcessPool | None) -> Explainer:
     def explainer(
         fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -147,7 +172,10 @@ def handover_for(
         context = owned.context if owned is not None else None
         if context is None:
             context = getattr(executor, "_mp_context", None)
-        return _ProcessHandover(context, owned is not None), _process_explainer(owned)
+        kind = (
+            _StoppingHandover if owned is not None and owned.kills else _ProcessHandover
+        )
+        return kind(context, owned is not None), _process_explainer(owned)
     return _plain, None
 
 
@@ -186,7 +214,9 @@ class Submitter:
         copy_context: bool,
         owned_pool: OwnedProcessPool | None = None,
     ) -> None:
-        to_processes = isinstance(executor, ProcessPoolExecutor)
+        to_processes = (
+            isinstance(executor, ProcessPoolExecutor) or owned_pool is not None
+        )
         if copy_context and to_processes:
             raise ValueError(
                 "copy_context=True cannot be used with a process pool: a "
@@ -197,7 +227,7 @@ class Submitter:
         # Whether the workers read this process's time.monotonic (threads).
         self.same_clock = isinstance(executor, concurrent.futures.ThreadPoolExecutor)
         # Whether cancelling a running call stops it (its worker is replaced).
-        self.stops_running = False
+        self.stops_running = owned_pool is not None and owned_pool.kills
         self._pool = owned_pool
         self._lock = threading.Lock()
         self.handover, self.explainer = handover_for(

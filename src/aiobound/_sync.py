@@ -4,7 +4,9 @@ The front door for threads: surface and wiring only. A
 :class:`~aiobound._shared.ThreadView` over a shared or private
 :class:`~aiobound._shared.SharedBound` counts the slots, the
 :class:`~aiobound._submit.Submitter` hands calls over (and replaces a broken
-pool it owns), :mod:`aiobound._sync_map` runs ``map`` and
+pool it owns), :mod:`aiobound._sync_map` runs ``map``,
+:mod:`aiobound._sync_deadlines` keeps the deadlines of calls handed over
+(``call_timeout=``, :meth:`BoundedExecutor.with_timeout`) and
 :mod:`aiobound._stats` builds ``stats()``, as for the async executor.
 """
 
@@ -22,11 +24,13 @@ from ._checks import (
     check_optional_int,
     is_async_function,
 )
-from ._errors import closed_while_waiting
+from ._deadlines import Deadline, run_within
+from ._errors import DeadlineExceeded, closed_while_waiting
 from ._process import owned_process_pool
 from ._shared import SharedBound, ThreadView, check_bound
 from ._stats import CANCELLED, COMPLETED, FAILED, CallCounts, executor_stats
 from ._submit import Submitter, own_or_wrap
+from ._sync_deadlines import DeadlineWatcher
 from ._sync_map import Star, map_results
 
 if TYPE_CHECKING:
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from ._process import OwnedProcessPool
     from ._stats import ExecutorStats
 
-__all__ = ("BoundedExecutor",)
+__all__ = ("BoundedExecutor", "TimeLimitedExecutor")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -81,6 +85,11 @@ class BoundedExecutor(concurrent.futures.Executor):
         max_wait: Seconds a thread may block waiting for a slot; then it is
             refused with :class:`OverloadedError`. ``None`` (default): no
             limit. At most ``threading.TIMEOUT_MAX``.
+        call_timeout: A time limit for every call: ``submit`` and each item
+            of ``map``, over the wait for a slot and the run, as
+            :meth:`with_timeout` gives one to the calls of a view (which
+            overrides it). ``None`` (default): none. See :meth:`with_timeout`
+            for what happens at the deadline.
 
     Raises:
         TypeError: an argument has the wrong type, ``executor`` is given with
@@ -99,10 +108,12 @@ class BoundedExecutor(concurrent.futures.Executor):
         max_pending: int | None = None,
         executor: concurrent.futures.Executor | None = None,
         max_wait: float | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         checked = check_bound(bound, policies=False)
         pending = check_optional_int("max_pending", max_pending, 0)
         wait = check_timeout("max_wait", max_wait)
+        limit = check_timeout("call_timeout", call_timeout)
         executor, owned, workers = own_or_wrap(
             max_workers, executor, bound_given=checked is not None
         )
@@ -110,7 +121,7 @@ class BoundedExecutor(concurrent.futures.Executor):
             assert workers is not None
             checked = 2 * workers
         submitter = Submitter(executor, copy_context=False)
-        self._setup(submitter, owned, None, checked, pending, wait)
+        self._setup(submitter, owned, None, checked, pending, wait, limit)
 
     @classmethod
     def process(
@@ -123,6 +134,8 @@ class BoundedExecutor(concurrent.futures.Executor):
         mp_context: BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: tuple[object, ...] = (),
+        call_timeout: float | None = None,
+        kill_on_timeout: bool = False,
     ) -> Self:
         """Make an executor that owns a new :class:`ProcessPoolExecutor`.
 
@@ -130,6 +143,15 @@ class BoundedExecutor(concurrent.futures.Executor):
         breaks (a worker process died): the calls it had fail with
         ``BrokenProcessPool``, and the next submission starts a new pool
         (counted in ``stats().pool_restarts``).
+
+        With ``kill_on_timeout=True`` the pool is pebble's ``ProcessPool``
+        (the ``pebble`` extra), as for
+        :meth:`BoundedLoopExecutor.process`: a call still running at its
+        deadline is stopped (its worker terminated and replaced, its slot
+        freed; no other call fails), and so is any running call whose
+        future is cancelled (``shutdown(cancel_futures=True)`` included); a
+        worker that dies fails only its own call; the default bound is
+        ``max_workers``.
 
         Args:
             max_workers: Worker processes (default: ``os.cpu_count()``).
@@ -140,6 +162,11 @@ class BoundedExecutor(concurrent.futures.Executor):
                 exists, else ``spawn``. ``fork`` is refused.
             initializer: Called with ``*initargs`` in each worker at start.
             initargs: Arguments for ``initializer`` (only with it).
+            call_timeout: As in the constructor; :func:`~aiobound.remaining`
+                reads the deadline in the worker as a :func:`time.time`
+                instant.
+            kill_on_timeout: Stop a call still running at its deadline (see
+                above). Needs pebble (``ImportError`` without it).
 
         Functions and arguments are pickled: functions must be defined at the
         top level of an importable module.
@@ -148,15 +175,20 @@ class BoundedExecutor(concurrent.futures.Executor):
             TypeError: an argument has the wrong type, or ``initargs`` is
                 given without ``initializer``.
             ValueError: an argument is out of range, or ``mp_context`` forks.
+            ImportError: ``kill_on_timeout=True`` without pebble installed.
         """
         checked = check_bound(bound, policies=False)
         pending = check_optional_int("max_pending", max_pending, 0)
         wait = check_timeout("max_wait", max_wait)
-        pool = owned_process_pool(max_workers, mp_context, initializer, initargs)
+        limit = check_timeout("call_timeout", call_timeout)
+        pool = owned_process_pool(
+            max_workers, mp_context, initializer, initargs, kill_on_timeout
+        )
         self = cls.__new__(cls)
         submitter = Submitter(pool.executor, copy_context=False, owned_pool=pool)
-        bound_ = 2 * pool.workers if checked is None else checked
-        self._setup(submitter, True, pool, bound_, pending, wait)
+        if checked is None:
+            checked = pool.workers if pool.kills else 2 * pool.workers
+        self._setup(submitter, True, pool, checked, pending, wait, limit)
         return self
 
     def _setup(
@@ -167,6 +199,7 @@ class BoundedExecutor(concurrent.futures.Executor):
         bound: int | SharedBound,
         max_pending: int | None,
         max_wait: float | None,
+        call_timeout: float | None,
     ) -> None:
         if isinstance(bound, SharedBound):
             self._shared_bound: SharedBound | None = bound
@@ -184,6 +217,9 @@ class BoundedExecutor(concurrent.futures.Executor):
         self._unused = 0
         # Underlying futures of calls not yet ended, with their hand-off time.
         self._calls: dict[concurrent.futures.Future[Any], float] = {}
+        self._call_timeout = call_timeout
+        # Keeps the deadlines of calls handed over; made by the first one.
+        self._watcher: DeadlineWatcher | None = None
 
     # -- introspection -------------------------------------------------------
 
@@ -206,6 +242,11 @@ class BoundedExecutor(concurrent.futures.Executor):
     def max_wait(self) -> float | None:
         """Seconds a thread may wait for a slot (``None``: no limit)."""
         return self._gate.max_wait
+
+    @property
+    def call_timeout(self) -> float | None:
+        """Every call's time limit, wait included (``None``: no limit)."""
+        return self._call_timeout
 
     @property
     def executor(self) -> concurrent.futures.Executor:
@@ -254,9 +295,12 @@ class BoundedExecutor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[T]:
         """Block until a slot is free, then submit ``fn(*args, **kwargs)``.
 
-        Returns the underlying executor's future, unchanged. Its slot is
-        freed when the call has really ended: returned, raised, or cancelled
-        before it started (``future.cancel()`` works as usual).
+        Returns the underlying executor's future, unchanged (with
+        ``call_timeout``, a future that follows it and raises
+        :class:`~aiobound.DeadlineExceeded` at the deadline: see
+        :meth:`with_timeout`). Its slot is freed when the call has really
+        ended: returned, raised, or cancelled before it started
+        (``future.cancel()`` works as usual).
 
         Raises:
             TypeError: ``fn`` is not callable, or is an async function.
@@ -264,6 +308,8 @@ class BoundedExecutor(concurrent.futures.Executor):
                 one waited ``max_wait`` seconds.
             ClosedError: :meth:`shutdown` was called before or during the
                 wait (a ``RuntimeError``, as the standard pools raise).
+            DeadlineExceeded: with ``call_timeout``, the deadline passed
+                while the thread waited for a slot (nothing was submitted).
             Exception: whatever the underlying ``submit`` raises; the slot is
                 freed first.
 
@@ -279,9 +325,106 @@ class BoundedExecutor(concurrent.futures.Executor):
         fn_object: object = fn
         if not callable(fn_object) or is_async_function(fn_object):
             check_callable("fn", fn_object)
+        if self._call_timeout is not None:
+            return self._submit_within(fn, args, kwargs, self._call_timeout)
         if not self._gate.try_acquire():
             self._gate.acquire_blocking()
         return self._start(fn, args, kwargs)
+
+    def with_timeout(self, seconds: float | None) -> TimeLimitedExecutor:
+        """A view whose calls each have a time limit of *seconds*.
+
+        Its ``submit`` and ``map`` are this executor's, with a
+        deadline *seconds* after each call is made (for ``map``, after each
+        item is taken up), over its wait for a slot and its run; ``None``:
+        no limit, whatever ``call_timeout`` says. When the deadline passes:
+
+        * a thread still blocked for a slot leaves the queue and gets
+          :class:`~aiobound.DeadlineExceeded` (``stage`` ``"waiting"``);
+          nothing was submitted;
+        * a call handed over: its future (not the pool's, one that follows
+          it) raises ``DeadlineExceeded`` at the deadline. A call queued in
+          the pool is cancelled and never runs (``"queued"``; its slot is
+          freed); a running one goes on in its worker, holding its slot
+          until it ends (``"running"``, counted in ``stats().abandoned``),
+          unless the pool stops it (``process(kill_on_timeout=True)``).
+
+        Inside the call, :func:`aiobound.remaining` gives the seconds left.
+        The deadlines of calls handed over are kept by one thread per
+        executor, started by its first such call and stopped by
+        :meth:`shutdown`; an executor whose calls have no limit starts none.
+
+        Raises:
+            TypeError, ValueError: *seconds* is not a number > 0 (at most
+                ``threading.TIMEOUT_MAX``) or ``None``.
+        """
+        return TimeLimitedExecutor(self, check_timeout("seconds", seconds))
+
+    def _submit_within(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float,
+    ) -> concurrent.futures.Future[T]:
+        """``submit`` with a deadline *timeout* seconds from now."""
+        deadline = Deadline(timeout)
+        if not self._gate.try_acquire():
+            self._acquire_within(deadline, None)
+        return self._start_within(fn, args, kwargs, deadline)
+
+    def _acquire_within(self, deadline: Deadline, timeout: float | None) -> bool:
+        """Block for a slot until *deadline* (or *timeout*: ``False``)."""
+        gate = self._gate
+        try:
+            return gate.acquire_blocking(timeout, deadline)
+        except DeadlineExceeded:
+            with gate.lock:
+                self._counts.deadline_waiting += 1
+            raise
+
+    def _start_within(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        deadline: Deadline,
+    ) -> concurrent.futures.Future[T]:
+        """Hand the call over with its deadline, on a slot the caller holds.
+
+        Returns the caller's :class:`~aiobound._sync_deadlines.TimedFuture`.
+        A deadline that passed between the grant and now is refused here:
+        the call is not handed over.
+        """
+        gate = self._gate
+        if deadline.passed():
+            with gate.lock:
+                self._unused += 1
+                self._counts.deadline_waiting += 1
+                gate.release_locked()
+            raise deadline.exceeded("waiting")
+        same_clock = self._submitter.same_clock
+        cfut = self._start(
+            run_within, (*deadline.for_worker(same_clock), fn, *args), kwargs
+        )
+        watcher = self._watcher
+        if watcher is None:
+            with gate.lock:
+                watcher = self._watcher
+                if watcher is None:
+                    watcher = self._watcher = DeadlineWatcher(self._missed)
+        return watcher.watch(cfut, deadline)
+
+    def _missed(self, stage: str, abandoned: bool) -> None:
+        """In the watcher's thread: count a call whose deadline passed."""
+        with self._gate.lock:
+            counts = self._counts
+            if stage == "queued":
+                counts.deadline_queued += 1
+            else:
+                counts.deadline_running += 1
+                if abandoned:
+                    counts.abandoned += 1
 
     def _start(
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -365,11 +508,31 @@ class BoundedExecutor(concurrent.futures.Executor):
                 ``chunksize`` above ``sys.maxsize``), or ``timeout`` is
                 below 0 or above ``threading.TIMEOUT_MAX``.
 
+        With ``call_timeout`` (or on a :meth:`with_timeout` view), each
+        item's call has a deadline of its own, which starts when the item is
+        taken up (handed over, or set to wait for its slot); an item that
+        misses it raises :class:`~aiobound.DeadlineExceeded` in its place,
+        which ends the iteration as an error from ``fn`` does.
+
         Cancellation: each ``next()`` may block for a slot, as :meth:`submit`
         does, or for a result. A ``KeyboardInterrupt`` there
         propagates with no slot lost; closing the iterator then cancels the
         calls not yet started.
         """
+        return self._map(
+            fn, iterables, timeout, chunksize, buffersize, self._call_timeout
+        )
+
+    def _map(
+        self,
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        chunksize: int | None,
+        buffersize: int | None,
+        call_timeout: float | None,
+    ) -> Iterator[T]:
+        """``map``, each item's call within *call_timeout* (or none)."""
         check_callable("fn", fn)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
@@ -387,7 +550,12 @@ class BoundedExecutor(concurrent.futures.Executor):
             call, source = fn, iter(iterables[0])
         else:
             call, source = Star(fn), zip(*iterables, strict=False)
-        return map_results(_Port(self, buffersize), call, source, deadline, chunksize)
+        port = (
+            _Port(self, buffersize)
+            if call_timeout is None
+            else _TimedPort(self, buffersize, call_timeout)
+        )
+        return map_results(port, call, source, deadline, chunksize)
 
     # -- closing -------------------------------------------------------------
 
@@ -414,6 +582,10 @@ class BoundedExecutor(concurrent.futures.Executor):
                 cfut.cancel()
         if wait:
             gate.wait_idle()
+        watcher = self._watcher
+        if watcher is not None:
+            # Its thread stops once the calls it watches have ended.
+            watcher.close(wait=wait)
         if self._owns_executor:
             self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
@@ -471,3 +643,113 @@ class _Port:
         bound = self._executor.bound
         size = self._buffersize
         return bound if size is None or size > bound else size
+
+
+class _TimedPort(_Port):
+    """A ``map``'s port whose items' calls each have a deadline.
+
+    An item's deadline starts when it is handed over, or, if it must wait
+    for its slot, when it starts waiting (and the wait is within it).
+    """
+
+    __slots__ = ("_deadline", "_limit")
+
+    def __init__(
+        self, executor: BoundedExecutor, buffersize: int | None, limit: float
+    ) -> None:
+        super().__init__(executor, buffersize)
+        self._limit = limit
+        self._deadline: Deadline | None = None  # of the item waiting for a slot
+        self.start = self._start
+
+    def reserve(self, timeout: float | None) -> bool:
+        """Take a slot within the item's deadline, or *timeout* (``False``)."""
+        deadline = self._deadline = Deadline(self._limit)
+        return self._gate.try_acquire() or self._executor._acquire_within(
+            deadline, timeout
+        )
+
+    def _start(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[T]:
+        deadline = self._deadline
+        self._deadline = None
+        if deadline is None:
+            deadline = Deadline(self._limit)
+        return self._executor._start_within(fn, args, kwargs, deadline)
+
+
+class TimeLimitedExecutor:
+    """Calls with a time limit each, from :meth:`BoundedExecutor.with_timeout`.
+
+    Its :meth:`submit` and :meth:`map` are those of the executor it came
+    from, with a deadline :attr:`timeout` seconds after each call is made
+    (for ``map``, after each item is taken up), over its wait for a slot and
+    its run: see :meth:`BoundedExecutor.with_timeout` for what happens at
+    the deadline. Shutting down and the other settings are the executor's.
+    Any thread.
+    """
+
+    __slots__ = ("_executor", "_timeout")
+
+    def __init__(self, executor: BoundedExecutor, timeout: float | None) -> None:
+        self._executor = executor
+        self._timeout = timeout
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds each call may take, wait included (``None``: no limit)."""
+        return self._timeout
+
+    @property
+    def executor(self) -> BoundedExecutor:
+        """The executor this view's calls go to."""
+        return self._executor
+
+    def __repr__(self) -> str:
+        return f"<TimeLimitedExecutor timeout={self._timeout} of {self._executor!r}>"
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        """:meth:`BoundedExecutor.submit`, with this view's deadline.
+
+        Returns a future that follows the call and raises
+        :class:`~aiobound.DeadlineExceeded` at the deadline if the call has
+        not ended by then (without a limit: the pool's own future).
+
+        Raises:
+            DeadlineExceeded: the deadline passed while the thread waited for
+                a slot (nothing was submitted).
+            TypeError, OverloadedError, ClosedError, Exception: as the
+                executor's ``submit``.
+        """
+        fn_object: object = fn
+        if not callable(fn_object) or is_async_function(fn_object):
+            check_callable("fn", fn_object)
+        executor = self._executor
+        if self._timeout is not None:
+            return executor._submit_within(fn, args, kwargs, self._timeout)
+        gate = executor._gate
+        if not gate.try_acquire():
+            gate.acquire_blocking()
+        return executor._start(fn, args, kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """:meth:`BoundedExecutor.map`, each item's call with this view's deadline.
+
+        An item that misses its deadline raises
+        :class:`~aiobound.DeadlineExceeded` in its place, which ends the
+        iteration as an error from ``fn`` does (the calls not started are
+        cancelled). ``timeout`` is ``map``'s own, over the whole iteration.
+        """
+        return self._executor._map(
+            fn, iterables, timeout, chunksize, buffersize, self._timeout
+        )

@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import functools
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -32,6 +33,7 @@ from distributed import Client
 from distributed.client import ClosedClientError
 
 from aiobound import BoundedLoopExecutor
+from aiobound._deadlines import wall_clock_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -57,6 +59,12 @@ _CANCEL_ANSWER_TIMEOUT = 10.0
 # The client states in which a task it accepted is either sent to the
 # scheduler or, if the client gives up, cancelled by the client itself.
 _LISTENING = ("running", "connecting")
+# At a call's deadline, longest that the event loop waits for the scheduler
+# to say whether a worker has the task (else it counts as started).
+_DEADLINE_ANSWER_TIMEOUT = 1.0
+# How long before its deadline a call counts as past it: the loop's timer
+# may fire that much early (uvloop's run in milliseconds).
+_EARLY = 0.005
 
 
 def from_client(
@@ -68,6 +76,7 @@ def from_client(
     max_wait: float | None = None,
     max_per_second: float | None = None,
     burst: int | None = None,
+    call_timeout: float | None = None,
 ) -> BoundedLoopExecutor:
     """Return a :class:`BoundedLoopExecutor` that runs calls on *client*'s cluster.
 
@@ -122,6 +131,21 @@ def from_client(
     :meth:`~BoundedLoopExecutor.aclose` without a timeout waits for the
     calls in flight and leaves the client open.
 
+    Deadlines (``call_timeout=``, or a view from
+    :meth:`~BoundedLoopExecutor.with_timeout`): the deadline travels with
+    the task as a :func:`time.time` instant, where
+    :func:`~aiobound.remaining` reads it (off by the difference between the
+    worker's clock and this machine's). At the deadline the caller gets
+    :class:`~aiobound.DeadlineExceeded`, and the scheduler is asked, in the
+    same atomic step as a cancellation, to cancel the task if no worker has
+    it: then it never runs (stage ``"queued"``; its slot is freed, it counts
+    in ``stats().cancelled``); else it counts as started (stage
+    ``"running"``, ``stats().abandoned``), runs to the end on its worker and
+    keeps its slot until then, as on a thread pool. The event loop waits for
+    that answer (one round trip to the scheduler, at most 1 s; without an
+    answer the task counts as started), once per call that reaches its
+    deadline unfinished.
+
     Args:
         client: A synchronous ``distributed.Client`` (made without
             ``asynchronous=True``); this executor does not close it.
@@ -131,6 +155,7 @@ def from_client(
         max_wait: As in :class:`BoundedLoopExecutor`.
         max_per_second: As in :class:`BoundedLoopExecutor`.
         burst: As in :class:`BoundedLoopExecutor`.
+        call_timeout: As in :class:`BoundedLoopExecutor` (see above).
 
     Raises:
         TypeError: *client* is not a synchronous ``distributed.Client``, or
@@ -166,6 +191,7 @@ def from_client(
         max_wait=max_wait,
         max_per_second=max_per_second,
         burst=burst,
+        call_timeout=call_timeout,
     )
     pool._front = weakref.ref(executor)
     return executor
@@ -174,20 +200,34 @@ def from_client(
 class _TaskFuture(concurrent.futures.Future[T]):
     """The future of one Dask task.
 
-    It stays pending (never ``running()``) until Dask reports the outcome,
-    and then is completed on the client's loop, after the task was released
-    on the scheduler, so the slot is freed after the task is gone. When the
-    scheduler cancelled the task before any worker got it, it ends
-    cancelled (``cancelled()`` is true), on the event loop of whoever asked
-    (so the executor in front frees the slot in that same step) or on the
-    thread that waits for the answer; otherwise with the task's result or
-    error, or with ``ClosedClientError`` if the client closes first.
+    It stays pending until Dask reports the outcome, and then is completed
+    on the client's loop, after the task was released on the scheduler, so
+    the slot is freed after the task is gone. When the scheduler cancelled
+    the task before any worker got it, it ends cancelled (``cancelled()`` is
+    true), on the event loop of whoever asked (so the executor in front
+    frees the slot in that same step) or on the thread that waits for the
+    answer; otherwise with the task's result or error, or with
+    ``ClosedClientError`` if the client closes first.
+
+    ``running()`` is false, except for a call with a deadline once that has
+    passed: then the first ``running()`` (or ``cancel()``) asks the
+    scheduler to cancel the task if no worker has it, waits for the answer
+    (:meth:`_decide`), and from then on ``running()`` says whether a worker
+    had it and ``cancel()`` whether it was cancelled (ending it cancelled:
+    the answer alone does not, so that the executor in front can tell its
+    caller first). This is what the executor in front asks at the deadline.
     """
 
-    def __init__(self, owner: _ClientExecutor, task: DaskFuture[T]) -> None:
+    def __init__(
+        self, owner: _ClientExecutor, task: DaskFuture[T], due: float | None = None
+    ) -> None:
         super().__init__()
         self._owner = owner
         self._task = task
+        # The call's deadline (time.time()), if it has one; once it passed,
+        # whether the scheduler cancelled the task (None: not asked yet).
+        self._due = due
+        self._decided: bool | None = None
         # Set on the client's loop only.
         self._outcome_known = False
         self._decision: asyncio.Future[bool] | None = None
@@ -214,6 +254,8 @@ class _TaskFuture(concurrent.futures.Future[T]):
         the task; or with the task's outcome. Thread-safe; asking twice is
         asking once.
         """
+        if self._past_due():
+            return self._decide() and self._end_cancelled()
         owner = self._owner
         waits = owner._closing() and not owner._on_client_loop()
         with owner._lock:
@@ -248,6 +290,50 @@ class _TaskFuture(concurrent.futures.Future[T]):
         Returns whether the future is cancelled (not if it had ended).
         """
         return concurrent.futures.Future.cancel(self)
+
+    def running(self) -> bool:
+        """Whether a worker had the task at its deadline (false before it)."""
+        if not self._past_due() or self.done():
+            return False
+        return not self._decide()
+
+    def _past_due(self) -> bool:
+        due = self._due
+        return due is not None and time.time() >= due - _EARLY
+
+    def _decide(self) -> bool:
+        """At the deadline: whether the scheduler cancelled the task (once).
+
+        Asks it, as :meth:`cancel` does, and waits for the answer (at most
+        ``_DEADLINE_ANSWER_TIMEOUT``; none: ``False``, the task counts as
+        started). A ``True`` answer does not end the future: the next
+        ``cancel()`` does.
+        """
+        decided = self._decided
+        if decided is not None:
+            return decided
+        owner = self._owner
+        with owner._lock:
+            if self.done():
+                return False
+            first = not self._cancel_asked
+            if first:
+                self._cancel_asked = True
+                self._answered = threading.Event()
+                self._cancel_loop = _running_loop()
+            answered = self._answered
+            assert answered is not None
+            self._waiting += 1  # _answer leaves the ending to us
+        if first:
+            owner._ask_to_cancel(self)
+        try:
+            answered.wait(_DEADLINE_ANSWER_TIMEOUT)
+        finally:
+            with owner._lock:
+                self._waiting -= 1
+                cancelled = bool(self._answer)
+        self._decided = cancelled
+        return cancelled
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -360,7 +446,7 @@ class _ClientExecutor(concurrent.futures.Executor):
         # with Client.submit's own (key=, workers=, priority=, ...).
         call: Callable[..., T] = functools.partial(fn, **kwargs) if kwargs else fn
         task: DaskFuture[T] = client.submit(call, *args, pure=False)
-        cfut = _TaskFuture(self, task)
+        cfut = _TaskFuture(self, task, wall_clock_deadline(fn, args))
         with self._lock:
             self._futures.add(cfut)
         cfut.add_done_callback(self._forget)

@@ -134,7 +134,11 @@ _COUNTERS = (
     ("submitted", "submitted", "Calls handed to the pool."),
     ("completed", "completed", "Calls that returned a value."),
     ("failed", "failed", "Calls that raised, or that the pool refused."),
-    ("cancelled", "cancelled", "Calls cancelled before they started."),
+    (
+        "cancelled",
+        "cancelled",
+        "Calls cancelled before they started, or stopped while running.",
+    ),
     (
         "rejected",
         "rejected",
@@ -225,7 +229,11 @@ _PARTITION_COUNTERS = (
     ("submitted", "submitted", "The partition's calls handed to the pool."),
     ("completed", "completed", "The partition's calls that returned a value."),
     ("failed", "failed", "The partition's calls that raised or were refused."),
-    ("cancelled", "cancelled", "The partition's calls cancelled before starting."),
+    (
+        "cancelled",
+        "cancelled",
+        "The partition's calls cancelled before starting, or stopped while running.",
+    ),
     ("rejected", "rejected", "The partition's callers refused at once (max_pending)."),
     ("timed_out", "timed_out", "The partition's callers refused after max_wait."),
     ("shed_at_edge", "shed_at_edge", "The partition's requests shed at the edge."),

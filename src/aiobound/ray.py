@@ -40,6 +40,7 @@ from ray import cloudpickle
 from ray.exceptions import TaskCancelledError
 
 from aiobound import BoundedExecutor, BoundedLoopExecutor
+from aiobound._deadlines import wall_clock_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -63,6 +64,9 @@ _CANCEL_ANSWER_WAIT = 0.5
 _WATCH_INTERVAL = 0.25
 # Options of a task that this executor sets itself.
 _RESERVED_OPTIONS = frozenset({"num_returns"})
+# How long before its deadline a call counts as past it: the timer that
+# marks the deadline may fire that much early (uvloop's run in milliseconds).
+_EARLY = 0.005
 
 
 class RayDisconnectedError(RuntimeError):
@@ -182,17 +186,30 @@ def _check_options(options: object) -> dict[str, Any]:
 class _TaskFuture(concurrent.futures.Future[T]):
     """The future of one call's Ray task.
 
-    It stays pending (never ``running()``) until Ray reports the outcome,
-    then ends with the task's result or error, or cancelled when Ray
-    cancelled the task before fn started. Whoever first learns the outcome
-    (Ray's callback thread, a ``cancel()``, the watchdog) *claims* the
-    future and ends it, outside the executor's lock.
+    It stays pending until Ray reports the outcome, then ends with the
+    task's result or error, or cancelled when Ray cancelled the task before
+    fn started. Whoever first learns the outcome (Ray's callback thread, a
+    ``cancel()``, the watchdog) *claims* the future and ends it, outside the
+    executor's lock.
+
+    ``running()`` is false, except for a call with a deadline once that has
+    passed: then the first ``running()`` asks Ray to cancel the task
+    (:meth:`_decide`) and says whether Ray had already handed it to a
+    worker (it could not cancel it at once); a task it cancelled at once
+    keeps its outcome for the next ``cancel()``, which ends it cancelled.
+    This is what the executor in front asks at the deadline.
     """
 
-    def __init__(self, owner: RayExecutor, ref: ray.ObjectRef[T]) -> None:
+    def __init__(
+        self, owner: RayExecutor, ref: ray.ObjectRef[T], due: float | None = None
+    ) -> None:
         super().__init__()
         self._owner = owner
         self._ref: ray.ObjectRef[T] | None = ref  # dropped once claimed
+        # The call's deadline (time.time()), if it has one; once it passed,
+        # whether Ray had handed the task to a worker (None: not asked yet).
+        self._due = due
+        self._handed: bool | None = None
         # Guarded by the owner's lock: whether someone ended (or is ending)
         # the future; whether a cancel() is under way; the outcome Ray
         # reported meanwhile, left to that cancel() to deliver.
@@ -214,6 +231,53 @@ class _TaskFuture(concurrent.futures.Future[T]):
         Thread-safe; asking twice is harmless.
         """
         return self._owner._cancel(self)
+
+    def running(self) -> bool:
+        """Whether Ray had handed the task to a worker at its deadline.
+
+        ``False`` before the deadline (and for a call without one).
+        """
+        due = self._due
+        if due is None or time.time() < due - _EARLY or self.done():
+            return False
+        return self._decide()
+
+    def _decide(self) -> bool:
+        """At the deadline: ask Ray to cancel the task; whether a worker has it.
+
+        A task Ray had not handed to a worker is cancelled at once by its
+        owner (this process): its outcome is held for the next
+        :meth:`cancel`. Asked once.
+        """
+        handed = self._handed
+        if handed is not None:
+            return handed
+        owner = self._owner
+        with owner._lock:
+            ref = self._ref
+            if self._claimed or ref is None:
+                return False
+            self._held = True  # a cancellation ends it, not Ray's thread
+        try:
+            ray.cancel(ref, force=False, recursive=False)
+            handed = not ray.wait([ref], timeout=0, fetch_local=False)[0]
+        except Exception:  # Ray could not be asked: it is left to run
+            handed = True
+        if handed:
+            with owner._lock:
+                self._held = False
+                deferred = self._deferred
+                self._deferred = None
+                mine = deferred is not None and self._unclaimed()
+                if mine:
+                    self._claimed = True
+                    owner._pending.discard(self)
+            if mine:  # it ended meanwhile: its outcome goes out as usual
+                assert deferred is not None
+                self._ref = None
+                _set_outcome(self, deferred)
+        self._handed = handed
+        return handed
 
     def _unclaimed(self) -> bool:
         """Under the owner's lock: whether nobody ended or is ending it."""
@@ -259,6 +323,14 @@ class RayExecutor(concurrent.futures.Executor):
       so a cancelled future always means that fn never started.
     * A task cancelled while Ray waits to retry it after its worker died
       ends cancelled, though fn may have run in part on the dead worker.
+
+    A call with a deadline (aiobound's ``call_timeout=`` or
+    ``with_timeout()``) carries it to its worker as a :func:`time.time`
+    instant (for :func:`~aiobound.remaining`). At the deadline, the
+    executor in front asks its future whether it runs: Ray is then asked to
+    cancel the task, and it "runs" if Ray had already handed it to a worker
+    (it could not cancel it at once); if not, Ray has cancelled it and it
+    never runs.
 
     If ``ray.shutdown()`` is called (or Ray is initialized again) while
     calls are in flight, Ray drops their outcomes without a word: a
@@ -332,7 +404,7 @@ class RayExecutor(concurrent.futures.Executor):
             ref: ray.ObjectRef[T] = self._remote.remote(fn, *args, **kwargs)
         except TypeError as exc:
             raise _explain_serialization(exc, fn, args, kwargs) from exc
-        cfut: _TaskFuture[T] = _TaskFuture(self, ref)
+        cfut: _TaskFuture[T] = _TaskFuture(self, ref, wall_clock_deadline(fn, args))
         with self._lock:
             self._pending.add(cfut)
             if self._watchdog is None:
@@ -603,6 +675,7 @@ def from_ray(
     max_per_second: float | None = None,
     burst: int | None = None,
     options: Mapping[str, Any] | None = None,
+    call_timeout: float | None = None,
 ) -> BoundedLoopExecutor:
     """Return a :class:`~aiobound.BoundedLoopExecutor` whose calls are Ray tasks.
 
@@ -635,6 +708,20 @@ def from_ray(
     :meth:`~aiobound.BoundedLoopExecutor.aclose` without a timeout waits for
     the calls in flight and leaves Ray running.
 
+    Deadlines (``call_timeout=``, or a view from
+    :meth:`~aiobound.BoundedLoopExecutor.with_timeout`): the deadline travels
+    with the task as a :func:`time.time` instant, where
+    :func:`~aiobound.remaining` reads it (off by the difference between the
+    clocks). At the deadline the caller gets
+    :class:`~aiobound.DeadlineExceeded`, and Ray is asked to cancel the task:
+    a task Ray had not handed to a worker is cancelled at once and never
+    runs (stage ``"queued"``; its slot is freed, it counts in
+    ``stats().cancelled``); one a worker has counts as running (stage
+    ``"running"``, ``stats().abandoned``) and keeps its slot until it ends:
+    if its fn has started it runs to the end, as on a thread pool; if not,
+    the worker cancels it and it never runs (then it counts in
+    ``stats().cancelled`` too, when the worker answers). Nothing blocks.
+
     If Ray is shut down while calls are in flight, they end with
     :class:`RayDisconnectedError` (within a quarter of a second) and
     ``aclose()`` returns; further calls are refused at once with that error.
@@ -649,6 +736,8 @@ def from_ray(
         burst: As in :class:`~aiobound.BoundedLoopExecutor`.
         options: ``ray.remote`` options for every task (see
             :class:`RayExecutor`).
+        call_timeout: As in :class:`~aiobound.BoundedLoopExecutor` (see
+            above).
 
     Raises:
         RayDisconnectedError: Ray is not connected in this process
@@ -669,6 +758,7 @@ def from_ray(
         max_wait=max_wait,
         max_per_second=max_per_second,
         burst=burst,
+        call_timeout=call_timeout,
     )
     pool._front = weakref.ref(executor)
     return executor
@@ -680,13 +770,16 @@ def from_ray_sync(
     max_pending: int | None = None,
     max_wait: float | None = None,
     options: Mapping[str, Any] | None = None,
+    call_timeout: float | None = None,
 ) -> BoundedExecutor:
     """Return a :class:`~aiobound.BoundedExecutor` whose calls are Ray tasks.
 
     The synchronous twin of :func:`from_ray`, for threads: ``submit`` blocks
     the calling thread until a slot is free, ``map`` is lazy and bounded.
-    The same defaults, cancellation and errors as :func:`from_ray`;
-    ``shutdown(cancel_futures=True)`` cancels the calls not started.
+    The same defaults, cancellation, deadlines (``call_timeout=``,
+    :meth:`~aiobound.BoundedExecutor.with_timeout`) and errors as
+    :func:`from_ray`; ``shutdown(cancel_futures=True)`` cancels the calls
+    not started.
 
     Raises:
         RayDisconnectedError, TypeError, ValueError: as :func:`from_ray`.
@@ -695,7 +788,11 @@ def from_ray_sync(
     if bound is None:
         bound = _default_bound(pool._options)
     executor = BoundedExecutor(
-        executor=pool, bound=bound, max_pending=max_pending, max_wait=max_wait
+        executor=pool,
+        bound=bound,
+        max_pending=max_pending,
+        max_wait=max_wait,
+        call_timeout=call_timeout,
     )
     pool._front = weakref.ref(executor)
     return executor

@@ -1,0 +1,296 @@
+"""BoundedExecutor's deadlines: call_timeout=, with_timeout(), remaining().
+
+The synchronous twin of tests/test_deadlines.py. At its deadline a caller
+gets ``DeadlineExceeded``, and its call, by where it is: a thread blocked
+for a slot leaves the queue and nothing runs; a call queued in the pool is
+cancelled; a running one goes on in its thread, holding its slot until it
+ends (``abandoned``). Real thread pools; the tests wait on events and
+futures, never on the clock, except for the deadlines themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+import workers
+from aiobound import (
+    BoundedExecutor,
+    DeadlineExceeded,
+    OverloadedError,
+    SharedBound,
+    remaining,
+)
+from aiobound._deadlines import Deadline
+from aiobound._shared import ThreadView
+from sync_helpers import Latch, started, until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+SHORT = 0.05  # a deadline that passes while a latch holds the call
+
+
+@pytest.fixture
+def latch() -> Iterator[Latch]:
+    made = Latch()
+    yield made
+    made.open()
+
+
+def time_left(_: object = None) -> float | None:
+    return remaining()
+
+
+def watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aiobound-deadlines"]
+
+
+class TestWhereTheCallIs:
+    def test_a_thread_waiting_for_a_slot_leaves_and_nothing_runs(
+        self, latch: Latch
+    ) -> None:
+        with BoundedExecutor(max_workers=1, bound=1) as executor:
+            holder = executor.submit(latch, 0)
+            latch.wait_started(1)
+            ran = threading.Event()
+            with pytest.raises(DeadlineExceeded) as info:
+                executor.with_timeout(SHORT).submit(ran.set)
+            assert info.value.stage == "waiting"
+            assert info.value.timeout == SHORT
+            stats = executor.stats()
+            assert (stats.waiting, stats.in_flight, stats.submitted) == (0, 1, 1)
+            assert (stats.deadline_waiting, stats.timed_out) == (1, 0)
+            latch.open()
+            assert holder.result() == 0
+        assert not ran.is_set()
+
+    def test_a_call_queued_in_the_pool_is_cancelled_and_never_runs(
+        self, latch: Latch
+    ) -> None:
+        with BoundedExecutor(max_workers=1, bound=2) as executor:
+            holder = executor.submit(latch, 0)
+            latch.wait_started(1)
+            ran = threading.Event()
+            future = executor.with_timeout(SHORT).submit(ran.set)
+            with pytest.raises(DeadlineExceeded) as info:
+                future.result()
+            assert info.value.stage == "queued"
+            stats = executor.stats()
+            assert (stats.in_flight, stats.deadline_queued, stats.cancelled) == (
+                1,
+                1,
+                1,
+            )
+            assert stats.abandoned == 0
+            latch.open()
+            assert holder.result() == 0
+        assert not ran.is_set()
+
+    def test_a_running_call_is_abandoned_its_slot_held_until_it_ends(
+        self, latch: Latch
+    ) -> None:
+        executor = BoundedExecutor(max_workers=1, bound=1)
+        future = executor.with_timeout(SHORT).submit(latch, 0)
+        with pytest.raises(DeadlineExceeded) as info:
+            future.result()
+        assert info.value.stage == "running"
+        assert latch.running == 1  # released while the call still runs
+        stats = executor.stats()
+        assert (stats.in_flight, stats.deadline_running, stats.abandoned) == (1, 1, 1)
+        with pytest.raises(DeadlineExceeded, match="waiting"):  # the bound holds
+            executor.with_timeout(SHORT).submit(time_left)
+        latch.open()
+        executor.shutdown()
+        stats = executor.stats()
+        assert (stats.in_flight, stats.completed, stats.abandoned) == (0, 1, 1)
+        assert stats.submitted == stats.completed
+
+    def test_a_call_that_ends_in_time_gets_its_result(self) -> None:
+        with BoundedExecutor(max_workers=2) as executor:
+            view = executor.with_timeout(3600)
+            futures = [view.submit(pow, 2, n) for n in range(20)]
+            assert [f.result() for f in futures] == [2**n for n in range(20)]
+            assert not futures[0].cancel()  # ended
+        stats = executor.stats()
+        assert stats.completed == 20
+        assert stats.deadline_waiting + stats.deadline_queued == 0
+        assert stats.deadline_running == stats.abandoned == 0
+
+    def test_the_callers_future_cancels_a_call_not_started(self, latch: Latch) -> None:
+        with BoundedExecutor(max_workers=1, bound=2) as executor:
+            executor.submit(latch, 0)
+            latch.wait_started(1)
+            future = executor.with_timeout(3600).submit(latch, 1)
+            assert not future.running()
+            assert future.cancel()
+            assert future.cancelled()
+            done, _ = concurrent.futures.wait([future], timeout=0)
+            assert done == {future}
+            assert executor.stats().in_flight == 1  # its slot is freed
+            latch.open()
+        assert executor.stats().cancelled == 1
+        assert latch.started == [0]
+
+
+class TestTheWatcher:
+    def test_it_starts_with_the_first_timed_call_and_stops_at_shutdown(self) -> None:
+        before = len(watcher_threads())
+        executor = BoundedExecutor(max_workers=1)
+        assert executor.submit(pow, 2, 2).result() == 4
+        assert list(executor.map(abs, [-1])) == [1]
+        assert executor._watcher is None  # no limit, no thread
+        assert len(watcher_threads()) == before
+        assert executor.with_timeout(3600).submit(pow, 2, 3).result() == 8
+        assert len(watcher_threads()) == before + 1
+        executor.shutdown()
+        assert len(watcher_threads()) == before
+
+    def test_many_calls_ended_early_do_not_pile_up(self) -> None:
+        with BoundedExecutor(max_workers=2) as executor:
+            view = executor.with_timeout(3600)
+            for n in range(500):
+                assert view.submit(abs, -n).result() == n
+            watcher = executor._watcher
+            assert watcher is not None
+            assert len(watcher._heap) < 100  # compacted as calls end
+
+
+class TestRemaining:
+    def test_the_function_knows_its_time_left_in_a_thread(self) -> None:
+        with BoundedExecutor(max_workers=1) as executor:
+            left = executor.with_timeout(30).submit(time_left).result()
+            assert left is not None
+            assert 0 < left <= 30
+            # The pool's thread keeps no deadline for its next call.
+            assert executor.submit(time_left).result() is None
+        assert remaining() is None
+
+    def test_the_function_knows_its_time_left_in_a_process(self) -> None:
+        with BoundedExecutor.process(max_workers=1, call_timeout=30) as executor:
+            left = executor.submit(workers.time_left).result()
+            assert left is not None
+            assert 0 < left <= 30
+            assert (
+                executor.with_timeout(None).submit(workers.time_left).result() is None
+            )
+
+
+class TestWhereTheLimitComesFrom:
+    def test_call_timeout_applies_to_every_call_and_a_view_overrides_it(
+        self,
+    ) -> None:
+        with BoundedExecutor(max_workers=1, call_timeout=30) as executor:
+            assert executor.call_timeout == 30
+            left = executor.submit(time_left).result()
+            assert left is not None
+            assert 0 < left <= 30
+            (mapped,) = executor.map(time_left, [1])
+            assert mapped is not None
+            assert executor.with_timeout(None).submit(time_left).result() is None
+            assert list(executor.with_timeout(None).map(time_left, [1])) == [None]
+            short = executor.with_timeout(5).submit(time_left).result()
+            assert short is not None
+            assert short <= 5
+            view = executor.with_timeout(5)
+            assert view.timeout == 5
+            assert view.executor is executor
+            assert repr(view).startswith("<TimeLimitedExecutor timeout=5.0 of <")
+
+    @pytest.mark.parametrize("bad", [0, -1, float("inf"), "1", True])
+    def test_a_bad_limit_is_refused_naming_it(self, bad: object) -> None:
+        with pytest.raises((TypeError, ValueError), match="call_timeout"):
+            BoundedExecutor(max_workers=1, call_timeout=bad)  # type: ignore[arg-type]
+        with (
+            BoundedExecutor(max_workers=1) as executor,
+            pytest.raises((TypeError, ValueError), match="seconds"),
+        ):
+            executor.with_timeout(bad)  # type: ignore[arg-type]
+
+
+class TestMap:
+    def test_an_item_that_misses_its_deadline_raises_in_its_place(
+        self, latch: Latch
+    ) -> None:
+        def slow_on_two(n: int) -> int:
+            if n == 2:
+                latch(n)  # held past its deadline
+            return n
+
+        executor = BoundedExecutor(max_workers=2, bound=2)
+        got = []
+        with pytest.raises(DeadlineExceeded) as info:
+            for value in executor.with_timeout(SHORT * 4).map(slow_on_two, range(4)):
+                got.append(value)  # noqa: PERF402 (kept up to the error)
+        assert got == [0, 1]
+        assert info.value.stage == "running"
+        latch.open()
+        executor.shutdown()
+        stats = executor.stats()
+        assert (stats.deadline_running, stats.abandoned) == (1, 1)
+        assert stats.in_flight == 0
+
+    def test_an_item_waiting_for_its_slot_raises_in_its_place(
+        self, latch: Latch
+    ) -> None:
+        shared = SharedBound(1)
+        other = BoundedExecutor(max_workers=1, bound=shared)
+        executor = BoundedExecutor(max_workers=1, bound=shared)
+        holder = other.submit(latch, 0)
+        latch.wait_started(1)
+        with pytest.raises(DeadlineExceeded) as info:
+            list(executor.with_timeout(SHORT).map(abs, [-1, -2]))
+        assert info.value.stage == "waiting"
+        assert executor.stats().deadline_waiting == 1
+        latch.open()
+        assert holder.result() == 0
+        other.shutdown()
+        executor.shutdown()
+
+
+class TestTheWaitForASlot:
+    def test_a_shorter_max_wait_still_refuses_with_overloaded(
+        self, latch: Latch
+    ) -> None:
+        with BoundedExecutor(max_workers=1, bound=1, max_wait=SHORT) as executor:
+            executor.submit(latch, 0)
+            latch.wait_started(1)
+            with pytest.raises(OverloadedError):
+                executor.with_timeout(3600).submit(time_left)
+            stats = executor.stats()
+            assert (stats.timed_out, stats.deadline_waiting) == (1, 0)
+            latch.open()
+
+    def test_a_slot_reaching_a_thread_past_its_deadline_refuses_it(self) -> None:
+        # The slot is released (under the lock the thread needs) after the
+        # deadline passed and before the thread looked: the grant refuses it
+        # with the deadline's error, not with max_wait's.
+        shared = SharedBound(1)
+        view = ThreadView(shared, None, 3600)
+        assert view.acquire_blocking()
+        deadline = Deadline(SHORT)
+        waiter = started(lambda: view.acquire_blocking(None, deadline))
+        until(lambda: view.waiting == 1, "the thread to wait")
+        with shared._lock:
+            until(deadline.passed, "the deadline to pass")
+            shared._release(view)
+        with pytest.raises(DeadlineExceeded, match="waiting"):
+            waiter.finish()
+        assert (view.waiting, view.timed_out, shared.in_flight) == (0, 0, 0)
+
+
+def test_the_deadline_never_refuses_a_thread_early() -> None:
+    view = ThreadView(SharedBound(1), None, None)
+    assert view.try_acquire()
+    early = 0
+    for _ in range(10):
+        deadline = Deadline(0.0015)
+        with pytest.raises(DeadlineExceeded):
+            view.acquire_blocking(None, deadline)
+        early += not deadline.passed()
+    assert early == 0
+    assert (view.waiting, view.timed_out) == (0, 0)
+    view.release()
