@@ -209,6 +209,37 @@ class TestAdmission:
         assert (gate.in_use, gate.waiting) == (0, 0)
 
 
+    async def test_a_refusal_says_what_the_caller_found(
+        self, make: Maker, clock: FakeClock
+    ) -> None:
+        # The numbers of both refusals, as the refused caller saw them.
+        gate = make(2, 2, 60.0).gate
+        assert gate.try_acquire() and gate.try_acquire()
+        log: list[int] = []
+        late = waiter(gate, log, 1)
+        await settle()
+        clock.now += 30.0
+        in_time = waiter(gate, log, 2)
+        await settle()
+        with pytest.raises(OverloadedError) as at_once:
+            await gate.acquire()
+        assert str(at_once.value).startswith("overloaded: 2 callers")
+        assert str(at_once.value).endswith(
+            "already wait for a slot (max_pending=2, bound=2, in_flight=2)"
+        )
+        clock.now += 30.0  # `late` has waited 60 s: refused at the next grant
+        gate.release()
+        with pytest.raises(OverloadedError) as after_wait:
+            await late
+        message = str(after_wait.value)
+        assert message.startswith("overloaded: waited max_wait=60.0s for a slot")
+        assert message.endswith("(bound=2, in_flight=2, waiting=1)")
+        await in_time
+        assert log == [2]
+        gate.release()
+        gate.release()
+
+
 async def _probe_after_the_cancel(gate: Gate) -> tuple[int, bool]:
     """Read the gate in a callback queued now: it runs after the callback
     already queued that delivers the cancellation, and before the cancelled
