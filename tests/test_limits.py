@@ -252,6 +252,10 @@ class TestPolicyChecks:
             ({"jitter": -0.1}, ValueError, "jitter"),
             ({"probe_limit": 0}, ValueError, "probe_limit"),
             ({"probe_samples": 2.0}, TypeError, "probe_samples"),
+            ({"seed": [1]}, TypeError, "seed"),
+            ({"seed": 1.5}, TypeError, "seed"),
+            ({"seed": "x"}, TypeError, "seed"),
+            ({"seed": True}, TypeError, "seed"),
         ],
     )
     def test_gradient_checks(
@@ -259,6 +263,12 @@ class TestPolicyChecks:
     ) -> None:
         with pytest.raises(error, match=name):
             Gradient(**kwargs)  # type: ignore[arg-type]
+
+    def test_a_bad_seed_is_refused_at_construction_naming_seed(self) -> None:
+        with pytest.raises(TypeError, match=r"^seed must be an int or None, got list"):
+            Gradient(seed=[1])  # type: ignore[arg-type]
+        assert Gradient(seed=0).probing is False
+        assert Gradient(seed=None).probing is False
 
     def test_defaults(self) -> None:
         policy = Gradient()

@@ -43,6 +43,14 @@ def _check_fraction(name: str, value: object) -> float:
     return value
 
 
+def _check_seed(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(
+            f"seed must be an int or None, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _check_range(lo: object, hi: object, initial: object) -> tuple[int, int, int]:
     lo = check_int("min", lo, 1)
     hi = check_int("max", hi, 1)
@@ -278,7 +286,8 @@ class Gradient(LimitPolicy):
             ``min``). It is not the floor: after a probe the limit returns
             to where it was, never to ``min``.
         probe_samples: Calls measured by a probe (default 5).
-        seed: Seed of the jitter's random numbers (default: unseeded).
+        seed: Seed of the jitter's random numbers, an int (default:
+            unseeded).
 
     Measures: ``latency_short`` is the median own latency of the last window;
     ``latency_no_load`` the no-load estimate.
@@ -331,7 +340,7 @@ class Gradient(LimitPolicy):
         self.jitter = float(jitter)
         self.probe_limit = check_int("probe_limit", probe_limit, 1)
         self.probe_samples = check_int("probe_samples", probe_samples, 1)
-        self._random = random.Random(seed)
+        self._random = random.Random(_check_seed(seed))
         self._base: float | None = None
         self._short: float | None = None
         self._last_decrease = -math.inf
