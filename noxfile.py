@@ -297,7 +297,7 @@ def release(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def adaptive(session: nox.Session) -> None:
-    """Adaptive bounds against fixed ones over a downstream that changes."""
+    """Adaptive bounds against fixed ones over a noisy downstream that changes."""
     _install(session, extras="plot")
     session.run("python", "benchmarks/adaptive.py", *session.posargs)
 
