@@ -303,6 +303,14 @@ def adaptive(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def postgres_lock(session: nox.Session) -> None:
+    """The PostgreSQL example under a held table lock (needs the server binaries)."""
+    _install(session, extras="fastapi,postgres")
+    session.install("uvicorn>=0.30", "httpx>=0.27")
+    session.run("python", "benchmarks/postgres_lock.py", *session.posargs)
+
+
+@nox.session(default=False)
 def partitions(session: nox.Session) -> None:
     """Interactive calls' wait next to a saturating batch, with, without partitions."""
     _install(session)
