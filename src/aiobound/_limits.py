@@ -42,8 +42,10 @@ the spread as overload and gives capacity away. What they share:
   10 calls has learned nothing about 100).
 * **A growth that crossed the tolerance is taken back**: when the limit
   shrinks within two windows of a growth, the growth did it, and the limit
-  stays below that level for 12 windows before it tries again, so that it
-  does not run past the downstream's capacity every other window.
+  stays below that level for 24 times ``max(min_samples, limit)`` calls (24
+  windows of a steady downstream, fewer of a noisy one's longer windows)
+  before it tries again, so that it does not run past the downstream's
+  capacity every other window.
 * **One decision per window**, and calls that started before a change of the
   limit are not counted after it (they ran under the old concurrency).
 * **A plain overload answers fast**: five calls in a row of the same window
@@ -75,7 +77,10 @@ _FIRST_MIN = 20  # fewest calls of a first (or re-taken) no-load measurement
 _FIRST_MAX = 100  # most calls of one probe
 _WINDOW_MAX = 2000  # most calls of one window, whatever the noise
 _FAST_RUN = 5  # calls in a row over twice the tolerance that close a window
-_HOLD = 12  # windows to wait below a level whose reach was undone
+# Quiet windows' worth of calls (max(min_samples, limit) each) to wait below
+# a level whose reach was undone. Counted in calls, not windows: a noisy
+# downstream's longer windows must not make the wait longer.
+_HOLD = 24
 _RECENT = 2  # windows after a growth in which a slowdown is the growth's doing
 _SPREAD_MAX = 512  # deviations kept to measure the noise
 _LOG_FLOOR = math.log(1e-9)  # a zero latency (fake clocks) reads as 1 ns
@@ -258,6 +263,7 @@ class _Watch(LimitPolicy):
         "_sigma",
         "_since_growth",
         "_spread",
+        "_window_calls",
         "jitter",
         "min_samples",
         "probe_interval",
@@ -305,7 +311,8 @@ class _Watch(LimitPolicy):
         self._first = True  # the next no-load measurement starts from scratch
         self._resume = self._limit
         self._since_growth = _RECENT + 1
-        self._hold = 0
+        self._hold = 0  # calls to wait before the limit may grow again
+        self._window_calls = 0  # calls of the window being decided
         # The window (or probe) under way: calls started at or after
         # _cohort_from; once enough ended, _cut is set and _pending counts the
         # calls still running then; _later holds the next cohort's early ends.
@@ -443,6 +450,7 @@ class _Watch(LimitPolicy):
             return
         typical = _median(samples)
         self._short = typical
+        self._window_calls = len(samples)
         if self._probes and self._peak <= self.probe_limit:
             # At most probe_limit calls in flight: a probe in itself.
             if not self._absorb(samples):
@@ -532,7 +540,8 @@ class _Watch(LimitPolicy):
         """Lower the limit to *value* (at least one slot); hold if *recent*."""
         before = int(self._limit)
         self._set(min(value, before - 1.0))
-        self._hold = _HOLD if recent else 0
+        quiet_window = max(self.min_samples, int(self._limit))
+        self._hold = _HOLD * quiet_window if recent else 0
         self._since_growth = _RECENT + 1
         return int(self._limit) != before
 
@@ -673,8 +682,8 @@ class AIMD(_Watch):
             return self._back_off()
         if 2 * peak < self._limit:
             return False
-        if self._hold:
-            self._hold -= 1
+        if self._hold > 0:
+            self._hold -= self._window_calls
             return False
         if typical > threshold - self._ltol / 2:
             return False  # rising, still under the threshold: stay
@@ -692,8 +701,8 @@ class Gradient(_Watch):
       would be halfway (geometrically) between the two if it grew in
       proportion to the calls in flight, by at most three quarters; within
       two windows of a growth, the growth did it: the limit only steps back
-      by a sixth (at least one slot) and stays below that level for 12
-      windows before it tries again;
+      by a sixth (at least one slot) and stays below that level for 24
+      times ``max(min_samples, limit)`` calls before it tries again;
     * above the square root of ``tolerance`` times it, latency is rising: the
       limit stays;
     * otherwise, if at least half of the limit was in use in the window, it
@@ -791,8 +800,8 @@ class Gradient(_Watch):
             return self._shrink_to(target, recent=recent)
         if 2 * peak < self._limit:
             return False
-        if self._hold:
-            self._hold -= 1
+        if self._hold > 0:
+            self._hold -= self._window_calls
             return False
         if excess > ltol / 2:
             self._step = 1.0
