@@ -274,6 +274,26 @@ class TestNoLoadLatency:
         assert probe_calls(0.0) <= 21
         assert probe_calls(0.5) >= 60
 
+    def test_once_the_pool_is_full_a_probe_measures_probe_samples(self) -> None:
+        # Noisy latencies want a pool of 200 calls: the first probes fill
+        # it, then each measures probe_samples (5) calls, not 100 again.
+        policy = Gradient(max=8, seed=2, probe_interval=1.0)
+        down = Downstream(policy, lambda n: S, sigma=0.5, seed=9)
+        lengths: list[int] = []  # calls that ended during each probe
+        ended = 0
+        for _ in range(40000):
+            down.run(1)
+            if probing(policy):
+                ended += 1
+            elif ended:
+                lengths.append(ended)
+                ended = 0
+        assert len(lengths) >= 6
+        assert lengths[0] >= 60  # the first probe, at sigma 0.5
+        later = lengths[2:]  # each also counts the calls it waited for
+        assert statistics.median(later) <= 15  # 5 calls, and up to 8 older
+        assert max(later) <= 30  # at worst, one that disagreed: 20 calls
+
     def test_calls_started_before_a_probe_do_not_count_in_it(self) -> None:
         clock, policy = Clock(), Gradient(initial=16, seed=1)
         clock.window(policy, 16, 5 * S, peak=16)

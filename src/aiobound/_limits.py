@@ -263,6 +263,7 @@ class _Watch(LimitPolicy):
         "_sigma",
         "_since_growth",
         "_spread",
+        "_suspect",
         "_window_calls",
         "jitter",
         "min_samples",
@@ -309,6 +310,7 @@ class _Watch(LimitPolicy):
         self._next_probe = -math.inf  # the first window ends in a probe
         self._probing = False
         self._first = True  # the next no-load measurement starts from scratch
+        self._suspect = False  # the probe under way disagreed with the pool
         self._resume = self._limit
         self._since_growth = _RECENT + 1
         self._hold = 0  # calls to wait before the limit may grow again
@@ -394,8 +396,11 @@ class _Watch(LimitPolicy):
         sigma = self._sigma
         if self._probing:
             want = math.ceil((_MEDIAN_SE * sigma * _POOL_Z / self._ltol) ** 2)
+            want = min(_POOL_MAX, want)  # more would never be kept
             if self._first:
                 return min(_FIRST_MAX, max(_FIRST_MIN, want))
+            if self._suspect:
+                return _FIRST_MIN
             return min(_FIRST_MAX, max(self.probe_samples, want - len(self._pool)))
         want = math.ceil((_MEDIAN_SE * sigma * _WINDOW_Z / self._ltol) ** 2)
         return min(_WINDOW_MAX, max(self.min_samples, int(self._limit), want))
@@ -486,13 +491,13 @@ class _Watch(LimitPolicy):
             error = _MEDIAN_SE * self._sigma * spread
             if abs(typical - self._base) > max(self._ltol, 3.0 * error):
                 if len(samples) < _FIRST_MIN and not self._first:
-                    self._first = True  # take a full measurement
+                    self._suspect = True  # measure more before believing it
                     return False
                 pool.clear()  # the downstream changed: start over
         elif len(pool) + len(samples) < _FIRST_MIN:
             pool.extend(samples)  # too few yet to name an estimate
             return True
-        self._first = False
+        self._first = self._suspect = False
         pool.extend(samples)
         self._base = _median(list(pool))
         self._far = self._base + self._ltol + math.log(2.0)
