@@ -17,8 +17,9 @@ table held by another connection, then 5 s after it is released.
 
 Prints per run: the seconds from taking the lock until the bound was 2 or
 less, the most sessions seen waiting on the lock (``pg_stat_activity``,
-read every 0.1 s), the answers by status during the lock and after it, and
-the seconds from the release until the bound was back to 8. Bounds: 16
+read every 0.1 s) before that and after it, the answers by status during the
+lock and after it, and the seconds from the release until the bound was back
+to 8. Bounds: 16
 clients, at most ``hold + 7`` seconds a run.
 """
 
@@ -111,12 +112,16 @@ async def one_run(dsn: str, hold: float) -> str:
         await asyncio.to_thread(taken.wait, 30)
         phase = "locked"
         start = time.monotonic()
-        fell = most_waiting = None
+        fell = None
+        waiting_before = waiting_after = 0
         while time.monotonic() - start < hold:
             if fell is None and await bound() <= 2:
                 fell = time.monotonic() - start
             waiting = await asyncio.to_thread(lock_waiters, dsn)
-            most_waiting = max(most_waiting or 0, waiting)
+            if fell is None:
+                waiting_before = max(waiting_before, waiting)
+            else:
+                waiting_after = max(waiting_after, waiting)
             await asyncio.sleep(0.1)
         release.set()
         await asyncio.to_thread(holder.join, 30)
@@ -140,8 +145,9 @@ async def one_run(dsn: str, hold: float) -> str:
         return ", ".join(f"{n} x {code}" for code, n in sorted(answers[name].items()))
 
     return (
-        f"bound <= 2 after {seconds(fell)} of lock; at most {most_waiting} "
-        f"sessions waiting on it; answers during the lock: {counts('locked')}; "
+        f"bound <= 2 after {seconds(fell)} of lock; sessions waiting on it: "
+        f"at most {waiting_before} before, {waiting_after} after; answers "
+        f"during the lock: {counts('locked')}; "
         f"after: {counts('after')}; bound back to {CONNECTIONS} "
         f"{seconds(back)} after the release"
     )
