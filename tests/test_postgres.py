@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "postgres_app.py"
 # Bounds of the load loops: requests sent per phase, and seconds, at most.
-MAX_REQUESTS = 3000
+MAX_REQUESTS = 10_000
 DEADLINE = 45.0
 CONNECTIONS = 8
 
