@@ -338,9 +338,17 @@ def release(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def adaptive(session: nox.Session) -> None:
-    """Adaptive bounds against fixed ones over a downstream that changes."""
+    """Adaptive bounds against fixed ones over a noisy downstream that changes."""
     _install(session, extras="plot")
     session.run("python", "benchmarks/adaptive.py", *session.posargs)
+
+
+@nox.session(default=False)
+def postgres_lock(session: nox.Session) -> None:
+    """The PostgreSQL example under a held table lock (needs the server binaries)."""
+    _install(session, extras="fastapi,postgres")
+    session.install("uvicorn>=0.30", "httpx>=0.27")
+    session.run("python", "benchmarks/postgres_lock.py", *session.posargs)
 
 
 @nox.session(default=False)

@@ -1,9 +1,23 @@
 """A FastAPI service over PostgreSQL through a synchronous driver, self-tuning.
 
-Run it from a clone of the repo, against a database you have::
+On a fresh Debian (or Ubuntu) machine, as root (with sudo, write
+``sudo -u postgres`` for ``runuser -u postgres --``), install and start a
+server, then create a role with a password and a database::
+
+    apt-get install -y postgresql
+    service postgresql start
+    runuser -u postgres -- psql -c "CREATE ROLE aiobound LOGIN PASSWORD 'aiobound'"
+    runuser -u postgres -- createdb -O aiobound aiobound
+
+Then, from a clone of the repo::
 
     pip install -e '.[fastapi,postgres]' uvicorn
-    python examples/postgres_app.py --dsn postgresql://user@127.0.0.1/db
+    DSN=postgresql://aiobound:aiobound@127.0.0.1:5432/aiobound
+    python examples/postgres_app.py --dsn $DSN
+
+Debian's server asks a password of connections to 127.0.0.1
+(``scram-sha-256`` in ``pg_hba.conf``): the DSN carries it. With no server
+there, the example says so in one line and exits (status 1) at once.
 
 Then try::
 
@@ -15,15 +29,17 @@ The case users have: a blocking driver (psycopg 3) with its connection pool
 (psycopg_pool), called from async handlers. The executor has one worker
 thread per pooled connection, so a call that holds a worker holds a
 connection, and its bound is an :class:`~aiobound.AIMD` policy between 1 and
-the pool's size: each call whose own latency (the query, not the wait for a
-slot) exceeds ``--latency-threshold``, or that failed with a statement timeout,
-takes 25% off the bound, once per round (a database behind a lock needs
-relief within a few rounds, not a few dozen); calls within it add about one per
-round. When the database slows down (a lock held by another transaction, a
-vacuum, a noisy neighbour), the bound falls, requests that waited
-``--max-wait`` for a slot get ``503`` with ``Retry-After``, and the database
-is not handed more concurrent work than it can finish; when it recovers,
-the bound climbs back. ``--bound N`` runs a fixed bound instead.
+the pool's size: a window of calls whose typical own latency (the query, not
+the wait for a slot) exceeds ``--latency-threshold``, or a call the server
+cancelled at ``--statement-timeout``, halves the bound, once per round (a
+database behind a lock needs relief within a few rounds, not a few dozen);
+windows within it add one. When the database slows down (a lock held by
+another transaction, a vacuum, a noisy neighbour), the bound falls,
+requests that waited ``--max-wait`` for a slot get ``503`` with
+``Retry-After``, and the database is not handed more concurrent work than it
+can finish; a query the server cancelled answers ``503`` with
+``Retry-After`` too, never ``500``. When the database recovers, the bound
+climbs back. ``--bound N`` runs a fixed bound instead.
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ import psycopg
 import psycopg.errors
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from aiobound import AIMD, BoundedLoopExecutor
@@ -63,6 +80,24 @@ ON CONFLICT (id) DO NOTHING;
 # The executor's state key for the connection pool.
 POOL_KEY = "aiobound_example_pg_pool"
 
+# Seconds a client is told to wait after a 503.
+RETRY_AFTER = 1
+
+HOW_TO_START = "docs/howto/postgres.md says how to start a server and create a role"
+
+
+def check_server(dsn: str, timeout: int = 3) -> None:
+    """Connect once; raise :class:`SystemExit` with one line if that fails.
+
+    Without this, the pool would retry in the background for its whole
+    ``timeout`` and the server would start with a traceback.
+    """
+    try:
+        psycopg.connect(dsn, connect_timeout=timeout).close()
+    except psycopg.Error as error:
+        reason = " ".join(str(error).split())  # psycopg's message spans lines
+        raise SystemExit(f"postgres_app: {reason} ({HOW_TO_START})") from None
+
 
 def hit(pool: ConnectionPool, item: int) -> int | None:
     """Count a hit on *item* (blocking: runs in a worker thread)."""
@@ -87,7 +122,7 @@ def create_app(
     bound: int | Literal["adaptive"] = "adaptive",
     latency_threshold: float = 0.1,
     max_wait: float = 0.1,
-    statement_timeout_ms: int = 2000,
+    statement_timeout_ms: int = 500,
 ) -> FastAPI:
     """Build the app.
 
@@ -96,12 +131,14 @@ def create_app(
         connections: Connections in the pool, and worker threads.
         bound: ``"adaptive"`` (an :class:`~aiobound.AIMD` policy between 1
             and ``connections``) or a fixed bound.
-        latency_threshold: Seconds of a query's own latency above which the
-            adaptive bound backs off: about 1.25 times a query's latency on a
-            healthy database (the bound climbs until queries take about this).
+        latency_threshold: Seconds of typical query latency (over a window
+            of queries) above which the adaptive bound backs off: about 1.25
+            times a query's latency on a healthy database (the bound climbs
+            until queries take about this).
         max_wait: Seconds a request may wait for a slot before a 503.
         statement_timeout_ms: The server cancels a statement running longer
-            (a drop for the adaptive bound).
+            (``QueryCanceled``): the request gets a 503 with
+            ``Retry-After``, and the adaptive bound counts a drop.
     """
 
     @contextlib.asynccontextmanager
@@ -126,7 +163,7 @@ def create_app(
                     max=connections,
                     initial=connections,
                     latency_threshold=latency_threshold,
-                    backoff=0.75,
+                    backoff=0.5,
                     drop_on=(psycopg.errors.QueryCanceled, PoolTimeout),
                 )
                 if bound == "adaptive"
@@ -145,7 +182,18 @@ def create_app(
         lifespan=lifespan,
         responses=REFUSAL_RESPONSES,
     )
-    add_exception_handlers(app, retry_after=1)
+    add_exception_handlers(app, retry_after=RETRY_AFTER)
+
+    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+        """A cancelled statement or no free connection: 503, not 500."""
+        return JSONResponse(
+            {"detail": f"the database is busy ({type(exc).__name__}): retry later"},
+            503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+
+    app.add_exception_handler(psycopg.errors.QueryCanceled, database_busy)
+    app.add_exception_handler(PoolTimeout, database_busy)
 
     def pool_of(request: Request) -> ConnectionPool:
         pool: ConnectionPool = getattr(request.state, POOL_KEY)
@@ -192,7 +240,11 @@ def main() -> None:
     )
     parser.add_argument("--latency-threshold", type=float, default=0.1)
     parser.add_argument("--max-wait", type=float, default=0.1)
+    parser.add_argument(
+        "--statement-timeout", type=int, default=500, help="milliseconds"
+    )
     args = parser.parse_args()
+    check_server(args.dsn)
     bound: int | Literal["adaptive"] = (
         "adaptive" if args.bound == "adaptive" else int(args.bound)
     )
@@ -202,6 +254,7 @@ def main() -> None:
         bound=bound,
         latency_threshold=args.latency_threshold,
         max_wait=args.max_wait,
+        statement_timeout_ms=args.statement_timeout,
     )
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
 

@@ -3,7 +3,11 @@
 Uses the server binaries of the machine (Debian's ``postgresql`` package:
 ``/usr/lib/postgresql/<version>/bin``, or ``initdb`` on ``PATH``). The
 cluster lives in a temporary directory, listens on 127.0.0.1 only, on a free
-port, trusts local connections, and is stopped and removed at the end.
+port, and is stopped and removed at the end. It is set up as
+docs/howto/postgres.md sets up Debian's own server: connections over TCP
+must give a password (``scram-sha-256``, Debian's default), and the tests
+connect as the role ``aiobound`` (password ``aiobound``) to the database
+``aiobound`` it owns, with the DSN the page gives (on another port).
 PostgreSQL refuses to run as root: as root, the server runs as the
 ``postgres`` user (or ``nobody``) through ``runuser``.
 """
@@ -19,6 +23,9 @@ import socket
 import subprocess
 import tempfile
 from typing import TYPE_CHECKING
+
+ROLE = "aiobound"  # the role, its password, and its database
+SUPERUSER_PASSWORD = "aiobound-tests"
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,13 +63,19 @@ def _run_as() -> str | None:
 
 @contextlib.contextmanager
 def postgres_server(bin_dir: str) -> Iterator[str]:
-    """Start a server; yield its DSN (``postgresql://...``); stop it on exit."""
+    """Start a server; yield the DSN of its ``aiobound`` role; stop it on exit."""
+    import psycopg
+
     user = _run_as()
     root = tempfile.mkdtemp(prefix="aiobound-pg-")
     data = os.path.join(root, "data")
+    password_file = os.path.join(root, "password")
+    with open(password_file, "w") as file:
+        file.write(SUPERUSER_PASSWORD)
     if user is not None:
         entry = pwd.getpwnam(user)
         os.chown(root, entry.pw_uid, entry.pw_gid)
+        os.chown(password_file, entry.pw_uid, entry.pw_gid)
     prefix = [] if user is None else ["runuser", "-u", user, "--"]
 
     def run(*args: str) -> None:
@@ -83,7 +96,9 @@ def postgres_server(bin_dir: str) -> Iterator[str]:
             data,
             "-U",
             "postgres",
-            "--auth=trust",
+            f"--pwfile={password_file}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
             "-E",
             "UTF8",
             "--no-sync",
@@ -106,7 +121,12 @@ def postgres_server(bin_dir: str) -> Iterator[str]:
             "start",
         )
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            admin = f"postgresql://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{port}"
+            with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+                # As docs/howto/postgres.md creates them.
+                conn.execute("CREATE ROLE aiobound LOGIN PASSWORD 'aiobound'")
+                conn.execute("CREATE DATABASE aiobound OWNER aiobound")
+            yield f"postgresql://{ROLE}:{ROLE}@127.0.0.1:{port}/{ROLE}"
         finally:
             run(
                 os.path.join(bin_dir, "pg_ctl"),

@@ -183,7 +183,10 @@ async def test_the_metrics_page_lists_every_metric() -> None:
             max_workers=1, max_pending=1, max_wait=1.0, partitions={"p": 0.5}
         ) as partitioned,
     ):
-        await adaptive.run(abs, -1)  # one window: both latency estimates set
+        for _ in range(300):  # a window, then a probe of 20 to 100 calls
+            await adaptive.run(abs, -1)
+            if adaptive.stats().latency_no_load is not None:
+                break
         collector = ExecutorCollector({"e": executor, "a": adaptive, "p": partitioned})
         exported = {
             sample.name

@@ -208,13 +208,13 @@ class TestAdmission:
         gate.release()
         assert (gate.in_use, gate.waiting) == (0, 0)
 
-
     async def test_a_refusal_says_what_the_caller_found(
         self, make: Maker, clock: FakeClock
     ) -> None:
         # The numbers of both refusals, as the refused caller saw them.
         gate = make(2, 2, 60.0).gate
-        assert gate.try_acquire() and gate.try_acquire()
+        assert gate.try_acquire()
+        assert gate.try_acquire()
         log: list[int] = []
         late = waiter(gate, log, 1)
         await settle()

@@ -1,10 +1,27 @@
-"""Limit policies, sample by sample on a fake clock (no loop, no threads)."""
+"""Limit policies, sample by sample on a fake clock (no loop, no threads).
+
+Two drivers feed the policies. :class:`Clock` hands one sample at a time,
+as the test says. :class:`Downstream` is a closed loop on the fake clock: it
+keeps ``policy.limit`` calls in flight, each taking the latency its model
+gives for the calls in flight when it started (times seeded lognormal noise),
+and feeds each end to the policy, so a test sees the policy against a
+downstream whose capacity moves, sample by sample and reproducibly.
+"""
 
 from __future__ import annotations
+
+import heapq
+import math
+import random
+import statistics
+from typing import TYPE_CHECKING
 
 import pytest
 
 from aiobound import AIMD, Gradient, LimitPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 S = 0.020  # the downstream's service time in these scripts
 
@@ -32,36 +49,384 @@ class Clock:
             limit = policy.on_sample(self.now, latency, load, dropped)
         return limit
 
+    def window(
+        self,
+        policy: LimitPolicy,
+        n: int,
+        latency: float,
+        peak: int | None = None,
+        dropped: bool = False,
+        step: float | None = None,
+    ) -> int:
+        """Feed the *n* ends of one cohort: *peak* in flight, none after the last.
+
+        The last call reports itself alone in flight, so a window of *n* calls
+        closes with it (no straggler of the cohort is still running).
+        """
+        if n > 1:
+            self.feed(policy, n - 1, latency, peak, dropped, step)
+        return self.feed(policy, 1, latency, 1, dropped, step)
+
+
+def thrashing(capacity: Callable[[], int]) -> Callable[[int], float]:
+    """Latency of a call started with *n* in flight: ``S`` up to the capacity,
+    then every call slower by ``2 (n - C) / C`` (the benchmark's model)."""
+
+    def latency(n: int) -> float:
+        c = capacity()
+        return S * (1.0 + 2.0 * max(0, n - c) / c)
+
+    return latency
+
+
+class Downstream:
+    """A closed loop on a fake clock that keeps ``policy.limit`` calls in flight."""
+
+    def __init__(
+        self,
+        policy: LimitPolicy,
+        latency: Callable[[int], float],
+        *,
+        sigma: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.policy = policy
+        self.latency = latency
+        self.sigma = sigma
+        self.random = random.Random(seed)
+        self.now = 100.0
+        self.running: list[tuple[float, float]] = []  # (end, start), a heap
+        self.limits: list[int] = []  # the limit after each sample
+        self.samples: list[float] = []  # the latencies fed, in order
+
+    def run(self, calls: int) -> list[int]:
+        """Let *calls* calls end; return the limits seen after each."""
+        seen: list[int] = []
+        mu = -self.sigma * self.sigma / 2  # noise with a mean of 1
+        for _ in range(calls):
+            while len(self.running) < self.policy.limit:
+                n = len(self.running) + 1
+                noise = self.random.lognormvariate(mu, self.sigma) if self.sigma else 1
+                end = self.now + self.latency(n) * noise
+                heapq.heappush(self.running, (end, self.now))
+            end, start = heapq.heappop(self.running)
+            self.now = end
+            in_flight = len(self.running) + 1
+            self.samples.append(end - start)
+            seen.append(self.policy.on_sample(end, end - start, in_flight, False))
+        self.limits += seen
+        return seen
+
+
+def probing(policy: AIMD | Gradient) -> bool:
+    """Whether a probe is under way (read through a call: mypy would narrow
+    the property after a first assertion, and the next one would be dead)."""
+    return policy.probing
+
+
+def settled(limits: list[int], probe_limit: int = 2) -> list[int]:
+    """The limits outside probes (which drop to *probe_limit* for a moment)."""
+    return [n for n in limits if n > probe_limit]
+
+
+class TestWindows:
+    """What both policies share: how latency is read (see ``_limits``)."""
+
+    @pytest.mark.parametrize("make", [AIMD, Gradient], ids=["AIMD", "Gradient"])
+    def test_noise_alone_does_not_shrink_the_limit(
+        self, make: Callable[..., LimitPolicy]
+    ) -> None:
+        # A downstream that serves 16 at once, every call's time spread with
+        # sigma 0.5 (p99 at 2.8x the mean): the limit must stay near 16.
+        policy = make(max=16, seed=1)
+        down = Downstream(policy, thrashing(lambda: 16), sigma=0.5, seed=7)
+        down.run(6000)
+        late = settled(down.limits[2000:])
+        assert statistics.mean(late) >= 14
+        assert min(late) >= 10
+
+    @pytest.mark.parametrize("make", [AIMD, Gradient], ids=["AIMD", "Gradient"])
+    @pytest.mark.parametrize("sigma", [0.0, 0.3, 0.5])
+    def test_the_limit_follows_the_capacity_down_and_up(
+        self, make: Callable[..., LimitPolicy], sigma: float
+    ) -> None:
+        capacity = [16]
+        policy = make(max=32, seed=2)
+        down = Downstream(policy, thrashing(lambda: capacity[0]), sigma=sigma, seed=3)
+        down.run(4000)
+        assert 13 <= statistics.median(settled(down.limits[-1500:])) <= 19
+        capacity[0] = 4
+        down.run(2500)
+        assert 3 <= statistics.median(down.limits[-1000:]) <= 5
+        capacity[0] = 16
+        down.run(4000)
+        assert 13 <= statistics.median(settled(down.limits[-1500:])) <= 19
+
+    def test_a_window_waits_for_the_slow_calls_of_its_cohort(self) -> None:
+        # The window fills with the fast ends of its cohort first; the slow
+        # calls of the same cohort, still running then, must count too.
+        clock = Clock()
+        policy = AIMD(initial=10, latency_threshold=1.5 * S)
+        t0 = clock.now
+        for i in range(10):  # 6 at S, 4 at 2 S; at the tenth end, 9 still run
+            latency = S if i < 6 else 2 * S
+            policy.on_sample(t0 + latency + i * 1e-4, latency, 10, False)
+        assert policy.limit == 10  # no verdict yet
+        for i in range(9):  # the nine that started with them and take 4 S
+            end = t0 + 4 * S + i * 1e-4
+            policy.on_sample(end, end - t0, 9 - i, False)
+        # The window's median (of 19) is 2 S: over the threshold. The median
+        # of its first ten ends alone was S.
+        assert policy.limit == 9
+
+    def test_calls_started_before_a_decrease_are_not_counted(self) -> None:
+        clock, policy = Clock(), AIMD(initial=10, backoff=0.5)
+        policy.on_sample(clock.now, S, 10, True)  # a drop: 10 -> 5
+        assert policy.limit == 5
+        # Nine more drops of calls that started before it: ignored.
+        for _ in range(9):
+            clock.now += 1e-4
+            assert policy.on_sample(clock.now, S, 9, True) == 5
+        clock.now += S
+        assert policy.on_sample(clock.now, S / 2, 5, True) == 2  # started after
+
+    def test_five_calls_far_over_close_the_window_at_once(self) -> None:
+        clock, policy = Clock(), AIMD(initial=20, latency_threshold=S, min_samples=50)
+        for _ in range(4):
+            clock.now += 1e-3
+            policy.on_sample(clock.now, 3 * S, 20, False)
+        assert policy.limit == 20
+        clock.now += 1e-3
+        policy.on_sample(clock.now, 3 * S, 20, False)
+        assert policy.limit == 18  # the 5th of 50: 20 * 0.9
+
+    def test_windows_grow_with_the_noise(self) -> None:
+        def window(sigma: float) -> int:
+            policy = Gradient(max=8, seed=1)
+            down = Downstream(policy, lambda n: S, sigma=sigma, seed=5)
+            down.run(3000)
+            return policy._needed()
+
+        quiet, noisy = window(0.0), window(0.5)
+        assert quiet == 10  # min_samples
+        # 2.5 standard errors of the window's typical latency within ln 1.25
+        assert 30 <= noisy <= 60
+
+    def test_a_cancelled_straggler_does_not_hold_the_window_forever(self) -> None:
+        clock, policy = Clock(), AIMD(initial=4, latency_threshold=S, min_samples=4)
+        for _ in range(4):  # the 4th end says 3 others still run: one never ends
+            clock.now += 1e-3
+            policy.on_sample(clock.now, 2 * S, 4, False)
+        for _ in range(2):
+            clock.now += S
+            policy.on_sample(clock.now, 2 * S, 4, False)
+        assert policy.limit == 4
+        for _ in range(8):  # calls of the next cohort: the window gives up waiting
+            clock.now += S
+            policy.on_sample(clock.now, S / 2, 4, False)
+        assert policy.limit == 3
+        assert policy.latency_short == pytest.approx(2 * S)
+
+
+class TestNoLoadLatency:
+    def probed(self, **kwargs: object) -> tuple[Clock, Gradient]:
+        """A policy whose first probe measured a no-load latency of S."""
+        clock = Clock()
+        options: dict[str, object] = {"initial": 16, "seed": 1, **kwargs}
+        policy = Gradient(**options)  # type: ignore[arg-type]
+        initial = policy.limit
+        clock.window(policy, initial, S, peak=initial)  # the first window: a probe
+        assert (probing(policy), policy.limit) == (True, min(initial, 2))
+        clock.now += S  # the probe's calls start after it began
+        clock.feed(policy, 20, S, in_flight=1)
+        assert (probing(policy), policy.limit) == (False, initial)
+        assert policy.latency_no_load == pytest.approx(S)
+        clock.now += S  # the next calls start after the probe
+        return clock, policy
+
+    def test_the_first_window_probes_then_restores_the_limit(self) -> None:
+        _, policy = self.probed()
+        assert policy.limit == 16  # back where it was, not at a floor
+
+    def test_the_first_probe_measures_at_least_twenty_calls(self) -> None:
+        clock, policy = Clock(), Gradient(initial=16, seed=1)
+        clock.window(policy, 16, S, peak=16)
+        clock.now += S
+        clock.feed(policy, 19, S, in_flight=1)
+        assert probing(policy)
+        assert policy.latency_no_load is None
+        clock.feed(policy, 1, S, in_flight=1)
+        assert not probing(policy)
+        assert policy.latency_no_load == pytest.approx(S)
+
+    def test_noisier_latencies_make_a_longer_first_probe(self) -> None:
+        def probe_calls(sigma: float) -> int:
+            policy = Gradient(initial=8, seed=1)
+            down = Downstream(policy, lambda n: S, sigma=sigma, seed=11)
+            while not probing(policy):
+                down.run(1)
+            calls = 0
+            while probing(policy):
+                down.run(1)
+                calls += 1
+            return calls
+
+        assert probe_calls(0.0) <= 21
+        assert probe_calls(0.5) >= 60
+
+    def test_once_the_pool_is_full_a_probe_measures_probe_samples(self) -> None:
+        # Noisy latencies want a pool of 200 calls: the first probes fill
+        # it, then each measures probe_samples (5) calls, not 100 again.
+        policy = Gradient(max=8, seed=2, probe_interval=1.0)
+        down = Downstream(policy, lambda n: S, sigma=0.5, seed=9)
+        lengths: list[int] = []  # calls that ended during each probe
+        ended = 0
+        for _ in range(40000):
+            down.run(1)
+            if probing(policy):
+                ended += 1
+            elif ended:
+                lengths.append(ended)
+                ended = 0
+        assert len(lengths) >= 6
+        assert lengths[0] >= 60  # the first probe, at sigma 0.5
+        later = lengths[2:]  # each also counts the calls it waited for
+        assert statistics.median(later) <= 15  # 5 calls, and up to 8 older
+        assert max(later) <= 30  # at worst, one that disagreed: 20 calls
+
+    def test_calls_started_before_a_probe_do_not_count_in_it(self) -> None:
+        clock, policy = Clock(), Gradient(initial=16, seed=1)
+        clock.window(policy, 16, 5 * S, peak=16)
+        assert probing(policy)
+        # Calls that started under the old concurrency end slow: ignored.
+        for _ in range(30):
+            policy.on_sample(clock.now + 0.001, 5 * S, 16, False)
+        assert probing(policy)
+        assert policy.latency_no_load is None
+
+    def test_the_estimate_is_the_typical_latency_of_a_pool(self) -> None:
+        clock, policy = Clock(), Gradient(initial=16, seed=1)
+        clock.window(policy, 16, S, peak=16)
+        clock.now += 1.0
+        # Two freak calls, one fast and one slow, among 20: the middle 80%.
+        for latency in [0.0001, 10 * S] + [S] * 18:
+            clock.now += 0.001
+            policy.on_sample(clock.now, latency, 1, False)
+        assert policy.latency_no_load == pytest.approx(S)
+
+    def test_later_probes_join_the_pool(self) -> None:
+        clock, policy = self.probed(probe_interval=5.0)
+        for _ in range(5):  # five probes of 5 calls, each within the noise
+            while not probing(policy):  # 4 in flight: neither quiet nor busy
+                clock.feed(policy, 1, S, in_flight=4, step=0.01)
+            clock.now += 1.0
+            clock.feed(policy, 5, 1.1 * S, in_flight=1)
+            assert not probing(policy)
+        # 20 calls at S, then 25 at 1.1 S: the pool's median moved.
+        assert policy.latency_no_load == pytest.approx(1.1 * S)
+
+    def test_a_probe_that_disagrees_is_extended_and_may_replace_the_pool(
+        self,
+    ) -> None:
+        clock, policy = self.probed(probe_interval=5.0)
+        while not probing(policy):
+            clock.feed(policy, 1, S, in_flight=4, step=0.01)
+        clock.now += 1.0
+        # The downstream got slower for good: 5 calls are not enough to say so.
+        clock.feed(policy, 5, 3 * S, in_flight=1)
+        assert probing(policy)
+        assert policy.latency_no_load == pytest.approx(S)
+        clock.feed(policy, 15, 3 * S, in_flight=1)
+        assert not probing(policy)
+        assert policy.latency_no_load == pytest.approx(3 * S)
+        assert policy.limit == 16  # the probe does not move the limit
+
+    def test_a_quiet_window_is_a_probe_in_itself(self) -> None:
+        clock, policy = Clock(), Gradient(initial=8, seed=1)
+        clock.window(policy, 10, S, peak=2)
+        assert not probing(policy)
+        assert policy.latency_no_load is None  # 10 calls: too few to name it
+        clock.now += S
+        clock.window(policy, 10, S, peak=2)
+        assert not probing(policy)
+        assert policy.latency_no_load == pytest.approx(S)
+
+    def test_load_never_ratchets_the_no_load_estimate_up(self) -> None:
+        clock, policy = self.probed(probe_interval=1000.0)
+        # A long spell of calls 1.2x slower (tolerated, so the limit holds).
+        clock.feed(policy, 5000, 1.2 * S, in_flight=policy.max)
+        assert policy.latency_no_load == pytest.approx(S)
+        assert policy.latency_short == pytest.approx(1.2 * S)
+
+    def test_probes_are_jittered(self) -> None:
+        def first_reprobe(seed: int) -> float:
+            clock = Clock()
+            policy = Gradient(initial=8, seed=seed, probe_interval=5.0)
+            clock.window(policy, 10, S, peak=8)
+            clock.now += S
+            clock.feed(policy, 20, S, in_flight=1)
+            start = clock.now
+            while not probing(policy):
+                clock.feed(policy, 1, S, in_flight=4, step=0.01)
+            return clock.now - start
+
+        delays = {round(first_reprobe(seed), 1) for seed in range(5)}
+        # 5 s plus up to half of it, seen at the end of a window (0.1 s here)
+        assert all(5.0 <= d <= 7.7 for d in delays)
+        assert len(delays) > 1  # jittered: not every policy probes together
+
+    def test_probe_limit_is_raised_to_the_floor(self) -> None:
+        clock, policy = Clock(), Gradient(min=4, initial=16, seed=1)
+        clock.window(policy, 16, S, peak=16)
+        assert probing(policy)
+        assert policy.limit == 4
+
 
 class TestAIMD:
-    def test_grows_about_increase_per_round_when_busy(self) -> None:
-        clock, policy = Clock(), AIMD(initial=10, max=100)
-        clock.feed(policy, 10, S)  # one round: 10 calls at limit 10
-        assert policy.limit == 10  # 10 + 1/10 + 1/10.1 + ... just short of 11
-        clock.feed(policy, 1, S)
-        assert policy.limit == 11
-        assert clock.feed(policy, 200, S) > 20
+    def test_grows_increase_per_window_while_busy(self) -> None:
+        clock = Clock()
+        policy = AIMD(initial=10, max=100, latency_threshold=2 * S, increase=2)
+        clock.window(policy, 10, S)  # one window of 10 calls at limit 10
+        assert policy.limit == 12
+        assert clock.feed(policy, 1000, S) > 30
 
     def test_does_not_grow_with_fewer_than_half_in_use(self) -> None:
-        clock, policy = Clock(), AIMD(initial=10)
+        clock, policy = Clock(), AIMD(initial=10, latency_threshold=2 * S)
         assert clock.feed(policy, 1000, S, in_flight=4) == 10
-        assert clock.feed(policy, 10, S, in_flight=5) == 10  # exactly half: grows
-        assert policy._limit > 10.0
+        assert clock.feed(policy, 30, S, in_flight=5) == 11  # exactly half: grows
 
-    def test_latency_over_threshold_backs_off_once_per_round(self) -> None:
-        clock, policy = Clock(), AIMD(initial=20, backoff=0.5, latency_threshold=0.05)
-        policy.on_sample(clock.now, 0.1, 20, False)
+    def test_latency_over_half_the_threshold_stops_the_growth(self) -> None:
+        # 1.2 S under a threshold of 1.25 S: over 1.25 S / sqrt(1.25).
+        clock, policy = Clock(), AIMD(initial=10, latency_threshold=1.25 * S)
+        assert clock.feed(policy, 1000, 1.2 * S) == 10
+        assert clock.feed(policy, 100, S) > 10
+
+    def test_one_slow_call_in_a_window_is_no_drop(self) -> None:
+        # The noise the old per-call threshold read as overload.
+        clock, policy = Clock(), AIMD(initial=10, latency_threshold=1.25 * S)
+        for latency in [3 * S] + [S] * 9:
+            clock.now += S / 10
+            policy.on_sample(clock.now, latency, 10 if latency > S else 1, False)
+        assert policy.limit == 11
+
+    def test_a_window_over_the_threshold_backs_off_once(self) -> None:
+        clock = Clock()
+        policy = AIMD(initial=20, backoff=0.5, latency_threshold=0.05)
+        clock.window(policy, 20, 0.1, peak=20, step=0.001)
         assert policy.limit == 10
         # The other calls of that round started before the decrease: ignored.
-        clock.now += 0.01
         for _ in range(19):
             assert policy.on_sample(clock.now, 0.1, 20, False) == 10
-        # A call started after the decrease and still slow: the next decrease.
+        # A window of calls started after it, still slow: the next decrease.
         clock.now += 0.2
-        assert policy.on_sample(clock.now, 0.1, 10, False) == 5
+        clock.window(policy, 10, 0.1, peak=10, step=0.001)
+        assert policy.limit == 5
 
-    def test_a_drop_backs_off_and_the_floor_holds(self) -> None:
-        clock, policy = Clock(), AIMD(min=3, initial=8, backoff=0.5)
+    def test_a_drop_backs_off_by_at_least_one_and_the_floor_holds(self) -> None:
+        clock, policy = Clock(), AIMD(min=3, initial=8, backoff=0.9)
+        clock.now += 1.0
+        policy.on_sample(clock.now, S, 8, True)
+        assert policy.limit == 7  # 8 * 0.9 = 7.2: one slot at least
         for _ in range(10):
             clock.now += 1.0
             policy.on_sample(clock.now, S, 8, True)
@@ -72,18 +437,43 @@ class TestAIMD:
         clock, policy = Clock(), AIMD(min=1, initial=16, latency_threshold=0.05)
         for _ in range(40):
             clock.now += 1.0
-            policy.on_sample(clock.now, 0.5, 16, False)
+            clock.feed(policy, 10, 0.5, step=0.001)
         assert policy.limit == 1
-        assert clock.feed(policy, 100, S) >= 8
+        clock.now += 1.0
+        assert clock.feed(policy, 300, S) >= 8
 
-    def test_latency_short_is_a_weighted_mean(self) -> None:
-        clock, policy = Clock(), AIMD()
+    def test_without_a_threshold_it_measures_and_a_slowdown_lowers_it(
+        self,
+    ) -> None:
+        # AIMD() reads latency too: a downstream that just slows lowers it.
+        capacity = [32]
+        policy = AIMD(max=32, seed=4)
+        down = Downstream(policy, thrashing(lambda: capacity[0]), seed=4)
+        down.run(2000)
+        assert policy.latency_no_load == pytest.approx(S)
+        assert policy.limit >= 28
+        capacity[0] = 4
+        down.run(1500)
+        assert policy.limit <= 5
+
+    def test_a_backoff_right_after_a_growth_waits_before_trying_again(
+        self,
+    ) -> None:
+        # At capacity 4, the growth to 5 slows calls by half: back to 4, and
+        # stay there for eight windows rather than try 5 every other window.
+        policy = AIMD(max=8, initial=4, latency_threshold=1.25 * S)
+        down = Downstream(policy, thrashing(lambda: 4))
+        down.run(3000)
+        late = down.limits[-2000:]
+        assert statistics.mean(late) < 4.3
+        assert min(late) == 4
+
+    def test_latency_short_is_the_typical_latency_of_the_last_window(self) -> None:
+        clock, policy = Clock(), AIMD(latency_threshold=1.0, initial=10)
         assert policy.latency_short is None
-        clock.feed(policy, 1, 0.1)
+        clock.window(policy, 10, 0.1)
         assert policy.latency_short == pytest.approx(0.1)
-        clock.feed(policy, 1, 0.2)
-        assert policy.latency_short == pytest.approx(0.11)
-        assert policy.latency_no_load is None
+        assert policy.latency_no_load is None  # the threshold was named
 
     def test_drop_on_names_more_error_classes(self) -> None:
         class Busy(Exception):
@@ -94,118 +484,83 @@ class TestAIMD:
 
 class TestGradient:
     def probed(self, **kwargs: object) -> tuple[Clock, Gradient]:
-        """A policy whose first probe measured a no-load latency of S."""
-        clock = Clock()
-        options: dict[str, object] = {"initial": 16, "seed": 1, **kwargs}
-        policy = Gradient(**options)  # type: ignore[arg-type]
-        clock.feed(policy, 16, S, in_flight=16)  # the first window: a probe
-        assert (policy.probing, policy.limit) == (True, 2)
-        clock.now += S  # the probe's calls start after it began
-        clock.feed(policy, 5, S, in_flight=2)
-        assert (policy.probing, policy.limit) == (False, 16)
-        assert policy.latency_no_load == pytest.approx(S)
-        return clock, policy
-
-    def test_the_first_window_probes_then_restores_the_limit(self) -> None:
-        _, policy = self.probed()
-        assert policy.limit == 16  # back where it was, not at a floor
-
-    def test_calls_started_before_a_probe_do_not_count_in_it(self) -> None:
-        clock, policy = Clock(), Gradient(initial=16, seed=1)
-        clock.feed(policy, 16, 5 * S, in_flight=16)
-        assert policy.probing
-        # Calls that started under the old concurrency end slow: ignored.
-        for _ in range(14):
-            policy.on_sample(clock.now + 0.001, 5 * S, 16, False)
-        assert policy.probing
-        assert policy.latency_no_load is None
+        return TestNoLoadLatency().probed(**kwargs)
 
     def test_grows_while_latency_stays_near_no_load(self) -> None:
         clock, policy = self.probed()
-        assert clock.feed(policy, 16, S) == 17  # + 1 per window
-        assert clock.feed(policy, 200, 1.2 * S) > 24
+        assert clock.window(policy, 16, S) == 17
+        assert clock.feed(policy, 400, 1.1 * S) > 30  # 1, 2, 4... per window
+
+    def test_latency_over_half_the_tolerance_stops_the_growth(self) -> None:
+        # 1.2x no-load: more than sqrt(1.25) (halfway), less than 1.25.
+        clock, policy = self.probed(probe_interval=1000.0)
+        assert clock.feed(policy, 1000, 1.2 * S) == 16
 
     def test_does_not_grow_with_fewer_than_half_in_use(self) -> None:
         clock, policy = self.probed()
         assert clock.feed(policy, 500, S, in_flight=7) == 16
 
-    def test_shrinks_by_the_latency_ratio_once_per_round(self) -> None:
-        clock, policy = self.probed(tolerance=1.5)
-        clock.feed(policy, 16, 3 * S, step=0.001)
-        assert policy.limit == 8  # 16 * max(0.5, 1.5 * S / (3 * S))
+    def test_a_slowdown_cuts_to_halfway_by_the_latency_ratio(self) -> None:
+        clock, policy = self.probed(probe_interval=1000.0)
+        clock.now += 1.0
+        clock.window(policy, 16, 2 * S, step=0.001)
+        # 16 * sqrt(1.25) / 2: where latency would be halfway (geometrically)
+        # between no-load and the tolerance, if it grew with the calls.
+        assert policy.limit == int(16 * math.sqrt(1.25) / 2)
         # The calls in flight at the decrease end slow too: no second cut.
-        assert clock.feed(policy, 40, 3 * S, step=0.0001) == 8
+        assert clock.feed(policy, 40, 2 * S, step=0.0001) == 8
         # Calls that started after it and are still slow: the next cut.
         clock.now += 1.0
-        assert clock.feed(policy, 10, 3 * S, step=0.001) == 4
+        assert clock.window(policy, 10, 2 * S, step=0.001) == 4
 
-    def test_leaves_the_floor_when_latency_recovers(self) -> None:
-        clock, policy = self.probed(min=2, probe_limit=1, probe_interval=1000.0)
-        for _ in range(10):
-            clock.now += 1.0
-            clock.feed(policy, 10, 10 * S, step=0.001)
-        assert policy.limit == 2
-        assert policy.latency_no_load == pytest.approx(S)
-        clock.now += 1.0
-        assert clock.feed(policy, 300, S) >= 16
+    def test_a_cut_takes_at_most_three_quarters(self) -> None:
+        clock, policy = self.probed(probe_interval=1000.0, initial=40, max=40)
+        clock.now += 3.0
+        clock.window(policy, 40, 100 * S, step=0.001)
+        assert policy.limit == 10
+
+    def test_a_growth_that_crossed_the_tolerance_is_stepped_back(self) -> None:
+        # Capacity 12: the growth from 12 to 13 costs 1/6 more latency, 14
+        # 1/3 (over 1.25): the limit steps back a sixth and holds there.
+        policy = Gradient(max=32, initial=12, seed=6, probe_interval=1000.0)
+        down = Downstream(policy, thrashing(lambda: 12))
+        down.run(4000)
+        late = settled(down.limits[-2500:])
+        assert 11 <= statistics.mean(late) <= 13.5
+        assert max(late) <= 14
+
+    def test_past_the_level_last_cut_it_grows_faster(self) -> None:
+        capacity = [4]
+        policy = Gradient(max=64, initial=4, seed=1, probe_interval=1000.0)
+        down = Downstream(policy, thrashing(lambda: capacity[0]))
+        down.run(1500)
+        assert policy.limit <= 5
+        capacity[0] = 48
+        calls = 0
+        while policy.limit < 40:
+            down.run(1)
+            calls += 1
+        # A window at limit L takes about 2 L calls (L to fill it, and the
+        # L - 1 still running then): +1 a window from 5 to 40 would take
+        # about 1,500 calls. Doubling steps (capped at a quarter) take less
+        # than two thirds of it.
+        assert calls < 1000
 
     def test_slow_at_the_probe_level_is_the_new_no_load(self) -> None:
-        # Slow even with 2 calls in flight: the downstream itself got slower,
-        # so the limit grows again from there rather than stay at 2.
-        clock, policy = self.probed(min=1, probe_interval=1000.0)
-        for _ in range(10):
+        # Slow even with 1 call in flight: the downstream itself got slower,
+        # so the limit grows again from there rather than stay at the floor.
+        clock, policy = self.probed(min=1, probe_interval=1.0)
+        for _ in range(30):
             clock.now += 1.0
-            clock.feed(policy, 10, 10 * S, step=0.001)
+            clock.feed(policy, 25, 10 * S, in_flight=1, step=0.01)
         assert policy.latency_no_load == pytest.approx(10 * S)
+        clock.feed(policy, 200, 10 * S, step=0.01)
         assert policy.limit > 2
 
-    def test_load_never_ratchets_the_no_load_estimate_up(self) -> None:
-        clock, policy = self.probed(probe_interval=1000.0)
-        # A long spell of calls 1.4x slower (tolerated, so the limit holds).
-        clock.feed(policy, 5000, 1.4 * S, in_flight=policy.max)
-        assert policy.latency_no_load == pytest.approx(S)
-        assert policy.latency_short == pytest.approx(1.4 * S)
-
-    def test_one_fast_call_does_not_fix_the_estimate(self) -> None:
-        clock, policy = Clock(), Gradient(initial=16, seed=1, probe_interval=5.0)
-        clock.feed(policy, 16, S, in_flight=16)
-        clock.now += S
-        for latency in (0.0001, S, S, S, S):  # one freak fast call
-            clock.now += 0.001
-            policy.on_sample(clock.now, latency, 2, False)
-        assert policy.latency_no_load == pytest.approx(S)  # the median
-
-    def test_the_estimate_is_reprobed_with_jitter_and_may_rise(self) -> None:
-        def next_probe(seed: int) -> float:
-            clock, policy = Clock(), Gradient(initial=8, seed=seed, probe_interval=5.0)
-            clock.feed(policy, 10, S, in_flight=8)
-            clock.now += S
-            clock.feed(policy, 5, S, in_flight=2)
-            start = clock.now
-            while not policy.probing:
-                clock.feed(policy, 1, 1.2 * S, in_flight=8, step=0.01)
-            # The downstream got slower for good: the probe learns it.
-            clock.now += 1.0
-            clock.feed(policy, 5, 1.2 * S, in_flight=2)
-            assert policy.latency_no_load == pytest.approx(1.2 * S)
-            assert policy.limit >= 8
-            return clock.now - 1.0 - start
-
-        delays = {round(next_probe(seed), 2) for seed in range(5)}
-        assert all(5.0 <= d <= 7.6 for d in delays)
-        assert len(delays) > 1  # jittered: not every policy probes together
-
-    def test_a_quiet_window_is_a_probe_in_itself(self) -> None:
-        clock, policy = Clock(), Gradient(initial=8, seed=1)
-        clock.feed(policy, 10, S, in_flight=2)
-        assert not policy.probing
-        assert policy.latency_no_load == pytest.approx(S)
-
-    def test_probe_limit_is_raised_to_the_floor(self) -> None:
-        clock, policy = Clock(), Gradient(min=4, initial=16, seed=1)
-        clock.feed(policy, 16, S, in_flight=16)
-        assert policy.probing
-        assert policy.limit == 4
+    def test_drops_are_not_read(self) -> None:
+        clock, policy = self.probed()
+        clock.window(policy, 16, S, dropped=True)
+        assert policy.limit == 17
 
 
 class TestPolicyChecks:
@@ -217,14 +572,31 @@ class TestPolicyChecks:
             ({"min": 5, "max": 4}, ValueError, "max"),
             ({"min": 5, "max": 10, "initial": 2}, ValueError, "initial"),
             ({"initial": True}, TypeError, "initial"),
+            ({"tolerance": 1.0}, ValueError, "tolerance"),
+            ({"tolerance": "2"}, TypeError, "tolerance"),
+            ({"min_samples": 0}, ValueError, "min_samples"),
+            ({"probe_interval": float("inf")}, ValueError, "probe_interval"),
+            ({"jitter": -0.1}, ValueError, "jitter"),
+            ({"probe_limit": 0}, ValueError, "probe_limit"),
+            ({"probe_samples": 2.0}, TypeError, "probe_samples"),
+            ({"seed": [1]}, TypeError, "seed"),
+            ({"seed": 1.5}, TypeError, "seed"),
+            ({"seed": "x"}, TypeError, "seed"),
+            ({"seed": True}, TypeError, "seed"),
         ],
     )
-    def test_range_checks_name_the_argument(
+    def test_checks_name_the_argument(
         self, kwargs: dict[str, object], error: type[Exception], name: str
     ) -> None:
         for policy in (AIMD, Gradient):
             with pytest.raises(error, match=name):
                 policy(**kwargs)  # type: ignore[arg-type]
+
+    def test_a_bad_seed_is_refused_at_construction_naming_seed(self) -> None:
+        with pytest.raises(TypeError, match=r"^seed must be an int or None, got list"):
+            Gradient(seed=[1])  # type: ignore[arg-type]
+        assert Gradient(seed=0).probing is False
+        assert Gradient(seed=None).probing is False
 
     @pytest.mark.parametrize(
         ("kwargs", "error", "name"),
@@ -243,28 +615,13 @@ class TestPolicyChecks:
         with pytest.raises(error, match=name):
             AIMD(**kwargs)  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize(
-        ("kwargs", "error", "name"),
-        [
-            ({"tolerance": 0.9}, ValueError, "tolerance"),
-            ({"min_samples": 0}, ValueError, "min_samples"),
-            ({"probe_interval": float("inf")}, ValueError, "probe_interval"),
-            ({"jitter": -0.1}, ValueError, "jitter"),
-            ({"probe_limit": 0}, ValueError, "probe_limit"),
-            ({"probe_samples": 2.0}, TypeError, "probe_samples"),
-        ],
-    )
-    def test_gradient_checks(
-        self, kwargs: dict[str, object], error: type[Exception], name: str
-    ) -> None:
-        with pytest.raises(error, match=name):
-            Gradient(**kwargs)  # type: ignore[arg-type]
-
     def test_defaults(self) -> None:
         policy = Gradient()
         assert (policy.min, policy.max, policy.initial) == (1, 200, 20)
+        assert policy.tolerance == AIMD().tolerance == 1.25
         assert AIMD(max=8).initial == 8
         assert AIMD(min=30).initial == 30
+        assert AIMD().latency_threshold is None
 
     def test_attach_caps_at_the_workers_and_only_once(self) -> None:
         policy = AIMD(initial=20)

@@ -1,12 +1,15 @@
 """Generated schedules under a limit policy: the bound moves on every call's end.
 
-Hypothesis drives an executor whose ``bound=`` is a policy answering the
-limits hypothesis picks, through submissions, completions, failures,
-cancellations (waiting and submitted) and close, on a :class:`ManualExecutor`,
-and checks after every step: never more calls in the pool than the bound at
-their admission, calls handed over in arrival order, the policy's limit is
-the gate's bound, and every submitted call accounted for exactly once.
-Profiles as in ``test_stateful.py`` (``nox -s stress`` runs many more).
+Hypothesis drives an executor whose ``bound=`` is a policy, through
+submissions, completions, failures (timeouts count as drops), cancellations
+(waiting and submitted) and close, on a :class:`ManualExecutor`, and checks
+after every step: never more calls in the pool than the bound at their
+admission, calls handed over in arrival order, the policy's limit is the
+gate's bound and within its floor and ceiling, and every submitted call
+accounted for exactly once. The policy is one that answers the limits
+hypothesis picks, or a real ``AIMD`` or ``Gradient`` with windows of one call
+(so that every end can move the limit, probes included). Profiles as in
+``test_stateful.py`` (``nox -s stress`` runs many more).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from aiobound import BoundedLoopExecutor, ClosedError, LimitPolicy
+from aiobound import AIMD, BoundedLoopExecutor, ClosedError, Gradient, LimitPolicy
 from conftest import ManualExecutor, new_uvloop
 
 STRESS = os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE") == "stress"
@@ -58,13 +61,22 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+def real_aimd() -> LimitPolicy:
+    return AIMD(min=1, max=6, initial=2, min_samples=1, probe_samples=1, seed=1)
+
+
+def real_gradient() -> LimitPolicy:
+    return Gradient(min=1, max=6, initial=3, min_samples=1, probe_samples=1, seed=1)
+
+
 class AdaptiveMachine(RuleBasedStateMachine):
     loop_factory: Any = asyncio.new_event_loop
+    make_policy: Any = Chosen
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = type(self).loop_factory()
-        self.policy = Chosen()
+        self.policy = type(self).make_policy()
         self.manual = ManualExecutor(cap=lambda: self.executor.bound)
         self.executor = BoundedLoopExecutor(executor=self.manual, bound=self.policy)
         self.tasks: list[asyncio.Task[Any]] = []
@@ -88,8 +100,10 @@ class AdaptiveMachine(RuleBasedStateMachine):
             self.next_tag += 1
         self.step()
 
+    @precondition(lambda self: isinstance(self.policy, Chosen))
     @rule(limits=st.lists(st.integers(1, 6), min_size=1, max_size=3))
     def choose_limits(self, limits: list[int]) -> None:
+        assert isinstance(self.policy, Chosen)
         self.policy.answers.extend(limits)
 
     @precondition(lambda self: self.manual.pending)
@@ -132,8 +146,10 @@ class AdaptiveMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_bound_is_the_policys_limit(self) -> None:
+        policy = self.policy
         if not self.executor.closed:
-            assert self.executor.bound == self.policy.limit
+            assert self.executor.bound == policy.limit
+        assert policy.min <= policy.limit <= policy.ceiling
 
     @invariant()
     def every_call_accounted_for(self) -> None:
@@ -169,12 +185,36 @@ class AdaptiveMachine(RuleBasedStateMachine):
 TestAdaptiveOnAsyncio = AdaptiveMachine.TestCase
 TestAdaptiveOnAsyncio.settings = SETTINGS
 
+
+class AIMDMachine(AdaptiveMachine):
+    make_policy = real_aimd
+
+
+class GradientMachine(AdaptiveMachine):
+    make_policy = real_gradient
+
+
+TestAIMDOnAsyncio = AIMDMachine.TestCase
+TestAIMDOnAsyncio.settings = SETTINGS
+TestGradientOnAsyncio = GradientMachine.TestCase
+TestGradientOnAsyncio.settings = SETTINGS
+
 if new_uvloop is not None:
 
     class UvloopAdaptive(AdaptiveMachine):
         loop_factory = new_uvloop
 
+    class UvloopAIMD(AIMDMachine):
+        loop_factory = new_uvloop
+
+    class UvloopGradient(GradientMachine):
+        loop_factory = new_uvloop
+
     TestAdaptiveOnUvloop = UvloopAdaptive.TestCase
     TestAdaptiveOnUvloop.settings = SETTINGS
+    TestAIMDOnUvloop = UvloopAIMD.TestCase
+    TestAIMDOnUvloop.settings = SETTINGS
+    TestGradientOnUvloop = UvloopGradient.TestCase
+    TestGradientOnUvloop.settings = SETTINGS
 else:  # pragma: no cover - uvloop is in the test group
     pytestmark = pytest.mark.skip("uvloop missing")

@@ -6,15 +6,52 @@ own latency measured from its hand-off to the pool, how many calls were in
 flight, whether the call counts as a drop) and resizes its gate to the limit
 the policy answers. Tests feed it samples on a fake clock.
 
-Two rules hold for every policy here:
+Both policies read latency the same way (:class:`_Watch`), because a real
+downstream's latency is noisy: one call's time spreads around its mean
+(lognormally, for most services), so a rule that reacts to single calls reads
+the spread as overload and gives capacity away. What they share:
 
-* **No evidence, no growth.** The limit grows only while at least half of it
-  is in use: a limit of 100 that never sees more than 10 calls has learned
-  nothing about 100.
-* **One decrease per round.** After a decrease, samples of calls that started
-  before it (they ran under the old, higher concurrency) cannot cause
-  another; without this rule the calls still in flight after a slowdown cut
-  the limit again and again, down to the floor.
+* **Windows of calls, not single calls.** Latencies are compared per window:
+  the calls that *started* after the window opened, closed once enough of
+  them ended *and* the ones still running when that count was reached ended
+  too (else a window would keep the fast calls of its cohort and drop its
+  slow ones). A window's latency is its median (as Envoy's adaptive
+  concurrency takes a window's percentile): a pause of the whole process
+  slows every call in flight, fewer than half of a window, and is no
+  overload. A window holds at least ``max(min_samples, limit)`` calls (about
+  one round), and more when latencies are noisy: enough that 2.5 standard
+  errors of its median fit within the tolerance. The noise is measured as
+  the spread of each window's calls around the window's own median.
+* **A no-load latency measured, not guessed.** *Probes* lower the limit to
+  ``probe_limit`` until a cohort of calls started under it has ended; their
+  latencies join a pool (the last 200 such calls), whose median is the
+  no-load estimate. The first probe takes between 20 and 100 calls (more
+  when noisier: six standard errors of the estimate must fit within the
+  tolerance, as it shifts every window's verdict), later ones
+  ``probe_samples`` or what the pool still lacks. A probe that disagrees
+  with the pool by more than the noise explains is extended to 20 calls,
+  and if it still disagrees, replaces the pool (the downstream changed). A
+  window with at most ``probe_limit`` calls in flight is a probe in itself.
+  Probes come every ``probe_interval`` seconds plus a random jitter, so that
+  processes sharing a downstream do not probe in step.
+* **Three verdicts per window**, as TCP Vegas has a band: over the tolerated
+  latency, the limit shrinks; over half of it (geometrically: the square
+  root of ``tolerance`` over no-load), latency is rising and the limit
+  stays; under it, the limit grows, but only while at least half of it is
+  in use (no evidence, no growth: a limit of 100 that never sees more than
+  10 calls has learned nothing about 100).
+* **A growth that crossed the tolerance is taken back**: when the limit
+  shrinks within two windows of a growth, the growth did it, and the limit
+  stays below that level for 24 times ``max(min_samples, limit)`` calls (24
+  windows of a steady downstream, fewer of a noisy one's longer windows)
+  before it tries again, so that it does not run past the downstream's
+  capacity every other window.
+* **One decision per window**, and calls that started before a change of the
+  limit are not counted after it (they ran under the old concurrency).
+* **A plain overload answers fast**: five calls in a row of the same window
+  each over twice the tolerated latency close the window at once (noise
+  almost never does that), so a collapsing downstream is not handed a whole
+  window of calls more.
 """
 
 from __future__ import annotations
@@ -22,10 +59,31 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
+from collections import deque
 
 from ._checks import check_int
 
 __all__ = ("AIMD", "Gradient", "LimitPolicy")
+
+# Standard errors of a window's typical latency that must fit in the tolerance.
+_WINDOW_Z = 2.5
+# Standard errors of the no-load estimate that must fit in the tolerance: the
+# estimate biases every window, so it must be several times tighter.
+_POOL_Z = 6.0
+# The standard error of the median of n normal values: 1.2533 sigma / sqrt(n).
+_MEDIAN_SE = 1.2533
+_POOL_MAX = 200  # no-load samples kept
+_FIRST_MIN = 20  # fewest calls of a first (or re-taken) no-load measurement
+_FIRST_MAX = 100  # most calls of one probe
+_WINDOW_MAX = 2000  # most calls of one window, whatever the noise
+_FAST_RUN = 5  # calls in a row over twice the tolerance that close a window
+# Quiet windows' worth of calls (max(min_samples, limit) each) to wait below
+# a level whose reach was undone. Counted in calls, not windows: a noisy
+# downstream's longer windows must not make the wait longer.
+_HOLD = 24
+_RECENT = 2  # windows after a growth in which a slowdown is the growth's doing
+_SPREAD_MAX = 512  # deviations kept to measure the noise
+_LOG_FLOOR = math.log(1e-9)  # a zero latency (fake clocks) reads as 1 ns
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -43,6 +101,21 @@ def _check_fraction(name: str, value: object) -> float:
     return value
 
 
+def _check_tolerance(value: object) -> float:
+    tolerance = _check_positive("tolerance", value)
+    if tolerance <= 1.0:
+        raise ValueError(f"tolerance must be a number > 1, got {value!r}")
+    return tolerance
+
+
+def _check_seed(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(
+            f"seed must be an int or None, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
 def _check_range(lo: object, hi: object, initial: object) -> tuple[int, int, int]:
     lo = check_int("min", lo, 1)
     hi = check_int("max", hi, 1)
@@ -57,6 +130,23 @@ def _check_range(lo: object, hi: object, initial: object) -> tuple[int, int, int
             f"max={hi}"
         )
     return lo, hi, initial
+
+
+def _log(latency: float) -> float:
+    return math.log(latency) if latency > 1e-9 else _LOG_FLOOR
+
+
+def _median(values: list[float]) -> float:
+    """The median of *values*: a window's typical (log) latency.
+
+    A median, not a mean: a pause of the whole process (a garbage
+    collection, a busy machine) slows every call in flight at that moment,
+    fewer than half of a window's calls, and must not read as overload.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    half = n // 2
+    return ordered[half] if n % 2 else 0.5 * (ordered[half - 1] + ordered[half])
 
 
 class LimitPolicy(ABC):
@@ -142,16 +232,346 @@ class LimitPolicy(ABC):
         return None
 
 
-class AIMD(LimitPolicy):
+class _Watch(LimitPolicy):
+    """Windows, probes and the no-load pool; subclasses decide at a window's end.
+
+    See the module's docstring for the rules. A subclass implements
+    :meth:`_decide` (a full window's verdict) and may override
+    :meth:`_on_drop`. Whether probes run at all is :attr:`_probes`.
+    """
+
+    __slots__ = (
+        "_base",
+        "_cohort_from",
+        "_cut",
+        "_far",
+        "_first",
+        "_hold",
+        "_later",
+        "_ltol",
+        "_next_probe",
+        "_peak",
+        "_pending",
+        "_pool",
+        "_probes",
+        "_probing",
+        "_random",
+        "_resume",
+        "_run",
+        "_samples",
+        "_short",
+        "_sigma",
+        "_since_growth",
+        "_spread",
+        "_suspect",
+        "_window_calls",
+        "jitter",
+        "min_samples",
+        "probe_interval",
+        "probe_limit",
+        "probe_samples",
+        "tolerance",
+    )
+
+    def __init__(
+        self,
+        min: int,
+        max: int,
+        initial: int | None,
+        *,
+        tolerance: object,
+        min_samples: object,
+        probe_interval: object,
+        jitter: object,
+        probe_limit: object,
+        probe_samples: object,
+        seed: object,
+    ) -> None:
+        super().__init__(min, max, initial)
+        self.tolerance = _check_tolerance(tolerance)
+        self.min_samples = check_int("min_samples", min_samples, 1)
+        self.probe_interval = _check_positive("probe_interval", probe_interval)
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
+            raise TypeError(f"jitter must be a number >= 0, got {jitter!r}")
+        if not 0.0 <= jitter < math.inf:
+            raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
+        self.jitter = float(jitter)
+        self.probe_limit = check_int("probe_limit", probe_limit, 1)
+        self.probe_samples = check_int("probe_samples", probe_samples, 1)
+        self._random = random.Random(_check_seed(seed))
+        self._ltol = math.log(self.tolerance)
+        self._probes = True
+        self._pool: deque[float] = deque(maxlen=_POOL_MAX)
+        self._spread: deque[float] = deque(maxlen=_SPREAD_MAX)
+        self._base: float | None = None
+        self._sigma = 0.0
+        self._short: float | None = None
+        self._far = math.inf  # a call over this (log) is far over the tolerance
+        self._next_probe = -math.inf  # the first window ends in a probe
+        self._probing = False
+        self._first = True  # the next no-load measurement starts from scratch
+        self._suspect = False  # the probe under way disagreed with the pool
+        self._resume = self._limit
+        self._since_growth = _RECENT + 1
+        self._hold = 0  # calls to wait before the limit may grow again
+        self._window_calls = 0  # calls of the window being decided
+        # The window (or probe) under way: calls started at or after
+        # _cohort_from; once enough ended, _cut is set and _pending counts the
+        # calls still running then; _later holds the next cohort's early ends.
+        self._cohort_from = -math.inf
+        self._samples: list[float] = []
+        self._peak = 0
+        self._cut: float | None = None
+        self._pending = 0
+        self._later: list[tuple[float, int]] = []
+        self._run = 0
+
+    # -- what the executor and stats read ------------------------------------
+
+    @property
+    def latency_short(self) -> float | None:
+        """Median own latency of the last full window, or None before one."""
+        return None if self._short is None else math.exp(self._short)
+
+    @property
+    def latency_no_load(self) -> float | None:
+        """The no-load latency estimate in seconds, or None until measured."""
+        return None if self._base is None else math.exp(self._base)
+
+    @property
+    def probing(self) -> bool:
+        """Whether a probe of the no-load latency is under way."""
+        return self._probing
+
+    # -- samples -------------------------------------------------------------
+
+    def on_sample(
+        self, now: float, latency: float, in_flight: int, dropped: bool
+    ) -> int:
+        """See :meth:`LimitPolicy.on_sample`."""
+        started = now - latency
+        if (
+            dropped
+            and started >= self._cohort_from
+            and not self._probing
+            and self._on_drop(now)
+        ):
+            return int(self._limit)
+        cut = self._cut
+        if cut is not None and started < cut:
+            # One of the calls still running when the window filled up.
+            self._pending -= 1
+            if started >= self._cohort_from:
+                self._samples.append(_log(latency))
+            if self._pending <= 0:
+                self._close(now)
+            return int(self._limit)
+        if started < self._cohort_from:
+            return int(self._limit)  # ran before the last change
+        x = _log(latency)
+        if cut is not None:
+            self._later.append((x, in_flight))
+            if len(self._later) >= 2 * max(4, int(self._limit)):
+                self._close(now)  # a straggler that never reports (cancelled)
+            return int(self._limit)
+        self._samples.append(x)
+        if in_flight > self._peak:
+            self._peak = in_flight
+        if x > self._far and not self._probing:
+            self._run += 1
+            if self._run >= _FAST_RUN:
+                self._close(now)
+                return int(self._limit)
+        else:
+            self._run = 0
+        if len(self._samples) >= self._needed():
+            self._cut = now
+            self._pending = in_flight - 1
+            if self._pending <= 0:
+                self._close(now)
+        return int(self._limit)
+
+    def _needed(self) -> int:
+        """Calls a window (or the probe under way) must see."""
+        sigma = self._sigma
+        if self._probing:
+            want = math.ceil((_MEDIAN_SE * sigma * _POOL_Z / self._ltol) ** 2)
+            want = min(_POOL_MAX, want)  # more would never be kept
+            if self._first:
+                return min(_FIRST_MAX, max(_FIRST_MIN, want))
+            if self._suspect:
+                return _FIRST_MIN
+            return min(_FIRST_MAX, max(self.probe_samples, want - len(self._pool)))
+        want = math.ceil((_MEDIAN_SE * sigma * _WINDOW_Z / self._ltol) ** 2)
+        return min(_WINDOW_MAX, max(self.min_samples, int(self._limit), want))
+
+    def _open(self, now: float) -> None:
+        """Start a new window (or probe) with the calls that start from *now*."""
+        self._cohort_from = now
+        self._samples = []
+        self._peak = 0
+        self._cut = None
+        self._pending = 0
+        self._later = []
+        self._run = 0
+
+    def _carry(self) -> None:
+        """Start the next window with the calls that started after the cut."""
+        assert self._cut is not None
+        later = self._later
+        self._cohort_from = self._cut
+        self._samples = [x for x, _ in later]
+        self._peak = max((n for _, n in later), default=0)
+        self._cut = None
+        self._pending = 0
+        self._later = []
+        self._run = 0
+
+    def _note_spread(self, values: list[float]) -> None:
+        """Measure the noise: how far calls fall from their window's middle."""
+        n = len(values)
+        if n < 5:
+            return
+        middle = _median(values)
+        scale = math.sqrt(n / (n - 1))
+        self._spread.extend((x - middle) * scale for x in values)
+        deviations = sorted(abs(d) for d in self._spread)
+        # The median absolute deviation of normal noise is 0.6745 sigma.
+        self._sigma = deviations[len(deviations) // 2] / 0.6745
+
+    def _close(self, now: float) -> None:
+        samples = self._samples
+        if not samples:  # only stragglers from before the window: nothing to say
+            self._open(now)
+            return
+        self._note_spread(samples)
+        if self._probing:
+            if self._absorb(samples):
+                self._end_probe(now)
+            else:  # disagrees with the pool: measure more before believing it
+                self._cut = None
+                self._pending = 0
+                self._later = []
+            return
+        typical = _median(samples)
+        self._short = typical
+        self._window_calls = len(samples)
+        if self._probes and self._peak <= self.probe_limit:
+            # At most probe_limit calls in flight: a probe in itself.
+            if not self._absorb(samples):
+                self._start_probe(now)
+                return
+            if self._base is None:  # too few yet: wait for more of them
+                self._carry_or_open(now)
+                return
+            self._schedule_probe(now)
+        if self._probes and (self._base is None or now >= self._next_probe):
+            self._start_probe(now)
+            return
+        self._since_growth += 1
+        if self._decide(now, typical, self._peak):
+            self._open(now)
+        else:
+            self._carry_or_open(now)
+
+    def _carry_or_open(self, now: float) -> None:
+        if self._cut is None:  # closed early: no calls of a next window yet
+            self._open(now)
+        else:
+            self._carry()
+
+    # -- the no-load latency ---------------------------------------------------
+
+    def _absorb(self, samples: list[float]) -> bool:
+        """Add no-load *samples* to the pool; False if they need a second look."""
+        pool = self._pool
+        if self._base is not None:
+            typical = _median(samples)
+            spread = math.sqrt(1 / len(samples) + 1 / len(pool))
+            error = _MEDIAN_SE * self._sigma * spread
+            if abs(typical - self._base) > max(self._ltol, 3.0 * error):
+                if len(samples) < _FIRST_MIN and not self._first:
+                    self._suspect = True  # measure more before believing it
+                    return False
+                pool.clear()  # the downstream changed: start over
+        elif len(pool) + len(samples) < _FIRST_MIN:
+            pool.extend(samples)  # too few yet to name an estimate
+            return True
+        self._first = self._suspect = False
+        pool.extend(samples)
+        self._base = _median(list(pool))
+        self._far = self._base + self._ltol + math.log(2.0)
+        return True
+
+    def _start_probe(self, now: float) -> None:
+        self._probing = True
+        self._resume = self._limit
+        self._limit = float(max(self.min, min(self.probe_limit, self._cap)))
+        self._open(now)
+
+    def _end_probe(self, now: float) -> None:
+        self._probing = False
+        if self._base is None:  # the probe was too short to name one
+            self._first = True
+            self._start_probe(now)
+            return
+        self._set(self._resume)  # back where it was: the floor is no probe level
+        self._schedule_probe(now)
+        self._open(now)
+
+    def _schedule_probe(self, now: float) -> None:
+        spread = self._random.random() * self.jitter
+        self._next_probe = now + self.probe_interval * (1.0 + spread)
+
+    # -- decisions -------------------------------------------------------------
+
+    def _on_drop(self, now: float) -> bool:
+        """A call of the current window was a drop; True if the limit changed."""
+        return False
+
+    @abstractmethod
+    def _decide(self, now: float, typical: float, peak: int) -> bool:
+        """A window ended with this *typical* (log) latency; True if changed."""
+
+    def _grow_to(self, value: float) -> bool:
+        before = int(self._limit)
+        self._set(value)
+        if int(self._limit) == before:
+            return False
+        self._since_growth = 0
+        return True
+
+    def _shrink_to(self, value: float, *, recent: bool) -> bool:
+        """Lower the limit to *value* (at least one slot); hold if *recent*."""
+        before = int(self._limit)
+        self._set(min(value, before - 1.0))
+        quiet_window = max(self.min_samples, int(self._limit))
+        self._hold = _HOLD * quiet_window if recent else 0
+        self._since_growth = _RECENT + 1
+        return int(self._limit) != before
+
+
+class AIMD(_Watch):
     """Additive increase, multiplicative decrease.
 
-    Each call that is not a drop adds ``increase / limit`` to the limit (so
-    about ``increase`` per round of calls), but only while at least half of
-    the limit is in use. A drop multiplies the limit by ``backoff``, once per
-    round: drops of calls that started before the last decrease are ignored.
+    A *drop* multiplies the limit by ``backoff`` (taking at least one slot
+    off), once per window: drops of calls that started before the last
+    decrease are ignored. A drop is a call that raised ``TimeoutError`` or
+    one of ``drop_on``, or a window whose median own latency is over the
+    threshold: ``latency_threshold`` if given, else ``tolerance`` times the
+    no-load latency, which the policy then measures with probes. A window
+    without a drop in which at least half of the limit was in use adds
+    ``increase`` (a window is about one round of calls, more when latencies
+    are noisy), unless its latency is over the threshold divided by the
+    square root of ``tolerance``: rising, it stays. The module's rules say
+    how windows and probes are made.
 
-    A drop is a call that raised ``TimeoutError`` or one of ``drop_on``, or
-    whose own latency exceeded ``latency_threshold``.
+    Without ``latency_threshold`` it assumes, as :class:`Gradient` does,
+    that latency rises with the calls in flight once the downstream is past
+    its capacity, and that the latency with few calls in flight (measured)
+    is the healthy one. With it, it assumes only that a healthy downstream
+    answers under that latency: name it when you know it (the latency of a
+    query on a healthy database, say), and leave it out when you do not.
 
     Args:
         min: Floor of the limit (default 1).
@@ -159,27 +579,35 @@ class AIMD(LimitPolicy):
             count when it is known).
         initial: Limit before any sample (default ``min(max, 20)``, raised
             to ``min``).
-        increase: Added per round of calls without a drop (default 1).
+        increase: Added per window of calls without a drop (default 1).
         backoff: Factor applied on a drop, between 0 and 1 (default 0.9).
-        latency_threshold: Seconds of own latency above which a call counts
-            as a drop (default ``None``: latency never does). The limit
-            grows until calls pass it, so calls run at about this latency:
-            pass about 1.25 times a call's latency on the healthy downstream,
-            not the worst latency you accept.
+        latency_threshold: Seconds of median own latency over which a
+            window counts as a drop (default ``None``: ``tolerance`` times
+            the measured no-load latency). The limit grows until calls come
+            near it, so calls run at about this latency: pass about 1.25
+            times a call's latency on the healthy downstream, not the worst
+            latency you accept.
         drop_on: Exception classes that count as drops besides
             ``TimeoutError`` (default none).
+        tolerance: How far above the no-load latency the median one may go,
+            above 1 (default 1.25); with ``latency_threshold``, only the
+            width of the band under it where the limit stays.
+        min_samples: Fewest calls in a window (default 10).
+        probe_interval: Seconds between probes of the no-load latency
+            (default 10; no probes with ``latency_threshold``).
+        jitter: Extra random delay of a probe, as a fraction of
+            ``probe_interval`` (default 0.5).
+        probe_limit: The limit during a probe (default 2, raised to ``min``).
+        probe_samples: Fewest calls measured by a probe after the first
+            (default 5).
+        seed: Seed of the jitter's random numbers, an int (default:
+            unseeded).
 
-    Measures: ``latency_short`` is an exponentially weighted mean of the
-    calls' own latencies (weight 0.1 per sample).
+    Measures: ``latency_short`` is the median own latency of the last window;
+    ``latency_no_load`` the no-load estimate (None with ``latency_threshold``).
     """
 
-    __slots__ = (
-        "_ewma",
-        "_last_decrease",
-        "backoff",
-        "increase",
-        "latency_threshold",
-    )
+    __slots__ = ("_threshold", "backoff", "increase", "latency_threshold")
 
     def __init__(
         self,
@@ -191,9 +619,27 @@ class AIMD(LimitPolicy):
         backoff: float = 0.9,
         latency_threshold: float | None = None,
         drop_on: tuple[type[BaseException], ...] = (),
+        tolerance: float = 1.25,
+        min_samples: int = 10,
+        probe_interval: float = 10.0,
+        jitter: float = 0.5,
+        probe_limit: int = 2,
+        probe_samples: int = 5,
+        seed: int | None = None,
     ) -> None:
         drop_classes: object = drop_on
-        super().__init__(min, max, initial)
+        super().__init__(
+            min,
+            max,
+            initial,
+            tolerance=tolerance,
+            min_samples=min_samples,
+            probe_interval=probe_interval,
+            jitter=jitter,
+            probe_limit=probe_limit,
+            probe_samples=probe_samples,
+            seed=seed,
+        )
         self.increase = _check_positive("increase", increase)
         self.backoff = _check_fraction("backoff", backoff)
         self.latency_threshold = (
@@ -208,8 +654,11 @@ class AIMD(LimitPolicy):
                 f"drop_on must be a tuple of exception classes, got {drop_on!r}"
             )
         self.drop_on = (TimeoutError, *drop_on)
-        self._ewma: float | None = None
-        self._last_decrease = -math.inf
+        self._threshold: float | None = None
+        if self.latency_threshold is not None:
+            self._probes = False  # the caller named the threshold
+            self._threshold = math.log(self.latency_threshold)
+            self._far = self._threshold + math.log(2.0)
 
     def __repr__(self) -> str:
         return (
@@ -217,50 +666,59 @@ class AIMD(LimitPolicy):
             f"latency_threshold={self.latency_threshold})"
         )
 
-    @property
-    def latency_short(self) -> float | None:
-        """Exponentially weighted mean of the own latencies, or None before any."""
-        return self._ewma
+    def _recent(self) -> bool:
+        return self._since_growth <= _RECENT
 
-    def on_sample(
-        self, now: float, latency: float, in_flight: int, dropped: bool
-    ) -> int:
-        """See :meth:`LimitPolicy.on_sample`."""
-        ewma = self._ewma
-        self._ewma = latency if ewma is None else ewma + 0.1 * (latency - ewma)
-        threshold = self.latency_threshold
-        if dropped or (threshold is not None and latency > threshold):
-            if now - latency >= self._last_decrease:
-                self._set(self._limit * self.backoff)
-                self._last_decrease = now
-        elif 2 * in_flight >= self._limit:
-            self._set(self._limit + self.increase / self._limit)
-        return int(self._limit)
+    def _back_off(self) -> bool:
+        limit = float(int(self._limit))
+        return self._shrink_to(limit * self.backoff, recent=self._recent())
+
+    def _on_drop(self, now: float) -> bool:
+        self._back_off()
+        self._open(now)
+        return True
+
+    def _decide(self, now: float, typical: float, peak: int) -> bool:
+        threshold = self._threshold
+        if threshold is None:
+            assert self._base is not None
+            threshold = self._base + self._ltol
+        if typical > threshold:
+            return self._back_off()
+        if 2 * peak < self._limit:
+            return False
+        if self._hold > 0:
+            self._hold -= self._window_calls
+            return False
+        if typical > threshold - self._ltol / 2:
+            return False  # rising, still under the threshold: stay
+        return self._grow_to(self._limit + self.increase)
 
 
-class Gradient(LimitPolicy):
+class Gradient(_Watch):
     """Latency gradient: keep the calls' latency near its no-load value.
 
-    Samples are taken in windows of at least ``max(min_samples, limit)``
-    calls (about one round). At each window's end its median own latency (the
-    short-term estimate) is compared with the no-load estimate:
+    At each window's end its median own latency (``latency_short``) is
+    compared with the no-load estimate (``latency_no_load``), both measured
+    as the module's rules say (windows sized to the noise, probes pooled):
 
-    * above ``tolerance`` times it, the limit is multiplied by their ratio
-      (at most halved); calls that started before a decrease are left out
-      of the windows, so one slowdown causes one decrease per round;
+    * above ``tolerance`` times it, the limit is cut to where the latency
+      would be halfway (geometrically) between the two if it grew in
+      proportion to the calls in flight, by at most three quarters; within
+      two windows of a growth, the growth did it: the limit only steps back
+      by a sixth (at least one slot) and stays below that level for 24
+      times ``max(min_samples, limit)`` calls before it tries again;
+    * above the square root of ``tolerance`` times it, latency is rising: the
+      limit stays;
     * otherwise, if at least half of the limit was in use in the window, it
-      grows by 1.
+      grows by 1 while under the level last cut from, and once past it by
+      1, 2, 4... (at most a quarter of the limit) per window, so that a
+      downstream that got faster is followed in a few windows.
 
-    The no-load estimate comes from *probes*: every ``probe_interval``
-    seconds (plus a random jitter of up to ``jitter`` times it) the limit
-    drops to ``probe_limit`` until ``probe_samples`` calls started under it
-    have ended; their median is the new estimate, and the limit returns to
-    its value before the probe. Between probes a window whose median is lower
-    lowers the estimate (so it may only fall under load, never ratchet up);
-    a window where at most ``probe_limit`` calls were in flight is a probe
-    in itself and sets it. The first window starts with a probe. A median
-    of several calls, renewed at every probe, means one unusually fast call
-    never fixes the estimate for good.
+    It assumes that latency rises with the calls in flight once the
+    downstream is past its capacity, and that the latency with few calls in
+    flight (measured by the probes) is the healthy one. Errors are not read:
+    a timeout shows in the latency itself.
 
     Args:
         min: Floor of the limit (default 1).
@@ -268,8 +726,8 @@ class Gradient(LimitPolicy):
             count when it is known).
         initial: Limit before any sample (default ``min(max, 20)``, raised
             to ``min``).
-        tolerance: How far above the no-load latency the short-term one may
-            go before the limit shrinks (default 1.25).
+        tolerance: How far above the no-load latency the median one may go
+            before the limit shrinks, above 1 (default 1.25).
         min_samples: Fewest calls in a window (default 10).
         probe_interval: Seconds between probes (default 10).
         jitter: Extra random delay of a probe, as a fraction of
@@ -277,32 +735,16 @@ class Gradient(LimitPolicy):
         probe_limit: The limit during a probe (default 2, raised to
             ``min``). It is not the floor: after a probe the limit returns
             to where it was, never to ``min``.
-        probe_samples: Calls measured by a probe (default 5).
-        seed: Seed of the jitter's random numbers (default: unseeded).
+        probe_samples: Fewest calls measured by a probe after the first
+            (default 5).
+        seed: Seed of the jitter's random numbers, an int (default:
+            unseeded).
 
-    Measures: ``latency_short`` is the median own latency of the last window;
-    ``latency_no_load`` the no-load estimate.
+    Measures: ``latency_short`` is the median own latency of the last
+    window; ``latency_no_load`` the no-load estimate.
     """
 
-    __slots__ = (
-        "_base",
-        "_last_decrease",
-        "_next_probe",
-        "_probe_from",
-        "_probe_seen",
-        "_probing",
-        "_random",
-        "_resume",
-        "_short",
-        "_window",
-        "_window_peak",
-        "jitter",
-        "min_samples",
-        "probe_interval",
-        "probe_limit",
-        "probe_samples",
-        "tolerance",
-    )
+    __slots__ = ("_failed", "_step")
 
     def __init__(
         self,
@@ -318,51 +760,26 @@ class Gradient(LimitPolicy):
         probe_samples: int = 5,
         seed: int | None = None,
     ) -> None:
-        super().__init__(min, max, initial)
-        self.tolerance = _check_positive("tolerance", tolerance)
-        if self.tolerance < 1.0:
-            raise ValueError(f"tolerance must be >= 1, got {tolerance!r}")
-        self.min_samples = check_int("min_samples", min_samples, 1)
-        self.probe_interval = _check_positive("probe_interval", probe_interval)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
-            raise TypeError(f"jitter must be a number >= 0, got {jitter!r}")
-        if not 0.0 <= jitter < math.inf:
-            raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
-        self.jitter = float(jitter)
-        self.probe_limit = check_int("probe_limit", probe_limit, 1)
-        self.probe_samples = check_int("probe_samples", probe_samples, 1)
-        self._random = random.Random(seed)
-        self._base: float | None = None
-        self._short: float | None = None
-        self._last_decrease = -math.inf
-        self._next_probe = -math.inf  # the first window ends in a probe
-        self._probing = False
-        self._probe_from = 0.0
-        self._probe_seen: list[float] = []
-        self._resume = self._limit
-        self._window: list[float] = []
-        self._window_peak = 0
+        super().__init__(
+            min,
+            max,
+            initial,
+            tolerance=tolerance,
+            min_samples=min_samples,
+            probe_interval=probe_interval,
+            jitter=jitter,
+            probe_limit=probe_limit,
+            probe_samples=probe_samples,
+            seed=seed,
+        )
+        self._failed: int | None = None  # the level last cut from
+        self._step = 1.0
 
     def __repr__(self) -> str:
         return (
             f"Gradient(min={self.min}, max={self.max}, limit={self.limit}, "
             f"tolerance={self.tolerance})"
         )
-
-    @property
-    def latency_short(self) -> float | None:
-        """Median own latency of the last full window, or None before one."""
-        return self._short
-
-    @property
-    def latency_no_load(self) -> float | None:
-        """The no-load latency estimate in seconds, or None until measured."""
-        return self._base
-
-    @property
-    def probing(self) -> bool:
-        """Whether a probe of the no-load latency is under way."""
-        return self._probing
 
     def on_sample(
         self, now: float, latency: float, in_flight: int, dropped: bool
@@ -371,66 +788,34 @@ class Gradient(LimitPolicy):
 
         *dropped* is not used: a timeout shows in the latency itself.
         """
-        if self._probing:
-            self._probe_sample(now, latency)
-            return int(self._limit)
-        if now - latency < self._last_decrease:
-            return int(self._limit)  # ran before the last decrease
-        window = self._window
-        window.append(latency)
-        if in_flight > self._window_peak:
-            self._window_peak = in_flight
-        if len(window) >= max(self.min_samples, int(self._limit)):
-            self._end_window(now)
-        return int(self._limit)
+        return super().on_sample(now, latency, in_flight, False)
 
-    def _probe_sample(self, now: float, latency: float) -> None:
-        if now - latency < self._probe_from:
-            return  # started before the probe, at a higher concurrency
-        seen = self._probe_seen
-        seen.append(latency)
-        if len(seen) < self.probe_samples:
-            return
-        seen.sort()
-        self._base = seen[len(seen) // 2]
-        self._probing = False
-        self._set(self._resume)  # back where it was: the floor is no probe level
-        self._schedule_probe(now)
-        self._reset_window()
-
-    def _schedule_probe(self, now: float) -> None:
-        spread = self._random.random() * self.jitter
-        self._next_probe = now + self.probe_interval * (1.0 + spread)
-
-    def _reset_window(self) -> None:
-        self._window = []
-        self._window_peak = 0
-
-    def _end_window(self, now: float) -> None:
-        window = sorted(self._window)
-        short = window[len(window) // 2]
-        peak = self._window_peak
-        self._reset_window()
-        self._short = short
-        if now >= self._next_probe or self._base is None:
-            if peak <= self.probe_limit:
-                self._base = short  # this window was a probe in itself
-                self._schedule_probe(now)
-            else:
-                self._start_probe(now)
-                return
-        base = self._base
-        if peak <= self.probe_limit or short < base:
-            self._base = base = short
-        if short > self.tolerance * base:
-            self._set(self._limit * max(0.5, self.tolerance * base / short))
-            self._last_decrease = now
-        elif 2 * peak >= self._limit:
-            self._set(self._limit + 1.0)
-
-    def _start_probe(self, now: float) -> None:
-        self._probing = True
-        self._probe_from = now
-        self._probe_seen = []
-        self._resume = self._limit
-        self._limit = float(max(self.min, min(self.probe_limit, self._cap)))
+    def _decide(self, now: float, typical: float, peak: int) -> bool:
+        assert self._base is not None
+        excess = typical - self._base
+        ltol = self._ltol
+        limit = float(int(self._limit))
+        if excess > ltol:
+            target = limit * max(0.25, math.exp(ltol / 2 - excess))
+            recent = self._since_growth <= _RECENT
+            if recent:
+                target = max(target, limit - max(1.0, limit / 6))
+            self._failed = int(limit)
+            self._step = 1.0
+            return self._shrink_to(target, recent=recent)
+        if 2 * peak < self._limit:
+            return False
+        if self._hold > 0:
+            self._hold -= self._window_calls
+            return False
+        if excess > ltol / 2:
+            self._step = 1.0
+            return False  # rising, still under the tolerance: stay
+        failed = self._failed
+        if failed is not None and limit >= failed:
+            self._failed = failed = None
+        if failed is not None:
+            return self._grow_to(limit + 1.0)
+        step = self._step
+        self._step = min(2.0 * step, max(1.0, limit / 4))
+        return self._grow_to(limit + step)

@@ -173,9 +173,11 @@ class ExecutorStats:
         latency_short: With a limit policy as ``bound``, its recent estimate
             of the calls' own latency in seconds (see the policy); ``None``
             without a policy or before any sample.
-        latency_no_load: With a :class:`~aiobound.Gradient` policy, its
-            estimate of the calls' own latency with no queueing, in seconds;
-            ``None`` otherwise or before it is measured.
+        latency_no_load: With a limit policy that measures one
+            (:class:`~aiobound.Gradient`, or :class:`~aiobound.AIMD` without
+            ``latency_threshold``), its estimate of the calls' own latency
+            with no queueing, in seconds; ``None`` otherwise or before it is
+            measured.
         queued: Calls handed to the underlying executor that have not
             started there yet (their future is neither running nor done),
             read when the snapshot is taken. A ``ProcessPoolExecutor``
