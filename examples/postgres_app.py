@@ -40,6 +40,12 @@ requests that waited ``--max-wait`` for a slot get ``503`` with
 can finish; a query the server cancelled answers ``503`` with
 ``Retry-After`` too, never ``500``. When the database recovers, the bound
 climbs back. ``--bound N`` runs a fixed bound instead.
+
+With ``--call-timeout S`` every call has a deadline of ``S`` seconds, its
+wait for a slot included: the request gets a ``504`` at the deadline, and
+the query is told how much of it is left (:func:`aiobound.remaining`), as
+its pool checkout's timeout and its ``statement_timeout``, so the server
+cancels it then instead of running on for a client that has gone.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import psycopg
 import psycopg.errors
@@ -57,7 +63,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from aiobound import AIMD, BoundedLoopExecutor
+from aiobound import AIMD, BoundedLoopExecutor, DeadlineExceeded, remaining
 from aiobound.starlette import (
     REFUSAL_RESPONSES,
     add_exception_handlers,
@@ -66,7 +72,7 @@ from aiobound.starlette import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
 # An endpoint parameter of this type receives the app's executor.
 Executor = Annotated[BoundedLoopExecutor, Depends(get_executor)]
@@ -77,8 +83,8 @@ INSERT INTO items SELECT g, 0 FROM generate_series(1, 100) AS g
 ON CONFLICT (id) DO NOTHING;
 """
 
-# The executor's state key for the connection pool.
-POOL_KEY = "aiobound_example_pg_pool"
+# The lifespan state's key for the database (its connection pool).
+DATABASE_KEY = "aiobound_example_pg"
 
 # Seconds a client is told to wait after a 503.
 RETRY_AFTER = 1
@@ -99,18 +105,78 @@ def check_server(dsn: str, timeout: int = 3) -> None:
         raise SystemExit(f"postgres_app: {reason} ({HOW_TO_START})") from None
 
 
-def hit(pool: ConnectionPool, item: int) -> int | None:
+@dataclasses.dataclass(frozen=True)
+class Database:
+    """The connection pool, and how long the app lets a statement run."""
+
+    pool: ConnectionPool
+    statement_timeout_ms: int
+    call_timeout: float | None = None
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection whose statements end by the call's deadline.
+
+        Without a deadline (:func:`aiobound.remaining` is ``None``): the
+        connection as it is, its ``statement_timeout`` the app's. With one:
+        the checkout waits at most the time left, the session's
+        ``statement_timeout`` is set to what is left after it (at most the
+        app's) and put back when the connection returns to the pool. A
+        statement the server cancelled at that limit is the call's deadline
+        passing: it raises :class:`~aiobound.DeadlineExceeded` (a 504, as
+        if the deadline had been seen first on the loop), not the driver's
+        ``QueryCanceled`` (a 503). With no time left, :class:`TimeoutError`
+        (the caller has had its 504).
+        """
+        if remaining() is None:
+            with self.pool.connection() as conn:
+                yield conn
+            return
+        with self.pool.connection(timeout=time_left()) as conn:
+            ms = min(self.statement_timeout_ms, max(1, int(time_left() * 1000)))
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", (str(ms),)
+            )
+            try:
+                yield conn
+            except psycopg.errors.QueryCanceled as error:
+                if ms < self.statement_timeout_ms and self.call_timeout is not None:
+                    raise DeadlineExceeded(
+                        f"deadline exceeded: {self.call_timeout:g} s passed "
+                        "while the call was running (the server cancelled "
+                        "its statement)",
+                        "running",
+                        self.call_timeout,
+                    ) from error
+                raise
+            finally:
+                conn.execute("RESET statement_timeout")
+
+
+def time_left() -> float:
+    """Seconds left before the call's deadline; :class:`TimeoutError` at 0.
+
+    Only for a call with a deadline.
+    """
+    left = remaining()
+    assert left is not None
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed before its query")
+    return left
+
+
+def hit(db: Database, item: int) -> int | None:
     """Count a hit on *item* (blocking: runs in a worker thread)."""
-    with pool.connection() as conn:
+    with db.connection() as conn:
         row = conn.execute(
             "UPDATE items SET hits = hits + 1 WHERE id = %s RETURNING hits", (item,)
         ).fetchone()
     return None if row is None else int(row[0])
 
 
-def read(pool: ConnectionPool, item: int) -> int | None:
+def read(db: Database, item: int) -> int | None:
     """Read *item*'s hit count (blocking: runs in a worker thread)."""
-    with pool.connection() as conn:
+    with db.connection() as conn:
         row = conn.execute("SELECT hits FROM items WHERE id = %s", (item,)).fetchone()
     return None if row is None else int(row[0])
 
@@ -123,6 +189,7 @@ def create_app(
     latency_threshold: float = 0.1,
     max_wait: float = 0.1,
     statement_timeout_ms: int = 500,
+    call_timeout: float | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -139,6 +206,11 @@ def create_app(
         statement_timeout_ms: The server cancels a statement running longer
             (``QueryCanceled``): the request gets a 503 with
             ``Retry-After``, and the adaptive bound counts a drop.
+        call_timeout: Seconds each call may take, its wait for a slot
+            included (``None``: no limit). At the deadline the request gets
+            a 504; the query's ``statement_timeout`` is what is left of it
+            (at most ``statement_timeout_ms``), so the server cancels it
+            then.
     """
 
     @contextlib.asynccontextmanager
@@ -164,16 +236,20 @@ def create_app(
                     initial=connections,
                     latency_threshold=latency_threshold,
                     backoff=0.5,
-                    drop_on=(psycopg.errors.QueryCanceled, PoolTimeout),
+                    drop_on=(psycopg.errors.QueryCanceled, PoolTimeout, TimeoutError),
                 )
                 if bound == "adaptive"
                 else bound
             )
             executor = BoundedLoopExecutor(
-                max_workers=connections, bound=policy, max_wait=max_wait
+                max_workers=connections,
+                bound=policy,
+                max_wait=max_wait,
+                call_timeout=call_timeout,
             )
             async with executor_state(executor) as state:
-                yield {**state, POOL_KEY: pool}
+                db = Database(pool, statement_timeout_ms, call_timeout)
+                yield {**state, DATABASE_KEY: db}
         finally:
             await asyncio.to_thread(pool.close)
 
@@ -195,16 +271,16 @@ def create_app(
     app.add_exception_handler(psycopg.errors.QueryCanceled, database_busy)
     app.add_exception_handler(PoolTimeout, database_busy)
 
-    def pool_of(request: Request) -> ConnectionPool:
-        pool: ConnectionPool = getattr(request.state, POOL_KEY)
-        return pool
+    def database(request: Request) -> Database:
+        db: Database = getattr(request.state, DATABASE_KEY)
+        return db
 
     @app.post("/items/{item}/hit")
     async def hit_item(
         request: Request, executor: Executor, item: int
     ) -> dict[str, int]:
         """Count a hit; 404 if there is no such item."""
-        hits = await executor.run(hit, pool_of(request), item)
+        hits = await executor.run(hit, database(request), item)
         if hits is None:
             raise HTTPException(404, "no such item")
         return {"id": item, "hits": hits}
@@ -214,7 +290,7 @@ def create_app(
         request: Request, executor: Executor, item: int
     ) -> dict[str, int]:
         """Read an item's hits; 404 if there is no such item."""
-        hits = await executor.run(read, pool_of(request), item)
+        hits = await executor.run(read, database(request), item)
         if hits is None:
             raise HTTPException(404, "no such item")
         return {"id": item, "hits": hits}
@@ -223,7 +299,8 @@ def create_app(
     async def stats(request: Request, executor: Executor) -> dict[str, object]:
         """The executor's stats and the connection pool's."""
         executor_stats = dataclasses.asdict(executor.stats())
-        return {"executor": executor_stats, "pool": pool_of(request).get_stats()}
+        pool_stats = database(request).pool.get_stats()
+        return {"executor": executor_stats, "pool": pool_stats}
 
     return app
 
@@ -243,6 +320,9 @@ def main() -> None:
     parser.add_argument(
         "--statement-timeout", type=int, default=500, help="milliseconds"
     )
+    parser.add_argument(
+        "--call-timeout", type=float, default=None, help="seconds (default: none)"
+    )
     args = parser.parse_args()
     check_server(args.dsn)
     bound: int | Literal["adaptive"] = (
@@ -255,6 +335,7 @@ def main() -> None:
         latency_threshold=args.latency_threshold,
         max_wait=args.max_wait,
         statement_timeout_ms=args.statement_timeout,
+        call_timeout=args.call_timeout,
     )
     uvicorn.run(app, host=args.host, port=args.port, timeout_graceful_shutdown=30)
 

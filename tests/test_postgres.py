@@ -202,6 +202,56 @@ class TestPostgresExample:
         assert set(load.statuses) <= {200, 503}
         assert 200 in load.statuses[len(locked) :]
 
+    async def test_a_call_timeout_reaches_the_server_as_statement_timeout(
+        self, postgres_dsn: str
+    ) -> None:
+        from postgres_app import create_app
+
+        from test_fastapi import serve
+
+        # The app lets a statement run 60 s; the call's deadline is 0.3 s.
+        app = create_app(
+            postgres_dsn,
+            connections=2,
+            bound=2,
+            statement_timeout_ms=60_000,
+            call_timeout=0.3,
+        )
+        async with (
+            serve(app) as (_, url),
+            httpx.AsyncClient(base_url=url, timeout=DEADLINE) as http,
+        ):
+            first = (await http.post("/items/2/hit")).json()["hits"]
+            lock = HeldLock(postgres_dsn)
+            await lock.take()
+            try:
+                late = await http.post("/items/2/hit")
+                assert late.status_code == 504, late.text
+                assert late.json()["detail"] == (
+                    "The service's time limit for this request passed"
+                )
+                # The server cancels the statement at what was left of the
+                # deadline: the call ends, the lock still held, its session
+                # no longer waits on it.
+                executor: dict[str, int] = {}
+                for _ in range(MAX_REQUESTS):
+                    executor = (await http.get("/stats")).json()["executor"]
+                    if executor["in_flight"] == 0:
+                        break
+                waiters = await asyncio.to_thread(lock_waiters, postgres_dsn)
+            finally:
+                await lock.release()
+            assert executor["in_flight"] == 0
+            # The call failed (the server's cancel); whether its deadline was
+            # seen on the loop first or the cancel arrived first (then the
+            # example raised DeadlineExceeded itself), the answer was a 504.
+            assert executor["failed"] == 1
+            assert executor["deadline_running"] in (0, 1)
+            assert waiters == 0
+            # The late UPDATE never happened, and the connection went back
+            # with the app's own statement_timeout.
+            assert (await http.post("/items/2/hit")).json()["hits"] == first + 1
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
