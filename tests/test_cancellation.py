@@ -11,15 +11,12 @@ import pytest
 
 from aiobound._slots import SlotGate
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle, settle
+from workers import identity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 T = TypeVar("T")
-
-
-def identity(value: T) -> T:
-    return value
 
 
 class TestWhileWaitingForASlot:

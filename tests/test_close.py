@@ -9,10 +9,7 @@ import pytest
 
 from aiobound import BoundedLoopExecutor, ClosedError
 from conftest import ExecutorFactory, GateFactory, assert_idle, settle
-
-
-def identity(value: int) -> int:
-    return value
+from workers import identity
 
 
 class TestClose:

@@ -16,10 +16,7 @@ from conftest import (
     assert_idle,
     settle,
 )
-
-
-def noop(x: int) -> int:
-    return x
+from workers import identity
 
 
 class TestCloseTimeout:
@@ -55,7 +52,7 @@ class TestCloseTimeout:
         assert executor.stats().cancelled == 2
         pool = executor.executor
         with pytest.raises(RuntimeError, match="after shutdown"):
-            pool.submit(noop, 9)  # the pool it owns is stopped, not waited for
+            pool.submit(identity, 9)  # the pool it owns is stopped, not waited for
         for fut in futures[1:]:  # dropped before they started: ClosedError
             with pytest.raises(ClosedError, match="before this call started"):
                 await fut
@@ -81,7 +78,7 @@ class TestCloseTimeout:
             await futures[1]
         gate.open()
         await futures[0]
-        assert counting.submit(noop, 5).result() == 5
+        assert counting.submit(identity, 5).result() == 5
 
     async def test_timeout_must_be_positive(self) -> None:
         executor = BoundedLoopExecutor(max_workers=1)
@@ -118,8 +115,8 @@ class TestCloseRaces:
     ) -> None:
         manual = ManualExecutor()
         executor = make_executor(executor=manual, bound=1)
-        holder = await executor.submit(noop, 0)
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        holder = await executor.submit(identity, 0)
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         closing = asyncio.create_task(executor.aclose())  # runs first...
         manual.futures[0].set_result(0)  # ...then the waiter, holding the slot
@@ -137,7 +134,7 @@ class TestCloseRaces:
         gate = make_gate()
         running = [await executor.submit(gate, n) for n in range(2)]
         await gate.started(2)
-        waiter = asyncio.create_task(executor.run(noop, 9))
+        waiter = asyncio.create_task(executor.run(identity, 9))
         await settle()
         closing = asyncio.create_task(executor.aclose())
         await settle()

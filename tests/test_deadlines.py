@@ -27,6 +27,7 @@ from aiobound import (
     remaining,
 )
 from conftest import ExecutorFactory, GateFactory, assert_idle, settle
+from workers import identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,10 +36,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 SHORT = 0.05  # a deadline that passes while a gate holds the call
-
-
-def noop(x: int) -> int:
-    return x
 
 
 def time_left(_: object = None) -> float | None:
@@ -122,7 +119,7 @@ class TestWhereTheCallIs:
     ) -> None:
         executor = make_executor(max_workers=2)
         view = executor.with_timeout(3600)
-        assert await view.run(noop, 5) == 5
+        assert await view.run(identity, 5) == 5
         assert executor._lane.timers == {}
         stats = executor.stats()
         assert stats.deadline_waiting + stats.deadline_queued == 0
@@ -185,7 +182,7 @@ class TestTheStageIsTrue:
         pool = GapPool(ends)
         async with BoundedLoopExecutor(executor=pool, bound=1) as executor:
             with pytest.raises(DeadlineExceeded) as info:
-                await executor.with_timeout(SHORT).run(noop, 1)
+                await executor.with_timeout(SHORT).run(identity, 1)
             assert info.value.stage == "running"
             assert "goes on in its worker" in str(info.value)
             stats = executor.stats()
@@ -254,7 +251,7 @@ class TestWhereTheLimitComesFrom:
         gate = make_gate()
         holders = [await batch.submit(gate, n) for n in range(2)]
         with pytest.raises(DeadlineExceeded):
-            await batch.with_timeout(SHORT).run(noop, 1)
+            await batch.with_timeout(SHORT).run(identity, 1)
         stats = executor.stats()
         assert stats.partitions["batch"].deadline_waiting == 1
         assert stats.deadline_waiting == 1
@@ -308,7 +305,7 @@ class TestItComposes:
         with pytest.raises(DeadlineExceeded):
             await view.run(gate, 0)  # running
         with pytest.raises(DeadlineExceeded):
-            await view.run(noop, 1)  # waiting: the slot is still held
+            await view.run(identity, 1)  # waiting: the slot is still held
         gate.open()
         await executor.aclose()
         assert recorder.events == [
@@ -335,9 +332,9 @@ class TestWithARateLimit:
         self, make_executor: ExecutorFactory
     ) -> None:
         executor = make_executor(max_workers=2, max_per_second=0.01)
-        assert await executor.run(noop, 0) == 0  # takes the only turn for 100 s
+        assert await executor.run(identity, 0) == 0  # takes the only turn for 100 s
         with pytest.raises(DeadlineExceeded) as info:
-            await executor.with_timeout(SHORT).run(noop, 1)
+            await executor.with_timeout(SHORT).run(identity, 1)
         assert info.value.stage == "waiting"
         stats = executor.stats()
         assert (stats.in_flight, stats.deadline_waiting, stats.submitted) == (0, 1, 1)

@@ -17,13 +17,10 @@ from aiobound import _waiting as waiting_module
 from aiobound._http import EdgeCheck, retry_after_for, route_path
 from aiobound._slots import SlotGate
 from conftest import settle
+from workers import identity
 
 if TYPE_CHECKING:
     from conftest import ExecutorFactory, GateFactory
-
-
-def noop(x: int) -> int:
-    return x
 
 
 def answers(executor: BoundedLoopExecutor) -> tuple[bool, bool]:
@@ -40,7 +37,7 @@ class TestAdmissionQuestions:
         running = await executor.submit(gate, 0)
         # Slot taken, room empty: a new call would wait, and may.
         assert answers(executor) == (False, True)
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         # Room full: a new call would be refused at once.
         assert answers(executor) == (False, False)
@@ -73,7 +70,7 @@ class TestAdmissionQuestions:
         # One start per 1000 s: after the first, the next turn is far off.
         executor = make_executor(max_workers=2, max_per_second=0.001)
         assert answers(executor) == (True, True)
-        await executor.run(noop, 1)
+        await executor.run(identity, 1)
         assert executor.stats().in_flight == 0
         assert answers(executor) == (False, True)
 
@@ -119,11 +116,11 @@ class TestRecentQueueWait:
     ) -> None:
         executor = make_executor(max_workers=1, bound=1)
         assert executor.queue_wait_recent == 0.0
-        await executor.run(noop, 0)
+        await executor.run(identity, 0)
         assert executor.queue_wait_recent == 0.0  # no wait yet
         gate = make_gate()
         running = await executor.submit(gate, 0)
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         gate.open()
         await asyncio.gather(running, waiter)

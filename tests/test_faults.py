@@ -29,6 +29,7 @@ from conftest import (
     assert_idle,
     new_uvloop,
 )
+from workers import identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,10 +44,6 @@ LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 }
 if new_uvloop is not None:
     LOOP_FACTORIES["uvloop"] = new_uvloop
-
-
-def identity(value: T) -> T:
-    return value
 
 
 def raise_it(error: BaseException) -> None:

@@ -17,10 +17,7 @@ import pytest
 
 from aiobound import OverloadedError
 from conftest import ExecutorFactory, GateFactory, assert_idle, settle
-
-
-def noop(x: int) -> int:
-    return x
+from workers import identity
 
 
 class TestMaxWaitNeverRefusesEarly:
@@ -35,7 +32,7 @@ class TestMaxWaitNeverRefusesEarly:
         async def refused_after() -> float:
             began = time.monotonic()
             with pytest.raises(OverloadedError):
-                await executor.run(noop, 1)
+                await executor.run(identity, 1)
             return time.monotonic() - began
 
         for _ in range(5):
@@ -55,14 +52,14 @@ class TestCancelledWaiterCountsNoMore:
         blocker = make_gate()
         running = await executor.submit(blocker, 0)
         await blocker.started()
-        doomed = asyncio.create_task(executor.run(noop, 1))
+        doomed = asyncio.create_task(executor.run(identity, 1))
         await settle()
         assert executor.stats().waiting == 1
         doomed.cancel()
         assert executor.stats().waiting == 0
         assert executor._path.gate.waiting == 0
         asyncio.get_running_loop().call_soon(blocker.open)
-        assert await executor.run(noop, 2) == 2  # old: OverloadedError
+        assert await executor.run(identity, 2) == 2  # old: OverloadedError
         with pytest.raises(asyncio.CancelledError):
             await doomed
         assert await running == 0

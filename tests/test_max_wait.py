@@ -15,10 +15,7 @@ from conftest import (
     assert_idle,
     settle,
 )
-
-
-def noop(x: int) -> int:
-    return x
+from workers import identity
 
 
 class TestMaxWait:
@@ -31,12 +28,12 @@ class TestMaxWait:
         await gate.started()
         # The slot is held until the gate opens, so this wait must expire.
         with pytest.raises(OverloadedError, match=r"max_wait=0\.01"):
-            await executor.run(noop, 1)
+            await executor.run(identity, 1)
         stats = executor.stats()
         assert (stats.timed_out, stats.rejected, stats.waiting) == (1, 0, 0)
         gate.open()
         assert await running == 0
-        assert await executor.run(noop, 2) == 2  # no slot leaked
+        assert await executor.run(identity, 2) == 2  # no slot leaked
         assert_idle(executor)
 
     async def test_a_caller_served_in_time_is_not_refused(
@@ -46,7 +43,7 @@ class TestMaxWait:
         gate = make_gate()
         running = await executor.submit(gate, 0)
         await gate.started()
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         gate.open()
         assert await waiter == 1
@@ -61,12 +58,12 @@ class TestMaxWait:
         running = await executor.submit(gate, 0)
         await gate.started()
         results = await asyncio.gather(
-            *(executor.run(noop, n) for n in range(5)), return_exceptions=True
+            *(executor.run(identity, n) for n in range(5)), return_exceptions=True
         )
         assert all(isinstance(r, OverloadedError) for r in results)
         gate.open()
         await running
-        assert await executor.run(noop, 9) == 9
+        assert await executor.run(identity, 9) == 9
         assert executor.stats().timed_out == 5
         assert_idle(executor)
 
@@ -76,7 +73,7 @@ class TestQueueWaitStats:
         self, make_executor: ExecutorFactory
     ) -> None:
         executor = make_executor(max_workers=2)
-        await executor.run(noop, 1)
+        await executor.run(identity, 1)
         stats = executor.stats()
         assert (stats.queue_wait_avg, stats.queue_wait_max) == (0.0, 0.0)
 
@@ -87,7 +84,7 @@ class TestQueueWaitStats:
         gate = make_gate()
         running = await executor.submit(gate, 0)
         await gate.started()
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         gate.open()
         await asyncio.gather(running, waiter)
@@ -105,11 +102,11 @@ class TestQueueWaitStats:
         )
         manual = ManualExecutor()
         executor = make_executor(executor=manual, bound=2)
-        held = [await executor.submit(noop, n) for n in (0, 1)]  # waited 0 each
-        first = asyncio.create_task(executor.run(noop, 3))  # waits from 100
+        held = [await executor.submit(identity, n) for n in (0, 1)]  # waited 0 each
+        first = asyncio.create_task(executor.run(identity, 3))  # waits from 100
         await settle()
         now[0] = 110.0
-        second = asyncio.create_task(executor.run(noop, 4))  # waits from 110
+        second = asyncio.create_task(executor.run(identity, 4))  # waits from 110
         await settle()
         now[0] = 130.0
         executor.resize(4)  # both granted at 130: waited 30 and 20

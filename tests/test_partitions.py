@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from conftest import ExecutorFactory, GateFactory
 
 
-def make_gate(
+def partitioned_gate(
     bound: int,
     shares: dict[str, float | Share],
     max_pending: int | None = None,
@@ -176,17 +176,17 @@ class TestValidation:
 
 class TestGate:
     async def test_the_default_partition_gets_the_share_left_over(self) -> None:
-        gate = make_gate(10, {"a": 0.6, "b": 0.2})
+        gate = partitioned_gate(10, {"a": 0.6, "b": 0.2})
         assert {p.name: p.guaranteed for p in gate.parts()} == {
             "a": 6,
             "b": 2,
             "default": 2,
         }
-        full = make_gate(10, {"a": 0.5, "b": 0.5})
+        full = partitioned_gate(10, {"a": 0.5, "b": 0.5})
         assert full.part("default").guaranteed == 0
 
     async def test_idle_capacity_is_borrowed_and_the_bound_holds(self) -> None:
-        gate = make_gate(4, {"a": 0.75, "b": 0.25})
+        gate = partitioned_gate(4, {"a": 0.75, "b": 0.25})
         b = gate.part("b")
         assert all(b.try_acquire() for _ in range(4))
         assert not b.try_acquire()
@@ -196,7 +196,7 @@ class TestGate:
     async def test_a_freed_slot_goes_to_a_partition_below_its_guarantee(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(4, {"a": 0.5, "b": 0.5})
         b = gate.part("b")
         for _ in range(4):
             assert b.try_acquire()
@@ -224,7 +224,7 @@ class TestGate:
     async def test_with_no_partition_below_its_guarantee_the_oldest_is_next(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.25, "b": 0.25})  # 1, 1 and default 2
+        gate = partitioned_gate(4, {"a": 0.25, "b": 0.25})  # 1, 1 and default 2
         a, b, default = gate.part("a"), gate.part("b"), gate.part("default")
         assert a.try_acquire()
         assert a.try_acquire()  # borrows
@@ -243,7 +243,7 @@ class TestGate:
         await asyncio.gather(*tasks)
 
     async def test_fifo_within_a_partition(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5})
         a = gate.part("a")
         assert a.try_acquire()
         order: list[int] = []
@@ -261,7 +261,7 @@ class TestGate:
         assert gate.in_use == 0
 
     async def test_a_newcomer_never_overtakes_a_waiter(self) -> None:
-        gate = make_gate(2, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(2, {"a": 0.5, "b": 0.5})
         a, b = gate.part("a"), gate.part("b")
         assert a.try_acquire()
         assert a.try_acquire()
@@ -274,7 +274,7 @@ class TestGate:
         assert (a.in_use, b.in_use) == (1, 1)
 
     async def test_max_pending_is_per_partition(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5}, max_pending=1)
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5}, max_pending=1)
         a, b = gate.part("a"), gate.part("b")
         assert a.try_acquire()
         first = asyncio.create_task(a.acquire())
@@ -293,7 +293,7 @@ class TestGate:
         assert a.can_queue()
 
     async def test_max_wait_is_per_partition(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5}, max_wait=0.001)
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5}, max_wait=0.001)
         a, b = gate.part("a"), gate.part("b")
         assert a.try_acquire()
         with pytest.raises(OverloadedError, match=r"max_wait.*partition 'b'"):
@@ -302,7 +302,7 @@ class TestGate:
         assert (b.waiting, gate.waiting) == (0, 0)
 
     async def test_a_cancelled_waiter_stops_counting_at_once(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5}, max_pending=1)
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5}, max_pending=1)
         b = gate.part("b")
         assert gate.part("a").try_acquire()
         task = asyncio.create_task(b.acquire())
@@ -316,7 +316,7 @@ class TestGate:
         assert gate.in_use == 0
 
     async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5})
         a, b = gate.part("a"), gate.part("b")
         assert a.try_acquire()
         log: list[str] = []
@@ -333,7 +333,7 @@ class TestGate:
         assert gate.in_use == 0
 
     async def test_close_wakes_every_partitions_waiters(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5})
         assert gate.part("a").try_acquire()
         tasks = [asyncio.create_task(gate.part(name).acquire()) for name in "abab"]
         await settle()
@@ -350,7 +350,7 @@ class TestGate:
         assert gate.in_use == 0
 
     async def test_resize_recomputes_guarantees_and_wakes_waiters(self) -> None:
-        gate = make_gate(2, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(2, {"a": 0.5, "b": 0.5})
         b = gate.part("b")
         assert b.try_acquire()
         assert b.try_acquire()
@@ -379,7 +379,7 @@ class TestGate:
         assert gate.in_use == 0
 
     async def test_wait_stats_are_kept_per_partition_and_in_total(self) -> None:
-        gate = make_gate(1, {"a": 0.5, "b": 0.5})
+        gate = partitioned_gate(1, {"a": 0.5, "b": 0.5})
         a, b = gate.part("a"), gate.part("b")
         assert a.try_acquire()
         task = asyncio.create_task(b.acquire())
@@ -399,7 +399,7 @@ class TestCeiling:
     async def test_a_capped_partition_never_holds_more_than_its_ceiling(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
+        gate = partitioned_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
         a, b = gate.part("a"), gate.part("b")
         assert (b.guaranteed, b.ceiling, a.ceiling) == (1, 2, 4)
         assert b.try_acquire()
@@ -431,7 +431,7 @@ class TestCeiling:
     async def test_a_capped_waiter_is_skipped_not_blocking_the_others(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
+        gate = partitioned_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
         a, b = gate.part("a"), gate.part("b")
         assert b.try_acquire()
         assert b.try_acquire()
@@ -456,7 +456,7 @@ class TestCeiling:
     async def test_guarantees_come_first_and_fifo_holds_within_a_capped_partition(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": Share(0.5, max_share=0.75)})
+        gate = partitioned_gate(4, {"a": 0.5, "b": Share(0.5, max_share=0.75)})
         a, b = gate.part("a"), gate.part("b")
         assert (a.guaranteed, b.guaranteed, b.ceiling) == (2, 2, 3)
         for _ in range(3):
@@ -489,7 +489,7 @@ class TestCeiling:
         assert (a.in_use, b.in_use, gate.in_use) == (1, 3, 4)
 
     async def test_resize_recomputes_the_ceilings(self) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
+        gate = partitioned_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.5)})
         b = gate.part("b")
         assert b.try_acquire()
         assert b.try_acquire()
@@ -513,7 +513,7 @@ class TestCeiling:
     async def test_cancelled_and_closed_capped_waiters_leave_exact_counts(
         self,
     ) -> None:
-        gate = make_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.25)})
+        gate = partitioned_gate(4, {"a": 0.5, "b": Share(0.25, max_share=0.25)})
         b = gate.part("b")
         assert b.try_acquire()
         log: list[str] = []
@@ -540,7 +540,7 @@ class TestCeiling:
     async def test_max_pending_and_max_wait_per_partition_override_the_executors(
         self,
     ) -> None:
-        gate = make_gate(
+        gate = partitioned_gate(
             1,
             {
                 "a": Share(0.5, max_pending=1),

@@ -23,6 +23,7 @@ from conftest import (
     settle,
 )
 from sources import Source, double
+from workers import identity
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,10 +67,6 @@ class FakeClock:
             if not handle.cancelled:
                 callback(*args)
         await settle()
-
-
-def noop(x: int) -> int:
-    return x
 
 
 def with_fake_clock(executor: BoundedLoopExecutor) -> FakeClock:
@@ -337,7 +334,7 @@ class TestExecutorRate:
         counting = CountingExecutor(max_workers=4)
         executor = make_executor(executor=counting, bound=100, max_per_second=10)
         clock = with_fake_clock(executor)
-        tasks = [asyncio.create_task(executor.run(noop, n)) for n in range(10)]
+        tasks = [asyncio.create_task(executor.run(identity, n)) for n in range(10)]
         await settle()
         assert counting.submits == 1  # the first goes at once
         for expected in range(2, 11):
@@ -357,7 +354,7 @@ class TestExecutorRate:
             executor=counting, bound=100, max_per_second=100, burst=5
         )
         clock = with_fake_clock(executor)
-        tasks = [asyncio.create_task(executor.run(noop, n)) for n in range(20)]
+        tasks = [asyncio.create_task(executor.run(identity, n)) for n in range(20)]
         await settle()
         assert counting.submits == 5
         # Over any window of t seconds: at most burst + t * rate starts.
@@ -374,8 +371,8 @@ class TestExecutorRate:
         gate = make_gate()
         first = asyncio.create_task(executor.run(gate, 0))  # runs at t=0
         await gate.started()
-        second = asyncio.create_task(executor.run(noop, 1))  # its turn: t=1
-        third = asyncio.create_task(executor.run(noop, 2))
+        second = asyncio.create_task(executor.run(identity, 1))  # its turn: t=1
+        third = asyncio.create_task(executor.run(identity, 2))
         await settle()
         stats = executor.stats()
         assert (stats.in_flight, stats.waiting) == (2, 1)  # third: no slot
@@ -394,15 +391,15 @@ class TestExecutorRate:
         counting = CountingExecutor(max_workers=2)
         executor = make_executor(executor=counting, bound=10, max_per_second=1)
         clock = with_fake_clock(executor)
-        assert await executor.run(noop, 0) == 0  # books t=0
-        doomed = asyncio.create_task(executor.run(noop, 1))  # books t=1
+        assert await executor.run(identity, 0) == 0  # books t=0
+        doomed = asyncio.create_task(executor.run(identity, 1))  # books t=1
         await settle()
         assert executor.stats().in_flight == 1
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
         assert executor.stats().in_flight == 0
-        follower = asyncio.create_task(executor.run(noop, 2))  # gets t=1 back
+        follower = asyncio.create_task(executor.run(identity, 2))  # gets t=1 back
         await clock.advance(1)
         assert await follower == 2
         assert counting.submits == 2
@@ -413,8 +410,8 @@ class TestExecutorRate:
     ) -> None:
         executor = make_executor(max_workers=1, bound=5, max_per_second=1)
         with_fake_clock(executor)
-        assert await executor.run(noop, 0) == 0
-        waiting = asyncio.create_task(executor.run(noop, 1))
+        assert await executor.run(identity, 0) == 0
+        waiting = asyncio.create_task(executor.run(identity, 1))
         await settle()
         await executor.aclose()
         with pytest.raises(ClosedError):
@@ -425,7 +422,7 @@ class TestExecutorRate:
         counting = CountingExecutor(max_workers=2)
         executor = make_executor(executor=counting, bound=4, max_per_second=10)
         clock = with_fake_clock(executor)
-        consumer = asyncio.create_task(_collect(executor.map(noop, range(5))))
+        consumer = asyncio.create_task(_collect(executor.map(identity, range(5))))
         await settle()
         assert counting.submits == 1
         for expected in range(2, 6):
@@ -494,9 +491,9 @@ class TestExecutorRate:
         manual = ManualExecutor()
         executor = make_executor(executor=manual, bound=1, max_per_second=1)
         clock = with_fake_clock(executor)
-        holder = await executor.submit(noop, 0)  # the slot; the turn of t=0
+        holder = await executor.submit(identity, 0)  # the slot; the turn of t=0
         await clock.advance(1)  # the turn of t=1 is free, the slot is not
-        consumer = asyncio.create_task(_collect(executor.map(noop, [1])))
+        consumer = asyncio.create_task(_collect(executor.map(identity, [1])))
         await settle()
         assert manual.submits == 1
         manual.futures[0].set_result(0)  # the slot comes back at t=1
@@ -517,8 +514,8 @@ class TestExecutorRate:
         manual = ManualExecutor()
         executor = make_executor(executor=manual, bound=1, max_per_second=1)
         clock = with_fake_clock(executor)
-        holder = await executor.submit(noop, 0)  # holds the slot; books t=0
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        holder = await executor.submit(identity, 0)  # holds the slot; books t=0
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         assert executor.stats().waiting == 1
         closing = asyncio.create_task(executor.aclose())  # runs first...

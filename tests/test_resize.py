@@ -14,13 +14,10 @@ from conftest import (
     assert_idle,
     settle,
 )
+from workers import identity
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def noop(x: int) -> int:
-    return x
 
 
 class TestResize:
@@ -47,7 +44,7 @@ class TestResize:
         gates = [make_gate() for _ in range(4)]
         running = [await executor.submit(gates[n], n) for n in range(4)]
         await asyncio.gather(*(g.started() for g in gates))
-        waiters = [asyncio.create_task(executor.run(noop, n)) for n in range(3)]
+        waiters = [asyncio.create_task(executor.run(identity, n)) for n in range(3)]
         await settle()
         executor.resize(2)
         assert executor.stats().in_flight == 4  # nothing taken away
@@ -82,7 +79,7 @@ class TestResize:
                 yield i
 
         received = 0
-        async for _ in executor.map(noop, source()):
+        async for _ in executor.map(identity, source()):
             received += 1
             if received == 5:
                 executor.resize(6)
@@ -101,7 +98,7 @@ class TestResize:
         self, make_executor: ExecutorFactory
     ) -> None:
         executor = make_executor(max_workers=1)
-        await executor.run(noop, 1)  # binds to this loop
+        await executor.run(identity, 1)  # binds to this loop
         with pytest.raises(RuntimeError) as raised:
             await asyncio.to_thread(executor.resize, 3)
         assert str(raised.value) == (

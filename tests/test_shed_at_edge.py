@@ -13,13 +13,10 @@ from typing import TYPE_CHECKING
 
 from aiobound import CallObserver
 from conftest import settle
+from workers import identity
 
 if TYPE_CHECKING:
     from conftest import ExecutorFactory, GateFactory
-
-
-def noop(x: int) -> int:
-    return x
 
 
 class EdgeRecorder(CallObserver):
@@ -39,7 +36,7 @@ class TestShedAtEdge:
         assert not executor.shed_at_edge()  # a slot is free
         running = await executor.submit(gate, 0)
         assert not executor.shed_at_edge()  # would wait, and may
-        waiter = asyncio.create_task(executor.run(noop, 1))
+        waiter = asyncio.create_task(executor.run(identity, 1))
         await settle()
         assert executor.shed_at_edge()  # the waiting room is full
         assert executor.shed_at_edge()
