@@ -398,8 +398,10 @@ class Lane:
         self.calls[cfut] = monotonic()
         if observed is not None:
             observed.track(cfut, token)
+        if deadline is None:
+            return self.bridge.chain(cfut, explain, on_settled)
         afut = self.bridge.chain(cfut, explain, on_settled)
-        if deadline is not None and not afut.done():  # else it ended at once
+        if not afut.done():  # else it ended at once
             self.timers[cfut] = self.loop.call_later(  # type: ignore[union-attr]
                 deadline.due - monotonic(),
                 self._deadline_passed,
@@ -475,9 +477,8 @@ class Lane:
         """
         started = self.calls.pop(cfut, None)
         policy = self.policy
-        timers = self.timers
-        if timers:
-            timer = timers.pop(cfut, None)
+        if self.timers:
+            timer = self.timers.pop(cfut, None)
             if timer is _MISSED:
                 policy = None  # its miss fed the policy already
             elif timer is not None:
