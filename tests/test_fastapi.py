@@ -63,6 +63,13 @@ Files = Annotated[BoundedLoopExecutor, Depends(executor_dependency("files"))]
 Db = Annotated[BoundedLoopExecutor, Depends(executor_dependency("db"))]
 
 
+# Longer than httpx's keepalive_expiry (5 s), so the client is always the one
+# to drop an idle connection. With uvicorn's default (also 5 s) the server
+# may close a connection at the instant the client sends a request on it, and
+# that request fails with "Server disconnected without sending a response".
+SERVER_KEEP_ALIVE = 60
+
+
 class Server(uvicorn.Server):
     """uvicorn that leaves signal handlers alone and says when it shuts down."""
 
@@ -103,6 +110,7 @@ async def serve(
         log_level="warning",
         access_log=False,
         root_path=root_path,
+        timeout_keep_alive=SERVER_KEEP_ALIVE,
     )
     server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

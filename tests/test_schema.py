@@ -86,6 +86,7 @@ def served(
         log_level="warning",
         access_log=False,
         loop="asyncio",
+        timeout_keep_alive=60,  # longer than the client's 5 s: see test_fastapi
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
