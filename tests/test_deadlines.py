@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pytest
@@ -26,7 +27,8 @@ from aiobound import (
     DeadlineExceeded,
     remaining,
 )
-from conftest import ExecutorFactory, GateFactory, assert_idle, settle
+from aiobound._deadlines import Deadline, run_within, wall_clock_deadline
+from conftest import GATE_TIMEOUT, ExecutorFactory, GateFactory, assert_idle, settle
 from workers import identity
 
 if TYPE_CHECKING:
@@ -226,6 +228,25 @@ class TestRemaining:
             pool.shutdown()
 
 
+class TestTheDeadlineAClusterReads:
+    """What the Dask and Ray executors read to cancel a task no worker took."""
+
+    def test_a_call_for_another_clock_carries_its_wall_clock_deadline(self) -> None:
+        before = time.time()
+        args = (*Deadline(5.0).for_worker(False), identity, 1)
+        due = wall_clock_deadline(run_within, args)
+        assert due is not None
+        assert before < due <= time.time() + 5.0
+        assert wall_clock_deadline(run_within, (False, 7.0)) == 7.0  # shortest form
+
+    def test_any_other_call_has_none(self) -> None:
+        on_this_clock = (*Deadline(5.0).for_worker(True), identity, 1)
+        assert wall_clock_deadline(run_within, on_this_clock) is None
+        assert wall_clock_deadline(identity, (False, time.time() + 5.0)) is None
+        assert wall_clock_deadline(run_within, (False,)) is None
+        assert wall_clock_deadline(run_within, (False, 5)) is None  # not a time
+
+
 class TestWhereTheLimitComesFrom:
     async def test_call_timeout_applies_to_every_call_and_a_view_overrides_it(
         self, make_executor: ExecutorFactory
@@ -292,6 +313,35 @@ class TestMap:
         await executor.aclose()
         assert executor.stats().deadline_running == 1
 
+    async def test_an_item_waiting_for_a_slot_leaves_at_its_deadline(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        executor = make_executor(max_workers=1, bound=1)
+        gate = make_gate()
+        holder = await executor.submit(gate, 0)  # the only slot, until opened
+        ran = threading.Event()
+        with pytest.raises(DeadlineExceeded) as info:
+            async for _ in executor.with_timeout(SHORT).map(lambda _: ran.set(), [0]):
+                pass
+        assert (info.value.stage, info.value.timeout) == ("waiting", SHORT)
+        stats = executor.stats()
+        assert (stats.in_flight, stats.deadline_waiting, stats.submitted) == (1, 1, 1)
+        gate.open()
+        assert await holder == 0
+        assert not ran.is_set()
+        assert_idle(executor)
+
+    async def test_items_that_wait_for_a_slot_keep_their_deadline(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # One slot: every item after the first waits for it, then runs
+        # knowing what is left of its own deadline.
+        executor = make_executor(max_workers=1, bound=1)
+        left = [x async for x in executor.with_timeout(30).map(time_left, range(4))]
+        assert all(value is not None and 0 < value <= 30 for value in left)
+        stats = executor.stats()
+        assert (stats.completed, stats.deadline_waiting) == (4, 0)
+
 
 class TestItComposes:
     async def test_the_observer_hears_each_miss_by_stage(
@@ -338,6 +388,42 @@ class TestWithARateLimit:
         assert info.value.stage == "waiting"
         stats = executor.stats()
         assert (stats.in_flight, stats.deadline_waiting, stats.submitted) == (0, 1, 1)
+
+    async def test_a_timed_map_item_waiting_for_its_turn_leaves_at_its_deadline(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, max_per_second=0.01)
+        assert await executor.run(identity, 0) == 0  # takes the only turn for 100 s
+        ran = threading.Event()
+        with pytest.raises(DeadlineExceeded) as info:
+            async for _ in executor.with_timeout(SHORT).map(lambda _: ran.set(), [0]):
+                pass
+        assert (info.value.stage, info.value.timeout) == ("waiting", SHORT)
+        stats = executor.stats()
+        assert (stats.in_flight, stats.deadline_waiting, stats.submitted) == (0, 1, 1)
+        assert not ran.is_set()
+
+    async def test_an_item_started_on_its_turn_keeps_its_deadline(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # The first item takes the only turn and runs until the last starts:
+        # while its result is out, each next item holds a slot and waits for
+        # its turn (20 a second), then runs knowing what is left of its own
+        # deadline.
+        executor = make_executor(max_workers=3, max_per_second=20)
+        last_started = threading.Event()
+
+        def first_waits_for_last(n: int) -> float | None:
+            if n == 0:
+                assert last_started.wait(GATE_TIMEOUT)
+            elif n == 2:
+                last_started.set()
+            return remaining()
+
+        view = executor.with_timeout(30)
+        left = [x async for x in view.map(first_waits_for_last, range(3))]
+        assert all(value is not None and 0 < value <= 30 for value in left), left
+        assert executor.stats().completed == 3
 
     async def test_a_timed_map_under_a_rate_limit_gives_each_item_its_deadline(
         self, make_executor: ExecutorFactory
