@@ -263,6 +263,36 @@ class TestWhereTheLimitComesFrom:
         short = await executor.with_timeout(5).run(time_left)
         assert short is not None
         assert short <= 5
+        submitted = await (await executor.with_timeout(5).submit(time_left))
+        assert submitted is not None
+        assert submitted <= 5
+        assert repr(executor.with_timeout(2.5)) == "<TimeLimited timeout=2.5>"
+
+    async def test_a_partition_keeps_the_executors_call_timeout(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        executor = make_executor(max_workers=2, call_timeout=30, partitions={"b": 0.5})
+        batch = executor.partition("b")
+        left = await (await batch.submit(time_left))
+        assert left is not None
+        assert 0 < left <= 30
+
+    async def test_a_partitions_map_is_ordered_by_default(
+        self, make_executor: ExecutorFactory
+    ) -> None:
+        # The first item ends only once the second has: in order all the same.
+        executor = make_executor(max_workers=2, bound=2, partitions={"b": 0.5})
+        second_ran = threading.Event()
+
+        def first_waits(n: int) -> int:
+            if n == 0:
+                assert second_ran.wait(GATE_TIMEOUT)
+            else:
+                second_ran.set()
+            return n
+
+        got = [x async for x in executor.partition("b").map(first_waits, range(2))]
+        assert got == [0, 1]
 
     async def test_a_partition_has_its_own_view(
         self, make_executor: ExecutorFactory, make_gate: GateFactory

@@ -71,19 +71,20 @@ class TestWhereTheCallIs:
     def test_a_call_queued_in_the_pool_is_cancelled_and_never_runs(
         self, latch: Latch
     ) -> None:
-        with BoundedExecutor(max_workers=1, bound=2) as executor:
+        with BoundedExecutor(max_workers=1, bound=3) as executor:
             holder = executor.submit(latch, 0)
             latch.wait_started(1)
             ran = threading.Event()
-            future = executor.with_timeout(SHORT).submit(ran.set)
-            with pytest.raises(DeadlineExceeded) as info:
-                future.result()
-            assert info.value.stage == "queued"
+            view = executor.with_timeout(SHORT)
+            for future in [view.submit(ran.set), view.submit(ran.set)]:
+                with pytest.raises(DeadlineExceeded) as info:
+                    future.result()
+                assert info.value.stage == "queued"
             stats = executor.stats()
             assert (stats.in_flight, stats.deadline_queued, stats.cancelled) == (
                 1,
-                1,
-                1,
+                2,
+                2,
             )
             assert stats.abandoned == 0
             latch.open()
@@ -128,12 +129,23 @@ class TestWhereTheCallIs:
             assert not future.running()
             assert future.cancel()
             assert future.cancelled()
+            assert future.cancel()  # cancelled already: still True, as the pool's
             done, _ = concurrent.futures.wait([future], timeout=0)
             assert done == {future}
             assert executor.stats().in_flight == 1  # its slot is freed
             latch.open()
         assert executor.stats().cancelled == 1
         assert latch.started == [0]
+
+    def test_the_callers_future_says_when_its_call_runs(self, latch: Latch) -> None:
+        with BoundedExecutor(max_workers=1) as executor:
+            future = executor.with_timeout(3600).submit(latch, 0)
+            latch.wait_started(1)
+            assert future.running()
+            assert not future.cancel()  # running: it goes on
+            latch.open()
+            assert future.result() == 0
+            assert not future.running()
 
 
 class TestTheWatcher:
@@ -212,6 +224,20 @@ class TestWhereTheLimitComesFrom:
 
 
 class TestMap:
+    def test_each_item_runs_knowing_its_time_left(self) -> None:
+        with BoundedExecutor(max_workers=2) as executor:
+            left = list(executor.with_timeout(30).map(time_left, range(6)))
+        assert all(value is not None and 0 < value <= 30 for value in left)
+
+    def test_the_maps_own_timeout_still_applies(self, latch: Latch) -> None:
+        # A deadline of an hour per item; the map's timeout= is 0.05 s.
+        with BoundedExecutor(max_workers=1) as executor:
+            results = executor.with_timeout(3600).map(latch, [0], timeout=SHORT)
+            with pytest.raises(TimeoutError) as info:
+                list(results)
+            assert not isinstance(info.value, DeadlineExceeded)
+            latch.open()
+
     def test_an_item_that_misses_its_deadline_raises_in_its_place(
         self, latch: Latch
     ) -> None:

@@ -70,6 +70,19 @@ def test_submit_blocks_at_the_bound_and_the_slot_frees_when_the_call_ends(
     idle(executor)
 
 
+def test_repr_says_bound_in_flight_waiting_and_whether_closed(latch: Latch) -> None:
+    executor = BoundedExecutor(max_workers=2, bound=2)
+    first = [executor.submit(latch, i) for i in range(2)]
+    third = started(lambda: executor.submit(abs, -3))
+    until(lambda: executor.stats().waiting == 1, "the third submit to block")
+    assert repr(executor) == "<BoundedExecutor bound=2 in_flight=2 waiting=1 open>"
+    latch.open()
+    assert third.finish().result() == 3
+    assert [f.result() for f in first] == [0, 1]
+    executor.shutdown()
+    assert repr(executor) == "<BoundedExecutor bound=2 in_flight=0 waiting=0 closed>"
+
+
 def test_blocked_submitters_are_served_in_fifo_order(latch: Latch) -> None:
     order: list[int] = []
     with BoundedExecutor(max_workers=4, bound=1) as executor:
