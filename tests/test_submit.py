@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from aiobound import BoundedLoopExecutor, ExecutorStats, OverloadedError
+from aiobound._process import run_unless_dropped
+from aiobound._submit import _StoppingHandover
 from conftest import (
     CountingExecutor,
     ExecutorFactory,
@@ -336,3 +338,46 @@ class TestNothingKeptAlive:
         ):
             sync.submit(cached, 1)
         assert executor.stats().submitted == 0
+
+
+class _SchedulingPool(concurrent.futures.Executor):
+    """Records what is scheduled on it, as pebble's ``ProcessPool.schedule``."""
+
+    def __init__(self) -> None:
+        self.scheduled: list[tuple[object, tuple[Any, ...], dict[str, Any]]] = []
+
+    def schedule(
+        self, fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[None]:
+        self.scheduled.append((fn, args, kwargs))
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_result(None)
+        return future
+
+
+class _ForkContext:
+    """A multiprocessing context that counts the checks of the main script."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get_start_method(self) -> str:
+        self.asked += 1
+        return "fork"
+
+
+def test_a_pool_that_stops_calls_gets_each_through_run_unless_dropped() -> None:
+    # kill_on_timeout: calls go to pebble's schedule(), wrapped so that a
+    # timed-out close can drop those not started; the main script is checked
+    # at the first call only.
+    context = _ForkContext()
+    handover = _StoppingHandover(context, True)
+    pool = _SchedulingPool()
+    first = handover(pool, divmod, (7, 2), {})
+    handover(pool, sorted, ([2, 1],), {"reverse": True})
+    assert pool.scheduled == [
+        (run_unless_dropped, (divmod, 7, 2), {}),
+        (run_unless_dropped, (sorted, [2, 1]), {"reverse": True}),
+    ]
+    assert context.asked == 1
+    assert first.done()
