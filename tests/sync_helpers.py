@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,8 +12,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Guard against a hang in a broken test; a passing test never waits this long.
-TIMEOUT = 30.0
+# Guard against a hang in a broken test; a passing test never waits this long
+# (2 s in the mutation session, as conftest's GATE_TIMEOUT).
+TIMEOUT = 2.0 if os.environ.get("AIOBOUND_HYPOTHESIS_PROFILE") == "mutants" else 30.0
 
 
 def until(predicate: Callable[[], bool], what: str = "condition") -> None:
