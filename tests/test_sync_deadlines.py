@@ -26,7 +26,9 @@ from aiobound import (
 )
 from aiobound._deadlines import Deadline
 from aiobound._shared import ThreadView
-from sync_helpers import Latch, started, until
+from aiobound._sync_deadlines import DeadlineWatcher
+from aiobound._waiting import COMPACT_SLACK
+from sync_helpers import TIMEOUT, Latch, started, until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -320,3 +322,108 @@ def test_the_deadline_never_refuses_a_thread_early() -> None:
     assert early == 0
     assert (view.waiting, view.timed_out) == (0, 0)
     view.release()
+
+
+class _StoppableRunning(concurrent.futures.Future[None]):
+    """A running call its pool can still stop (pebble's, kill_on_timeout):
+    it says it runs, and cancel() succeeds."""
+
+    def running(self) -> bool:
+        return not self.done()
+
+
+class TestTheWatcherInside:
+    """DeadlineWatcher on its own: its count, its heap, its thread."""
+
+    @pytest.fixture
+    def misses(self) -> list[tuple[str, bool]]:
+        return []
+
+    @pytest.fixture
+    def watcher(self, misses: list[tuple[str, bool]]) -> Iterator[DeadlineWatcher]:
+        made = DeadlineWatcher(
+            lambda stage, abandoned: misses.append((stage, abandoned))
+        )
+        yield made
+        made.close(wait=False)
+
+    def test_it_counts_the_calls_it_watches(self, watcher: DeadlineWatcher) -> None:
+        calls = [concurrent.futures.Future[int]() for _ in range(3)]
+        timed = [watcher.watch(call, Deadline(3600)) for call in calls]
+        assert watcher._live == 3
+        calls[0].set_result(7)
+        assert timed[0].result(timeout=0) == 7
+        assert watcher._live == 2
+        for call in calls[1:]:
+            call.set_result(0)
+        assert watcher._live == 0
+
+    def test_a_miss_leaves_the_count_and_names_its_stage(
+        self, watcher: DeadlineWatcher, misses: list[tuple[str, bool]]
+    ) -> None:
+        queued = concurrent.futures.Future[None]()
+        running = concurrent.futures.Future[None]()
+        assert running.set_running_or_notify_cancel()
+        stoppable = _StoppableRunning()
+        for call in (queued, running, stoppable):
+            with pytest.raises(DeadlineExceeded):
+                watcher.watch(call, Deadline(SHORT)).result(timeout=TIMEOUT)
+        assert misses == [("queued", False), ("running", True), ("stopped", False)]
+        assert watcher._live == 0
+        running.set_result(None)
+
+    def test_an_earlier_deadline_wakes_the_thread(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        # The thread sleeps until the first deadline, an hour away; a later
+        # call due sooner must not wait for it.
+        far = watcher.watch(concurrent.futures.Future[int](), Deadline(3600))
+        with pytest.raises(DeadlineExceeded):
+            watcher.watch(concurrent.futures.Future[int](), Deadline(SHORT)).result(
+                timeout=TIMEOUT
+            )
+        assert not far.done()
+
+    def test_it_keeps_only_twice_the_live_entries_and_some_slack(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        alive = concurrent.futures.Future[int]()
+        kept = watcher.watch(alive, Deadline(3600))
+        model = 1  # entries in the heap, as the compaction rule says
+        for _ in range(3 * COMPACT_SLACK):
+            ended = concurrent.futures.Future[int]()
+            ended.set_result(0)
+            watcher.watch(ended, Deadline(3600))  # settles at once
+            model += 1
+            if model > 2 * 2 + COMPACT_SLACK:  # two live while it is pushed
+                model = 2
+            assert len(watcher._heap) == model
+        assert any(entry[2] is kept for entry in watcher._heap)
+        alive.set_result(1)
+        assert kept.result(timeout=0) == 1
+
+    def test_closed_it_stops_once_the_last_watched_call_ends(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        call = concurrent.futures.Future[int]()
+        watcher.watch(call, Deadline(3600))
+        thread = watcher._thread
+        assert thread is not None
+        assert thread.daemon
+        # Asleep until the hour is up (CPython's Condition keeps its waiters).
+        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
+        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        watcher.close(wait=False)  # returns: one call is still watched
+        until(lambda: len(waiters) == 1, "the watcher to sleep again")
+        assert thread.is_alive()
+        call.set_result(0)
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+
+    def test_a_call_that_fails_passes_its_error_on(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        call = concurrent.futures.Future[int]()
+        timed = watcher.watch(call, Deadline(3600))
+        call.set_exception(ValueError("no"))
+        assert isinstance(timed.exception(timeout=0), ValueError)
