@@ -291,6 +291,34 @@ def test_map_timeout_raises_timeout_error(latch: Latch) -> None:
     idle(executor)
 
 
+def test_map_timeout_covers_the_wait_for_a_slot(latch: Latch) -> None:
+    with BoundedExecutor(max_workers=1, bound=1) as executor:
+        holder = executor.submit(latch, 0)  # the only slot, until opened
+        results = executor.map(abs, [-1], timeout=0.01)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(results)
+        latch.open()
+        assert holder.result() == 0
+    assert executor.stats().submitted == 1  # the item never went in
+    idle(executor)
+
+
+def test_map_timeout_applies_to_chunks_too(latch: Latch) -> None:
+    with BoundedExecutor(max_workers=2, bound=2) as executor:
+        results = executor.map(latch, range(4), timeout=0.01, chunksize=2)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            next(results)
+        latch.open()
+    idle(executor)
+
+
+def test_map_with_chunksize_submits_one_call_per_chunk() -> None:
+    with BoundedExecutor(max_workers=2) as executor:
+        assert list(executor.map(abs, range(-4, 0), chunksize=2)) == [4, 3, 2, 1]
+        assert list(executor.map(abs, range(-3, 0), chunksize=1)) == [3, 2, 1]
+    assert executor.stats().submitted == 2 + 3
+
+
 def test_map_chunks_count_against_the_bound() -> None:
     pool = CountingExecutor(4)
     with BoundedExecutor(executor=pool, bound=2) as executor:
