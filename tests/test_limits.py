@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from aiobound import AIMD, Gradient, LimitPolicy
+from aiobound._limits import _median
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -577,6 +578,9 @@ class TestPolicyChecks:
             ({"min_samples": 0}, ValueError, "min_samples"),
             ({"probe_interval": float("inf")}, ValueError, "probe_interval"),
             ({"jitter": -0.1}, ValueError, "jitter"),
+            ({"jitter": float("inf")}, ValueError, "jitter"),
+            ({"jitter": True}, TypeError, "jitter"),
+            ({"probe_interval": 0}, ValueError, "probe_interval"),
             ({"probe_limit": 0}, ValueError, "probe_limit"),
             ({"probe_samples": 2.0}, TypeError, "probe_samples"),
             ({"seed": [1]}, TypeError, "seed"),
@@ -589,7 +593,7 @@ class TestPolicyChecks:
         self, kwargs: dict[str, object], error: type[Exception], name: str
     ) -> None:
         for policy in (AIMD, Gradient):
-            with pytest.raises(error, match=name):
+            with pytest.raises(error, match=rf"^{name} must"):
                 policy(**kwargs)  # type: ignore[arg-type]
 
     def test_a_bad_seed_is_refused_at_construction_naming_seed(self) -> None:
@@ -612,7 +616,7 @@ class TestPolicyChecks:
     def test_aimd_checks(
         self, kwargs: dict[str, object], error: type[Exception], name: str
     ) -> None:
-        with pytest.raises(error, match=name):
+        with pytest.raises(error, match=rf"^{name} must"):
             AIMD(**kwargs)  # type: ignore[arg-type]
 
     def test_defaults(self) -> None:
@@ -623,9 +627,37 @@ class TestPolicyChecks:
         assert AIMD(min=30).initial == 30
         assert AIMD().latency_threshold is None
 
+    @pytest.mark.parametrize("make", [AIMD, Gradient], ids=["AIMD", "Gradient"])
+    def test_the_documented_defaults(self, make: type[AIMD | Gradient]) -> None:
+        policy = make()
+        assert (policy.min, policy.max, policy.limit) == (1, 200, 20)
+        assert (policy.min_samples, policy.tolerance) == (10, 1.25)
+        assert (policy.probe_interval, policy.jitter) == (10.0, 0.5)
+        assert (policy.probe_limit, policy.probe_samples) == (2, 5)
+
+    def test_the_aimd_defaults(self) -> None:
+        policy = AIMD()
+        assert (policy.increase, policy.backoff) == (1.0, 0.9)
+        assert policy.drop_on == (TimeoutError,)
+
+    @pytest.mark.parametrize("make", [AIMD, Gradient], ids=["AIMD", "Gradient"])
+    def test_the_smallest_values_are_taken(self, make: type[AIMD | Gradient]) -> None:
+        policy = make(
+            min=2, max=2, min_samples=1, probe_limit=1, probe_samples=1, jitter=0
+        )
+        assert (policy.limit, policy.min_samples, policy.jitter) == (2, 1, 0.0)
+        assert (policy.probe_limit, policy.probe_samples) == (1, 1)
+
     def test_attach_caps_at_the_workers_and_only_once(self) -> None:
         policy = AIMD(initial=20)
         assert policy.attach(8) == 8
         assert policy.ceiling == 8
         with pytest.raises(RuntimeError, match="its own policy"):
             policy.attach(8)
+
+
+def test_the_median_of_odd_and_even_counts() -> None:
+    assert _median([3.0, 1.0, 2.0]) == 2.0
+    assert _median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert _median([1.0, 5.0]) == 3.0
+    assert _median([7.0]) == 7.0
