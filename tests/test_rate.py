@@ -108,6 +108,31 @@ class TestRateLimiter:
         clock.now = 100.0  # a long idle spell
         assert [limiter.try_start() for _ in range(3)] == [True, True, False]
 
+    async def test_would_start_now_answers_as_try_start_would(self) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=2)
+        assert limiter.would_start_now()
+        assert limiter.try_start()
+        assert limiter.try_start()
+        assert not limiter.would_start_now()
+        clock.now = 0.0999
+        assert not limiter.would_start_now()
+        clock.now = 0.1  # exactly due
+        assert limiter.would_start_now()
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = 0.3  # due, but a caller waits: nobody overtakes it
+        assert not limiter.would_start_now()
+        _, _, handle, callback, args = heapq.heappop(clock._timers)
+        assert not handle.cancelled
+        callback(*args)  # its turn came; it takes it when its task resumes
+        assert not limiter.would_start_now()
+        await task
+        clock.now = 10.0
+        assert limiter.would_start_now()
+        limiter.close()
+        assert not limiter.would_start_now()
+
     async def test_try_start_refused_changes_nothing(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
         assert limiter.try_start()
