@@ -107,6 +107,12 @@ class _ProcessHandover:
         self._owned = owned
         self._checked = False
 
+    def _check_main_once(self) -> None:
+        """At the first call: refuse an unguarded main script (spawn, forkserver)."""
+        if not self._checked:
+            check_main_is_guarded(self._context)
+            self._checked = True
+
     def __call__(
         self,
         executor: concurrent.futures.Executor,
@@ -114,9 +120,7 @@ class _ProcessHandover:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> concurrent.futures.Future[T]:
-        if not self._checked:
-            check_main_is_guarded(self._context)
-            self._checked = True
+        self._check_main_once()
         if self._owned:
             return executor.submit(run_unless_dropped, fn, *args, **kwargs)
         return executor.submit(fn, *args, **kwargs)
@@ -134,9 +138,7 @@ class _StoppingHandover(_ProcessHandover):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> concurrent.futures.Future[T]:
-        if not self._checked:
-            check_main_is_guarded(self._context)
-            self._checked = True
+        self._check_main_once()
         pool = cast("StoppingPool", executor)
         return pool.schedule(run_unless_dropped, (fn, *args), kwargs)
 

@@ -258,9 +258,29 @@ class _TaskFuture(concurrent.futures.Future[T]):
             return self._decide() and self._end_cancelled()
         owner = self._owner
         waits = owner._closing() and not owner._on_client_loop()
+        asked = self._ask_once(waits)
+        if asked is None:
+            return False
+        first, answered = asked
+        if not waits:
+            return False
+        cancelled = self._wait_for_answer(answered, _CANCEL_ANSWER_TIMEOUT)
+        # Ended here, on this thread, so that its done callbacks (the
+        # executor's settle) run before cancel() returns.
+        return cancelled and self._end_cancelled() and first
+
+    def _ask_once(self, waits: bool) -> tuple[bool, threading.Event] | None:
+        """Ask the scheduler to cancel the task, once for all askers.
+
+        Returns ``None`` if the future has ended, else whether this was the
+        first asking and the event set at the answer. With *waits*, the
+        caller counts as waiting for it (``_answer`` then leaves the ending
+        to the waiters) until :meth:`_wait_for_answer`.
+        """
+        owner = self._owner
         with owner._lock:
             if self.done():
-                return False
+                return None
             first = not self._cancel_asked
             if first:
                 self._cancel_asked = True
@@ -272,17 +292,17 @@ class _TaskFuture(concurrent.futures.Future[T]):
                 self._waiting += 1
         if first:
             owner._ask_to_cancel(self)
-        if not waits:
-            return False
+        return first, answered
+
+    def _wait_for_answer(self, answered: threading.Event, timeout: float) -> bool:
+        """Wait (at most *timeout*) for the answer; whether it was cancelled."""
         try:
-            answered.wait(_CANCEL_ANSWER_TIMEOUT)
+            answered.wait(timeout)
         finally:
-            with owner._lock:
+            with self._owner._lock:
                 self._waiting -= 1
                 cancelled = bool(self._answer)
-        # Ended here, on this thread, so that its done callbacks (the
-        # executor's settle) run before cancel() returns.
-        return cancelled and self._end_cancelled() and first
+        return cancelled
 
     def _end_cancelled(self) -> bool:
         """Cancel for good (the task never ran); runs the done callbacks.
@@ -312,26 +332,10 @@ class _TaskFuture(concurrent.futures.Future[T]):
         decided = self._decided
         if decided is not None:
             return decided
-        owner = self._owner
-        with owner._lock:
-            if self.done():
-                return False
-            first = not self._cancel_asked
-            if first:
-                self._cancel_asked = True
-                self._answered = threading.Event()
-                self._cancel_loop = _running_loop()
-            answered = self._answered
-            assert answered is not None
-            self._waiting += 1  # _answer leaves the ending to us
-        if first:
-            owner._ask_to_cancel(self)
-        try:
-            answered.wait(_DEADLINE_ANSWER_TIMEOUT)
-        finally:
-            with owner._lock:
-                self._waiting -= 1
-                cancelled = bool(self._answer)
+        asked = self._ask_once(waits=True)
+        if asked is None:
+            return False
+        cancelled = self._wait_for_answer(asked[1], _DEADLINE_ANSWER_TIMEOUT)
         self._decided = cancelled
         return cancelled
 
