@@ -213,6 +213,34 @@ class TestWindows:
         # 2.5 standard errors of the window's typical latency within ln 1.25
         assert 30 <= noisy <= 60
 
+    def test_a_calmer_downstream_is_not_held_to_the_old_noise(self) -> None:
+        # Very noisy calls (sigma 1.5: a loop that stalls 2 ms queries by as
+        # much again) make windows of hundreds of calls; then the calls get
+        # steady (50 ms queries). The first window of steady calls closes
+        # once it measured 32 of them: it does not wait for the hundreds the
+        # old noise asked for (at a limit of 1, a minute of calls).
+        policy = AIMD(initial=2, max=50, latency_threshold=100.0)
+        down = Downstream(policy, lambda n: S, sigma=1.5, seed=4)
+        down.run(3000)
+        old = policy._needed()
+        assert old > 300
+
+        def calls_to_next_window() -> int:
+            limit = policy.limit
+            for n in range(1, 1000):
+                if down.run(1) != [limit]:
+                    return n
+            return 1000
+
+        calls_to_next_window()  # a window of noisy calls ends
+        down.sigma = 0.05
+        # Its first calls were still noisy (they started before the change).
+        assert calls_to_next_window() <= 64 + policy.limit
+        # The noise was measured again: a window is a round of calls, as for
+        # a downstream steady all along.
+        assert policy._needed() == policy.limit
+        assert calls_to_next_window() < old / 4
+
     def test_a_cancelled_straggler_does_not_hold_the_window_forever(self) -> None:
         clock, policy = Clock(), AIMD(initial=4, latency_threshold=S, min_samples=4)
         for _ in range(4):  # the 4th end says 3 others still run: one never ends

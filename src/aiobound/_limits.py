@@ -21,7 +21,11 @@ the spread as overload and gives capacity away. What they share:
   overload. A window holds at least ``max(min_samples, limit)`` calls (about
   one round), and more when latencies are noisy: enough that 2.5 standard
   errors of its median fit within the tolerance. The noise is measured as
-  the spread of each window's calls around the window's own median.
+  the spread of each window's calls around the window's own median. A
+  window whose own calls spread less than a third as much (looked at once
+  it has 32, 64, 128... calls) starts that measure over from its calls: a
+  downstream that got steadier is not held to windows sized for its old
+  noise (hundreds of calls, minutes at a low limit).
 * **A no-load latency measured, not guessed.** *Probes* lower the limit to
   ``probe_limit`` until a cohort of calls started under it has ended; their
   latencies join a pool (the last 200 such calls), whose median is the
@@ -60,8 +64,12 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ._checks import check_int
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ("AIMD", "Gradient", "LimitPolicy")
 
@@ -83,6 +91,7 @@ _FAST_RUN = 5  # calls in a row over twice the tolerance that close a window
 _HOLD = 24
 _RECENT = 2  # windows after a growth in which a slowdown is the growth's doing
 _SPREAD_MAX = 512  # deviations kept to measure the noise
+_RECHECK_FROM = 32  # a window's own noise is looked at from this many calls
 _LOG_FLOOR = math.log(1e-9)  # a zero latency (fake clocks) reads as 1 ns
 
 
@@ -134,6 +143,26 @@ def _check_range(lo: object, hi: object, initial: object) -> tuple[int, int, int
 
 def _log(latency: float) -> float:
     return math.log(latency) if latency > 1e-9 else _LOG_FLOOR
+
+
+def _deviations(values: list[float]) -> list[float]:
+    """How far each of a window's (log) latencies falls from its median.
+
+    Scaled up for the degree of freedom the median took.
+    """
+    n = len(values)
+    middle = _median(values)
+    scale = math.sqrt(n / (n - 1))
+    return [(x - middle) * scale for x in values]
+
+
+def _sigma(deviations: Iterable[float]) -> float:
+    """The noise's standard deviation, from deviations around a median.
+
+    The median absolute deviation of normal noise is 0.6745 sigma.
+    """
+    ordered = sorted(abs(d) for d in deviations)
+    return ordered[len(ordered) // 2] / 0.6745
 
 
 def _median(values: list[float]) -> float:
@@ -374,7 +403,11 @@ class _Watch(LimitPolicy):
             if len(self._later) >= 2 * max(4, int(self._limit)):
                 self._close(now)  # a straggler that never reports (cancelled)
             return int(self._limit)
-        self._samples.append(x)
+        samples = self._samples
+        samples.append(x)
+        n = len(samples)
+        if n >= _RECHECK_FROM and n & (n - 1) == 0:
+            self._recheck_noise(samples)
         if in_flight > self._peak:
             self._peak = in_flight
         if x > self._far and not self._probing:
@@ -384,7 +417,7 @@ class _Watch(LimitPolicy):
                 return int(self._limit)
         else:
             self._run = 0
-        if len(self._samples) >= self._needed():
+        if n >= self._needed():
             self._cut = now
             self._pending = in_flight - 1
             if self._pending <= 0:
@@ -429,15 +462,21 @@ class _Watch(LimitPolicy):
 
     def _note_spread(self, values: list[float]) -> None:
         """Measure the noise: how far calls fall from their window's middle."""
-        n = len(values)
-        if n < 5:
+        if len(values) < 5:
             return
-        middle = _median(values)
-        scale = math.sqrt(n / (n - 1))
-        self._spread.extend((x - middle) * scale for x in values)
-        deviations = sorted(abs(d) for d in self._spread)
-        # The median absolute deviation of normal noise is 0.6745 sigma.
-        self._sigma = deviations[len(deviations) // 2] / 0.6745
+        self._spread.extend(_deviations(values))
+        self._sigma = _sigma(self._spread)
+
+    def _recheck_noise(self, samples: list[float]) -> None:
+        """Start the noise's measure over if *samples* spread under a third of it.
+
+        The window (or probe) under way then needs only as many calls as
+        its own noise asks for; at its close its calls are the measure.
+        """
+        own = _sigma(_deviations(samples))
+        if own < self._sigma / 3:
+            self._spread.clear()
+            self._sigma = own
 
     def _close(self, now: float) -> None:
         samples = self._samples
