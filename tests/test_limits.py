@@ -14,7 +14,7 @@ import heapq
 import math
 import random
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -200,6 +200,11 @@ class TestWindows:
         clock.now += 1e-3
         policy.on_sample(clock.now, 3 * S, 20, False)
         assert policy.limit == 18  # the 5th of 50: 20 * 0.9
+        # The next window counts from there: four far over close nothing,
+        # the fifth does.
+        clock.now += 1.0
+        assert clock.feed(policy, 4, 3 * S, step=1e-3) == 18
+        assert clock.feed(policy, 1, 3 * S, step=1e-3) == 16
 
     def test_windows_grow_with_the_noise(self) -> None:
         def window(sigma: float) -> int:
@@ -680,8 +685,25 @@ class TestPolicyChecks:
         policy = AIMD(initial=20)
         assert policy.attach(8) == 8
         assert policy.ceiling == 8
-        with pytest.raises(RuntimeError, match="its own policy"):
+        with pytest.raises(RuntimeError) as raised:
             policy.attach(8)
+        assert str(raised.value) == (
+            f"{policy!r} already drives an executor's bound: give each "
+            "executor its own policy instance"
+        )
+
+    @pytest.mark.parametrize("make", [AIMD, Gradient])
+    def test_a_limit_of_one(self, make: type[AIMD | Gradient]) -> None:
+        policy = make(max=1)
+        assert (policy.min, policy.max, policy.limit) == (1, 1, 1)
+
+    @pytest.mark.parametrize("make", [AIMD, Gradient])
+    def test_a_zero_latency_reads_as_a_nanosecond(
+        self, make: type[AIMD | Gradient]
+    ) -> None:
+        policy = make(initial=4)
+        for _ in range(20):
+            assert policy.on_sample(100.0, 0.0, 1, False) in (2, 4)
 
 
 def test_the_median_of_odd_and_even_counts() -> None:
@@ -689,3 +711,216 @@ def test_the_median_of_odd_and_even_counts() -> None:
     assert _median([4.0, 1.0, 3.0, 2.0]) == 2.5
     assert _median([1.0, 5.0]) == 3.0
     assert _median([7.0]) == 7.0
+
+
+# -- each verdict at its edge, and what follows it, window by window -----------
+#
+# Latencies of 1 s, e s and e**2 s have exact logarithms (0, 1, 2), and so
+# does a tolerance of e**2 (its square root is e): a window's latency can sit
+# exactly on the edge of a verdict. A no-load latency of 1 s is log 0.
+
+E2 = math.exp(2.0)
+
+
+def at_one(
+    make: type[AIMD | Gradient] = Gradient, **kwargs: object
+) -> tuple[Clock, Any]:
+    """A policy whose first probe measured a no-load latency of 1 s (for a
+    Gradient; an AIMD is given its threshold instead), the clock past it."""
+    clock = Clock()
+    options: dict[str, object] = {"seed": 1, "probe_interval": 1000.0, **kwargs}
+    policy = make(**options)  # type: ignore[arg-type]
+    if isinstance(policy, Gradient):
+        initial = policy.limit
+        clock.window(policy, max(policy.min_samples, initial), 1.0, peak=initial)
+        clock.now += 1.0
+        clock.feed(policy, 20, 1.0, in_flight=1)
+        assert (probing(policy), policy.limit) == (False, initial)
+        assert policy.latency_no_load == 1.0
+    clock.now += 1.0
+    return clock, policy
+
+
+def next_window(
+    clock: Clock, policy: AIMD | Gradient, latency: float, peak: int | None = None
+) -> int:
+    """One window of calls started after the last change; the limit after it."""
+    limit = policy.limit
+    n = max(policy.min_samples, limit)
+    clock.now += latency
+    return clock.window(policy, n, latency, peak=limit if peak is None else peak)
+
+
+class TestVerdictEdges:
+    def test_gradient_at_the_tolerance_stays_and_at_its_root_grows(self) -> None:
+        clock, policy = at_one(initial=16, tolerance=E2)
+        assert next_window(clock, policy, E2) == 16  # rising, not over
+        assert next_window(clock, policy, math.e) == 17  # not rising: grows
+
+    def test_aimd_at_the_threshold_stays_and_at_its_root_grows(self) -> None:
+        clock, policy = at_one(AIMD, initial=16, latency_threshold=1.0, tolerance=E2)
+        assert next_window(clock, policy, 1.0) == 16  # rising, not over
+        assert next_window(clock, policy, math.exp(-0.8)) == 16  # still rising
+        assert next_window(clock, policy, 1 / math.e) == 17  # not rising: grows
+
+    def test_gradient_after_a_cut_grows_by_one_to_the_level_then_doubles(
+        self,
+    ) -> None:
+        clock, policy = at_one(initial=16, max=64)
+        # 16 * sqrt(1.25) / 2: the latency twice the no-load one.
+        assert next_window(clock, policy, 2.0) == 8
+        limits = [next_window(clock, policy, 1.0) for _ in range(13)]
+        # +1 a window up to 16, the level cut from; then 1, 2, 4... each
+        # step at most a quarter of the limit.
+        assert limits == [9, 10, 11, 12, 13, 14, 15, 16, 17, 19, 23, 27, 32]
+        assert next_window(clock, policy, 1.2) == 32  # rising: the steps restart
+        assert next_window(clock, policy, 1.0) == 33
+
+    def test_gradient_steps_stay_under_a_quarter_of_a_small_limit(self) -> None:
+        clock, policy = at_one(initial=6)
+        assert next_window(clock, policy, 2.0) == 3
+        limits = [next_window(clock, policy, 1.0) for _ in range(5)]
+        # Past 6, the step is 1, then a quarter of 6 (1.5), not 2.
+        assert limits == [4, 5, 6, 7, 8]
+
+    @pytest.mark.parametrize(("initial", "after"), [(12, 10), (5, 5)])
+    def test_gradient_steps_back_a_sixth_two_windows_after_a_growth(
+        self, initial: int, after: int
+    ) -> None:
+        clock, policy = at_one(initial=initial)
+        assert next_window(clock, policy, 1.0) == initial + 1
+        assert next_window(clock, policy, 1.2) == initial + 1  # rising: stays
+        # The growth did it: back a sixth (at least one), not halfway.
+        assert next_window(clock, policy, 2.0) == after
+        # And it holds there 24 windows' worth of calls (24 times
+        # max(min_samples, limit)) before growing.
+        held = [next_window(clock, policy, 1.0) for _ in range(24)]
+        assert held == [after] * 24
+        assert next_window(clock, policy, 1.0) == after + 1
+
+    def test_aimd_holds_after_a_drop_two_windows_after_a_growth(self) -> None:
+        clock, policy = at_one(AIMD, initial=10, latency_threshold=1.0)
+        assert next_window(clock, policy, 0.5) == 11
+        assert next_window(clock, policy, 0.5, peak=4) == 11  # few in use
+        assert next_window(clock, policy, 0.5, peak=4) == 11
+        clock.now += 1.0
+        assert clock.feed(policy, 1, 0.5, dropped=True) == 9  # 11 * 0.9
+        # The growth did it: no growth for 24 windows' worth of calls.
+        assert next_window(clock, policy, 0.5) == 9
+        assert next_window(clock, policy, 0.5) == 9
+
+
+class TestCarriedCalls:
+    """A window that changes nothing hands the calls that started after it
+    filled up to the next window; a window that changes the limit does not
+    (they ran under the old one)."""
+
+    def stay_then_over(
+        self, clock: Clock, policy: AIMD | Gradient, latency: float, peak: int
+    ) -> int:
+        """A window at *latency* (3 calls still running when it filled, and 3
+        of the next cohort ending before them), then calls over the
+        tolerance: the limit once enough for a window have ended with the
+        3 carried ones."""
+        limit = policy.limit
+        n = max(policy.min_samples, limit)
+        clock.now += latency
+        clock.feed(policy, n - 1, latency, in_flight=peak, step=0.001)
+        clock.feed(policy, 1, latency, in_flight=4, step=0.001)  # 3 still run
+        assert policy.limit == limit  # the window is not closed yet
+        clock.feed(policy, 3, 0.001, in_flight=8, step=0.001)  # the next cohort
+        clock.feed(policy, 3, latency, in_flight=8, step=0.001)  # the 3 end
+        assert policy.limit == limit  # it stayed
+        clock.now += 2.0
+        clock.feed(policy, n - 4, 1.5, in_flight=limit, step=0.001)
+        return clock.feed(policy, 1, 1.5, in_flight=1, step=0.001)
+
+    @pytest.mark.parametrize("why", ["few in use", "rising", "held"])
+    def test_aimd(self, why: str) -> None:
+        clock, policy = at_one(AIMD, initial=10, latency_threshold=1.0)
+        if why == "held":
+            assert next_window(clock, policy, 0.5) == 11
+            clock.now += 1.0
+            assert clock.feed(policy, 1, 0.5, dropped=True) == 9
+        limit = policy.limit
+        latency = math.exp(-0.05) if why == "rising" else 0.5
+        peak = 4 if why == "few in use" else limit
+        # Over the threshold once the 3 carried calls and n - 3 more ended.
+        assert self.stay_then_over(clock, policy, latency, peak) < limit
+
+    @pytest.mark.parametrize("why", ["few in use", "rising", "held"])
+    def test_gradient(self, why: str) -> None:
+        clock, policy = at_one(initial=16)
+        if why == "held":
+            assert next_window(clock, policy, 1.0) == 17
+            assert next_window(clock, policy, 1.5) == 14  # back a sixth, held
+        limit = policy.limit
+        latency = 1.2 if why == "rising" else 1.0
+        peak = 4 if why == "few in use" else limit
+        assert self.stay_then_over(clock, policy, latency, peak) < limit
+
+
+class TestNoLoadPool:
+    def test_it_keeps_the_last_200_calls(self) -> None:
+        # Windows with one call in flight are probes in themselves: 200 calls
+        # of 1 s, then 200 of 1.1 s (within the tolerance: they join).
+        clock, policy = at_one(initial=10)
+        clock.feed(policy, 180, 1.0, in_flight=1, step=0.5)
+        assert policy.latency_no_load == 1.0
+        clock.feed(policy, 200, 1.1, in_flight=1, step=0.5)
+        assert policy.latency_no_load == pytest.approx(1.1)
+
+    def test_a_probe_is_believed_within_three_standard_errors(self) -> None:
+        policy = Gradient(seed=1)
+        policy._sigma = 0.5
+        policy._probing = True
+        assert policy._absorb([0.0] * 100)
+        assert policy.latency_no_load == 1.0
+        # 5 calls against a pool of 100 at a noise of 0.5: 3 standard errors
+        # of their difference are 3 * 1.2533 * 0.5 * sqrt(1/5 + 1/100), 0.862.
+        assert policy._absorb([0.85] * 5)
+        assert not policy._absorb([0.87] * 5)
+        assert policy._needed() == 20  # measured again, on 20 calls
+
+    def test_far_over_is_twice_the_tolerated_latency(self) -> None:
+        # No-load 1 s, tolerated 1.25 s: five calls of 2 s in a row are no
+        # plain overload, five of 3 s are (over 2.5 s).
+        clock, policy = at_one(initial=16, min_samples=50)
+        clock.now += 3.0
+        assert clock.feed(policy, 5, 2.0, step=1e-3) == 16
+        clock.feed(policy, 5, 3.0, step=1e-3)
+        assert policy.limit < 16
+
+    def test_a_probe_comes_when_its_time_is_reached(self) -> None:
+        clock, policy = at_one(initial=16, probe_interval=1.0, jitter=0.0)
+        due = policy._next_probe  # 1 s after the first probe ended
+        clock.now = due - 0.5
+        clock.feed(policy, 15, 0.25, in_flight=16, step=0.0)
+        assert not probing(policy)
+        clock.now = due  # the window ends exactly then
+        clock.feed(policy, 1, 0.25, in_flight=1, step=0.0)
+        assert probing(policy)
+
+
+class TestNoiseMeasure:
+    def test_a_window_of_five_calls_measures_the_noise(self) -> None:
+        clock, policy = at_one(AIMD, initial=5, min_samples=5, latency_threshold=10.0)
+        for latency in (0.5, 1.0, 2.0, 1.0, 0.5):
+            clock.feed(policy, 1, latency, in_flight=5 if latency != 0.5 else 1)
+        assert policy._needed() > 5
+
+    def test_a_first_probe_at_a_noise_of_0_2_takes_about_45_calls(self) -> None:
+        policy = Gradient(seed=1)
+        policy._sigma = 0.2
+        policy._probing = True
+        # 6 standard errors of the median within ln 1.25: (1.2533 * 0.2 * 6
+        # / 0.2231) ** 2 calls.
+        assert policy._needed() == 46
+
+    def test_after_a_small_backoff_a_half_increase_waits_a_window(self) -> None:
+        clock, policy = at_one(
+            AIMD, initial=10, latency_threshold=1.0, backoff=0.95, increase=0.5
+        )
+        assert clock.feed(policy, 1, 0.5, dropped=True) == 9  # at least one off
+        assert next_window(clock, policy, 0.5) == 9  # 9.5
+        assert next_window(clock, policy, 0.5) == 10

@@ -480,9 +480,9 @@ class _Watch(LimitPolicy):
 
     def _close(self, now: float) -> None:
         samples = self._samples
-        if not samples:  # only stragglers from before the window: nothing to say
-            self._open(now)
-            return
+        # Never empty: a window is cut once it has min_samples calls, and
+        # closed early only by one of its own calls.
+        assert samples
         self._note_spread(samples)
         if self._probing:
             if self._absorb(samples):
@@ -508,7 +508,7 @@ class _Watch(LimitPolicy):
             self._start_probe(now)
             return
         self._since_growth += 1
-        if self._decide(now, typical, self._peak):
+        if self._decide(typical, self._peak):
             self._open(now)
         else:
             self._carry_or_open(now)
@@ -549,11 +549,10 @@ class _Watch(LimitPolicy):
         self._open(now)
 
     def _end_probe(self, now: float) -> None:
+        # A probe measures at least _FIRST_MIN calls until the pool names
+        # an estimate: it never ends without one.
+        assert self._base is not None
         self._probing = False
-        if self._base is None:  # the probe was too short to name one
-            self._first = True
-            self._start_probe(now)
-            return
         self._set(self._resume)  # back where it was: the floor is no probe level
         self._schedule_probe(now)
         self._open(now)
@@ -569,7 +568,7 @@ class _Watch(LimitPolicy):
         return False
 
     @abstractmethod
-    def _decide(self, now: float, typical: float, peak: int) -> bool:
+    def _decide(self, typical: float, peak: int) -> bool:
         """A window ended with this *typical* (log) latency; True if changed."""
 
     def _grow_to(self, value: float) -> bool:
@@ -717,7 +716,7 @@ class AIMD(_Watch):
         self._open(now)
         return True
 
-    def _decide(self, now: float, typical: float, peak: int) -> bool:
+    def _decide(self, typical: float, peak: int) -> bool:
         threshold = self._threshold
         if threshold is None:
             assert self._base is not None
@@ -829,7 +828,7 @@ class Gradient(_Watch):
         """
         return super().on_sample(now, latency, in_flight, False)
 
-    def _decide(self, now: float, typical: float, peak: int) -> bool:
+    def _decide(self, typical: float, peak: int) -> bool:
         assert self._base is not None
         excess = typical - self._base
         ltol = self._ltol
