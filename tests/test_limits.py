@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aiobound import AIMD, Gradient, LimitPolicy
-from aiobound._limits import _median
+from aiobound._limits import _deviations, _median, _sigma
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -201,10 +201,23 @@ class TestWindows:
         policy.on_sample(clock.now, 3 * S, 20, False)
         assert policy.limit == 18  # the 5th of 50: 20 * 0.9
         # The next window counts from there: four far over close nothing,
-        # the fifth does.
+        # the fifth does; a call under the line in between starts over.
         clock.now += 1.0
         assert clock.feed(policy, 4, 3 * S, step=1e-3) == 18
         assert clock.feed(policy, 1, 3 * S, step=1e-3) == 16
+        clock.now += 1.0
+        assert clock.feed(policy, 4, 3 * S, step=1e-3) == 16
+        assert clock.feed(policy, 1, S, step=1e-3) == 16
+        assert clock.feed(policy, 4, 3 * S, step=1e-3) == 16
+        assert clock.feed(policy, 1, 3 * S, step=1e-3) == 14
+
+    def test_a_window_with_one_call_still_running_waits_for_it(self) -> None:
+        clock, policy = Clock(), AIMD(initial=10, latency_threshold=1.5 * S)
+        clock.feed(policy, 9, S, in_flight=10)
+        clock.feed(policy, 1, S, in_flight=2)  # the tenth end: one still runs
+        assert policy.limit == 10
+        clock.feed(policy, 1, 10 * S, in_flight=1)  # it ends, slow
+        assert policy.limit == 11  # the window's median is still S
 
     def test_windows_grow_with_the_noise(self) -> None:
         def window(sigma: float) -> int:
@@ -706,6 +719,17 @@ class TestPolicyChecks:
             assert policy.on_sample(100.0, 0.0, 1, False) in (2, 4)
 
 
+def test_deviations_are_scaled_for_the_median_they_are_taken_from() -> None:
+    # sqrt(n / (n - 1)): the median took a degree of freedom.
+    scale = math.sqrt(3 / 2)
+    assert _deviations([0.0, 1.0, 3.0]) == [-scale, 0.0, 2.0 * scale]
+
+
+def test_the_noise_is_the_median_absolute_deviation_over_0_6745() -> None:
+    assert _sigma([0.6745, -1.349, 0.0]) == pytest.approx(1.0)
+    assert _sigma([0.0, 0.0, 0.0, 2.698, -2.698]) == 0.0
+
+
 def test_the_median_of_odd_and_even_counts() -> None:
     assert _median([3.0, 1.0, 2.0]) == 2.0
     assert _median([4.0, 1.0, 3.0, 2.0]) == 2.5
@@ -810,6 +834,52 @@ class TestVerdictEdges:
         assert next_window(clock, policy, 0.5) == 9
 
 
+class TestMoreEdges:
+    def test_gradient_cuts_to_halfway_from_a_high_limit(self) -> None:
+        clock, policy = at_one(initial=40, max=40)
+        # 40 * sqrt(1.25) / 2 = 22.4
+        assert next_window(clock, policy, 2.0) == 22
+
+    def test_gradient_grows_with_exactly_half_in_use(self) -> None:
+        clock, policy = at_one(initial=16)
+        assert next_window(clock, policy, 1.0, peak=8) == 17
+        assert next_window(clock, policy, 1.0, peak=8) == 17  # 8 of 17: under
+
+    def test_no_growth_at_the_ceiling_is_no_growth(self) -> None:
+        # Windows at the ceiling grow nothing: a cut three windows later is
+        # no growth's doing, so it goes halfway, not back a sixth.
+        clock, policy = at_one(initial=16, max=16)
+        for _ in range(3):
+            assert next_window(clock, policy, 1.0) == 16
+        assert next_window(clock, policy, 2.0) == 8
+
+    def test_a_plain_overload_at_the_floor_changes_nothing_and_goes_on(
+        self,
+    ) -> None:
+        clock, policy = at_one(AIMD, initial=1, latency_threshold=1.0)
+        clock.now += 10.0
+        assert clock.feed(policy, 5, 3.0, in_flight=1, step=1e-3) == 1
+        clock.now += 10.0
+        assert clock.feed(policy, 40, 0.5, in_flight=1, step=1e-3) > 1
+
+    def test_a_probe_that_disagrees_carries_on_through_its_extension(
+        self,
+    ) -> None:
+        clock, policy = at_one(initial=16, probe_interval=1.0, jitter=0.0)
+        clock.now += 2.0
+        next_window(clock, policy, 1.0)  # its end starts the next probe
+        assert probing(policy)
+        clock.now += 3.0
+        clock.feed(policy, 5, 3.0, in_flight=1, step=1e-3)  # 3x the pool
+        assert probing(policy)  # not believed yet: measured again
+        clock.feed(policy, 14, 3.0, in_flight=2, step=1e-3)
+        clock.feed(policy, 1, 3.0, in_flight=2, step=1e-3)  # one still runs
+        clock.feed(policy, 1, 1e-3, in_flight=2, step=1e-3)  # the next cohort
+        clock.feed(policy, 1, 3.0, in_flight=1, step=1e-3)  # it ends
+        assert not probing(policy)
+        assert policy.latency_no_load == pytest.approx(3.0)  # the pool replaced
+
+
 class TestCarriedCalls:
     """A window that changes nothing hands the calls that started after it
     filled up to the next window; a window that changes the limit does not
@@ -907,7 +977,7 @@ class TestNoiseMeasure:
         clock, policy = at_one(AIMD, initial=5, min_samples=5, latency_threshold=10.0)
         for latency in (0.5, 1.0, 2.0, 1.0, 0.5):
             clock.feed(policy, 1, latency, in_flight=5 if latency != 0.5 else 1)
-        assert policy._needed() > 5
+        assert policy._needed() > 100  # a spread of about 1.15
 
     def test_a_first_probe_at_a_noise_of_0_2_takes_about_45_calls(self) -> None:
         policy = Gradient(seed=1)
@@ -924,3 +994,15 @@ class TestNoiseMeasure:
         assert clock.feed(policy, 1, 0.5, dropped=True) == 9  # at least one off
         assert next_window(clock, policy, 0.5) == 9  # 9.5
         assert next_window(clock, policy, 0.5) == 10
+
+    def test_a_window_spread_under_a_third_starts_the_measure_over(self) -> None:
+        policy = Gradient(seed=1)
+        policy._sigma = 0.9
+        # Their own noise: 0.27 / 0.6745 * 0.6745 = 0.27 (under 0.3, over 0.225).
+        d = 0.27 * 0.6745 / math.sqrt(32 / 31)
+        samples = [d, -d] * 16
+        policy._recheck_noise(samples)
+        assert policy._sigma == pytest.approx(0.27)
+        policy._sigma = 0.8
+        policy._recheck_noise(samples)  # 0.27 is over a third of 0.8: kept
+        assert policy._sigma == 0.8
