@@ -446,3 +446,26 @@ class TestRoundThree:
             latch.open()
             pool.shutdown()
         shared_idle(shared)
+
+    async def test_after_aclose_every_call_that_ended_is_counted(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        """A slot that came back in the worker before its end reached the loop
+        does not let aclose() return early: the end is counted first."""
+        shared = SharedBound(1)
+        pool = concurrent.futures.ThreadPoolExecutor(1)  # not owned: no
+        executor = make_executor(executor=pool, bound=shared)  # shutdown to await
+        gate = make_gate()
+        caller = asyncio.create_task(executor.run(gate, 7))
+        await gate.started()
+        caller.cancel()  # nobody waits for its result: the call runs on
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        gate.open()
+        # The loop does not turn here: the end waits for it, the slot not.
+        until(lambda: shared.stats().in_flight == 0, "the slot to come back")
+        await executor.aclose()
+        stats = executor.stats()
+        pool.shutdown()
+        assert (stats.submitted, stats.completed) == (1, 1)
+        assert stats.submitted == stats.completed + stats.failed + stats.cancelled

@@ -78,6 +78,7 @@ class CallPath:
         "call_timeout",
         "calls",
         "gate",
+        "heard_all",
         "lanes",
         "loop",
         "loop_thread_id",
@@ -110,6 +111,8 @@ class CallPath:
         # with its time.monotonic() at hand-off (for the run time, and so
         # that aclose(timeout=...) can cancel those not started).
         self.calls: dict[concurrent.futures.Future[Any], float] = {}
+        # Set once calls is empty, while all_heard() waits for it.
+        self.heard_all: asyncio.Event | None = None
         self.observed: Observed | None = None
         self.lanes: list[Lane] = []
 
@@ -180,6 +183,24 @@ class CallPath:
         limit = policy.on_sample(now, now - started, gate.in_use, dropped)
         if limit != gate.bound and not gate.closed:
             gate.resize(limit)
+
+    async def all_heard(self) -> None:
+        """Wait until the loop has heard the end of every call handed over.
+
+        Over a shared bound, a call's slot comes back in the thread where it
+        ended, before its end reaches the loop (where it is counted and its
+        caller told): an idle gate does not mean that every end was heard.
+        Only such a path sets :attr:`heard_all` (elsewhere the two happen
+        together, on the loop).
+
+        Cancellation: only the wait is cancelled.
+        """
+        if not self.calls:
+            return
+        heard_all = self.heard_all
+        if heard_all is None or heard_all.is_set():
+            heard_all = self.heard_all = asyncio.Event()
+        await heard_all.wait()
 
     def running(self) -> int:
         """Calls handed over whose underlying future has not ended."""
@@ -488,6 +509,10 @@ class Lane:
             self.path.sample(started, isinstance(exc, policy.drop_on))
         if self.releases_on_end:
             self.gate.release()
+        elif not self.calls:  # its slot came back in the worker, before this
+            heard_all = self.path.heard_all
+            if heard_all is not None:
+                heard_all.set()
         counts = self.counts
         if outcome == COMPLETED:  # CallCounts.ended, inlined: the hot path
             counts.completed += 1

@@ -700,9 +700,11 @@ class BoundedLoopExecutor:
 
         New submissions raise :class:`ClosedError`, and so do coroutines
         waiting for a slot or a turn, which are woken at once. Calls already
-        submitted are awaited without blocking the event loop. A pool this
-        object created is then shut down (in a worker thread); a wrapped
-        executor is left running. Calling it again is harmless.
+        submitted are awaited without blocking the event loop: once it
+        returns, each has ended, its caller has its outcome and ``stats()``
+        counts it. A pool this object created is then shut down (in a worker
+        thread); a wrapped executor is left running. Calling it again is
+        harmless.
 
         Args:
             timeout: Seconds to wait for calls in flight (``None``: as long
@@ -740,13 +742,20 @@ class BoundedLoopExecutor:
         if path.rate is not None:
             path.rate.close()
         if timeout is None:
-            await gate.wait_idle()
+            await self._all_ended()
         else:
             try:
-                await asyncio.wait_for(gate.wait_idle(), timeout)
+                await asyncio.wait_for(self._all_ended(), timeout)
             except asyncio.TimeoutError:
                 self._give_up_on_calls_in_flight(timeout)
         await self._shut_down_owned_pool()
+
+    async def _all_ended(self) -> None:
+        """Every slot back, and every call's end heard on the loop."""
+        path = self._path
+        await path.gate.wait_idle()
+        if path.releases_anywhere:  # a slot comes back before its end is heard
+            await path.all_heard()
 
     def _give_up_on_calls_in_flight(self, timeout: float) -> None:
         """After aclose's timeout: cancel calls not started, report the rest."""

@@ -123,8 +123,12 @@ class ExecutorStats:
     Every call handed to the underlying executor ends in exactly one of
     ``completed``, ``failed`` or ``cancelled``, so at any moment
     ``submitted == completed + failed + cancelled + running``, where ``running``
-    is the number of submitted calls whose underlying future is not done yet
-    (at most ``in_flight``).
+    is the number of submitted calls whose end the executor has not seen yet:
+    it sees an end on its event loop, a moment after the underlying future
+    is done in its worker. Once :meth:`~BoundedLoopExecutor.aclose` has
+    returned (without a timeout), ``running`` is 0. ``running`` is at most
+    ``in_flight``, except over a :class:`SharedBound`, whose slots come back
+    in the worker, just before the end reaches the loop.
 
     Attributes:
         bound: Most calls that may be submitted and unfinished at once (with
