@@ -133,6 +133,25 @@ class TestRateLimiter:
         limiter.close()
         assert not limiter.would_start_now()
 
+    async def test_try_start_never_overtakes_a_waiter_nor_the_woken_head(
+        self,
+    ) -> None:
+        limiter, clock = fake_limiter(per_second=10, burst=2)
+        assert limiter.try_start()
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = 0.3  # due, but a caller waits (its timer has not fired)
+        assert not limiter.try_start()
+        _, _, handle, callback, args = heapq.heappop(clock._timers)
+        assert not handle.cancelled
+        callback(*args)  # its turn came; it takes it when its task resumes
+        assert limiter.waiting == 1
+        assert not limiter.try_start()
+        await task
+        assert limiter.try_start()  # the burst's second start, at 0.3 too
+        assert not limiter.try_start()
+
     async def test_try_start_refused_changes_nothing(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)
         assert limiter.try_start()
@@ -249,6 +268,35 @@ class TestRateLimiter:
         assert limiter.try_start()
         clock.now = 2.0 - 2 * _ROUNDING
         assert not limiter.try_start()
+
+    async def test_would_start_now_counts_a_start_rounding_early_as_on_time(
+        self,
+    ) -> None:
+        # Turns 2 * _ROUNDING apart, exact in binary: at _ROUNDING a start
+        # is exactly _ROUNDING early.
+        limiter, clock = fake_limiter(per_second=0.5 / _ROUNDING, burst=1)
+        assert limiter.try_start()
+        clock.now = _ROUNDING
+        assert limiter.would_start_now()
+        assert limiter.try_start()
+
+    async def test_a_head_within_rounding_of_its_turn_is_let_in_at_once(
+        self,
+    ) -> None:
+        # Turns 2 * _ROUNDING apart, exact in binary: at _ROUNDING the head
+        # is exactly _ROUNDING early, on time as try_start would count it.
+        limiter, clock = fake_limiter(per_second=0.5 / _ROUNDING, burst=1)
+        assert limiter.try_start()
+        task = asyncio.create_task(limiter.wait_turn())
+        await settle()
+        clock.now = _ROUNDING
+        _, _, handle, callback, args = heapq.heappop(clock._timers)
+        assert not handle.cancelled
+        callback(*args)  # a timer that fires _ROUNDING early: no new timer
+        await settle()
+        assert task.done()
+        await task
+        assert clock._timers == []
 
     async def test_woken_then_cancelled_gives_the_turn_to_the_next(self) -> None:
         limiter, clock = fake_limiter(per_second=10, burst=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -28,6 +29,7 @@ from aiobound._deadlines import Deadline
 from aiobound._shared import ThreadView
 from aiobound._sync_deadlines import DeadlineWatcher
 from aiobound._waiting import COMPACT_SLACK
+from conftest import CountingExecutor
 from sync_helpers import TIMEOUT, Latch, started, until
 
 if TYPE_CHECKING:
@@ -59,13 +61,14 @@ class TestWhereTheCallIs:
             holder = executor.submit(latch, 0)
             latch.wait_started(1)
             ran = threading.Event()
-            with pytest.raises(DeadlineExceeded) as info:
-                executor.with_timeout(SHORT).submit(ran.set)
-            assert info.value.stage == "waiting"
-            assert info.value.timeout == SHORT
+            for _ in range(2):
+                with pytest.raises(DeadlineExceeded) as info:
+                    executor.with_timeout(SHORT).submit(ran.set)
+                assert info.value.stage == "waiting"
+                assert info.value.timeout == SHORT
             stats = executor.stats()
             assert (stats.waiting, stats.in_flight, stats.submitted) == (0, 1, 1)
-            assert (stats.deadline_waiting, stats.timed_out) == (1, 0)
+            assert (stats.deadline_waiting, stats.timed_out) == (2, 0)
             latch.open()
             assert holder.result() == 0
         assert not ran.is_set()
@@ -111,6 +114,38 @@ class TestWhereTheCallIs:
         stats = executor.stats()
         assert (stats.in_flight, stats.completed, stats.abandoned) == (0, 1, 1)
         assert stats.submitted == stats.completed
+
+    def test_two_running_calls_abandoned_count_twice(self, latch: Latch) -> None:
+        executor = BoundedExecutor(max_workers=2, bound=2)
+        view = executor.with_timeout(SHORT)
+        for future in [view.submit(latch, 0), view.submit(latch, 1)]:
+            with pytest.raises(DeadlineExceeded, match="running"):
+                future.result()
+        stats = executor.stats()
+        assert (stats.deadline_running, stats.abandoned) == (2, 2)
+        latch.open()
+        executor.shutdown()
+        assert executor.stats().completed == 2
+
+    def test_a_deadline_passed_when_the_free_slot_is_taken_hands_nothing_over(
+        self,
+    ) -> None:
+        ran = threading.Event()
+        with BoundedExecutor(max_workers=1, bound=1) as executor:
+            view = executor.with_timeout(1e-9)  # passed by the time it is read
+            for _ in range(2):
+                with pytest.raises(DeadlineExceeded) as info:
+                    view.submit(ran.set)
+                assert info.value.stage == "waiting"
+            stats = executor.stats()
+            assert (stats.submitted, stats.in_flight, stats.deadline_waiting) == (
+                0,
+                0,
+                2,
+            )
+            assert executor.submit(abs, -1).result() == 1  # the slot is free
+        assert not ran.is_set()
+        assert executor.stats().submitted == 1
 
     def test_a_call_that_ends_in_time_gets_its_result(self) -> None:
         with BoundedExecutor(max_workers=2) as executor:
@@ -162,6 +197,26 @@ class TestTheWatcher:
         assert len(watcher_threads()) == before + 1
         executor.shutdown()
         assert len(watcher_threads()) == before
+
+    def test_shutdown_returns_once_the_thread_has_stopped(self) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        executor = BoundedExecutor(executor=pool, bound=1, call_timeout=3600)
+        assert executor.submit(pow, 2, 3).result() == 8
+        watcher = executor._watcher
+        assert watcher is not None
+        thread = watcher._thread
+        assert thread is not None
+        executor.shutdown()  # the pool is not its own: nothing else to wait for
+        assert not thread.is_alive()
+        pool.shutdown()
+
+    def test_shutdown_again_once_the_thread_has_stopped_is_harmless(self) -> None:
+        executor = BoundedExecutor(max_workers=1, call_timeout=3600)
+        assert executor.submit(pow, 2, 3).result() == 8
+        executor.shutdown()
+        executor.shutdown()
+        executor.shutdown(wait=False)
+        assert executor.stats().completed == 1
 
     def test_many_calls_ended_early_do_not_pile_up(self) -> None:
         with BoundedExecutor(max_workers=2) as executor:
@@ -216,13 +271,67 @@ class TestWhereTheLimitComesFrom:
 
     @pytest.mark.parametrize("bad", [0, -1, float("inf"), "1", True])
     def test_a_bad_limit_is_refused_naming_it(self, bad: object) -> None:
-        with pytest.raises((TypeError, ValueError), match="call_timeout"):
+        with pytest.raises((TypeError, ValueError), match=r"^call_timeout must be "):
             BoundedExecutor(max_workers=1, call_timeout=bad)  # type: ignore[arg-type]
         with (
             BoundedExecutor(max_workers=1) as executor,
-            pytest.raises((TypeError, ValueError), match="seconds"),
+            pytest.raises((TypeError, ValueError), match=r"^seconds must be "),
         ):
             executor.with_timeout(bad)  # type: ignore[arg-type]
+
+
+class TestTheView:
+    @pytest.mark.parametrize("seconds", [5, None])
+    def test_its_submit_refuses_what_is_not_a_blocking_function_naming_fn(
+        self, seconds: float | None
+    ) -> None:
+        async def coroutine_function() -> None:
+            pass
+
+        with BoundedExecutor(max_workers=1) as executor:
+            view = executor.with_timeout(seconds)
+            with pytest.raises(TypeError, match=r"^fn must be callable, got int 3$"):
+                view.submit(3)  # type: ignore[arg-type]
+            with pytest.raises(
+                TypeError, match=r"^fn must be a blocking \(sync\) function, got "
+            ):
+                view.submit(coroutine_function)
+            assert view.submit(abs, -2).result() == 2
+        assert executor.stats().submitted == 1
+
+    def test_its_map_keeps_the_maps_own_timeout(self) -> None:
+        release = threading.Event()
+
+        def blocked(n: int) -> int:
+            release.wait(TIMEOUT)  # returns, even if the map did not time out
+            return n
+
+        with BoundedExecutor(max_workers=1) as executor:
+            results = executor.with_timeout(3600).map(blocked, [0], timeout=SHORT)
+            with pytest.raises(TimeoutError) as info:
+                next(results)
+            assert not isinstance(info.value, DeadlineExceeded)
+            release.set()
+
+    def test_its_map_keeps_chunksize_and_buffersize(self) -> None:
+        pulled = 0
+
+        def items() -> Iterator[int]:
+            nonlocal pulled
+            for n in range(12):
+                pulled += 1
+                yield n
+
+        pool = CountingExecutor(2)
+        with BoundedExecutor(executor=pool, bound=8) as executor:
+            view = executor.with_timeout(3600)
+            assert list(view.map(abs, range(-4, 0), chunksize=2)) == [4, 3, 2, 1]
+            assert pool.submits == 2  # a call per chunk
+            for n, value in enumerate(view.map(abs, items(), buffersize=2)):
+                assert value == n
+                assert pulled - (n + 1) <= 2  # never more than 2 ahead
+            assert pool.submits == 2 + 12
+        pool.shutdown()
 
 
 class TestMap:
@@ -260,6 +369,36 @@ class TestMap:
         stats = executor.stats()
         assert (stats.deadline_running, stats.abandoned) == (1, 1)
         assert stats.in_flight == 0
+
+    def test_the_maps_own_timeout_ends_the_wait_for_a_slot(self, latch: Latch) -> None:
+        with BoundedExecutor(max_workers=1, bound=1) as executor:
+            holder = executor.submit(latch, 0)  # the only slot, until opened
+            results = executor.with_timeout(3600).map(abs, [-1], timeout=SHORT)
+            with pytest.raises(TimeoutError) as info:
+                next(results)
+            assert not isinstance(info.value, DeadlineExceeded)
+            latch.open()
+            assert holder.result() == 0
+        assert executor.stats().submitted == 1
+
+    def test_an_items_deadline_starts_when_it_starts_waiting_for_its_slot(
+        self, latch: Latch
+    ) -> None:
+        def due(_: object) -> float:
+            now = time.monotonic()
+            left = remaining()
+            assert left is not None
+            return now + left  # the deadline, on the same clock
+
+        with BoundedExecutor(max_workers=1, bound=1) as executor:
+            holder = executor.submit(latch, 0)  # the only slot, until opened
+            results = executor.with_timeout(3600).map(due, [0])
+            consumer = started(lambda: next(results))
+            until(lambda: executor.stats().waiting == 1, "the item to wait")
+            released = time.monotonic()  # after it started waiting
+            latch.open()
+            assert consumer.finish() < released + 3600
+            assert holder.result() == 0
 
     def test_an_item_waiting_for_its_slot_raises_in_its_place(
         self, latch: Latch
@@ -378,11 +517,54 @@ class TestTheWatcherInside:
         # The thread sleeps until the first deadline, an hour away; a later
         # call due sooner must not wait for it.
         far = watcher.watch(concurrent.futures.Future[int](), Deadline(3600))
+        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
+        until(lambda: len(waiters) == 1, "the watcher to sleep")
         with pytest.raises(DeadlineExceeded):
             watcher.watch(concurrent.futures.Future[int](), Deadline(SHORT)).result(
                 timeout=TIMEOUT
             )
         assert not far.done()
+
+    def test_a_call_that_ends_in_time_leaves_the_thread_asleep(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        call = concurrent.futures.Future[int]()
+        timed = watcher.watch(call, Deadline(3600))
+        thread = watcher._thread
+        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
+        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        call.set_result(1)
+        assert timed.result(timeout=0) == 1  # settled, so any wake-up is done
+        # Still asleep: its entry waits in the heap for the thread's next
+        # turn. (Read after the waiters: a thread woken drops it first.)
+        assert len(waiters) == 1
+        assert len(watcher._heap) == 1
+        assert watcher._thread is thread
+
+    @pytest.mark.parametrize("later", [0.0, 3600.0])
+    def test_a_deadline_no_earlier_than_the_first_leaves_the_thread_asleep(
+        self, watcher: DeadlineWatcher, later: float
+    ) -> None:
+        now = time.monotonic()
+        ended = concurrent.futures.Future[int]()
+        watcher.watch(ended, Deadline(3600, start=now))
+        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
+        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        ended.set_result(0)  # its entry stays first in the heap
+        # Due at the same instant, or later: the thread sleeps on.
+        due = Deadline(3600 + later, start=now)
+        watcher.watch(concurrent.futures.Future[int](), due)
+        assert len(waiters) == 1
+        assert len(watcher._heap) == 2  # a thread woken drops the ended one
+
+    def test_it_never_releases_a_caller_before_its_deadline(
+        self, watcher: DeadlineWatcher
+    ) -> None:
+        deadline = Deadline(0.2)
+        timed = watcher.watch(concurrent.futures.Future[int](), deadline)
+        with pytest.raises(DeadlineExceeded):
+            timed.result(timeout=TIMEOUT)
+        assert deadline.passed()
 
     def test_it_keeps_only_twice_the_live_entries_and_some_slack(
         self, watcher: DeadlineWatcher

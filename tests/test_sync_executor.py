@@ -153,6 +153,15 @@ def test_shutdown_cancel_futures_cancels_calls_not_started(latch: Latch) -> None
     pool.shutdown()
 
 
+def test_shutdown_shuts_down_the_pool_it_made() -> None:
+    executor = BoundedExecutor(max_workers=1)
+    pool = executor.executor
+    assert executor.submit(abs, -1).result() == 1
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(abs, -1)
+
+
 def test_submit_error_frees_the_slot() -> None:
     executor = BoundedExecutor(executor=FailingExecutor(ValueError("no")), bound=1)
     for _ in range(3):
@@ -318,6 +327,18 @@ def test_map_timeout_applies_to_chunks_too(latch: Latch) -> None:
     idle(executor)
 
 
+def test_map_timeout_counts_from_the_call(latch: Latch) -> None:
+    with BoundedExecutor(max_workers=1, bound=1) as executor:
+        holder = executor.submit(latch, 0)  # the only slot, until opened
+        results = executor.map(abs, [-1], timeout=3600)
+        consumer = started(lambda: next(results))
+        until(lambda: waiting_is(executor, 1), "the pull to wait for its slot")
+        latch.open()
+        assert consumer.finish() == 1
+        assert holder.result() == 0
+    idle(executor)
+
+
 def test_map_with_chunksize_submits_one_call_per_chunk() -> None:
     with BoundedExecutor(max_workers=2) as executor:
         assert list(executor.map(abs, range(-4, 0), chunksize=2)) == [4, 3, 2, 1]
@@ -358,7 +379,7 @@ def test_map_source_error_comes_after_earlier_results() -> None:
         ({"bound": 0}, ValueError, "bound"),
         ({"bound": "3"}, TypeError, "bound"),
         ({"bound": True}, TypeError, "bound"),
-        ({"max_pending": -1}, ValueError, "max_pending"),
+        ({"max_pending": -1}, ValueError, "^max_pending must be an int >= 0, "),
         ({"max_wait": 0}, ValueError, "max_wait"),
         ({"max_workers": 0}, ValueError, "max_workers"),
         ({"executor": object(), "bound": 2}, TypeError, "executor"),
@@ -375,14 +396,25 @@ def test_bad_map_and_submit_arguments_are_named() -> None:
     with BoundedExecutor(max_workers=1) as executor:
         with pytest.raises(TypeError, match="fn"):
             executor.submit(3)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="iterable"):
+        with pytest.raises(TypeError, match=r"^fn must be callable, got int 3$"):
+            executor.map(3, [1])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^map\(\) needs at least one iterable$"):
             executor.map(abs)
+        with pytest.raises(ValueError, match=r"^buffersize must be an int >= 1, "):
+            executor.map(abs, [1], buffersize=0)
         with pytest.raises(ValueError, match="chunksize"):
             executor.map(abs, [1], chunksize=0)
         with pytest.raises(ValueError, match="timeout"):
             executor.map(abs, [1], timeout=-1)
         with pytest.raises(TypeError):
             executor.map(abs, 3)  # type: ignore[arg-type]
+    idle(executor)
+
+
+def test_the_smallest_map_arguments_are_taken() -> None:
+    with BoundedExecutor(max_workers=1) as executor:
+        assert list(executor.map(abs, [-1, -2], buffersize=1)) == [1, 2]
+        assert list(executor.map(abs, [], timeout=0)) == []
     idle(executor)
 
 

@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from aiobound import BoundedExecutor, ClosedError, OverloadedError
-from sync_helpers import Latch, until
+from aiobound import BoundedExecutor, ClosedError, OverloadedError, _chunks
+from aiobound._sync import _Port
+from aiobound._sync_map import map_results
+from conftest import CountingExecutor
+from sync_helpers import TIMEOUT, Latch, started, until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -125,6 +128,41 @@ class TestLeavingEarly:
         pool.shutdown()
         assert record.ran == []
 
+    @pytest.mark.parametrize("chunksize", [1, 2])
+    def test_a_timeout_does_not_wait_for_a_result_that_comes_later(
+        self, chunksize: int
+    ) -> None:
+        release = threading.Event()
+
+        def held(n: int) -> int:
+            release.wait(TIMEOUT)  # then returns: a map that waited gets it
+            return n
+
+        with BoundedExecutor(max_workers=2, bound=2) as executor:
+            results = executor.map(held, range(4), timeout=0.01, chunksize=chunksize)
+            with pytest.raises(TimeoutError):
+                next(results)
+            release.set()
+        assert executor.stats().in_flight == 0
+
+    def test_a_call_cancelled_by_shutdown_raises_closed_error_in_its_place(
+        self, latch: Latch
+    ) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        occupant = pool.submit(latch, "occupant")  # the only worker is busy
+        latch.wait_started(1)
+        executor = BoundedExecutor(executor=pool, bound=4)
+        results = executor.map(abs, [-1, -2])
+        consumer = started(lambda: next(results))
+        until(lambda: executor.stats().in_flight == 2, "both calls to queue")
+        executor.shutdown(wait=False, cancel_futures=True)
+        with pytest.raises(ClosedError, match="closed before this call started"):
+            consumer.finish()
+        latch.open()
+        occupant.result()
+        pool.shutdown()
+        assert executor.stats().cancelled == 2
+
 
 class Interrupted(Exception):
     """Raised by a signal handler in the consumer's thread."""
@@ -158,6 +196,64 @@ class TestPullThenSlot:
         assert (stats.submitted, stats.peak_in_flight) == (2, 1)
         assert stats.queue_wait.count == 2  # one grant per call, no phantom
 
+    def test_an_item_without_a_free_slot_waits_in_hand_behind_the_results(
+        self, latch: Latch
+    ) -> None:
+        pulled: list[int] = []
+
+        def items() -> Iterator[int]:
+            for n in (-1, -2):
+                pulled.append(n)
+                yield n
+
+        first_done = threading.Event()
+
+        def held_on_first(n: int) -> int:
+            if n == -1:
+                first_done.wait(TIMEOUT)
+            return abs(n)
+
+        with BoundedExecutor(max_workers=2, bound=2) as executor:
+            holder = executor.submit(latch, "holder")  # one of the two slots
+            results = executor.map(held_on_first, items())
+            consumer = started(lambda: next(results))
+            until(lambda: pulled == [-1, -2], "-2 to be pulled")
+            (first,) = (f for f in executor._calls if f is not holder)
+            # The consumer waits for -1's result: -2 found no free slot.
+            waiters = first._condition._waiters  # type: ignore[attr-defined]
+            until(lambda: len(waiters) == 1, "the consumer to wait for -1")
+            first_done.set()
+            assert consumer.finish() == 1
+            assert executor.stats().submitted == 2  # -2 is still in hand
+            assert next(results) == 2
+            with pytest.raises(StopIteration):
+                next(results)
+            latch.open()
+            assert holder.result() == "holder"
+
+
+class NoTime:
+    """Stands for the time module where chunks are timed: they take none."""
+
+    @staticmethod
+    def perf_counter() -> float:
+        return 0.0
+
+
+class TestAutomaticChunks:
+    def test_they_start_at_one_item_and_double_while_they_run_fast(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Automatic on process pools only: here map_results is asked for it.
+        monkeypatch.setattr(_chunks, "time", NoTime)
+        pool = CountingExecutor(1)
+        with BoundedExecutor(executor=pool, bound=1) as executor:
+            port = _Port(executor, None)  # one chunk at a time: each is timed
+            results = map_results(port, abs, iter(range(-15, 0)), None, None)
+            assert list(results) == list(range(15, 0, -1))
+        assert pool.submits == 4  # chunks of 1, 2, 4 and 8 items
+        pool.shutdown()
+
 
 class TestAfterShutdown:
     def test_results_of_calls_already_handed_over_come_then_closed_error(
@@ -173,6 +269,89 @@ class TestAfterShutdown:
             next(results)
         with pytest.raises(StopIteration):
             next(results)
+
+    def test_a_shutdown_between_a_pull_and_its_slot_comes_after_the_results_due(
+        self,
+    ) -> None:
+        executor = BoundedExecutor(max_workers=2, bound=4)
+
+        def items() -> Iterator[int]:
+            yield -1
+            executor.shutdown(wait=False)  # the next item is in hand, no slot
+            yield -2
+            yield -3
+
+        results = executor.map(abs, items())
+        assert next(results) == 1  # handed over before the shutdown
+        with pytest.raises(
+            ClosedError, match=r"^cannot submit: the executor is closed$"
+        ):
+            next(results)  # in place of the item held when the slot was refused
+        with pytest.raises(StopIteration):
+            next(results)
+        executor.shutdown()
+        assert executor.stats().submitted == 1
+
+    def test_a_shutdown_while_a_pull_waits_for_its_slot_raises_closed_error(
+        self, latch: Latch
+    ) -> None:
+        executor = BoundedExecutor(max_workers=1, bound=1)
+        holder = executor.submit(latch, "holder")  # the only slot
+        results = executor.map(abs, [-1, -2])
+        consumer = started(lambda: next(results))
+        until(lambda: executor.stats().waiting == 1, "the pull to wait for a slot")
+        executor.shutdown(wait=False)
+        with pytest.raises(ClosedError, match="closed while this call waited"):
+            consumer.finish()
+        with pytest.raises(StopIteration):
+            next(results)
+        latch.open()
+        assert holder.result() == "holder"
+        executor.shutdown()
+        assert executor.stats().submitted == 1
+
+
+class Pulls:
+    """An iterator of -1, -2, ... that counts its pulls, a generator's twin.
+
+    Pull *end* raises *error* (default: it stops); every pull after that
+    stops, as a generator's does, and is counted.
+    """
+
+    def __init__(self, end: int, error: Exception | None = None) -> None:
+        self.end = end
+        self.error = error
+        self.pulls = 0
+
+    def __iter__(self) -> Pulls:
+        return self
+
+    def __next__(self) -> int:
+        self.pulls += 1
+        if self.pulls == self.end and self.error is not None:
+            raise self.error
+        if self.pulls >= self.end:
+            raise StopIteration
+        return -self.pulls
+
+
+class TestTheSourceEnds:
+    def test_a_source_is_not_pulled_again_once_it_stopped(self) -> None:
+        source = Pulls(end=4)
+        with BoundedExecutor(max_workers=2, bound=8) as executor:
+            assert list(executor.map(abs, source)) == [1, 2, 3]
+        assert source.pulls == 4
+
+    def test_a_source_is_not_pulled_again_once_it_raised(self) -> None:
+        source = Pulls(end=4, error=LookupError("source"))
+        with BoundedExecutor(max_workers=2, bound=8) as executor:
+            results = executor.map(abs, source)
+            assert [next(results) for _ in range(3)] == [1, 2, 3]
+            with pytest.raises(LookupError, match=r"^source$"):
+                next(results)
+            with pytest.raises(StopIteration):
+                next(results)
+        assert source.pulls == 4
 
 
 class TestFreeAsYouYield:
