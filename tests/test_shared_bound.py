@@ -21,7 +21,14 @@ from aiobound import (
     OverloadedError,
     SharedBound,
 )
-from conftest import ExecutorFactory, GateFactory, assert_idle, new_uvloop, settle
+from conftest import (
+    GATE_TIMEOUT,
+    ExecutorFactory,
+    GateFactory,
+    assert_idle,
+    new_uvloop,
+    settle,
+)
 from sync_helpers import Latch, started, until
 
 if TYPE_CHECKING:
@@ -469,3 +476,23 @@ class TestRoundThree:
         pool.shutdown()
         assert (stats.submitted, stats.completed) == (1, 1)
         assert stats.submitted == stats.completed + stats.failed + stats.cancelled
+
+    async def test_two_acloses_waiting_for_an_end_both_return(
+        self, make_executor: ExecutorFactory, make_gate: GateFactory
+    ) -> None:
+        shared = SharedBound(1)
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        executor = make_executor(executor=pool, bound=shared)
+        gate = make_gate()
+        caller = asyncio.create_task(executor.run(gate, 7))
+        await gate.started()
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        # Both closes start after the slot is back and before the end is heard.
+        closes = [asyncio.ensure_future(executor.aclose()) for _ in range(2)]
+        gate.open()
+        until(lambda: shared.stats().in_flight == 0, "the slot to come back")
+        await asyncio.wait_for(asyncio.gather(*closes), GATE_TIMEOUT)
+        pool.shutdown()
+        assert executor.stats().completed == 1
