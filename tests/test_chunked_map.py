@@ -6,7 +6,7 @@ import asyncio
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,9 +21,6 @@ from aiobound._chunks import (
 )
 from conftest import CountingExecutor, ExecutorFactory, GateFactory, assert_idle
 from sources import Boom, Source, agen, double, fail_on_three
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 
 class TestResults:
@@ -173,6 +170,42 @@ async def test_async_chunks_are_full_until_the_end_and_do_not_pull_past_it() -> 
     assert got == [[0, 1], [2, 3], [4]]
     with pytest.raises(StopAsyncIteration):
         await anext(chunks)
+    assert source.pulls_after_end == 1
+
+
+class _RestartingSync:
+    """A sync source that, once ended, would start over if asked again."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.i = 0
+        self.pulls_after_end = 0
+
+    def __iter__(self) -> _RestartingSync:
+        return self
+
+    def __next__(self) -> int:
+        if self.i == self.n:
+            self.i = 0
+            self.pulls_after_end += 1
+            raise StopIteration
+        self.i += 1
+        return self.i - 1
+
+
+@pytest.mark.parametrize("n", [5, 4])
+def test_sync_chunks_do_not_pull_past_the_end(n: int) -> None:
+    source = _RestartingSync(n)
+    chunks = chunked(source, ChunkSizer(2))
+    assert isinstance(chunks, Iterator)
+    got = []
+    for chunk in chunks:
+        got.append(chunk)
+        if len(got) > 3:
+            break  # it went on past the end
+    assert got == [list(range(i, min(i + 2, n))) for i in range(0, n, 2)]
+    with pytest.raises(StopIteration):
+        next(chunks)
     assert source.pulls_after_end == 1
 
 

@@ -142,25 +142,34 @@ class _Chunks:
 
 
 class _SyncChunks(_Chunks, Generic[A]):
-    """Lists of up to ``sizer.size`` items from a sync iterator."""
+    """Lists of up to ``sizer.size`` items from a sync iterator.
 
-    __slots__ = ("_source",)
+    A source that ended (a chunk came out short) is not asked again.
+    """
+
+    __slots__ = ("_exhausted", "_source")
 
     def __init__(self, source: Iterator[A], sizer: ChunkSizer) -> None:
         super().__init__(sizer)
         self._source = source
+        self._exhausted = False
 
     def __iter__(self) -> _SyncChunks[A]:
         return self
 
     def __next__(self) -> list[A]:
         self._raise_held_error()
+        if self._exhausted:
+            raise StopIteration
         chunk = self._new_chunk()
+        size = self._sizer.size
         try:
-            for item in itertools.islice(self._source, self._sizer.size):
+            for item in itertools.islice(self._source, size):
                 chunk.append(item)
         except Exception as exc:
             self._ended(chunk, exc)
+        else:
+            self._exhausted = len(chunk) < size
         if not chunk:
             raise StopIteration
         return self._done(chunk)
