@@ -38,6 +38,17 @@ if TYPE_CHECKING:
 SHORT = 0.05  # a deadline that passes while a latch holds the call
 
 
+def asleep(watcher: DeadlineWatcher) -> list[object]:
+    """Wait until the watcher's thread sleeps on its condition; its waiters.
+
+    CPython's ``Condition`` keeps one entry per sleeping thread: a thread
+    woken drops its entry before it reads anything.
+    """
+    waiters: list[object] = watcher._condition._waiters  # type: ignore[attr-defined]
+    until(lambda: len(waiters) == 1, "the watcher to sleep")
+    return waiters
+
+
 @pytest.fixture
 def latch() -> Iterator[Latch]:
     made = Latch()
@@ -517,8 +528,7 @@ class TestTheWatcherInside:
         # The thread sleeps until the first deadline, an hour away; a later
         # call due sooner must not wait for it.
         far = watcher.watch(concurrent.futures.Future[int](), Deadline(3600))
-        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
-        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        asleep(watcher)
         with pytest.raises(DeadlineExceeded):
             watcher.watch(concurrent.futures.Future[int](), Deadline(SHORT)).result(
                 timeout=TIMEOUT
@@ -531,8 +541,7 @@ class TestTheWatcherInside:
         call = concurrent.futures.Future[int]()
         timed = watcher.watch(call, Deadline(3600))
         thread = watcher._thread
-        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
-        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        waiters = asleep(watcher)
         call.set_result(1)
         assert timed.result(timeout=0) == 1  # settled, so any wake-up is done
         # Still asleep: its entry waits in the heap for the thread's next
@@ -548,8 +557,7 @@ class TestTheWatcherInside:
         now = time.monotonic()
         ended = concurrent.futures.Future[int]()
         watcher.watch(ended, Deadline(3600, start=now))
-        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
-        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        waiters = asleep(watcher)
         ended.set_result(0)  # its entry stays first in the heap
         # Due at the same instant, or later: the thread sleeps on.
         due = Deadline(3600 + later, start=now)
@@ -592,9 +600,8 @@ class TestTheWatcherInside:
         thread = watcher._thread
         assert thread is not None
         assert thread.daemon
-        # Asleep until the hour is up (CPython's Condition keeps its waiters).
-        waiters = watcher._condition._waiters  # type: ignore[attr-defined]
-        until(lambda: len(waiters) == 1, "the watcher to sleep")
+        # Asleep until the hour is up.
+        waiters = asleep(watcher)
         watcher.close(wait=False)  # returns: one call is still watched
         until(lambda: len(waiters) == 1, "the watcher to sleep again")
         assert thread.is_alive()
