@@ -345,6 +345,13 @@ def adaptive(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def adaptive_sim(session: nox.Session) -> None:
+    """The adaptive benchmark's case on a simulated clock, over many seeds."""
+    _install(session)
+    session.run("python", "benchmarks/adaptive_sim.py", *session.posargs)
+
+
+@nox.session(default=False)
 def postgres_lock(session: nox.Session) -> None:
     """The PostgreSQL example under a held table lock (needs the server binaries)."""
     _install(session, extras="fastapi,postgres")

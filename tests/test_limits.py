@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aiobound import AIMD, Gradient, LimitPolicy
-from aiobound._limits import _deviations, _median, _sigma
+from aiobound._limits import _deviations, _sigma, _typical
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -321,6 +321,17 @@ class TestNoLoadLatency:
         assert probe_calls(0.0) <= 21
         assert probe_calls(0.5) >= 60
 
+    def test_the_first_probe_measures_at_most_150_calls(self) -> None:
+        # A noise of 1 would want 1,133 calls: the first probe stops at 150
+        # of its own (and the one other call of it in flight then).
+        policy = Gradient(initial=8, seed=1)
+        down = Downstream(policy, lambda n: S, sigma=1.0, seed=11)
+        while not probing(policy):
+            down.run(1)
+        while probing(policy):
+            down.run(1)
+        assert 150 <= len(policy._pool) <= 151
+
     def test_once_the_pool_is_full_a_probe_measures_probe_samples(self) -> None:
         # Noisy latencies want a pool of 200 calls: the first probes fill
         # it, then each measures probe_samples (5) calls, not 100 again.
@@ -369,8 +380,9 @@ class TestNoLoadLatency:
             clock.now += 1.0
             clock.feed(policy, 5, 1.1 * S, in_flight=1)
             assert not probing(policy)
-        # 20 calls at S, then 25 at 1.1 S: the pool's median moved.
-        assert policy.latency_no_load == pytest.approx(1.1 * S)
+        # 20 calls at S, then 25 at 1.1 S: the pool's typical latency moved
+        # most of the way (its middle 23 calls: 9 at S, 14 at 1.1 S).
+        assert policy.latency_no_load == pytest.approx(S * 1.1 ** (14 / 23))
 
     def test_a_probe_that_disagrees_is_extended_and_may_replace_the_pool(
         self,
@@ -719,10 +731,16 @@ class TestPolicyChecks:
             assert policy.on_sample(100.0, 0.0, 1, False) in (2, 4)
 
 
-def test_deviations_are_scaled_for_the_median_they_are_taken_from() -> None:
-    # sqrt(n / (n - 1)): the median took a degree of freedom.
-    scale = math.sqrt(3 / 2)
-    assert _deviations([0.0, 1.0, 3.0]) == [-scale, 0.0, 2.0 * scale]
+def test_deviations_are_scaled_for_the_middle_they_are_taken_from() -> None:
+    # sqrt(n / (n - 1)): the typical value took a degree of freedom. The
+    # typical value of 0, 1, 2, 5 is the mean of 1 and 2.
+    scale = math.sqrt(4 / 3)
+    assert _deviations([0.0, 1.0, 2.0, 5.0]) == [
+        -1.5 * scale,
+        -0.5 * scale,
+        0.5 * scale,
+        3.5 * scale,
+    ]
 
 
 def test_the_noise_is_the_median_absolute_deviation_over_0_6745() -> None:
@@ -730,11 +748,34 @@ def test_the_noise_is_the_median_absolute_deviation_over_0_6745() -> None:
     assert _sigma([0.0, 0.0, 0.0, 2.698, -2.698]) == 0.0
 
 
-def test_the_median_of_odd_and_even_counts() -> None:
-    assert _median([3.0, 1.0, 2.0]) == 2.0
-    assert _median([4.0, 1.0, 3.0, 2.0]) == 2.5
-    assert _median([1.0, 5.0]) == 3.0
-    assert _median([7.0]) == 7.0
+def test_the_typical_value_is_the_mean_of_the_middle_half() -> None:
+    assert _typical([7.0]) == 7.0
+    assert _typical([1.0, 5.0]) == 3.0
+    assert _typical([3.0, 1.0, 8.0]) == 4.0  # a quarter of three: none dropped
+    assert _typical([4.0, 1.0, 3.0, 2.0]) == 2.5  # the lowest and highest go
+    # Eight values: the two lowest and the two highest go.
+    assert _typical([9.0, 0.0, 2.0, 3.0, 4.0, 5.0, -7.0, 100.0]) == 3.5
+    # Seven values: one goes at each end (a quarter of 7 is 1.75).
+    assert _typical([6.0, 1.0, 2.0, 3.0, 4.0, 5.0, 50.0]) == 4.0
+
+
+def test_a_pause_of_under_a_quarter_of_a_window_is_not_read() -> None:
+    # 12 calls of a window, 2 slowed a hundredfold by a pause: the typical
+    # latency is that of the others.
+    logs = [math.log(S)] * 10 + [math.log(100 * S)] * 2
+    assert _typical(logs) == pytest.approx(math.log(S))
+
+
+def test_the_typical_value_is_tighter_than_the_median() -> None:
+    # Over many windows of 50 normal values, the mean of the middle half
+    # spreads about 1.10 / sqrt(50), the median 1.25 / sqrt(50).
+    rng = random.Random(5)
+    typical, median = [], []
+    for _ in range(2000):
+        values = [rng.gauss(0.0, 1.0) for _ in range(50)]
+        typical.append(_typical(values))
+        median.append(statistics.median(values))
+    assert statistics.pstdev(typical) < 0.93 * statistics.pstdev(median)
 
 
 # -- each verdict at its edge, and what follows it, window by window -----------
@@ -891,7 +932,8 @@ class TestCarriedCalls:
         """A window at *latency* (3 calls still running when it filled, and 3
         of the next cohort ending before them), then calls over the
         tolerance: the limit once enough for a window have ended with the
-        3 carried ones."""
+        3 carried ones (fast ones: fewer than a quarter of a window of 16,
+        they fall outside its middle half)."""
         limit = policy.limit
         n = max(policy.min_samples, limit)
         clock.now += latency
@@ -907,7 +949,7 @@ class TestCarriedCalls:
 
     @pytest.mark.parametrize("why", ["few in use", "rising", "held"])
     def test_aimd(self, why: str) -> None:
-        clock, policy = at_one(AIMD, initial=10, latency_threshold=1.0)
+        clock, policy = at_one(AIMD, initial=10, latency_threshold=1.0, min_samples=16)
         if why == "held":
             assert next_window(clock, policy, 0.5) == 11
             clock.now += 1.0
@@ -920,7 +962,7 @@ class TestCarriedCalls:
 
     @pytest.mark.parametrize("why", ["few in use", "rising", "held"])
     def test_gradient(self, why: str) -> None:
-        clock, policy = at_one(initial=16)
+        clock, policy = at_one(initial=16, min_samples=16)
         if why == "held":
             assert next_window(clock, policy, 1.0) == 17
             assert next_window(clock, policy, 1.5) == 14  # back a sixth, held
