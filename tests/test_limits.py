@@ -259,6 +259,24 @@ class TestWindows:
         assert policy._needed() == policy.limit
         assert calls_to_next_window() < old / 4
 
+    def test_a_steady_window_closes_at_its_32nd_call(self) -> None:
+        # Windows sized for a noise of 1.5 (hundreds of calls); then a window
+        # of equal latencies, each call alone in flight: its noise is looked
+        # at once it has 32 calls, found far calmer, and the window closes
+        # then, not at its 33rd call nor its hundredth.
+        clock, policy = Clock(), AIMD(initial=2, max=50, latency_threshold=100.0)
+        noise = random.Random(3)
+        while policy._needed() <= 300 or policy._samples:
+            clock.feed(policy, 1, S * noise.lognormvariate(0.0, 1.5), in_flight=1)
+        counted = []  # the window's calls after each end
+        for _ in range(1000):
+            clock.feed(policy, 1, S, in_flight=1, step=2 * S)
+            counted.append(len(policy._samples))
+            if not policy._samples:  # the window closed
+                break
+        assert counted == [*range(1, 32), 0]
+        assert policy._needed() == max(10, policy.limit)
+
     def test_a_cancelled_straggler_does_not_hold_the_window_forever(self) -> None:
         clock, policy = Clock(), AIMD(initial=4, latency_threshold=S, min_samples=4)
         for _ in range(4):  # the 4th end says 3 others still run: one never ends
