@@ -45,17 +45,15 @@ import math
 import random
 import statistics
 
+from adaptive import CAPACITIES, GOODPUT_TARGET, WORKERS, S  # the same case
+
 from aiobound import AIMD, Gradient, LimitPolicy
 
-S = 0.020
-CAPACITIES = (16, 4, 16, 8)
-PHASE = 10.0
+PHASE = 10.0  # adaptive.py's defaults of --phase, --settle and --rate
 SETTLE = 2.0
-RATE = 1200.0
-MAX_WAIT = 0.05
-WORKERS = 32
+RATE = 1.5 * max(CAPACITIES) / S
+MAX_WAIT = 0.05  # adaptive.py's max_wait
 POLICIES = {"AIMD()": AIMD, "Gradient()": Gradient}
-TARGET = 0.85
 
 # Per phase: (C, goodput / (C / S), own p99 in seconds).
 Phase = tuple[int, float, float]
@@ -139,7 +137,7 @@ def main() -> None:
     seeds = range(args.seeds)
     print(
         "| noise | policy | C | goodput of C/S: median | lowest "
-        f"| seeds under {TARGET} | p99 / oracle: median | highest |"
+        f"| seeds under {GOODPUT_TARGET} | p99 / oracle: median | highest |"
     )
     print("|---|---|---|---|---|---|---|---|")
     with concurrent.futures.ProcessPoolExecutor() as pool:
@@ -153,7 +151,7 @@ def main() -> None:
                         run[index][2] / ref[index][2]
                         for run, ref in zip(runs, oracle, strict=True)
                     ]
-                    under = sum(g < TARGET for g in goodput)
+                    under = sum(g < GOODPUT_TARGET for g in goodput)
                     print(
                         f"| {sigma} | {name} | {capacity} "
                         f"| {statistics.median(goodput):.2f} | {min(goodput):.2f} "
