@@ -310,20 +310,6 @@ class TestTheView:
             assert view.submit(abs, -2).result() == 2
         assert executor.stats().submitted == 1
 
-    def test_its_map_keeps_the_maps_own_timeout(self) -> None:
-        release = threading.Event()
-
-        def blocked(n: int) -> int:
-            release.wait(TIMEOUT)  # returns, even if the map did not time out
-            return n
-
-        with BoundedExecutor(max_workers=1) as executor:
-            results = executor.with_timeout(3600).map(blocked, [0], timeout=SHORT)
-            with pytest.raises(TimeoutError) as info:
-                next(results)
-            assert not isinstance(info.value, DeadlineExceeded)
-            release.set()
-
     def test_its_map_keeps_chunksize_and_buffersize(self) -> None:
         pulled = 0
 
